@@ -1,0 +1,267 @@
+#include "ringbuffer/ring_buffer.h"
+
+#include <sys/uio.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <new>
+#include <utility>
+
+namespace gev {
+namespace ringbuffer_internal {
+namespace {
+
+constexpr int kSizeClasses = 7;  // 1 KiB .. 64 KiB; class 0 is min_block_cache.
+static_assert((RingBuffer::kMinCapacity << (kSizeClasses - 1)) == kLargestPooledBlock);
+// Each larger size class keeps at most this many bytes (and at least 4 blocks), so a thread's
+// pool is bounded by about 1.75 MiB however many connections it serves.
+constexpr size_t kPooledBytesPerClass = 256 * 1024;
+static_assert(kMinBlockCacheSize * RingBuffer::kMinCapacity == kPooledBytesPerClass);
+constexpr int kMaxBlocksPerLargerClass = kPooledBytesPerClass / (2 * RingBuffer::kMinCapacity);
+
+int SizeClass(size_t capacity) {
+  return __builtin_ctzll(capacity) - __builtin_ctzll(RingBuffer::kMinCapacity);
+}
+
+int ClassLimit(int size_class) {
+  int limit = static_cast<int>(kPooledBytesPerClass / (RingBuffer::kMinCapacity << size_class));
+  return limit < 4 ? 4 : limit;
+}
+
+// Size classes above the smallest. Trivially destructible, so every access is a plain
+// thread-local load with no guard.
+struct LargerBlockPool {
+  char* blocks[kSizeClasses - 1][kMaxBlocksPerLargerClass];
+  int counts[kSizeClasses - 1];
+};
+
+thread_local LargerBlockPool larger_pool = {};
+
+// Slot and count for a size class, whichever structure holds it.
+char** ClassBlocks(int size_class) {
+  return size_class == 0 ? min_block_cache.blocks : larger_pool.blocks[size_class - 1];
+}
+int& ClassCount(int size_class) {
+  return size_class == 0 ? min_block_cache.count : larger_pool.counts[size_class - 1];
+}
+
+// Frees the pooled blocks when the thread exits. Registered before the first block is pooled,
+// so acquiring and releasing never pay for a thread-local guard.
+struct BlockPoolReaper {
+  ~BlockPoolReaper() {
+    for (int c = 0; c < kSizeClasses; ++c) {
+      for (int i = 0; i < ClassCount(c); ++i) ::operator delete(ClassBlocks(c)[i]);
+      ClassCount(c) = 0;
+    }
+  }
+};
+
+void RegisterReaper() {
+  static thread_local BlockPoolReaper reaper;
+  (void)reaper;
+  min_block_cache.reaper_registered = true;
+}
+
+}  // namespace
+
+char* AcquireBlock(size_t capacity) {
+  if (capacity <= kLargestPooledBlock) {
+    int c = SizeClass(capacity);
+    int& count = ClassCount(c);
+    if (count > 0) return ClassBlocks(c)[--count];
+  }
+  return static_cast<char*>(::operator new(capacity));
+}
+
+void ReleaseBlock(char* block, size_t capacity) {
+  if (capacity <= kLargestPooledBlock) {
+    int c = SizeClass(capacity);
+    int& count = ClassCount(c);
+    if (count < ClassLimit(c)) {
+      if (!min_block_cache.reaper_registered) RegisterReaper();
+      ClassBlocks(c)[count++] = block;
+      return;
+    }
+  }
+  ::operator delete(block);
+}
+
+size_t PooledBlockCount() {
+  size_t total = 0;
+  for (int c = 0; c < kSizeClasses; ++c) total += static_cast<size_t>(ClassCount(c));
+  return total;
+}
+
+}  // namespace ringbuffer_internal
+
+namespace {
+
+size_t RoundUpToPowerOfTwo(size_t n) {
+  size_t capacity = RingBuffer::kMinCapacity;
+  while (capacity < n) capacity <<= 1;
+  return capacity;
+}
+
+}  // namespace
+
+void RingBuffer::Slices::CopyTo(char* dst) const {
+  if (!first.empty()) std::memcpy(dst, first.data(), first.size());
+  if (!second.empty()) std::memcpy(dst + first.size(), second.data(), second.size());
+}
+
+std::string RingBuffer::Slices::ToString() const {
+  std::string out(size(), '\0');
+  CopyTo(out.data());
+  return out;
+}
+
+RingBuffer::~RingBuffer() {
+  if (storage_ != nullptr) ringbuffer_internal::ReleaseBlock(storage_, capacity_);
+}
+
+RingBuffer::RingBuffer(RingBuffer&& other) noexcept
+    : storage_(std::exchange(other.storage_, nullptr)),
+      capacity_(std::exchange(other.capacity_, 0)),
+      read_index_(std::exchange(other.read_index_, 0)),
+      size_(std::exchange(other.size_, 0)),
+      virtual_consumed_(std::exchange(other.virtual_consumed_, 0)),
+      limit_(other.limit_) {}
+
+RingBuffer& RingBuffer::operator=(RingBuffer&& other) noexcept {
+  if (this != &other) {
+    Reset();
+    storage_ = std::exchange(other.storage_, nullptr);
+    capacity_ = std::exchange(other.capacity_, 0);
+    read_index_ = std::exchange(other.read_index_, 0);
+    size_ = std::exchange(other.size_, 0);
+    virtual_consumed_ = std::exchange(other.virtual_consumed_, 0);
+    limit_ = other.limit_;
+  }
+  return *this;
+}
+
+bool RingBuffer::Reserve(size_t n) {
+  size_t needed = size_ + n;
+  if (needed < size_ || needed > limit_) return false;  // Overflow or over the limit.
+  if (needed <= capacity_) return true;
+  size_t new_capacity = RoundUpToPowerOfTwo(needed);
+  char* block = ringbuffer_internal::AcquireBlock(new_capacity);
+  if (storage_ != nullptr) {
+    // Linearize: the readable bytes move to the start of the new block.
+    SlicesAt(read_index_, size_).CopyTo(block);
+    ringbuffer_internal::ReleaseBlock(storage_, capacity_);
+  }
+  storage_ = block;
+  capacity_ = new_capacity;
+  read_index_ = 0;
+  return true;
+}
+
+bool RingBuffer::WriteGrowing(const void* data, size_t n) {
+  if (!Reserve(n)) return false;
+  Append(static_cast<const char*>(data), n);
+  return true;
+}
+
+size_t RingBuffer::Read(void* dst, size_t n) {
+  Slices slices = Peek(n);
+  slices.CopyTo(static_cast<char*>(dst));
+  Retrieve(slices.size());
+  return slices.size();
+}
+
+std::optional<char> RingBuffer::ReadByte() {
+  if (size_ == 0) return std::nullopt;
+  char c = storage_[read_index_];
+  Retrieve(1);
+  return c;
+}
+
+void RingBuffer::ReleaseStorage() {
+  ringbuffer_internal::ReleaseBlock(storage_, capacity_);
+  storage_ = nullptr;
+  capacity_ = 0;
+}
+
+template <typename T>
+std::optional<T> RingBuffer::PeekBigEndian() const {
+  if (size_ < sizeof(T)) return std::nullopt;
+  unsigned char bytes[sizeof(T)];
+  Peek(sizeof(T)).CopyTo(reinterpret_cast<char*>(bytes));
+  T value = 0;
+  for (unsigned char byte : bytes) value = static_cast<T>((value << 8) | byte);
+  return value;
+}
+
+std::optional<uint8_t> RingBuffer::PeekUint8() const { return PeekBigEndian<uint8_t>(); }
+std::optional<uint16_t> RingBuffer::PeekUint16() const { return PeekBigEndian<uint16_t>(); }
+std::optional<uint32_t> RingBuffer::PeekUint32() const { return PeekBigEndian<uint32_t>(); }
+std::optional<uint64_t> RingBuffer::PeekUint64() const { return PeekBigEndian<uint64_t>(); }
+
+RingBuffer::Slices RingBuffer::VirtualRead(size_t n) {
+  size_t available = VirtualLength();
+  if (n > available) n = available;
+  Slices slices = SlicesAt((read_index_ + virtual_consumed_) & Mask(), n);
+  virtual_consumed_ += n;
+  return slices;
+}
+
+ssize_t RingBuffer::ReadFromFd(int fd) {
+  char scratch[kReadScratchSize];
+  return ReadFromFd(fd, scratch, sizeof(scratch));
+}
+
+ssize_t RingBuffer::ReadFromFd(int fd, char* scratch, size_t scratch_size) {
+  // Never read more than the buffer may keep.
+  size_t room = size_ < limit_ ? limit_ - size_ : 0;
+  if (room == 0) {
+    errno = ENOBUFS;
+    return -1;
+  }
+  iovec iov[3];
+  int iov_count = 0;
+  size_t free_bytes = capacity_ - size_;
+  size_t in_storage = free_bytes < room ? free_bytes : room;
+  if (in_storage > 0) {
+    size_t write_index = WriteIndex();
+    size_t until_end = capacity_ - write_index;
+    size_t first = in_storage < until_end ? in_storage : until_end;
+    iov[iov_count++] = {storage_ + write_index, first};
+    if (in_storage > first) iov[iov_count++] = {storage_, in_storage - first};
+  }
+  size_t in_scratch = room - in_storage;
+  if (in_scratch > scratch_size) in_scratch = scratch_size;
+  if (in_scratch > 0) iov[iov_count++] = {scratch, in_scratch};
+
+  ssize_t n;
+  do {
+    n = ::readv(fd, iov, iov_count);
+  } while (n < 0 && errno == EINTR);
+  if (n <= 0) return n;
+
+  size_t received = static_cast<size_t>(n);
+  if (received <= in_storage) {
+    size_ += received;
+  } else {
+    size_ += in_storage;
+    // The limit was honoured in the iovecs, so this growth cannot be refused.
+    WriteGrowing(scratch, received - in_storage);
+  }
+  return n;
+}
+
+ssize_t RingBuffer::WriteToFd(int fd) {
+  Slices slices = PeekAll();
+  if (slices.empty()) return 0;
+  iovec iov[2] = {{const_cast<char*>(slices.first.data()), slices.first.size()},
+                  {const_cast<char*>(slices.second.data()), slices.second.size()}};
+  ssize_t n;
+  do {
+    n = ::writev(fd, iov, slices.second.empty() ? 1 : 2);
+  } while (n < 0 && errno == EINTR);
+  if (n > 0) Retrieve(static_cast<size_t>(n));
+  return n;
+}
+
+}  // namespace gev

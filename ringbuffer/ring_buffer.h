@@ -1,0 +1,264 @@
+// -----------------------------------------------------------------------------
+// File: ringbuffer/ring_buffer.h
+// -----------------------------------------------------------------------------
+//
+// `gev::RingBuffer` is the growing circular byte buffer behind every connection's input and
+// output. It is gev's ring buffer in C++: bytes are appended at the tail and consumed from the
+// head, readable bytes are handed out as up to two `std::string_view`s (the second one non-empty
+// only when the data wraps around the end of the storage), and socket I/O moves both segments
+// with one `readv`/`writev`.
+//
+// Memory policy: a buffer that holds nothing owns no storage. Storage is taken on the first
+// write, grows by doubling (capacities are powers of two, at least `kMinCapacity`), and is
+// handed back to a small per-thread pool of blocks (or freed, for large blocks) as soon as the
+// buffer becomes empty. An idle connection therefore costs only this object, while a busy one
+// recycles the same block without touching the allocator. `set_limit()` bounds how many bytes
+// the buffer may hold; a write beyond it is refused instead of allocating without limit.
+//
+// Example:
+//
+//   gev::RingBuffer buffer;
+//   buffer.WriteString("hello, ");
+//   buffer.WriteString("world");
+//   gev::RingBuffer::Slices readable = buffer.PeekAll();   // no copy
+//   Consume(readable.first);
+//   Consume(readable.second);
+//   buffer.Retrieve(readable.size());
+//
+// Framing code can look ahead without committing:
+//
+//   if (auto length = buffer.PeekUint32(); length && buffer.Length() >= 4 + *length) { ... }
+//
+//   buffer.VirtualRead(4);              // speculative; Length() is unchanged
+//   if (!HaveWholeFrame(buffer)) buffer.VirtualRevert(); else buffer.VirtualFlush();
+//
+// Views returned by `Peek*()` and `VirtualRead()` stay valid until the next call that writes to,
+// consumes from, or resets the buffer.
+//
+// Thread safety: a RingBuffer is not thread-safe; one thread uses it at a time (a connection's
+// buffers are used on the connection's loop thread). The block pool is per thread, so buffers
+// on different threads never contend.
+
+#ifndef GEV_RINGBUFFER_RING_BUFFER_H_
+#define GEV_RINGBUFFER_RING_BUFFER_H_
+
+#include <sys/types.h>
+
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+#include <optional>
+#include <string>
+#include <string_view>
+
+namespace gev {
+namespace ringbuffer_internal {
+
+// This thread's pooled blocks of the smallest size class (RingBuffer::kMinCapacity), the class
+// almost every message uses. It lives in the header so that a buffer taking storage on its
+// first write, or handing it back on becoming empty, does so inline without a call.
+inline constexpr int kMinBlockCacheSize = 256;
+struct MinBlockCache {
+  char* blocks[kMinBlockCacheSize];
+  int count;
+  bool reaper_registered;  // Blocks are only cached once the thread frees them at exit.
+};
+inline thread_local MinBlockCache min_block_cache = {};
+
+}  // namespace ringbuffer_internal
+
+class RingBuffer {
+ public:
+  // Smallest storage a buffer takes; every capacity is a power of two at least this large.
+  static constexpr size_t kMinCapacity = 1024;
+  // Size of the stack buffer `ReadFromFd(fd)` reads into beyond the free space (as muduo's).
+  static constexpr size_t kReadScratchSize = 64 * 1024;
+
+  // Up to two contiguous views of readable bytes, in order. `second` is empty unless the bytes
+  // wrap around the end of the storage.
+  struct Slices {
+    std::string_view first;
+    std::string_view second;
+
+    size_t size() const { return first.size() + second.size(); }
+    bool empty() const { return size() == 0; }
+    // Copies the bytes, in order, to `dst`, which must have room for size() bytes.
+    void CopyTo(char* dst) const;
+    std::string ToString() const;
+  };
+
+  RingBuffer() = default;
+  ~RingBuffer();
+
+  RingBuffer(RingBuffer&& other) noexcept;
+  RingBuffer& operator=(RingBuffer&& other) noexcept;
+  RingBuffer(const RingBuffer&) = delete;
+  RingBuffer& operator=(const RingBuffer&) = delete;
+
+  // ---- Sizes ----------------------------------------------------------------------------------
+
+  // RingBuffer::Length() — readable bytes (from the read position, ignoring VirtualRead).
+  size_t Length() const { return size_; }
+  // RingBuffer::Capacity() — bytes of storage owned now; 0 while the buffer is empty.
+  size_t Capacity() const { return capacity_; }
+  bool IsEmpty() const { return size_ == 0; }
+  // RingBuffer::IsFull() — true when the storage is full, so the next write must grow it.
+  bool IsFull() const { return capacity_ != 0 && size_ == capacity_; }
+  // RingBuffer::set_limit() — the most bytes the buffer will hold. Writes that would exceed it
+  // are refused and `ReadFromFd` reads no more than fits. Defaults to no practical limit.
+  void set_limit(size_t max_bytes) { limit_ = max_bytes; }
+  size_t limit() const { return limit_; }
+
+  // ---- Write side ----------------------------------------------------------------------------
+
+  // RingBuffer::Write() — appends `n` bytes, growing the storage as needed. Returns false, and
+  // writes nothing, when the bytes would take the buffer past `limit()`.
+  bool Write(const void* data, size_t n) {
+    // Fast path: fits the storage we own (capacity_ is 0 if none) and the limit.
+    if (n <= capacity_ - size_ && size_ + n <= limit_) {
+      if (n != 0) Append(static_cast<const char*>(data), n);
+      return true;
+    }
+    // Second fastest: an empty buffer takes a cached smallest block.
+    ringbuffer_internal::MinBlockCache& cache = ringbuffer_internal::min_block_cache;
+    if (storage_ == nullptr && n - 1 < kMinCapacity && n <= limit_ && cache.count > 0) {
+      storage_ = cache.blocks[--cache.count];
+      capacity_ = kMinCapacity;
+      std::memcpy(storage_, data, n);
+      size_ = n;
+      return true;
+    }
+    return WriteGrowing(data, n);
+  }
+  bool WriteString(std::string_view s) { return Write(s.data(), s.size()); }
+  bool WriteByte(char c) { return Write(&c, 1); }
+
+  // ---- Zero-copy reads -----------------------------------------------------------------------
+
+  // RingBuffer::Peek() — views of the first min(n, Length()) readable bytes; consumes nothing.
+  Slices Peek(size_t n) const { return SlicesAt(read_index_, n < size_ ? n : size_); }
+  Slices PeekAll() const { return SlicesAt(read_index_, size_); }
+
+  // Big-endian integers at the read position, or nullopt when fewer bytes are readable.
+  std::optional<uint8_t> PeekUint8() const;
+  std::optional<uint16_t> PeekUint16() const;
+  std::optional<uint32_t> PeekUint32() const;
+  std::optional<uint64_t> PeekUint64() const;
+
+  // ---- Consume -------------------------------------------------------------------------------
+
+  // RingBuffer::Retrieve() — discards the first min(n, Length()) readable bytes.
+  void Retrieve(size_t n) {
+    virtual_consumed_ = 0;
+    if (n < size_) {
+      read_index_ = (read_index_ + n) & Mask();
+      size_ -= n;
+    } else {
+      Reset();
+    }
+  }
+  void RetrieveAll() { Reset(); }
+  // RingBuffer::Read() — copies up to `n` bytes to `dst` and consumes them; returns the count.
+  size_t Read(void* dst, size_t n);
+  // RingBuffer::ReadByte() — consumes one byte, or returns nullopt when empty.
+  std::optional<char> ReadByte();
+  // RingBuffer::Bytes() — a copy of all readable bytes; consumes nothing.
+  std::string Bytes() const { return PeekAll().ToString(); }
+  // RingBuffer::Reset() — discards everything and releases the storage.
+  void Reset() {
+    ringbuffer_internal::MinBlockCache& cache = ringbuffer_internal::min_block_cache;
+    if (capacity_ == kMinCapacity && cache.reaper_registered &&
+        cache.count < ringbuffer_internal::kMinBlockCacheSize) {
+      cache.blocks[cache.count++] = storage_;
+      storage_ = nullptr;
+      capacity_ = 0;
+    } else if (storage_ != nullptr) {
+      ReleaseStorage();
+    }
+    read_index_ = 0;
+    size_ = 0;
+    virtual_consumed_ = 0;
+  }
+
+  // ---- Speculative reads (gev's Virtual* API, for framing code) ------------------------------
+  //
+  // A virtual read position starts at the read position. `VirtualRead` advances it without
+  // consuming, `VirtualFlush` consumes everything up to it, `VirtualRevert` moves it back to the
+  // read position. Every other consuming call also moves it back.
+
+  // RingBuffer::VirtualRead() — views of the next min(n, VirtualLength()) bytes after the
+  // virtual position, which advances past them.
+  Slices VirtualRead(size_t n);
+  // RingBuffer::VirtualLength() — readable bytes after the virtual position.
+  size_t VirtualLength() const { return size_ - virtual_consumed_; }
+  void VirtualFlush() { Retrieve(virtual_consumed_); }
+  void VirtualRevert() { virtual_consumed_ = 0; }
+
+  // ---- Socket I/O ----------------------------------------------------------------------------
+
+  // RingBuffer::ReadFromFd() — one `readv` into the free space (both segments) and into
+  // `scratch`; bytes that landed in `scratch` are then appended, growing the storage. So one
+  // system call can take a large burst without every buffer being large. Returns the bytes read,
+  // 0 at end of file, or -1 with errno set (EAGAIN included; EINTR is retried). When the buffer
+  // is at its limit it reads nothing and fails with ENOBUFS.
+  ssize_t ReadFromFd(int fd, char* scratch, size_t scratch_size);
+  // As above, with a `kReadScratchSize` buffer on the stack.
+  ssize_t ReadFromFd(int fd);
+
+  // RingBuffer::WriteToFd() — one `writev` of both readable segments; consumes what was
+  // written. Returns the bytes written or -1 with errno set (EAGAIN is not retried, EINTR is).
+  ssize_t WriteToFd(int fd);
+
+ private:
+  size_t Mask() const { return capacity_ - 1; }
+  size_t WriteIndex() const { return (read_index_ + size_) & Mask(); }
+  Slices SlicesAt(size_t start, size_t n) const {
+    if (n == 0) return {};
+    size_t until_end = capacity_ - start;
+    if (n <= until_end) return {std::string_view(storage_ + start, n), {}};
+    return {std::string_view(storage_ + start, until_end),
+            std::string_view(storage_, n - until_end)};
+  }
+  // Copies `n` bytes at the write position; the room must exist.
+  void Append(const char* data, size_t n) {
+    size_t write_index = WriteIndex();
+    size_t until_end = capacity_ - write_index;
+    if (n <= until_end) {
+      std::memcpy(storage_ + write_index, data, n);
+    } else {
+      std::memcpy(storage_ + write_index, data, until_end);
+      std::memcpy(storage_, data + until_end, n - until_end);
+    }
+    size_ += n;
+  }
+  // Write()'s slow path: grows the storage (or takes it) first.
+  bool WriteGrowing(const void* data, size_t n);
+  // Reset()'s slow path: hands the storage to the pool or frees it.
+  void ReleaseStorage();
+  // Makes room for `n` more bytes; false when that would pass `limit_`.
+  bool Reserve(size_t n);
+  template <typename T>
+  std::optional<T> PeekBigEndian() const;
+
+  char* storage_ = nullptr;
+  size_t capacity_ = 0;          // 0 or a power of two >= kMinCapacity.
+  size_t read_index_ = 0;        // Index of the first readable byte.
+  size_t size_ = 0;              // Readable bytes.
+  size_t virtual_consumed_ = 0;  // Bytes between the read and the virtual read positions.
+  size_t limit_ = SIZE_MAX / 2;
+};
+
+namespace ringbuffer_internal {
+
+// Blocks of storage recycled per thread, by power-of-two size class from
+// RingBuffer::kMinCapacity to kLargestPooledBlock. Exposed for tests and benchmarks.
+inline constexpr size_t kLargestPooledBlock = 64 * 1024;
+char* AcquireBlock(size_t capacity);
+void ReleaseBlock(char* block, size_t capacity);
+// Blocks held by this thread's pool, over all size classes.
+size_t PooledBlockCount();
+
+}  // namespace ringbuffer_internal
+}  // namespace gev
+
+#endif  // GEV_RINGBUFFER_RING_BUFFER_H_

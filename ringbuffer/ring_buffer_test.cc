@@ -1,0 +1,295 @@
+#include "ringbuffer/ring_buffer.h"
+
+#include <fcntl.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <string>
+
+#include "gtest/gtest.h"
+
+namespace gev {
+namespace {
+
+std::string Pattern(size_t n, int seed = 0) {
+  std::string s(n, '\0');
+  for (size_t i = 0; i < n; ++i) s[i] = static_cast<char>('a' + (i + seed) % 26);
+  return s;
+}
+
+// Leaves `buffer` holding `tail` with its bytes wrapped around the end of the storage.
+void FillWrapped(RingBuffer& buffer, const std::string& tail) {
+  buffer.WriteString(Pattern(RingBuffer::kMinCapacity - 8));
+  buffer.WriteString("x");  // Keeps the buffer non-empty, so storage stays put.
+  buffer.Retrieve(RingBuffer::kMinCapacity - 8);
+  ASSERT_EQ(buffer.Capacity(), RingBuffer::kMinCapacity);
+  buffer.WriteString(tail);
+  buffer.Retrieve(1);
+}
+
+TEST(RingBufferTest, EmptyBufferOwnsNoStorage) {
+  RingBuffer buffer;
+  EXPECT_TRUE(buffer.IsEmpty());
+  EXPECT_FALSE(buffer.IsFull());
+  EXPECT_EQ(buffer.Length(), 0u);
+  EXPECT_EQ(buffer.Capacity(), 0u);
+  EXPECT_TRUE(buffer.PeekAll().empty());
+  EXPECT_EQ(buffer.PeekUint8(), std::nullopt);
+}
+
+TEST(RingBufferTest, WriteThenPeekAndRetrieve) {
+  RingBuffer buffer;
+  ASSERT_TRUE(buffer.WriteString("hello, "));
+  ASSERT_TRUE(buffer.WriteString("world"));
+  ASSERT_TRUE(buffer.WriteByte('!'));
+  EXPECT_EQ(buffer.Length(), 13u);
+  EXPECT_EQ(buffer.Capacity(), RingBuffer::kMinCapacity);
+  EXPECT_EQ(buffer.Peek(5).ToString(), "hello");
+  EXPECT_EQ(buffer.Peek(100).ToString(), "hello, world!");
+  EXPECT_TRUE(buffer.PeekAll().second.empty());
+  buffer.Retrieve(7);
+  EXPECT_EQ(buffer.Bytes(), "world!");
+  EXPECT_EQ(buffer.Length(), 6u);
+}
+
+TEST(RingBufferTest, StorageIsReleasedWhenEmptied) {
+  RingBuffer buffer;
+  buffer.WriteString("abc");
+  EXPECT_NE(buffer.Capacity(), 0u);
+  buffer.RetrieveAll();
+  EXPECT_EQ(buffer.Capacity(), 0u);
+  buffer.WriteString("abc");
+  char out[3];
+  EXPECT_EQ(buffer.Read(out, sizeof(out)), 3u);
+  EXPECT_EQ(buffer.Capacity(), 0u);
+  buffer.WriteString("abc");
+  buffer.Reset();
+  EXPECT_EQ(buffer.Capacity(), 0u);
+  EXPECT_TRUE(buffer.IsEmpty());
+}
+
+TEST(RingBufferTest, ReleasedBlocksAreRecycledByThisThread) {
+  RingBuffer buffer;
+  buffer.WriteString("abc");
+  const char* block = buffer.PeekAll().first.data();
+  size_t pooled = ringbuffer_internal::PooledBlockCount();
+  buffer.RetrieveAll();
+  EXPECT_EQ(ringbuffer_internal::PooledBlockCount(), pooled + 1);
+  buffer.WriteString("def");  // Takes the same block back from the pool.
+  EXPECT_EQ(ringbuffer_internal::PooledBlockCount(), pooled);
+  EXPECT_EQ(buffer.PeekAll().first.data(), block);
+}
+
+TEST(RingBufferTest, PeekReturnsTwoSlicesWhenDataWraps) {
+  RingBuffer buffer;
+  FillWrapped(buffer, Pattern(20, 3));
+  RingBuffer::Slices slices = buffer.PeekAll();
+  EXPECT_EQ(slices.first.size(), 7u);  // 8 bytes before the end, one was the 'x'.
+  EXPECT_EQ(slices.second.size(), 13u);
+  EXPECT_EQ(slices.ToString(), Pattern(20, 3));
+  EXPECT_EQ(buffer.Peek(9).ToString(), Pattern(9, 3));
+  EXPECT_EQ(buffer.Peek(5).second.size(), 0u);
+}
+
+TEST(RingBufferTest, FullBufferReportsFullAndGrowsOnNextWrite) {
+  RingBuffer buffer;
+  buffer.WriteString(Pattern(RingBuffer::kMinCapacity));
+  EXPECT_TRUE(buffer.IsFull());
+  buffer.WriteByte('!');
+  EXPECT_FALSE(buffer.IsFull());
+  EXPECT_EQ(buffer.Capacity(), 2 * RingBuffer::kMinCapacity);
+  EXPECT_EQ(buffer.Bytes(), Pattern(RingBuffer::kMinCapacity) + "!");
+}
+
+TEST(RingBufferTest, GrowthAcrossTheWrapKeepsOrder) {
+  RingBuffer buffer;
+  FillWrapped(buffer, Pattern(100, 1));
+  std::string more = Pattern(5000, 2);
+  buffer.WriteString(more);
+  EXPECT_EQ(buffer.Capacity(), 8192u);  // Doubles to the next power of two that fits.
+  EXPECT_EQ(buffer.Bytes(), Pattern(100, 1) + more);
+  EXPECT_TRUE(buffer.PeekAll().second.empty());  // Growth linearizes.
+}
+
+TEST(RingBufferTest, LimitRefusesWritesBeyondIt) {
+  RingBuffer buffer;
+  buffer.set_limit(10);
+  EXPECT_TRUE(buffer.WriteString("0123456789"));
+  EXPECT_FALSE(buffer.WriteByte('x'));
+  EXPECT_FALSE(buffer.WriteString("abc"));
+  EXPECT_EQ(buffer.Bytes(), "0123456789");
+  buffer.Retrieve(3);
+  EXPECT_TRUE(buffer.WriteString("abc"));
+  EXPECT_EQ(buffer.Bytes(), "3456789abc");
+}
+
+TEST(RingBufferTest, ReadCopiesAndConsumes) {
+  RingBuffer buffer;
+  FillWrapped(buffer, "wrapped-bytes-here");
+  char out[8];
+  EXPECT_EQ(buffer.Read(out, sizeof(out)), 8u);
+  EXPECT_EQ(std::string(out, 8), "wrapped-");
+  EXPECT_EQ(buffer.Bytes(), "bytes-here");
+  EXPECT_EQ(buffer.ReadByte(), 'b');
+  char rest[100];
+  EXPECT_EQ(buffer.Read(rest, sizeof(rest)), 9u);
+  EXPECT_EQ(buffer.ReadByte(), std::nullopt);
+}
+
+TEST(RingBufferTest, BigEndianPeeksAcrossTheWrap) {
+  RingBuffer buffer;
+  std::string bytes = {'\x01', '\x02', '\x03', '\x04', '\x05', '\x06', '\x07', '\x08', '\xff'};
+  FillWrapped(buffer, bytes);  // The first 7 bytes sit before the end, the rest after.
+  EXPECT_EQ(buffer.PeekUint8(), 0x01u);
+  EXPECT_EQ(buffer.PeekUint16(), 0x0102u);
+  EXPECT_EQ(buffer.PeekUint32(), 0x01020304u);
+  EXPECT_EQ(buffer.PeekUint64(), 0x0102030405060708ull);
+  EXPECT_EQ(buffer.Length(), 9u);  // Peeks consume nothing.
+  buffer.Retrieve(5);
+  EXPECT_EQ(buffer.PeekUint32(), 0x060708ffu);
+  EXPECT_EQ(buffer.PeekUint64(), std::nullopt);
+}
+
+TEST(RingBufferTest, VirtualReadRevertLeavesDataInPlace) {
+  RingBuffer buffer;
+  buffer.WriteString("headerbody");
+  EXPECT_EQ(buffer.VirtualRead(6).ToString(), "header");
+  EXPECT_EQ(buffer.VirtualLength(), 4u);
+  EXPECT_EQ(buffer.Length(), 10u);
+  EXPECT_EQ(buffer.VirtualRead(100).ToString(), "body");
+  EXPECT_EQ(buffer.VirtualLength(), 0u);
+  buffer.VirtualRevert();
+  EXPECT_EQ(buffer.VirtualLength(), 10u);
+  EXPECT_EQ(buffer.Bytes(), "headerbody");
+}
+
+TEST(RingBufferTest, VirtualFlushCommitsTheVirtualReads) {
+  RingBuffer buffer;
+  FillWrapped(buffer, "header|body");
+  EXPECT_EQ(buffer.VirtualRead(7).ToString(), "header|");
+  buffer.VirtualFlush();
+  EXPECT_EQ(buffer.Bytes(), "body");
+  EXPECT_EQ(buffer.VirtualLength(), 4u);
+}
+
+TEST(RingBufferTest, ConsumingResetsTheVirtualPosition) {
+  RingBuffer buffer;
+  buffer.WriteString("abcdef");
+  buffer.VirtualRead(4);
+  buffer.Retrieve(1);
+  EXPECT_EQ(buffer.VirtualLength(), 5u);
+  EXPECT_EQ(buffer.VirtualRead(2).ToString(), "bc");
+}
+
+TEST(RingBufferTest, MoveTransfersContents) {
+  RingBuffer a;
+  a.WriteString("moved");
+  RingBuffer b(std::move(a));
+  EXPECT_EQ(b.Bytes(), "moved");
+  EXPECT_EQ(a.Capacity(), 0u);  // NOLINT(bugprone-use-after-move): moved-from is empty.
+  RingBuffer c;
+  c.WriteString("old");
+  c = std::move(b);
+  EXPECT_EQ(c.Bytes(), "moved");
+}
+
+class SocketPairTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    ASSERT_EQ(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0, fds_), 0);
+  }
+  void TearDown() override {
+    ::close(fds_[0]);
+    ::close(fds_[1]);
+  }
+  std::string Drain(int fd) {
+    std::string out;
+    char chunk[65536];
+    ssize_t n;
+    while ((n = ::read(fd, chunk, sizeof(chunk))) > 0) out.append(chunk, static_cast<size_t>(n));
+    return out;
+  }
+  int fds_[2];
+};
+
+TEST_F(SocketPairTest, ReadFromFdTakesABurstLargerThanTheFreeSpace) {
+  std::string burst = Pattern(40000, 5);
+  ASSERT_EQ(::write(fds_[1], burst.data(), burst.size()), static_cast<ssize_t>(burst.size()));
+  RingBuffer buffer;
+  buffer.WriteString("prefix");  // Storage exists, with far less room than the burst.
+  EXPECT_EQ(buffer.ReadFromFd(fds_[0]), static_cast<ssize_t>(burst.size()));
+  EXPECT_EQ(buffer.Bytes(), "prefix" + burst);
+  EXPECT_EQ(buffer.ReadFromFd(fds_[0]), -1);
+  EXPECT_EQ(errno, EAGAIN);
+}
+
+TEST_F(SocketPairTest, ReadFromFdFillsBothFreeSegmentsOfAWrappedBuffer) {
+  RingBuffer buffer;
+  buffer.WriteString(Pattern(600));
+  buffer.Retrieve(500);  // Read position mid-storage, so free space spans the end.
+  std::string data = Pattern(900, 9);
+  ASSERT_EQ(::write(fds_[1], data.data(), data.size()), 900);
+  char scratch[16];
+  EXPECT_EQ(buffer.ReadFromFd(fds_[0], scratch, sizeof(scratch)), 900);
+  EXPECT_EQ(buffer.Capacity(), RingBuffer::kMinCapacity);  // Fitted without growth.
+  EXPECT_EQ(buffer.Bytes(), Pattern(600).substr(500) + data);
+}
+
+TEST_F(SocketPairTest, ReadFromFdHonoursTheLimit) {
+  std::string data = Pattern(5000);
+  ASSERT_EQ(::write(fds_[1], data.data(), data.size()), 5000);
+  RingBuffer buffer;
+  buffer.set_limit(3000);
+  EXPECT_EQ(buffer.ReadFromFd(fds_[0]), 3000);
+  EXPECT_EQ(buffer.ReadFromFd(fds_[0]), -1);
+  EXPECT_EQ(errno, ENOBUFS);
+  buffer.Retrieve(3000);
+  EXPECT_EQ(buffer.ReadFromFd(fds_[0]), 2000);
+  EXPECT_EQ(buffer.Bytes(), data.substr(3000));
+}
+
+TEST_F(SocketPairTest, ReadFromFdReportsEndOfFile) {
+  ::shutdown(fds_[1], SHUT_WR);
+  RingBuffer buffer;
+  EXPECT_EQ(buffer.ReadFromFd(fds_[0]), 0);
+  EXPECT_EQ(buffer.Capacity(), 0u);
+}
+
+TEST_F(SocketPairTest, WriteToFdSendsBothSegments) {
+  RingBuffer buffer;
+  FillWrapped(buffer, Pattern(50, 4));
+  ASSERT_FALSE(buffer.PeekAll().second.empty());
+  EXPECT_EQ(buffer.WriteToFd(fds_[0]), 50);
+  EXPECT_TRUE(buffer.IsEmpty());
+  EXPECT_EQ(Drain(fds_[1]), Pattern(50, 4));
+}
+
+TEST_F(SocketPairTest, ShortWriteKeepsTheUnsentTail) {
+  int size = 4096;
+  ASSERT_EQ(::setsockopt(fds_[0], SOL_SOCKET, SO_SNDBUF, &size, sizeof(size)), 0);
+  std::string data = Pattern(1 << 20, 6);
+  RingBuffer buffer;
+  buffer.WriteString(data);
+  std::string received;
+  int rounds = 0;
+  while (!buffer.IsEmpty() && rounds++ < 100000) {
+    ssize_t n = buffer.WriteToFd(fds_[0]);
+    if (n < 0) {
+      ASSERT_EQ(errno, EAGAIN);
+    }
+    received += Drain(fds_[1]);
+  }
+  received += Drain(fds_[1]);
+  EXPECT_GT(rounds, 1);  // The socket really did take it in pieces.
+  EXPECT_EQ(received, data);
+}
+
+TEST_F(SocketPairTest, WriteToFdOnEmptyBufferWritesNothing) {
+  RingBuffer buffer;
+  EXPECT_EQ(buffer.WriteToFd(fds_[0]), 0);
+  EXPECT_EQ(Drain(fds_[1]), "");
+}
+
+}  // namespace
+}  // namespace gev
