@@ -1,0 +1,195 @@
+// Backend-agnostic poller tests: a typed test over every backend this platform builds
+// (poller_backends.h is chosen by Bazel select()).
+
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <set>
+#include <thread>
+#include <vector>
+
+#include "gtest/gtest.h"
+#include "poller/poller.h"
+#include "poller_backends.h"
+
+namespace gev {
+namespace {
+
+template <typename Backend>
+class PollerTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    auto poller = Backend::Create();
+    ASSERT_TRUE(poller.ok()) << poller.status();
+    poller_ = std::move(*poller);
+    ASSERT_EQ(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, pair_), 0);
+  }
+  void TearDown() override {
+    for (int fd : pair_) {
+      if (fd >= 0) ::close(fd);
+    }
+  }
+
+  // Waits (bounded) until an event for `tag` arrives; returns the merged flags.
+  PollEvent WaitFor(uint64_t tag, int timeout_ms = 1000) {
+    PollEvent merged;
+    auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
+    bool seen = false;
+    while (!seen && std::chrono::steady_clock::now() < deadline) {
+      for (const PollEvent& event : poller_->Wait(50)) {
+        if (event.tag != tag) continue;
+        seen = true;
+        merged.tag = tag;
+        merged.readable |= event.readable;
+        merged.writable |= event.writable;
+        merged.hangup |= event.hangup;
+        merged.error |= event.error;
+      }
+    }
+    return merged;
+  }
+
+  std::unique_ptr<Poller> poller_;
+  int pair_[2] = {-1, -1};
+};
+
+TYPED_TEST_SUITE_P(PollerTest);
+
+TYPED_TEST_P(PollerTest, ReportsReadableWithTag) {
+  ASSERT_TRUE(this->poller_->Add(this->pair_[0], Interest::kRead, 42).ok());
+  EXPECT_TRUE(this->poller_->Wait(0).empty());  // Nothing to read yet.
+  ASSERT_EQ(::write(this->pair_[1], "x", 1), 1);
+  PollEvent event = this->WaitFor(42);
+  EXPECT_EQ(event.tag, 42u);
+  EXPECT_TRUE(event.readable);
+  EXPECT_FALSE(event.writable);
+}
+
+TYPED_TEST_P(PollerTest, LevelTriggeredKeepsReportingUnreadData) {
+  ASSERT_TRUE(this->poller_->Add(this->pair_[0], Interest::kRead, 1).ok());
+  ASSERT_EQ(::write(this->pair_[1], "xy", 2), 2);
+  EXPECT_TRUE(this->WaitFor(1).readable);
+  EXPECT_TRUE(this->WaitFor(1).readable);  // Still unread: reported again.
+  char buf[2];
+  ASSERT_EQ(::read(this->pair_[0], buf, 2), 2);
+  EXPECT_TRUE(this->poller_->Wait(0).empty());
+}
+
+TYPED_TEST_P(PollerTest, ModifySwitchesBetweenReadAndWrite) {
+  ASSERT_TRUE(this->poller_->Add(this->pair_[0], Interest::kRead, 7).ok());
+  EXPECT_TRUE(this->poller_->Wait(0).empty());
+  ASSERT_TRUE(this->poller_->Modify(this->pair_[0], Interest::kWrite, 8).ok());
+  PollEvent event = this->WaitFor(8);
+  EXPECT_TRUE(event.writable);
+  EXPECT_FALSE(event.readable);
+  ASSERT_TRUE(this->poller_->Modify(this->pair_[0], Interest::kNone, 8).ok());
+  EXPECT_TRUE(this->poller_->Wait(0).empty());
+  ASSERT_TRUE(this->poller_->Modify(this->pair_[0], Interest::kReadWrite, 9).ok());
+  ASSERT_EQ(::write(this->pair_[1], "x", 1), 1);
+  event = this->WaitFor(9);
+  EXPECT_TRUE(event.readable);
+  EXPECT_TRUE(event.writable);
+}
+
+TYPED_TEST_P(PollerTest, RemovedDescriptorIsNotReported) {
+  ASSERT_TRUE(this->poller_->Add(this->pair_[0], Interest::kReadWrite, 3).ok());
+  ASSERT_TRUE(this->poller_->Remove(this->pair_[0]).ok());
+  ASSERT_EQ(::write(this->pair_[1], "x", 1), 1);
+  EXPECT_TRUE(this->poller_->Wait(20).empty());
+  EXPECT_FALSE(this->poller_->Remove(this->pair_[0]).ok());  // Not watched any more.
+}
+
+TYPED_TEST_P(PollerTest, PeerCloseIsReadableHangup) {
+  ASSERT_TRUE(this->poller_->Add(this->pair_[0], Interest::kRead, 5).ok());
+  ::close(this->pair_[1]);
+  this->pair_[1] = -1;
+  PollEvent event = this->WaitFor(5);
+  EXPECT_TRUE(event.readable);
+  EXPECT_TRUE(event.hangup);
+  char buf[1];
+  EXPECT_EQ(::read(this->pair_[0], buf, 1), 0);
+}
+
+TYPED_TEST_P(PollerTest, RefusedConnectReportsError) {
+  // Find a loopback port with no listener: bind, read the port, close.
+  int probe = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ASSERT_EQ(::bind(probe, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)), 0);
+  socklen_t len = sizeof(addr);
+  ::getsockname(probe, reinterpret_cast<sockaddr*>(&addr), &len);
+  ::close(probe);
+
+  int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);
+  int rc = ::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr));
+  ASSERT_TRUE(rc == 0 || errno == EINPROGRESS || errno == ECONNREFUSED);
+  ASSERT_TRUE(this->poller_->Add(fd, Interest::kReadWrite, 11).ok());
+  PollEvent event = this->WaitFor(11);
+  EXPECT_TRUE(event.error || event.hangup);
+  int error = 0;
+  socklen_t error_len = sizeof(error);
+  ::getsockopt(fd, SOL_SOCKET, SO_ERROR, &error, &error_len);
+  EXPECT_EQ(error, ECONNREFUSED);
+  ::close(fd);
+}
+
+TYPED_TEST_P(PollerTest, WakeupEndsABlockingWaitAndIsNotAnEvent) {
+  std::thread waker([this] {
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    this->poller_->Wakeup();
+  });
+  auto start = std::chrono::steady_clock::now();
+  auto events = this->poller_->Wait(10000);
+  auto waited = std::chrono::steady_clock::now() - start;
+  waker.join();
+  EXPECT_TRUE(events.empty());
+  EXPECT_LT(waited, std::chrono::seconds(5));
+  // Wakeups before a Wait are remembered, and coalesce into one early return.
+  this->poller_->Wakeup();
+  this->poller_->Wakeup();
+  start = std::chrono::steady_clock::now();
+  EXPECT_TRUE(this->poller_->Wait(10000).empty());
+  EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(5));
+  EXPECT_TRUE(this->poller_->Wait(0).empty());
+}
+
+TYPED_TEST_P(PollerTest, ManyReadyDescriptorsAreAllReported) {
+  std::vector<int> fds;
+  for (int i = 0; i < 150; ++i) {
+    int pair[2];
+    ASSERT_EQ(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0, pair), 0);
+    ASSERT_EQ(::write(pair[1], "x", 1), 1);
+    ASSERT_TRUE(this->poller_->Add(pair[0], Interest::kRead, 1000 + static_cast<uint64_t>(i)).ok());
+    fds.push_back(pair[0]);
+    fds.push_back(pair[1]);
+  }
+  std::set<uint64_t> seen;
+  for (int round = 0; round < 20 && seen.size() < 150; ++round) {
+    for (const PollEvent& event : this->poller_->Wait(100)) seen.insert(event.tag);
+  }
+  EXPECT_EQ(seen.size(), 150u);
+  for (int fd : fds) ::close(fd);
+}
+
+REGISTER_TYPED_TEST_SUITE_P(PollerTest, ReportsReadableWithTag,
+                            LevelTriggeredKeepsReportingUnreadData,
+                            ModifySwitchesBetweenReadAndWrite, RemovedDescriptorIsNotReported,
+                            PeerCloseIsReadableHangup, RefusedConnectReportsError,
+                            WakeupEndsABlockingWaitAndIsNotAnEvent,
+                            ManyReadyDescriptorsAreAllReported);
+INSTANTIATE_TYPED_TEST_SUITE_P(Platform, PollerTest, poller_testing::PollerBackends);
+
+TEST(DefaultPollerTest, CreatesThePlatformBackend) {
+  auto poller = CreateDefaultPoller();
+  ASSERT_TRUE(poller.ok()) << poller.status();
+  std::string name = (*poller)->name();
+  EXPECT_TRUE(name == "epoll" || name == "kqueue") << name;
+}
+
+}  // namespace
+}  // namespace gev
