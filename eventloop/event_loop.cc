@@ -1,0 +1,185 @@
+#include "eventloop/event_loop.h"
+
+#include <algorithm>
+#include <chrono>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "eventloop/check.h"
+
+namespace gev {
+namespace {
+
+uint64_t ToTicks(absl::Duration duration) {
+  // Round up, so a timer never fires early; at least one tick.
+  int64_t ms = absl::ToInt64Milliseconds(absl::Ceil(duration, absl::Milliseconds(1)));
+  return ms < 1 ? 1 : static_cast<uint64_t>(ms);
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<EventLoop>> EventLoop::Create() {
+  absl::StatusOr<std::unique_ptr<Poller>> poller = CreateDefaultPoller();
+  if (!poller.ok()) return poller.status();
+  return Create(std::move(*poller));
+}
+
+std::unique_ptr<EventLoop> EventLoop::Create(std::unique_ptr<Poller> poller) {
+  return std::unique_ptr<EventLoop>(new EventLoop(std::move(poller)));
+}
+
+EventLoop::EventLoop(std::unique_ptr<Poller> poller)
+    : poller_(std::move(poller)),
+      epoch_(std::chrono::steady_clock::now()),
+      timers_(0),
+      scratch_(new char[kScratchSize]) {}
+
+EventLoop::~EventLoop() = default;
+
+uint64_t EventLoop::NowMs() const {
+  return static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::milliseconds>(
+                                   std::chrono::steady_clock::now() - epoch_)
+                                   .count());
+}
+
+bool EventLoop::IsInLoopThread() const {
+  return loop_thread_.load(std::memory_order_acquire) == std::this_thread::get_id();
+}
+
+void EventLoop::AssertInLoopThread() const {
+  GEV_CHECK(IsInLoopThread(), "EventLoop method called off its loop thread");
+}
+
+void EventLoop::Run() {
+  GEV_CHECK(loop_thread_.load() == std::thread::id(), "EventLoop::Run() called twice");
+  loop_thread_.store(std::this_thread::get_id(), std::memory_order_release);
+  while (!stop_.load(std::memory_order_acquire)) {
+    int64_t timeout = timers_.NextTimeoutMs(NowMs());
+    if (PrepareToSleep()) timeout = 0;
+    if (timeout > INT32_MAX) timeout = INT32_MAX;
+    absl::Span<const PollEvent> events = poller_->Wait(static_cast<int>(timeout));
+    sleeping_.store(false, std::memory_order_seq_cst);
+    poll_count_.fetch_add(1, std::memory_order_relaxed);
+    for (const PollEvent& event : events) {
+      // Looked up per event: a handler removed earlier in this batch is gone from handlers_.
+      size_t fd = static_cast<size_t>(event.tag);
+      if (fd < handlers_.size() && handlers_[fd] != nullptr) handlers_[fd]->HandleEvent(event);
+    }
+    timers_.Advance(NowMs());
+    RunQueuedTasks();
+  }
+  RunQueuedTasks();
+  loop_thread_.store(std::thread::id(), std::memory_order_release);
+}
+
+bool EventLoop::PrepareToSleep() {
+  // Publish "asleep" before looking at the queue: a producer that queues after our look sees
+  // the flag and wakes us; one that queued before it is seen here.
+  sleeping_.store(true, std::memory_order_seq_cst);
+  std::lock_guard<std::mutex> lock(tasks_mutex_);
+  if (tasks_.empty()) return false;
+  sleeping_.store(false, std::memory_order_relaxed);
+  return true;
+}
+
+void EventLoop::Stop() {
+  stop_.store(true, std::memory_order_release);
+  if (!IsInLoopThread()) Wake();
+}
+
+void EventLoop::Wake() {
+  wakeup_count_.fetch_add(1, std::memory_order_relaxed);
+  poller_->Wakeup();
+}
+
+void EventLoop::RunInLoop(Task task) {
+  if (IsInLoopThread()) {
+    task();
+  } else {
+    QueueInLoop(std::move(task));
+  }
+}
+
+void EventLoop::QueueInLoop(Task task) {
+  {
+    std::lock_guard<std::mutex> lock(tasks_mutex_);
+    tasks_.push_back(std::move(task));
+  }
+  // Only a loop that is asleep (or committed to sleeping) needs the system call, and only the
+  // first producer to notice pays it.
+  if (sleeping_.load(std::memory_order_seq_cst) && sleeping_.exchange(false)) Wake();
+}
+
+void EventLoop::RunQueuedTasks() {
+  // Swapped out under the lock so tasks run unlocked and may queue more (run next round).
+  {
+    std::lock_guard<std::mutex> lock(tasks_mutex_);
+    if (tasks_.empty()) return;
+    running_tasks_.swap(tasks_);
+  }
+  for (Task& task : running_tasks_) task();
+  tasks_run_.fetch_add(running_tasks_.size(), std::memory_order_relaxed);
+  running_tasks_.clear();
+}
+
+TimerId EventLoop::ScheduleTimer(absl::Duration delay, absl::Duration interval, Task task) {
+  TimerId id = next_timer_id_.fetch_add(1, std::memory_order_relaxed);
+  uint64_t due = NowMs() + ToTicks(delay);
+  uint64_t interval_ticks = interval == absl::ZeroDuration() ? 0 : ToTicks(interval);
+  if (IsInLoopThread()) {
+    timers_.Schedule(id, due, interval_ticks, std::move(task));
+  } else {
+    QueueInLoop([this, id, due, interval_ticks, task = std::move(task)]() mutable {
+      timers_.Schedule(id, due, interval_ticks, std::move(task));
+    });
+  }
+  return id;
+}
+
+TimerId EventLoop::RunAfter(absl::Duration delay, Task task) {
+  return ScheduleTimer(delay, absl::ZeroDuration(), std::move(task));
+}
+
+TimerId EventLoop::RunEvery(absl::Duration interval, Task task) {
+  return ScheduleTimer(interval, interval, std::move(task));
+}
+
+void EventLoop::Cancel(TimerId id) {
+  if (IsInLoopThread()) {
+    timers_.Cancel(id);
+  } else {
+    QueueInLoop([this, id] { timers_.Cancel(id); });
+  }
+}
+
+absl::Status EventLoop::AddHandler(int fd, Interest interest, EventHandler* handler) {
+  AssertInLoopThread();
+  size_t index = static_cast<size_t>(fd);
+  if (index < handlers_.size() && handlers_[index] != nullptr) {
+    return absl::AlreadyExistsError(absl::StrCat("fd ", fd, " already has a handler"));
+  }
+  absl::Status status = poller_->Add(fd, interest, index);
+  if (!status.ok()) return status;
+  if (index >= handlers_.size()) handlers_.resize(std::max(index + 1, handlers_.size() * 2));
+  handlers_[index] = handler;
+  ++handler_count_;
+  return absl::OkStatus();
+}
+
+absl::Status EventLoop::UpdateInterest(int fd, Interest interest) {
+  AssertInLoopThread();
+  return poller_->Modify(fd, interest, static_cast<uint64_t>(fd));
+}
+
+absl::Status EventLoop::RemoveHandler(int fd) {
+  AssertInLoopThread();
+  size_t index = static_cast<size_t>(fd);
+  if (index >= handlers_.size() || handlers_[index] == nullptr) {
+    return absl::NotFoundError(absl::StrCat("fd ", fd, " has no handler"));
+  }
+  handlers_[index] = nullptr;
+  --handler_count_;
+  return poller_->Remove(fd);
+}
+
+}  // namespace gev

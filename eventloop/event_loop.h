@@ -1,0 +1,162 @@
+// -----------------------------------------------------------------------------
+// File: eventloop/event_loop.h
+// -----------------------------------------------------------------------------
+//
+// `gev::EventLoop` is one reactor: a poller, a task queue and a timing wheel, driven by one
+// thread. Descriptors are registered with an `EventHandler` (muduo's Channel role) that the
+// loop calls with each readiness event; other threads hand work to the loop through
+// `RunInLoop`/`QueueInLoop`, and timers (`RunAfter`, `RunEvery`) run on the loop thread too, so
+// they may touch the loop's connections without locks (unlike gev, whose timer callbacks run
+// on their own goroutine).
+//
+// The loop sleeps in the poller until a descriptor is ready, the next timer is due, or a task
+// arrives. Waking a sleeping loop costs one system call, paid only when the loop is (about to
+// be) asleep; a loop busy with work is never woken, however many tasks are posted. An idle loop
+// with no timers blocks without a timeout and makes no system calls.
+//
+// Example:
+//
+//   absl::StatusOr<std::unique_ptr<gev::EventLoop>> loop = gev::EventLoop::Create();
+//   std::thread thread([&] { (*loop)->Run(); });
+//   (*loop)->RunInLoop([] { /* on the loop thread */ });
+//   gev::TimerId tick = (*loop)->RunEvery(absl::Seconds(1), [] { Push(); });
+//   (*loop)->Cancel(tick);
+//   (*loop)->Stop();
+//   thread.join();
+//
+// Thread safety: `Stop`, `RunInLoop`, `QueueInLoop`, `RunAfter`, `RunEvery`, `Cancel`,
+// `IsInLoopThread` and the counters are thread-safe. Handler registration and the scratch
+// buffer are for the loop thread only. The loop thread is the one that calls `Run()`.
+
+#ifndef GEV_EVENTLOOP_EVENT_LOOP_H_
+#define GEV_EVENTLOOP_EVENT_LOOP_H_
+
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+#include "absl/functional/any_invocable.h"
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "eventloop/timing_wheel.h"
+#include "poller/poller.h"
+
+namespace gev {
+
+// Identifies a timer for Cancel(). Never 0, never reused by a loop.
+using TimerId = uint64_t;
+
+// Receives the readiness events of one registered descriptor.
+class EventHandler {
+ public:
+  virtual ~EventHandler() = default;
+  // EventHandler::HandleEvent() — called on the loop thread with the descriptor's event.
+  virtual void HandleEvent(const PollEvent& event) = 0;
+};
+
+class EventLoop {
+ public:
+  using Task = absl::AnyInvocable<void()>;
+  // Size of the loop's scratch read buffer (see scratch_buffer()).
+  static constexpr size_t kScratchSize = 64 * 1024;
+
+  // EventLoop::Create() — a loop on the platform's default poller.
+  static absl::StatusOr<std::unique_ptr<EventLoop>> Create();
+  // EventLoop::Create() — a loop on the given poller.
+  static std::unique_ptr<EventLoop> Create(std::unique_ptr<Poller> poller);
+
+  ~EventLoop();
+  EventLoop(const EventLoop&) = delete;
+  EventLoop& operator=(const EventLoop&) = delete;
+
+  // EventLoop::Run() — runs the loop on the calling thread until Stop(). The calling thread
+  // becomes the loop thread. Tasks still queued when it stops are run before it returns.
+  void Run();
+  // EventLoop::Stop() — makes Run() return after its current iteration. Thread-safe; also
+  // callable from a callback on the loop thread, and before Run() (which then returns at once).
+  void Stop();
+
+  // EventLoop::IsInLoopThread() — true on the thread running Run(). Thread-safe.
+  bool IsInLoopThread() const;
+  // EventLoop::AssertInLoopThread() — aborts when called off the loop thread.
+  void AssertInLoopThread() const;
+
+  // EventLoop::RunInLoop() — runs `task` now when called on the loop thread, otherwise queues
+  // it. Thread-safe.
+  void RunInLoop(Task task);
+  // EventLoop::QueueInLoop() — runs `task` on the loop thread after the current event
+  // handling; tasks run in the order they were queued. Thread-safe.
+  void QueueInLoop(Task task);
+
+  // EventLoop::RunAfter() — runs `task` once on the loop thread after `delay` (millisecond
+  // resolution, at least one tick). Thread-safe.
+  TimerId RunAfter(absl::Duration delay, Task task);
+  // EventLoop::RunEvery() — runs `task` every `interval`; the n-th run is due at
+  // start + n * interval. Thread-safe.
+  TimerId RunEvery(absl::Duration interval, Task task);
+  // EventLoop::Cancel() — cancels a pending or periodic timer. Safe for timers that already
+  // fired and from inside any timer's callback. Thread-safe (applied on the loop thread).
+  void Cancel(TimerId id);
+
+  // EventLoop::AddHandler() — polls `fd` for `interest`, delivering events to `handler` until
+  // RemoveHandler(). Loop thread only.
+  absl::Status AddHandler(int fd, Interest interest, EventHandler* handler);
+  // EventLoop::UpdateInterest() — changes what a registered `fd` is polled for. Loop thread only.
+  absl::Status UpdateInterest(int fd, Interest interest);
+  // EventLoop::RemoveHandler() — stops polling `fd`; no event for it is delivered afterwards,
+  // not even one already returned by the current poll. Loop thread only.
+  absl::Status RemoveHandler(int fd);
+  // Registered descriptors. Loop thread only.
+  size_t handler_count() const { return handler_count_; }
+
+  // EventLoop::scratch_buffer() — a kScratchSize buffer shared by the loop's connections for
+  // reads beyond their ring buffers' free space. Loop thread only, and only within one call.
+  char* scratch_buffer() { return scratch_.get(); }
+
+  // Milliseconds on the loop's monotonic clock (the clock timers use). Thread-safe.
+  uint64_t NowMs() const;
+
+  // Counters, for tests and benchmarks. Thread-safe.
+  uint64_t poll_count() const { return poll_count_.load(std::memory_order_relaxed); }
+  uint64_t wakeup_count() const { return wakeup_count_.load(std::memory_order_relaxed); }
+  uint64_t tasks_run() const { return tasks_run_.load(std::memory_order_relaxed); }
+
+ private:
+  explicit EventLoop(std::unique_ptr<Poller> poller);
+  // Returns true when tasks are queued, clearing sleeping_ (which then no producer may set).
+  bool PrepareToSleep();
+  void RunQueuedTasks();
+  void Wake();
+  TimerId ScheduleTimer(absl::Duration delay, absl::Duration interval, Task task);
+
+  const std::unique_ptr<Poller> poller_;
+  const std::chrono::steady_clock::time_point epoch_;
+  std::atomic<bool> stop_{false};
+  std::atomic<std::thread::id> loop_thread_{};
+  // True while the loop is asleep in the poller or about to be: a producer that queues a task
+  // then wakes it (exchanging the flag back to false, so only one producer pays).
+  std::atomic<bool> sleeping_{false};
+  std::atomic<TimerId> next_timer_id_{1};
+  std::atomic<uint64_t> poll_count_{0};
+  std::atomic<uint64_t> wakeup_count_{0};
+  std::atomic<uint64_t> tasks_run_{0};
+
+  std::mutex tasks_mutex_;
+  std::vector<Task> tasks_;  // Guarded by tasks_mutex_.
+
+  // Loop-thread-only state.
+  TimingWheel timers_;
+  std::vector<EventHandler*> handlers_;  // Indexed by descriptor.
+  size_t handler_count_ = 0;
+  std::vector<Task> running_tasks_;
+  std::unique_ptr<char[]> scratch_;
+};
+
+}  // namespace gev
+
+#endif  // GEV_EVENTLOOP_EVENT_LOOP_H_

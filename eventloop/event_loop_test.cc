@@ -1,0 +1,323 @@
+#include "eventloop/event_loop.h"
+
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <chrono>
+#include <future>
+#include <thread>
+#include <vector>
+
+#include "absl/time/time.h"
+#include "gtest/gtest.h"
+
+namespace gev {
+namespace {
+
+using std::chrono::milliseconds;
+using std::chrono::steady_clock;
+
+std::unique_ptr<EventLoop> NewLoop() {
+  auto loop = EventLoop::Create();
+  EXPECT_TRUE(loop.ok()) << loop.status();
+  return std::move(*loop);
+}
+
+// Runs a loop on its own thread for the test's duration.
+class LoopThread {
+ public:
+  LoopThread() : loop_(NewLoop()), thread_([this] { loop_->Run(); }) {
+    // Wait until Run() has recorded its thread.
+    std::promise<void> started;
+    loop_->QueueInLoop([&started] { started.set_value(); });
+    started.get_future().wait();
+  }
+  ~LoopThread() {
+    loop_->Stop();
+    thread_.join();
+  }
+  EventLoop& loop() { return *loop_; }
+
+  // Runs `f` on the loop thread and waits for it.
+  template <typename F>
+  void RunAndWait(F f) {
+    std::promise<void> done;
+    loop_->QueueInLoop([&] {
+      f();
+      done.set_value();
+    });
+    done.get_future().wait();
+  }
+
+ private:
+  std::unique_ptr<EventLoop> loop_;
+  std::thread thread_;
+};
+
+TEST(EventLoopTest, QueuedTasksRunInOrderThenStop) {
+  auto loop = NewLoop();
+  std::vector<int> order;
+  for (int i = 0; i < 5; ++i) loop->QueueInLoop([&order, i] { order.push_back(i); });
+  loop->QueueInLoop([&] { loop->Stop(); });  // Stop from a callback.
+  loop->Run();
+  EXPECT_EQ(order, (std::vector<int>{0, 1, 2, 3, 4}));
+}
+
+TEST(EventLoopTest, TasksQueuedFromTasksRunAfterThem) {
+  auto loop = NewLoop();
+  std::vector<int> order;
+  loop->QueueInLoop([&] {
+    order.push_back(1);
+    loop->QueueInLoop([&] {
+      order.push_back(3);
+      loop->Stop();
+    });
+    order.push_back(2);
+  });
+  loop->Run();
+  EXPECT_EQ(order, (std::vector<int>{1, 2, 3}));
+}
+
+TEST(EventLoopTest, RunInLoopIsInlineOnTheLoopThread) {
+  LoopThread thread;
+  bool inline_ran = false;
+  thread.RunAndWait([&] {
+    EXPECT_TRUE(thread.loop().IsInLoopThread());
+    thread.loop().RunInLoop([&] { inline_ran = true; });
+    EXPECT_TRUE(inline_ran);  // Already ran, before RunInLoop returned.
+  });
+  EXPECT_FALSE(thread.loop().IsInLoopThread());
+}
+
+TEST(EventLoopTest, ManyThreadsPostingConcurrentlyLoseNoTask) {
+  LoopThread thread;
+  constexpr int kThreads = 8;
+  constexpr int kTasksPerThread = 20000;
+  int counter = 0;  // Touched on the loop thread only.
+  std::vector<int> last_seen(kThreads, -1);
+  bool in_order = true;
+  std::vector<std::thread> producers;
+  for (int t = 0; t < kThreads; ++t) {
+    producers.emplace_back([&, t] {
+      for (int i = 0; i < kTasksPerThread; ++i) {
+        thread.loop().QueueInLoop([&, t, i] {
+          ++counter;
+          if (last_seen[t] != i - 1) in_order = false;
+          last_seen[t] = i;
+        });
+      }
+    });
+  }
+  for (auto& producer : producers) producer.join();
+  int seen = 0;
+  bool ordered = false;
+  thread.RunAndWait([&] {
+    seen = counter;
+    ordered = in_order;
+  });
+  EXPECT_EQ(seen, kThreads * kTasksPerThread);
+  EXPECT_TRUE(ordered);  // Each producer's tasks ran in its order.
+}
+
+TEST(EventLoopTest, BusyLoopIsNotWokenPerTask) {
+  LoopThread thread;
+  std::atomic<bool> release{false};
+  std::atomic<bool> busy{false};
+  thread.loop().QueueInLoop([&] {
+    busy = true;
+    while (!release) std::this_thread::yield();  // The loop is busy, not asleep.
+  });
+  while (!busy) std::this_thread::yield();
+  uint64_t wakeups_before = thread.loop().wakeup_count();
+  std::atomic<int> ran{0};
+  for (int i = 0; i < 1000; ++i) thread.loop().QueueInLoop([&] { ++ran; });
+  EXPECT_EQ(thread.loop().wakeup_count(), wakeups_before);
+  release = true;
+  thread.RunAndWait([] {});
+  EXPECT_EQ(ran.load(), 1000);
+}
+
+TEST(EventLoopTest, StopFromAnotherThreadEndsRun) {
+  auto loop = NewLoop();
+  std::thread runner([&] { loop->Run(); });
+  std::this_thread::sleep_for(milliseconds(20));
+  auto start = steady_clock::now();
+  loop->Stop();
+  runner.join();
+  EXPECT_LT(steady_clock::now() - start, std::chrono::seconds(5));
+}
+
+TEST(EventLoopTest, StopBeforeRunReturnsAtOnce) {
+  auto loop = NewLoop();
+  loop->Stop();
+  loop->Run();
+  SUCCEED();
+}
+
+TEST(EventLoopTest, TimersFireInDueOrder) {
+  auto loop = NewLoop();
+  std::vector<int> order;
+  loop->RunAfter(absl::Milliseconds(30), [&] { order.push_back(30); });
+  loop->RunAfter(absl::Milliseconds(10), [&] { order.push_back(10); });
+  loop->RunAfter(absl::Milliseconds(20), [&] { order.push_back(20); });
+  loop->RunAfter(absl::Milliseconds(40), [&] { loop->Stop(); });
+  loop->Run();
+  EXPECT_EQ(order, (std::vector<int>{10, 20, 30}));
+}
+
+TEST(EventLoopTest, CancelFromCallbackAndOfFiredTimer) {
+  auto loop = NewLoop();
+  int every_runs = 0;
+  bool cancelled_ran = false;
+  TimerId every = 0;
+  every = loop->RunEvery(absl::Milliseconds(5), [&] {
+    if (++every_runs == 3) loop->Cancel(every);
+  });
+  TimerId victim = loop->RunAfter(absl::Milliseconds(30), [&] { cancelled_ran = true; });
+  TimerId fired = loop->RunAfter(absl::Milliseconds(1), [] {});
+  loop->RunAfter(absl::Milliseconds(10), [&] {
+    loop->Cancel(victim);
+    loop->Cancel(fired);  // Already fired: harmless.
+  });
+  loop->RunAfter(absl::Milliseconds(60), [&] { loop->Stop(); });
+  loop->Run();
+  EXPECT_EQ(every_runs, 3);
+  EXPECT_FALSE(cancelled_ran);
+}
+
+TEST(EventLoopTest, CancelFromAnotherThread) {
+  LoopThread thread;
+  std::atomic<bool> ran{false};
+  TimerId id = thread.loop().RunAfter(absl::Milliseconds(50), [&] { ran = true; });
+  thread.loop().Cancel(id);
+  std::this_thread::sleep_for(milliseconds(100));
+  thread.RunAndWait([] {});
+  EXPECT_FALSE(ran);
+}
+
+TEST(EventLoopTest, RunEveryKeepsItsCadence) {
+  auto loop = NewLoop();
+  std::vector<uint64_t> at;
+  uint64_t start = loop->NowMs();
+  loop->RunEvery(absl::Milliseconds(20), [&] {
+    at.push_back(loop->NowMs());
+    if (at.size() == 10) loop->Stop();
+  });
+  loop->Run();
+  ASSERT_EQ(at.size(), 10u);
+  for (size_t n = 0; n < at.size(); ++n) {
+    uint64_t due = start + 20 * (n + 1);
+    EXPECT_GE(at[n], due) << "run " << n;
+    // Generous: a loaded CI machine may be late, but lateness must not accumulate.
+    EXPECT_LT(at[n], due + 15) << "run " << n;
+  }
+}
+
+TEST(EventLoopTest, OneTimerSleepsInsteadOfTicking) {
+  auto loop = NewLoop();
+  auto start = steady_clock::now();
+  uint64_t polls_at_fire = 0;
+  loop->RunAfter(absl::Milliseconds(50), [&] {
+    polls_at_fire = loop->poll_count();
+    loop->Stop();
+  });
+  loop->Run();
+  EXPECT_GE(steady_clock::now() - start, milliseconds(50));
+  EXPECT_GE(polls_at_fire, 1u);
+  EXPECT_LE(polls_at_fire, 3u);  // One sleep of ~50 ms, not 50 one-millisecond ticks.
+}
+
+TEST(EventLoopTest, IdleLoopWithoutTimersDoesNotPoll) {
+  LoopThread thread;
+  uint64_t before = thread.loop().poll_count();
+  std::this_thread::sleep_for(milliseconds(200));
+  EXPECT_EQ(thread.loop().poll_count(), before);
+}
+
+class RecordingHandler : public EventHandler {
+ public:
+  void HandleEvent(const PollEvent& event) override {
+    events.push_back(event);
+    if (on_event) on_event();
+  }
+  std::vector<PollEvent> events;
+  std::function<void()> on_event;
+};
+
+TEST(EventLoopTest, HandlersReceiveTheirDescriptorsEvents) {
+  auto loop = NewLoop();
+  int pair[2];
+  ASSERT_EQ(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0, pair), 0);
+  RecordingHandler handler;
+  handler.on_event = [&] {
+    char buf[16];
+    EXPECT_EQ(::read(pair[0], buf, sizeof(buf)), 3);
+    loop->Stop();
+  };
+  loop->QueueInLoop([&] {
+    ASSERT_TRUE(loop->AddHandler(pair[0], Interest::kRead, &handler).ok());
+    EXPECT_EQ(loop->handler_count(), 1u);
+    EXPECT_FALSE(loop->AddHandler(pair[0], Interest::kRead, &handler).ok());
+    ASSERT_EQ(::write(pair[1], "abc", 3), 3);
+  });
+  loop->Run();
+  ASSERT_EQ(handler.events.size(), 1u);
+  EXPECT_TRUE(handler.events[0].readable);
+  ::close(pair[0]);
+  ::close(pair[1]);
+}
+
+TEST(EventLoopTest, HandlerRemovedEarlierInABatchGetsNoEvent) {
+  auto loop = NewLoop();
+  int a[2], b[2];
+  ASSERT_EQ(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0, a), 0);
+  ASSERT_EQ(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0, b), 0);
+  RecordingHandler first, second;
+  // Whichever handler runs first removes the other one: the other's already-polled event must
+  // not be delivered.
+  first.on_event = [&] {
+    (void)loop->RemoveHandler(b[0]);
+    (void)loop->RemoveHandler(a[0]);
+    loop->Stop();
+  };
+  second.on_event = [&] {
+    (void)loop->RemoveHandler(a[0]);
+    (void)loop->RemoveHandler(b[0]);
+    loop->Stop();
+  };
+  loop->QueueInLoop([&] {
+    ASSERT_TRUE(loop->AddHandler(a[0], Interest::kRead, &first).ok());
+    ASSERT_TRUE(loop->AddHandler(b[0], Interest::kRead, &second).ok());
+    ASSERT_EQ(::write(a[1], "x", 1), 1);
+    ASSERT_EQ(::write(b[1], "x", 1), 1);
+  });
+  loop->Run();
+  EXPECT_EQ(first.events.size() + second.events.size(), 1u);
+  for (int fd : {a[0], a[1], b[0], b[1]}) ::close(fd);
+}
+
+TEST(EventLoopTest, UpdateInterestSwitchesToWritable) {
+  auto loop = NewLoop();
+  int pair[2];
+  ASSERT_EQ(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0, pair), 0);
+  RecordingHandler handler;
+  handler.on_event = [&] { loop->Stop(); };
+  loop->QueueInLoop([&] {
+    ASSERT_TRUE(loop->AddHandler(pair[0], Interest::kNone, &handler).ok());
+    ASSERT_TRUE(loop->UpdateInterest(pair[0], Interest::kWrite).ok());
+  });
+  loop->Run();
+  ASSERT_FALSE(handler.events.empty());
+  EXPECT_TRUE(handler.events[0].writable);
+  ::close(pair[0]);
+  ::close(pair[1]);
+}
+
+TEST(EventLoopDeathTest, LoopOnlyMethodAbortsOffTheLoopThread) {
+  LoopThread thread;
+  EXPECT_DEATH((void)thread.loop().UpdateInterest(0, Interest::kRead), "off its loop thread");
+}
+
+}  // namespace
+}  // namespace gev
