@@ -88,7 +88,8 @@ absl::Span<const PollEvent> EpollPoller::Wait(int timeout_ms) {
     event.tag = ready.data.u64;
     event.readable = (ready.events & (EPOLLIN | EPOLLPRI | EPOLLRDHUP)) != 0;
     event.writable = (ready.events & EPOLLOUT) != 0;
-    event.hangup = (ready.events & (EPOLLHUP | EPOLLRDHUP)) != 0;
+    // EPOLLRDHUP is the peer's FIN: a read returns 0. EPOLLHUP is both directions gone.
+    event.hangup = (ready.events & EPOLLHUP) != 0;
     event.error = (ready.events & EPOLLERR) != 0;
     events_.push_back(event);
   }

@@ -98,7 +98,9 @@ absl::Span<const PollEvent> KqueuePoller::Wait(int timeout_ms) {
     event.tag = static_cast<uint64_t>(reinterpret_cast<uintptr_t>(ready.udata));
     event.readable = ready.filter == EVFILT_READ;
     event.writable = ready.filter == EVFILT_WRITE;
-    event.hangup = (ready.flags & EV_EOF) != 0;
+    // EV_EOF on the read filter is the peer's FIN (a read returns 0); on the write filter the
+    // peer can no longer receive.
+    event.hangup = ready.filter == EVFILT_WRITE && (ready.flags & EV_EOF) != 0;
     event.error = (ready.flags & EV_ERROR) != 0 ||
                   ((ready.flags & EV_EOF) != 0 && ready.fflags != 0);
     events_.push_back(event);

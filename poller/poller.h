@@ -50,8 +50,9 @@ inline bool WantsWrite(Interest interest) {
   return (static_cast<uint8_t>(interest) & static_cast<uint8_t>(Interest::kWrite)) != 0;
 }
 
-// One ready descriptor. `hangup` means the peer closed (reading returns what is left, then 0);
-// `error` means the socket has a pending error (SO_ERROR tells which).
+// One ready descriptor. A peer's FIN shows as `readable` (a read returns what is left, then 0);
+// `hangup` means the connection is gone in both directions; `error` means the socket has a
+// pending error (SO_ERROR tells which). Tags must not be UINT64_MAX (reserved for wakeups).
 struct PollEvent {
   uint64_t tag = 0;  // The tag given to Add()/Modify().
   bool readable = false;

@@ -1,0 +1,132 @@
+#include "net/acceptor.h"
+
+#include <fcntl.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cerrno>
+
+#include "net/socket_ops.h"
+
+namespace gev {
+namespace {
+
+constexpr absl::Duration kExhaustionBackoff = absl::Milliseconds(50);
+
+int OpenSpareDescriptor() { return ::open("/dev/null", O_RDONLY | O_CLOEXEC); }
+
+int AcceptNonBlocking(int listen_fd, sockaddr_storage* peer, socklen_t* length) {
+#ifdef SOCK_NONBLOCK
+  return ::accept4(listen_fd, reinterpret_cast<sockaddr*>(peer), length,
+                   SOCK_NONBLOCK | SOCK_CLOEXEC);
+#else
+  int fd = ::accept(listen_fd, reinterpret_cast<sockaddr*>(peer), length);
+  if (fd >= 0 && !sockets::SetNonBlockingCloseOnExec(fd).ok()) {
+    ::close(fd);
+    errno = ECONNABORTED;
+    return -1;
+  }
+  return fd;
+#endif
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<Acceptor>> Acceptor::Create(EventLoop* loop,
+                                                           const InetAddress& address,
+                                                           bool reuse_port) {
+  absl::StatusOr<int> fd = sockets::Listen(address, reuse_port);
+  if (!fd.ok()) return fd.status();
+  absl::StatusOr<InetAddress> bound = sockets::LocalAddress(*fd);
+  if (!bound.ok()) {
+    ::close(*fd);
+    return bound.status();
+  }
+  return std::unique_ptr<Acceptor>(new Acceptor(loop, *fd, *bound));
+}
+
+Acceptor::Acceptor(EventLoop* loop, int listen_fd, const InetAddress& listen_address)
+    : loop_(loop),
+      listen_fd_(listen_fd),
+      listen_address_(listen_address),
+      spare_fd_(OpenSpareDescriptor()) {}
+
+Acceptor::~Acceptor() {
+  if (listening_) {
+    loop_->AssertInLoopThread();
+    (void)loop_->RemoveHandler(listen_fd_);
+  }
+  if (backoff_timer_ != 0) loop_->Cancel(backoff_timer_);
+  ::close(listen_fd_);
+  if (spare_fd_ >= 0) ::close(spare_fd_);
+}
+
+absl::Status Acceptor::Listen() {
+  loop_->AssertInLoopThread();
+  absl::Status status = loop_->AddHandler(listen_fd_, Interest::kRead, this);
+  if (status.ok()) listening_ = true;
+  return status;
+}
+
+void Acceptor::HandleEvent(const PollEvent&) {
+  while (true) {
+    sockaddr_storage peer{};
+    socklen_t length = sizeof(peer);
+    int fd = AcceptNonBlocking(listen_fd_, &peer, &length);
+    if (fd >= 0) {
+      accepted_.fetch_add(1, std::memory_order_relaxed);
+      InetAddress peer_address = InetAddress::FromSockaddr(reinterpret_cast<sockaddr*>(&peer),
+                                                           length);
+      if (new_connection_) {
+        new_connection_(fd, peer_address);
+      } else {
+        ::close(fd);
+      }
+      continue;
+    }
+    switch (errno) {
+      case EAGAIN:
+#if EAGAIN != EWOULDBLOCK
+      case EWOULDBLOCK:
+#endif
+        return;
+      case EINTR:
+      case ECONNABORTED:
+      case EPROTO:
+      case EPERM:
+        continue;  // That one connection is gone; the next may be fine.
+      case EMFILE:
+      case ENFILE:
+        if (!ShedOneConnection()) return;
+        continue;
+      default:
+        return;  // ENOBUFS, ENOMEM: transient; level-triggered polling brings us back.
+    }
+  }
+}
+
+bool Acceptor::ShedOneConnection() {
+  if (spare_fd_ >= 0) {
+    ::close(spare_fd_);
+    spare_fd_ = -1;
+    int fd = ::accept(listen_fd_, nullptr, nullptr);
+    if (fd >= 0) {
+      ::close(fd);
+      shed_.fetch_add(1, std::memory_order_relaxed);
+    }
+    spare_fd_ = OpenSpareDescriptor();
+    if (fd >= 0 && spare_fd_ >= 0) return true;
+  }
+  // No spare to spend: stop polling the listener for a while rather than spin on it.
+  if (listening_ && backoff_timer_ == 0) {
+    (void)loop_->UpdateInterest(listen_fd_, Interest::kNone);
+    backoff_timer_ = loop_->RunAfter(kExhaustionBackoff, [this] {
+      backoff_timer_ = 0;
+      if (spare_fd_ < 0) spare_fd_ = OpenSpareDescriptor();
+      (void)loop_->UpdateInterest(listen_fd_, Interest::kRead);
+    });
+  }
+  return false;
+}
+
+}  // namespace gev

@@ -1,0 +1,183 @@
+#include "net/acceptor.h"
+
+#include <fcntl.h>
+#include <poll.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <thread>
+#include <functional>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "eventloop/event_loop.h"
+#include "gtest/gtest.h"
+#include "net/socket_ops.h"
+
+namespace gev {
+namespace {
+
+// Reads one byte with a timeout; returns the byte count (0 at EOF, -1 on timeout/error).
+int ReadWithTimeout(int fd, char* byte, int timeout_ms) {
+  pollfd waiter{fd, POLLIN, 0};
+  if (::poll(&waiter, 1, timeout_ms) != 1) return -1;
+  return static_cast<int>(::read(fd, byte, 1));
+}
+
+TEST(AcceptorTest, AcceptsEveryPendingConnectionInOneEvent) {
+  auto loop = *EventLoop::Create();
+  auto acceptor = Acceptor::Create(loop.get(), InetAddress::Loopback(0), false);
+  ASSERT_TRUE(acceptor.ok()) << acceptor.status();
+  std::vector<int> accepted;
+  std::set<uint64_t> polls_seen;  // Which poll each accept came from.
+  (*acceptor)->set_new_connection_callback([&](int fd, const InetAddress& peer) {
+    EXPECT_EQ(peer.ToString().rfind("127.0.0.1:", 0), 0u);
+    accepted.push_back(fd);
+    polls_seen.insert(loop->poll_count());
+  });
+  std::vector<int> clients;
+  for (int i = 0; i < 20; ++i) {
+    auto client = sockets::ConnectBlocking((*acceptor)->listen_address());
+    ASSERT_TRUE(client.ok()) << client.status();
+    clients.push_back(*client);
+  }
+  loop->QueueInLoop([&] { ASSERT_TRUE((*acceptor)->Listen().ok()); });
+  loop->RunAfter(absl::Milliseconds(200), [&] {
+    acceptor->reset();  // Unregisters on the loop thread.
+    loop->Stop();
+  });
+  loop->Run();
+  EXPECT_EQ(accepted.size(), 20u);
+  EXPECT_EQ(polls_seen.size(), 1u);  // All taken in one readiness event.
+  for (int fd : accepted) ::close(fd);
+  for (int fd : clients) ::close(fd);
+}
+
+TEST(AcceptorTest, SeveralAcceptorsShareAPortWithReusePort) {
+  auto loop = *EventLoop::Create();
+  auto first = Acceptor::Create(loop.get(), InetAddress::Loopback(0), true);
+  ASSERT_TRUE(first.ok()) << first.status();
+  auto second = Acceptor::Create(loop.get(),
+                                 InetAddress::Loopback((*first)->listen_address().port()), true);
+  EXPECT_TRUE(second.ok()) << second.status();
+  auto without = Acceptor::Create(loop.get(),
+                                  InetAddress::Loopback((*first)->listen_address().port()), false);
+  EXPECT_FALSE(without.ok());
+}
+
+// The server runs in a child process with a descriptor limit just above what it holds; the
+// parent connects far more clients than that. The child must shed the excess (the peer sees
+// EOF), must not spin while doing so, and must serve a new client once descriptors free up.
+TEST(AcceptorTest, SurvivesDescriptorExhaustion) {
+  auto acceptor_port = [] {
+    auto probe = Acceptor::Create(nullptr, InetAddress::Loopback(0), true);
+    return probe.ok() ? (*probe)->listen_address().port() : 0;
+  };
+  uint16_t port = acceptor_port();
+  ASSERT_NE(port, 0);
+  int control[2];  // Parent -> child: 'r' = release the kept connections.
+  ASSERT_EQ(::pipe(control), 0);
+
+  pid_t child = ::fork();
+  if (child == 0) {
+    ::close(control[1]);
+    auto loop = *EventLoop::Create();
+    auto acceptor = Acceptor::Create(loop.get(), InetAddress::Loopback(port), true);
+    if (!acceptor.ok()) ::_exit(10);
+    std::vector<int> kept;
+    bool released = false;
+    (*acceptor)->set_new_connection_callback([&](int fd, const InetAddress&) {
+      if (released) {
+        (void)!::write(fd, "ok", 2);
+        ::close(fd);
+      } else {
+        kept.push_back(fd);
+      }
+    });
+    // Room for a few connections beyond what is open now.
+    int highest = 0;
+    for (int fd = 0; fd < 1024; ++fd) {
+      if (::fcntl(fd, F_GETFD) != -1) highest = fd;
+    }
+    rlimit limit{static_cast<rlim_t>(highest + 6), static_cast<rlim_t>(highest + 6)};
+    if (::setrlimit(RLIMIT_NOFILE, &limit) != 0) ::_exit(11);
+
+    struct ControlHandler : EventHandler {
+      void HandleEvent(const PollEvent&) override { on_event(); }
+      std::function<void()> on_event;
+    } control_handler;
+    control_handler.on_event = [&] {
+      char command;
+      if (::read(control[0], &command, 1) != 1) {
+        loop->Stop();
+        return;
+      }
+      for (int fd : kept) ::close(fd);
+      kept.clear();
+      released = true;
+    };
+    loop->QueueInLoop([&] {
+      if (!(*acceptor)->Listen().ok()) ::_exit(12);
+      if (!loop->AddHandler(control[0], Interest::kRead, &control_handler).ok()) ::_exit(13);
+    });
+    loop->Run();
+    rusage usage{};
+    ::getrusage(RUSAGE_SELF, &usage);
+    double cpu_seconds = static_cast<double>(usage.ru_utime.tv_sec + usage.ru_stime.tv_sec) +
+                         static_cast<double>(usage.ru_utime.tv_usec + usage.ru_stime.tv_usec) / 1e6;
+    if ((*acceptor)->shed_count() == 0) ::_exit(20);
+    // The storm lasted a couple of seconds of wall time; a spinning listener would burn it all.
+    if (cpu_seconds > 1.0) ::_exit(21);
+    ::_exit(0);
+  }
+
+  ::close(control[0]);
+  // Let the child start listening.
+  std::vector<int> clients;
+  for (int attempt = 0; attempt < 100 && clients.empty(); ++attempt) {
+    auto client = sockets::ConnectBlocking(InetAddress::Loopback(port));
+    if (client.ok()) {
+      clients.push_back(*client);
+    } else {
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+  }
+  ASSERT_FALSE(clients.empty());
+  for (int i = 0; i < 40; ++i) {
+    auto client = sockets::ConnectBlocking(InetAddress::Loopback(port));
+    ASSERT_TRUE(client.ok()) << client.status();
+    clients.push_back(*client);
+  }
+  // Shed clients see EOF; kept ones see nothing.
+  int shed_seen = 0;
+  for (int fd : clients) {
+    char byte;
+    if (ReadWithTimeout(fd, &byte, 200) == 0) ++shed_seen;
+  }
+  EXPECT_GT(shed_seen, 0);
+  std::this_thread::sleep_for(std::chrono::seconds(1));
+  for (int fd : clients) ::close(fd);
+
+  ASSERT_EQ(::write(control[1], "r", 1), 1);
+  std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  auto fresh = sockets::ConnectBlocking(InetAddress::Loopback(port));
+  ASSERT_TRUE(fresh.ok()) << fresh.status();
+  char reply[2] = {0, 0};
+  EXPECT_EQ(ReadWithTimeout(*fresh, &reply[0], 2000), 1);
+  EXPECT_EQ(ReadWithTimeout(*fresh, &reply[1], 2000), 1);
+  EXPECT_EQ(std::string(reply, 2), "ok");
+  ::close(*fresh);
+
+  ::close(control[1]);  // EOF on the control pipe stops the child's loop.
+  int status = 0;
+  ASSERT_EQ(::waitpid(child, &status, 0), child);
+  ASSERT_TRUE(WIFEXITED(status));
+  EXPECT_EQ(WEXITSTATUS(status), 0);
+}
+
+}  // namespace
+}  // namespace gev

@@ -1,0 +1,287 @@
+#include "net/connection.h"
+
+#include <sys/socket.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <string>
+#include <utility>
+
+#include "net/socket_ops.h"
+
+namespace gev {
+
+ConnectionPtr Connection::Create(EventLoop* loop, int fd, const InetAddress& local,
+                                 const InetAddress& peer, const Options& options) {
+  return ConnectionPtr(new Connection(loop, fd, local, peer, options));
+}
+
+Connection::Connection(EventLoop* loop, int fd, const InetAddress& local,
+                       const InetAddress& peer, const Options& options)
+    : loop_(loop), fd_(fd), local_(local), peer_(peer), options_(options) {
+  input_.set_limit(options.max_input_bytes);
+}
+
+Connection::~Connection() {
+  // Closed by CloseInLoop() unless it was never established.
+  if (state_.load(std::memory_order_relaxed) != State::kDisconnected) ::close(fd_);
+}
+
+void Connection::Establish() {
+  loop_->AssertInLoopThread();
+  ConnectionPtr self = shared_from_this();
+  state_.store(State::kConnected, std::memory_order_release);
+  reading_ = true;
+  absl::Status registered = loop_->AddHandler(fd_, Interest::kRead, this);
+  registered_ = registered.ok();
+  last_active_ms_ = loop_->NowMs();
+  if (callbacks_.on_connect) callbacks_.on_connect(self);
+  if (!registered.ok()) {
+    CloseInLoop(registered);
+    return;
+  }
+  if (options_.idle_timeout > absl::ZeroDuration() && state() != State::kDisconnected) {
+    ArmIdleTimer(options_.idle_timeout);
+  }
+}
+
+void Connection::HandleEvent(const PollEvent& event) {
+  // Keeps this connection alive until the event is handled, whatever the callbacks release.
+  ConnectionPtr self = shared_from_this();
+  if (event.error) {
+    int error = sockets::PendingError(fd_);
+    CloseInLoop(absl::ErrnoToStatus(error != 0 ? error : EIO, "socket error"));
+    return;
+  }
+  if (event.readable && reading_) HandleRead();
+  if (state() == State::kDisconnected) return;
+  if (event.writable && writing_) HandleWrite();
+  if (state() == State::kDisconnected) return;
+  // Not reading (paused, or after the peer's FIN) and the socket is hung up: nothing more can
+  // be delivered, and level-triggered polling would report the hang-up forever.
+  if (event.hangup && !reading_ && !event.writable) {
+    CloseInLoop(absl::UnavailableError("peer hung up"));
+  }
+}
+
+void Connection::HandleRead() {
+  ssize_t n = input_.ReadFromFd(fd_, loop_->scratch_buffer(), EventLoop::kScratchSize);
+  if (n > 0) {
+    last_active_ms_ = loop_->NowMs();
+    if (callbacks_.on_message) callbacks_.on_message(shared_from_this(), input_);
+    return;
+  }
+  if (n == 0) {  // The peer's FIN: deliver what is pending, then close.
+    peer_closed_ = true;
+    SetReading(false);
+    State expected = State::kConnected;
+    state_.compare_exchange_strong(expected, State::kDisconnecting);
+    if (!writing_) CloseInLoop(absl::OkStatus());
+    return;
+  }
+  if (errno == EAGAIN || errno == EWOULDBLOCK) return;
+  if (errno == ENOBUFS) {
+    CloseInLoop(absl::ResourceExhaustedError("input buffer limit exceeded"));
+    return;
+  }
+  CloseInLoop(absl::ErrnoToStatus(errno, "read"));
+}
+
+void Connection::HandleWrite() {
+  ssize_t n = output_.WriteToFd(fd_);
+  if (n < 0) {
+    if (errno == EAGAIN || errno == EWOULDBLOCK) return;
+    CloseInLoop(absl::ErrnoToStatus(errno, "write"));
+    return;
+  }
+  last_active_ms_ = loop_->NowMs();
+  if (above_high_water_ && output_.Length() < options_.low_water_mark) {
+    above_high_water_ = false;
+    if (options_.pause_reading_at_high_water && !peer_closed_ && state() == State::kConnected) {
+      SetReading(true);
+    }
+  }
+  if (output_.IsEmpty()) {
+    writing_ = false;
+    UpdateInterest();
+    AfterOutputDrained();
+  }
+}
+
+void Connection::AfterOutputDrained() {
+  if (callbacks_.on_write_complete) callbacks_.on_write_complete(shared_from_this());
+  if (state() == State::kDisconnected) return;
+  if (shutdown_requested_ && !write_shut_) {
+    ::shutdown(fd_, SHUT_WR);
+    write_shut_ = true;
+  }
+  if (state() == State::kDisconnecting) CloseInLoop(absl::OkStatus());
+}
+
+absl::Status Connection::Send(std::string_view data) {
+  if (state() != State::kConnected) {
+    return absl::FailedPreconditionError("connection is closing or closed");
+  }
+  if (loop_->IsInLoopThread()) return SendSlicesInLoop({data, {}});
+  loop_->QueueInLoop([self = shared_from_this(), bytes = std::string(data)] {
+    // Accepted while connected: still delivered if a Close() came after it.
+    if (self->state() != State::kDisconnected) (void)self->SendSlicesInLoop({bytes, {}});
+  });
+  return absl::OkStatus();
+}
+
+absl::Status Connection::SendFromBuffer(RingBuffer& buffer, size_t n) {
+  loop_->AssertInLoopThread();
+  RingBuffer::Slices slices = buffer.Peek(n);
+  absl::Status status = SendSlicesInLoop(slices);
+  buffer.Retrieve(slices.size());
+  return status;
+}
+
+absl::Status Connection::SendSlicesInLoop(const RingBuffer::Slices& slices) {
+  if (state() == State::kDisconnected || write_shut_) {
+    return absl::FailedPreconditionError("connection is closed for writing");
+  }
+  size_t total = slices.size();
+  if (total == 0) return absl::OkStatus();
+  size_t written = 0;
+  if (!writing_ && output_.IsEmpty()) {
+    iovec iov[2] = {{const_cast<char*>(slices.first.data()), slices.first.size()},
+                    {const_cast<char*>(slices.second.data()), slices.second.size()}};
+    ssize_t n;
+    do {
+      n = ::writev(fd_, iov, slices.second.empty() ? 1 : 2);
+    } while (n < 0 && errno == EINTR);
+    if (n >= 0) {
+      written = static_cast<size_t>(n);
+      last_active_ms_ = loop_->NowMs();
+    } else if (errno != EAGAIN && errno != EWOULDBLOCK) {
+      absl::Status reason = absl::ErrnoToStatus(errno, "write");
+      CloseInLoop(reason);
+      return reason;
+    }
+  }
+  if (written == total) return absl::OkStatus();
+
+  size_t before = output_.Length();
+  if (written < slices.first.size()) {
+    output_.WriteString(slices.first.substr(written));
+    output_.WriteString(slices.second);
+  } else {
+    output_.WriteString(slices.second.substr(written - slices.first.size()));
+  }
+  if (!writing_) {
+    writing_ = true;
+    UpdateInterest();
+  }
+  CheckHighWater(before);
+  return absl::OkStatus();
+}
+
+void Connection::CheckHighWater(size_t before) {
+  size_t after = output_.Length();
+  if (above_high_water_ || after <= options_.high_water_mark ||
+      before > options_.high_water_mark) {
+    return;
+  }
+  above_high_water_ = true;
+  if (options_.pause_reading_at_high_water && reading_) SetReading(false);
+  if (callbacks_.on_high_water) callbacks_.on_high_water(shared_from_this(), after);
+}
+
+void Connection::SetReading(bool on) {
+  if (reading_ == on) return;
+  reading_ = on;
+  UpdateInterest();
+}
+
+void Connection::UpdateInterest() {
+  if (!registered_) return;
+  uint8_t bits = (reading_ ? static_cast<uint8_t>(Interest::kRead) : 0) |
+                 (writing_ ? static_cast<uint8_t>(Interest::kWrite) : 0);
+  (void)loop_->UpdateInterest(fd_, static_cast<Interest>(bits));
+}
+
+void Connection::ShutdownWrite() {
+  loop_->RunInLoop([self = shared_from_this()] {
+    if (self->state() == State::kDisconnected || self->write_shut_) return;
+    self->shutdown_requested_ = true;
+    if (!self->writing_) {
+      ::shutdown(self->fd_, SHUT_WR);
+      self->write_shut_ = true;
+    }
+  });
+}
+
+void Connection::Close() {
+  State expected = State::kConnected;
+  if (!state_.compare_exchange_strong(expected, State::kDisconnecting)) return;
+  loop_->QueueInLoop([self = shared_from_this()] { self->CloseWhenFlushed(); });
+}
+
+void Connection::CloseWhenFlushed() {
+  if (state() == State::kDisconnected) return;
+  SetReading(false);
+  if (!writing_) CloseInLoop(absl::OkStatus());
+}
+
+void Connection::ForceClose() {
+  State expected = State::kConnected;
+  state_.compare_exchange_strong(expected, State::kDisconnecting);
+  loop_->QueueInLoop([self = shared_from_this()] { self->CloseInLoop(absl::OkStatus()); });
+}
+
+void Connection::CloseInLoop(absl::Status reason) {
+  loop_->AssertInLoopThread();
+  if (state() == State::kDisconnected) return;
+  ConnectionPtr self = shared_from_this();
+  state_.store(State::kDisconnected, std::memory_order_release);
+  if (idle_timer_ != 0) {
+    loop_->Cancel(idle_timer_);
+    idle_timer_ = 0;
+  }
+  if (registered_) {
+    (void)loop_->RemoveHandler(fd_);
+    registered_ = false;
+  }
+  ::close(fd_);
+  reading_ = writing_ = false;
+  input_.Reset();
+  output_.Reset();
+  if (callbacks_.on_close) callbacks_.on_close(self, reason);
+  // Drop the callbacks (user lambdas may hold a ConnectionPtr and would keep this alive in a
+  // cycle), but only after the callback that may be running right now has returned.
+  loop_->QueueInLoop([self] { self->callbacks_ = Callbacks(); });
+}
+
+void Connection::ArmIdleTimer(absl::Duration delay) {
+  idle_timer_ = loop_->RunAfter(delay, [weak = weak_from_this()] {
+    if (ConnectionPtr self = weak.lock()) self->OnIdleTimer();
+  });
+}
+
+void Connection::OnIdleTimer() {
+  idle_timer_ = 0;
+  if (state() == State::kDisconnected) return;
+  uint64_t idle_ms = static_cast<uint64_t>(absl::ToInt64Milliseconds(options_.idle_timeout));
+  uint64_t quiet_for = loop_->NowMs() - last_active_ms_;
+  if (quiet_for >= idle_ms) {
+    CloseInLoop(absl::DeadlineExceededError("idle timeout"));
+    return;
+  }
+  // Active since the timer was set: sleep until the new last-activity time plus the timeout.
+  ArmIdleTimer(absl::Milliseconds(static_cast<int64_t>(idle_ms - quiet_for)));
+}
+
+void Connection::SetContext(std::any context) {
+  std::lock_guard<std::mutex> lock(context_mutex_);
+  context_ = std::move(context);
+}
+
+std::any Connection::Context() const {
+  std::lock_guard<std::mutex> lock(context_mutex_);
+  return context_;
+}
+
+}  // namespace gev

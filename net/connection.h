@@ -1,0 +1,175 @@
+// -----------------------------------------------------------------------------
+// File: net/connection.h
+// -----------------------------------------------------------------------------
+//
+// `gev::Connection` is one accepted TCP connection, owned by one event loop and shared
+// (`std::shared_ptr`) between its owner, user code and queued tasks. It reads into an input
+// `RingBuffer`, hands that buffer to the message callback, and writes through an output
+// `RingBuffer` only when the socket cannot take everything at once.
+//
+// Guarantees:
+//   - `on_connect` runs before any `on_message`; `on_close` runs exactly once, after
+//     `on_connect`, with the reason the connection ended (OK for a clean close by us).
+//   - No byte is dropped on a short write or EAGAIN: the rest waits in the output buffer, write
+//     interest is enabled only while it is non-empty.
+//   - Reads continue while output is pending, so a peer's FIN is always seen; after it, pending
+//     output is still delivered and the connection then closes.
+//   - Backpressure: when pending output crosses the high-water mark the callback runs once per
+//     crossing and, by default, reading stops until output drains below the low-water mark.
+//   - Idle timeout: one timer per idle period re-armed from the last activity time, not one per
+//     read; it is cancelled when the connection closes.
+//
+// Example (inside the owner, on the loop thread):
+//
+//   auto conn = gev::Connection::Create(loop, fd, local, peer, options);
+//   conn->set_callbacks(std::move(callbacks));
+//   conn->Establish();            // registers with the loop, runs on_connect
+//   ...
+//   conn->Send("hello");          // from any thread
+//   conn->Close();                // flushes, then closes
+//
+// Thread safety: `Send`, `ShutdownWrite`, `Close`, `ForceClose`, `Connected`, `SetContext`,
+// `Context`, the addresses and `id` are thread-safe. Everything else, callbacks included, is on
+// the loop thread.
+
+#ifndef GEV_NET_CONNECTION_H_
+#define GEV_NET_CONNECTION_H_
+
+#include <any>
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <string_view>
+
+#include "absl/functional/any_invocable.h"
+#include "absl/status/status.h"
+#include "absl/time/time.h"
+#include "eventloop/event_loop.h"
+#include "net/inet_address.h"
+#include "ringbuffer/ring_buffer.h"
+
+namespace gev {
+
+class Connection;
+using ConnectionPtr = std::shared_ptr<Connection>;
+
+class Connection final : public EventHandler, public std::enable_shared_from_this<Connection> {
+ public:
+  enum class State : uint8_t { kConnecting, kConnected, kDisconnecting, kDisconnected };
+
+  struct Options {
+    // Pending output above this calls on_high_water (once per crossing) and, with
+    // pause_reading_at_high_water, stops reading until output is below low_water_mark.
+    size_t high_water_mark = 64 * 1024 * 1024;
+    size_t low_water_mark = 32 * 1024 * 1024;
+    bool pause_reading_at_high_water = true;
+    // Most bytes the input buffer keeps; a peer that sends more while the handler leaves them
+    // unconsumed is closed with ResourceExhausted.
+    size_t max_input_bytes = 64 * 1024 * 1024;
+    // Close after this long without reading or writing; zero disables it.
+    absl::Duration idle_timeout = absl::ZeroDuration();
+  };
+
+  struct Callbacks {
+    absl::AnyInvocable<void(const ConnectionPtr&)> on_connect;
+    absl::AnyInvocable<void(const ConnectionPtr&, RingBuffer& input)> on_message;
+    absl::AnyInvocable<void(const ConnectionPtr&, const absl::Status& reason)> on_close;
+    absl::AnyInvocable<void(const ConnectionPtr&, size_t pending_bytes)> on_high_water;
+    absl::AnyInvocable<void(const ConnectionPtr&)> on_write_complete;
+  };
+
+  // Connection::Create() — takes ownership of the connected, non-blocking `fd`.
+  static ConnectionPtr Create(EventLoop* loop, int fd, const InetAddress& local,
+                              const InetAddress& peer, const Options& options);
+  ~Connection() override;
+  Connection(const Connection&) = delete;
+  Connection& operator=(const Connection&) = delete;
+
+  void set_callbacks(Callbacks callbacks) { callbacks_ = std::move(callbacks); }
+
+  // Connection::Establish() — registers with the loop and runs on_connect. Loop thread only.
+  void Establish();
+
+  // Connection::Send() — queues `data` for sending. On the loop thread it is written at once
+  // (what the socket does not take waits in the output buffer); from another thread it is
+  // copied and handed to the loop. Bytes sent from one thread arrive in order. Returns
+  // FailedPrecondition once the connection is closing or closed. Thread-safe.
+  absl::Status Send(std::string_view data);
+  // Connection::SendFromBuffer() — sends and consumes the first `n` bytes of `buffer` without
+  // an intermediate copy when the socket takes them (an echo's path). Loop thread only.
+  absl::Status SendFromBuffer(RingBuffer& buffer, size_t n);
+
+  // Connection::ShutdownWrite() — half-closes (FIN) once all pending output is written; the
+  // connection keeps reading. Thread-safe.
+  void ShutdownWrite();
+  // Connection::Close() — stops reading and closes once pending output is written.
+  // Thread-safe.
+  void Close();
+  // Connection::ForceClose() — closes now; pending output is dropped. Thread-safe.
+  void ForceClose();
+
+  // Connection::SetContext() / Context() — any user value. Thread-safe.
+  void SetContext(std::any context);
+  std::any Context() const;
+
+  bool Connected() const { return state_.load(std::memory_order_acquire) == State::kConnected; }
+  State state() const { return state_.load(std::memory_order_acquire); }
+  const InetAddress& PeerAddr() const { return peer_; }
+  const InetAddress& LocalAddr() const { return local_; }
+  int fd() const { return fd_; }
+  EventLoop* loop() const { return loop_; }
+
+  // Buffered bytes. Loop thread only.
+  size_t ReadBufferLength() const { return input_.Length(); }
+  size_t WriteBufferLength() const { return output_.Length(); }
+  bool reading() const { return reading_; }
+
+  void HandleEvent(const PollEvent& event) override;
+
+ private:
+  Connection(EventLoop* loop, int fd, const InetAddress& local, const InetAddress& peer,
+             const Options& options);
+
+  void HandleRead();
+  void HandleWrite();
+  // Writes what it can of `slices` now (if nothing is pending), buffers the rest.
+  absl::Status SendSlicesInLoop(const RingBuffer::Slices& slices);
+  void AfterOutputDrained();
+  void CheckHighWater(size_t before);
+  void SetReading(bool on);
+  void UpdateInterest();
+  void CloseInLoop(absl::Status reason);
+  void CloseWhenFlushed();
+  void ArmIdleTimer(absl::Duration delay);
+  void OnIdleTimer();
+
+  EventLoop* const loop_;
+  const int fd_;
+  const InetAddress local_;
+  const InetAddress peer_;
+  const Options options_;
+  std::atomic<State> state_{State::kConnecting};
+
+  mutable std::mutex context_mutex_;
+  std::any context_;  // Guarded by context_mutex_.
+
+  // Loop-thread-only state.
+  Callbacks callbacks_;
+  RingBuffer input_;
+  RingBuffer output_;
+  bool reading_ = false;
+  bool writing_ = false;
+  bool registered_ = false;
+  bool peer_closed_ = false;        // We read the peer's FIN.
+  bool shutdown_requested_ = false;
+  bool write_shut_ = false;
+  bool above_high_water_ = false;
+  uint64_t last_active_ms_ = 0;
+  TimerId idle_timer_ = 0;
+};
+
+}  // namespace gev
+
+#endif  // GEV_NET_CONNECTION_H_

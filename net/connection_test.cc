@@ -1,0 +1,479 @@
+// Connection behaviour over real loopback sockets: a small server (loop thread + acceptor +
+// connections) in the test process, blocking clients in the test thread.
+
+#include "net/connection.h"
+
+#include <fcntl.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <chrono>
+#include <functional>
+#include <future>
+#include <map>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/time/time.h"
+#include "eventloop/event_loop.h"
+#include "gtest/gtest.h"
+#include "net/acceptor.h"
+#include "net/socket_ops.h"
+
+namespace gev {
+namespace {
+
+using std::chrono::milliseconds;
+
+std::string Pattern(size_t n, int seed = 0) {
+  std::string s(n, '\0');
+  for (size_t i = 0; i < n; ++i) s[i] = static_cast<char>((i * 31 + seed) % 251);
+  return s;
+}
+
+struct ServerHooks {
+  std::function<void(const ConnectionPtr&)> on_connect;
+  // Default: echo.
+  std::function<void(const ConnectionPtr&, RingBuffer&)> on_message;
+  std::function<void(const ConnectionPtr&, const absl::Status&)> on_close;
+  std::function<void(const ConnectionPtr&, size_t)> on_high_water;
+};
+
+class TestServer {
+ public:
+  explicit TestServer(ServerHooks hooks, Connection::Options options = {}, int family = AF_INET)
+      : hooks_(std::move(hooks)), options_(options), loop_(*EventLoop::Create()) {
+    auto acceptor = Acceptor::Create(loop_.get(), InetAddress::Loopback(0, family), false);
+    EXPECT_TRUE(acceptor.ok()) << acceptor.status();
+    acceptor_ = std::move(*acceptor);
+    acceptor_->set_new_connection_callback(
+        [this](int fd, const InetAddress& peer) { OnNewConnection(fd, peer); });
+    thread_ = std::thread([this] { loop_->Run(); });
+    RunAndWait([this] { ASSERT_TRUE(acceptor_->Listen().ok()); });
+  }
+
+  ~TestServer() {
+    RunAndWait([this] {
+      acceptor_.reset();
+      for (auto& [id, connection] : connections_) connection->ForceClose();
+    });
+    RunAndWait([] {});  // Let the queued closes run.
+    loop_->Stop();
+    thread_.join();
+  }
+
+  uint16_t port() const { return port_; }
+  EventLoop& loop() { return *loop_; }
+  InetAddress address() const { return acceptor_address_; }
+
+  template <typename F>
+  void RunAndWait(F f) {
+    std::promise<void> done;
+    loop_->RunInLoop([&] {
+      f();
+      done.set_value();
+    });
+    done.get_future().wait();
+  }
+
+  // Events in order: "connect", "message", "close:<code>".
+  std::vector<std::string> events() {
+    std::lock_guard<std::mutex> lock(mutex_);
+    return events_;
+  }
+  int close_count() {
+    std::lock_guard<std::mutex> lock(mutex_);
+    return close_count_;
+  }
+  absl::Status last_close_reason() {
+    std::lock_guard<std::mutex> lock(mutex_);
+    return last_reason_;
+  }
+  // Waits (bounded) until `n` connections have closed.
+  bool WaitForCloses(int n, int timeout_ms = 5000) {
+    auto deadline = std::chrono::steady_clock::now() + milliseconds(timeout_ms);
+    while (std::chrono::steady_clock::now() < deadline) {
+      if (close_count() >= n) return true;
+      std::this_thread::sleep_for(milliseconds(5));
+    }
+    return false;
+  }
+
+ private:
+  void OnNewConnection(int fd, const InetAddress& peer) {
+    auto local = sockets::LocalAddress(fd);
+    ConnectionPtr connection = Connection::Create(loop_.get(), fd, *local, peer, options_);
+    int id = next_id_++;
+    connections_[id] = connection;
+    Connection::Callbacks callbacks;
+    callbacks.on_connect = [this](const ConnectionPtr& c) {
+      Record("connect");
+      if (hooks_.on_connect) hooks_.on_connect(c);
+    };
+    callbacks.on_message = [this](const ConnectionPtr& c, RingBuffer& input) {
+      Record("message");
+      if (hooks_.on_message) {
+        hooks_.on_message(c, input);
+      } else {
+        (void)c->SendFromBuffer(input, input.Length());
+      }
+    };
+    callbacks.on_close = [this, id](const ConnectionPtr& c, const absl::Status& reason) {
+      {
+        std::lock_guard<std::mutex> lock(mutex_);
+        events_.push_back("close:" + std::string(absl::StatusCodeToString(reason.code())));
+        ++close_count_;
+        last_reason_ = reason;
+      }
+      if (hooks_.on_close) hooks_.on_close(c, reason);
+      connections_.erase(id);
+    };
+    callbacks.on_high_water = [this](const ConnectionPtr& c, size_t pending) {
+      if (hooks_.on_high_water) hooks_.on_high_water(c, pending);
+    };
+    connection->set_callbacks(std::move(callbacks));
+    connection->Establish();
+  }
+
+  void Record(const std::string& event) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    if (events_.empty() || events_.back() != event || event != "message") {
+      events_.push_back(event);
+    }
+  }
+
+  ServerHooks hooks_;
+  Connection::Options options_;
+  std::unique_ptr<EventLoop> loop_;
+  std::unique_ptr<Acceptor> acceptor_;
+  InetAddress acceptor_address_;
+  uint16_t port_ = 0;
+  std::thread thread_;
+  std::map<int, ConnectionPtr> connections_;  // Loop thread only.
+  int next_id_ = 0;
+  std::mutex mutex_;
+  std::vector<std::string> events_;
+  int close_count_ = 0;
+  absl::Status last_reason_;
+
+  friend class ServerAddress;
+
+ public:
+  void CaptureAddress() {
+    RunAndWait([this] {
+      acceptor_address_ = acceptor_->listen_address();
+      port_ = acceptor_address_.port();
+    });
+  }
+};
+
+std::unique_ptr<TestServer> StartServer(ServerHooks hooks, Connection::Options options = {},
+                                        int family = AF_INET) {
+  auto server = std::make_unique<TestServer>(std::move(hooks), options, family);
+  server->CaptureAddress();
+  return server;
+}
+
+// A blocking client socket with a 5 s receive timeout, so no test can hang.
+int Connect(const InetAddress& address, int receive_buffer = 0) {
+  int fd = ::socket(address.family(), SOCK_STREAM, 0);
+  if (receive_buffer > 0) {
+    ::setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &receive_buffer, sizeof(receive_buffer));
+  }
+  timeval timeout{5, 0};
+  ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof(timeout));
+  ::setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &timeout, sizeof(timeout));
+  EXPECT_EQ(::connect(fd, address.sockaddr(), address.length()), 0) << errno;
+  return fd;
+}
+
+void WriteAll(int fd, const std::string& data) {
+  size_t done = 0;
+  while (done < data.size()) {
+    ssize_t n = ::write(fd, data.data() + done, data.size() - done);
+    ASSERT_GT(n, 0) << errno;
+    done += static_cast<size_t>(n);
+  }
+}
+
+// Reads until `n` bytes, EOF, error or timeout.
+std::string ReadUpTo(int fd, size_t n, size_t chunk = 65536, int pause_ms = 0) {
+  std::string out;
+  std::vector<char> buffer(chunk);
+  while (out.size() < n) {
+    ssize_t got = ::read(fd, buffer.data(), std::min(chunk, n - out.size()));
+    if (got <= 0) break;
+    out.append(buffer.data(), static_cast<size_t>(got));
+    if (pause_ms > 0) std::this_thread::sleep_for(milliseconds(pause_ms));
+  }
+  return out;
+}
+
+// True when the next read sees EOF (or a reset) rather than data or a timeout.
+bool SeesEndOfStream(int fd) {
+  char byte;
+  ssize_t n = ::read(fd, &byte, 1);
+  return n == 0 || (n < 0 && errno == ECONNRESET);
+}
+
+TEST(ConnectionTest, EchoesAndOrdersCallbacksExactlyOnce) {
+  auto server = StartServer({});
+  int client = Connect(server->address());
+  WriteAll(client, "hello");
+  EXPECT_EQ(ReadUpTo(client, 5), "hello");
+  ::close(client);
+  ASSERT_TRUE(server->WaitForCloses(1));
+  std::this_thread::sleep_for(milliseconds(50));  // Nothing more may follow the close.
+  EXPECT_EQ(server->events(), (std::vector<std::string>{"connect", "message", "close:OK"}));
+}
+
+TEST(ConnectionTest, CloseInOnConnectStillCallsOnCloseAfterOnConnect) {
+  auto server = StartServer({.on_connect = [](const ConnectionPtr& c) {
+    EXPECT_TRUE(c->Send("bye").ok());  // gev #25: Send inside OnConnect works.
+    c->Close();
+  }});
+  int client = Connect(server->address());
+  EXPECT_EQ(ReadUpTo(client, 3), "bye");
+  EXPECT_TRUE(SeesEndOfStream(client));
+  ASSERT_TRUE(server->WaitForCloses(1));
+  EXPECT_EQ(server->events(), (std::vector<std::string>{"connect", "close:OK"}));
+  ::close(client);
+}
+
+TEST(ConnectionTest, PartialWritesToASlowReaderLoseNoByte) {
+  const std::string payload = Pattern(3 << 20, 1);
+  auto server = StartServer({.on_connect = [&](const ConnectionPtr& c) {
+    int size = 4096;
+    ::setsockopt(c->fd(), SOL_SOCKET, SO_SNDBUF, &size, sizeof(size));
+    EXPECT_TRUE(c->Send(payload).ok());
+    EXPECT_GT(c->WriteBufferLength(), 0u);  // The socket did not take it all.
+  }});
+  int client = Connect(server->address(), 4096);
+  std::string head = ReadUpTo(client, 64 * 1024, 1024, 1);  // Slow at first.
+  std::string rest = ReadUpTo(client, payload.size() - head.size());
+  EXPECT_TRUE(head + rest == payload) << "received " << head.size() + rest.size() << " bytes";
+  ::close(client);
+}
+
+TEST(ConnectionTest, PeerResetMidWriteClosesOnceWithAReason) {
+  auto server = StartServer({.on_connect = [](const ConnectionPtr& c) {
+    EXPECT_TRUE(c->Send(Pattern(8 << 20)).ok());
+  }});
+  int client = Connect(server->address(), 4096);
+  EXPECT_EQ(ReadUpTo(client, 1000).size(), 1000u);
+  linger reset{1, 0};
+  ::setsockopt(client, SOL_SOCKET, SO_LINGER, &reset, sizeof(reset));
+  ::close(client);  // RST.
+  ASSERT_TRUE(server->WaitForCloses(1));
+  std::this_thread::sleep_for(milliseconds(50));
+  EXPECT_EQ(server->close_count(), 1);
+  EXPECT_FALSE(server->last_close_reason().ok());
+}
+
+TEST(ConnectionTest, HalfCloseFromPeerStillDeliversPendingOutput) {
+  const std::string payload = Pattern(4 << 20, 2);
+  auto server = StartServer({.on_connect = [&](const ConnectionPtr& c) {
+    EXPECT_TRUE(c->Send(payload).ok());
+  }});
+  int client = Connect(server->address());
+  ::shutdown(client, SHUT_WR);  // FIN while the server has megabytes pending.
+  std::this_thread::sleep_for(milliseconds(100));
+  std::string received = ReadUpTo(client, payload.size());
+  EXPECT_TRUE(received == payload) << "received " << received.size();
+  EXPECT_TRUE(SeesEndOfStream(client));
+  ASSERT_TRUE(server->WaitForCloses(1));
+  EXPECT_TRUE(server->last_close_reason().ok()) << server->last_close_reason();
+  ::close(client);
+}
+
+TEST(ConnectionTest, SendFromEightThreadsKeepsEachThreadsOrder) {
+  std::promise<ConnectionPtr> connected;
+  auto server = StartServer({.on_connect = [&](const ConnectionPtr& c) { connected.set_value(c); }});
+  int client = Connect(server->address());
+  ConnectionPtr connection = connected.get_future().get();
+  constexpr int kThreads = 8;
+  constexpr int kMessages = 2000;
+  std::vector<std::thread> senders;
+  for (int t = 0; t < kThreads; ++t) {
+    senders.emplace_back([&, t] {
+      for (int i = 0; i < kMessages; ++i) {
+        std::string line = std::to_string(t) + ":" + std::to_string(i) + "\n";
+        EXPECT_TRUE(connection->Send(line).ok());
+      }
+    });
+  }
+  for (auto& sender : senders) sender.join();
+  std::vector<int> next(kThreads, 0);
+  std::string pending;
+  int lines = 0;
+  while (lines < kThreads * kMessages) {
+    char buffer[65536];
+    ssize_t n = ::read(client, buffer, sizeof(buffer));
+    ASSERT_GT(n, 0);
+    pending.append(buffer, static_cast<size_t>(n));
+    size_t newline;
+    while ((newline = pending.find('\n')) != std::string::npos) {
+      std::string line = pending.substr(0, newline);
+      pending.erase(0, newline + 1);
+      size_t colon = line.find(':');
+      int t = std::stoi(line.substr(0, colon));
+      int i = std::stoi(line.substr(colon + 1));
+      ASSERT_EQ(i, next[t]) << "thread " << t;
+      ++next[t];
+      ++lines;
+    }
+  }
+  connection.reset();
+  ::close(client);
+}
+
+TEST(ConnectionTest, CloseDeliversPendingOutputForceCloseDoesNot) {
+  const std::string payload = Pattern(4 << 20, 3);
+  for (bool force : {false, true}) {
+    auto server = StartServer({.on_connect = [&](const ConnectionPtr& c) {
+      EXPECT_TRUE(c->Send(payload).ok());
+      if (force) {
+        c->ForceClose();
+      } else {
+        c->Close();
+      }
+      EXPECT_FALSE(c->Send("late").ok());  // Closing: no more sends accepted.
+    }});
+    int client = Connect(server->address());
+    std::this_thread::sleep_for(milliseconds(50));
+    std::string received = ReadUpTo(client, payload.size() + 100);
+    if (force) {
+      EXPECT_LT(received.size(), payload.size());
+    } else {
+      EXPECT_TRUE(received == payload) << "received " << received.size();
+    }
+    ASSERT_TRUE(server->WaitForCloses(1));
+    ::close(client);
+  }
+}
+
+TEST(ConnectionTest, ShutdownWriteDeliversEverythingThenFinAndKeepsReading) {
+  const std::string payload = Pattern(4 << 20, 4);
+  std::atomic<int> bytes_after_shutdown{0};
+  auto server = StartServer({
+      .on_connect = [&](const ConnectionPtr& c) {
+        EXPECT_TRUE(c->Send(payload).ok());
+        c->ShutdownWrite();
+      },
+      .on_message = [&](const ConnectionPtr&, RingBuffer& input) {
+        bytes_after_shutdown += static_cast<int>(input.Length());
+        input.RetrieveAll();
+      },
+  });
+  int client = Connect(server->address());
+  std::string received = ReadUpTo(client, payload.size());
+  EXPECT_TRUE(received == payload) << "received " << received.size();
+  EXPECT_TRUE(SeesEndOfStream(client));
+  WriteAll(client, "still reading?");
+  for (int i = 0; i < 200 && bytes_after_shutdown < 14; ++i) {
+    std::this_thread::sleep_for(milliseconds(5));
+  }
+  EXPECT_EQ(bytes_after_shutdown.load(), 14);
+  ::close(client);
+}
+
+TEST(ConnectionTest, HighWaterFiresOncePerCrossingAndPausesReading) {
+  Connection::Options options;
+  options.high_water_mark = 1 << 20;
+  options.low_water_mark = 256 << 10;
+  std::atomic<int> crossings{0};
+  std::atomic<int> messages{0};
+  ConnectionPtr connection;
+  auto server = StartServer(
+      {
+          .on_connect = [&](const ConnectionPtr& c) {
+            connection = c;
+            int size = 65536;
+            ::setsockopt(c->fd(), SOL_SOCKET, SO_SNDBUF, &size, sizeof(size));
+            EXPECT_TRUE(c->Send(Pattern(4 << 20)).ok());
+            EXPECT_TRUE(c->Send("x").ok());  // Still above: no second callback.
+          },
+          .on_message = [&](const ConnectionPtr&, RingBuffer& input) {
+            ++messages;
+            input.RetrieveAll();
+          },
+          .on_high_water = [&](const ConnectionPtr&, size_t pending) {
+            EXPECT_GT(pending, size_t{1} << 20);
+            ++crossings;
+          },
+      },
+      options);
+  int client = Connect(server->address(), 65536);
+  std::this_thread::sleep_for(milliseconds(100));
+  EXPECT_EQ(crossings.load(), 1);
+  bool reading = true;
+  server->RunAndWait([&] { reading = connection->reading(); });
+  EXPECT_FALSE(reading);
+  WriteAll(client, "while paused");
+  std::this_thread::sleep_for(milliseconds(100));
+  EXPECT_EQ(messages.load(), 0);  // Not read while the peer is not reading ours.
+
+  EXPECT_EQ(ReadUpTo(client, (4 << 20) + 1).size(), size_t{(4 << 20) + 1});
+  for (int i = 0; i < 200 && messages == 0; ++i) std::this_thread::sleep_for(milliseconds(5));
+  EXPECT_EQ(messages.load(), 1);  // Resumed below the low-water mark.
+
+  server->RunAndWait([&] { EXPECT_TRUE(connection->Send(Pattern(4 << 20)).ok()); });
+  EXPECT_EQ(crossings.load(), 2);
+  EXPECT_EQ(ReadUpTo(client, 4 << 20).size(), size_t{4 << 20});
+  server->RunAndWait([&] { connection.reset(); });
+  ::close(client);
+}
+
+TEST(ConnectionTest, IdleTimeoutClosesExactlyTheIdleOnes) {
+  Connection::Options options;
+  options.idle_timeout = absl::Milliseconds(200);
+  auto server = StartServer({}, options);
+  int idle = Connect(server->address());
+  int active = Connect(server->address());
+  auto start = std::chrono::steady_clock::now();
+  for (int i = 0; i < 12; ++i) {  // 600 ms of traffic every 50 ms on the active one.
+    WriteAll(active, "ping");
+    EXPECT_EQ(ReadUpTo(active, 4), "ping");
+    std::this_thread::sleep_for(milliseconds(50));
+  }
+  EXPECT_TRUE(SeesEndOfStream(idle));
+  EXPECT_GE(std::chrono::steady_clock::now() - start, milliseconds(200));
+  EXPECT_EQ(server->close_count(), 1);
+  EXPECT_EQ(server->last_close_reason().code(), absl::StatusCode::kDeadlineExceeded);
+  WriteAll(active, "still");
+  EXPECT_EQ(ReadUpTo(active, 5), "still");
+  ::close(idle);
+  ::close(active);
+}
+
+TEST(ConnectionTest, WorksOverIpv6Loopback) {
+  auto server = StartServer({}, {}, AF_INET6);
+  EXPECT_EQ(server->address().ToString().rfind("[::1]:", 0), 0u);
+  int client = Connect(server->address());
+  WriteAll(client, "over v6");
+  EXPECT_EQ(ReadUpTo(client, 7), "over v6");
+  ::close(client);
+}
+
+TEST(ConnectionTest, ContextAndAddressesAreAvailable) {
+  std::promise<ConnectionPtr> connected;
+  auto server = StartServer({.on_connect = [&](const ConnectionPtr& c) { connected.set_value(c); }});
+  int client = Connect(server->address());
+  ConnectionPtr connection = connected.get_future().get();
+  connection->SetContext(std::string("session-7"));
+  EXPECT_EQ(std::any_cast<std::string>(connection->Context()), "session-7");
+  EXPECT_EQ(connection->LocalAddr().port(), server->port());
+  EXPECT_EQ(connection->PeerAddr().ToString().rfind("127.0.0.1:", 0), 0u);
+  EXPECT_TRUE(connection->Connected());
+  ::close(client);
+  ASSERT_TRUE(server->WaitForCloses(1));
+  EXPECT_FALSE(connection->Connected());
+  EXPECT_FALSE(connection->Send("after close").ok());
+}
+
+}  // namespace
+}  // namespace gev

@@ -1,0 +1,124 @@
+#include "net/inet_address.h"
+
+#include <arpa/inet.h>
+#include <netdb.h>
+
+#include <cstring>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+
+namespace gev {
+
+absl::StatusOr<Network> ParseNetwork(absl::string_view name) {
+  if (name == "tcp") return Network::kTcp;
+  if (name == "tcp4") return Network::kTcp4;
+  if (name == "tcp6") return Network::kTcp6;
+  return absl::InvalidArgumentError(
+      absl::StrCat("unknown network \"", name, "\" (want tcp, tcp4 or tcp6)"));
+}
+
+absl::StatusOr<InetAddress> InetAddress::Parse(absl::string_view host_port, Network network) {
+  size_t colon = host_port.rfind(':');
+  if (colon == absl::string_view::npos) {
+    return absl::InvalidArgumentError(absl::StrCat("address \"", host_port, "\" has no port"));
+  }
+  absl::string_view host = host_port.substr(0, colon);
+  absl::string_view port_text = host_port.substr(colon + 1);
+  uint32_t port = 0;
+  if (!absl::SimpleAtoi(port_text, &port) || port > 65535) {
+    return absl::InvalidArgumentError(absl::StrCat("bad port in address \"", host_port, "\""));
+  }
+  if (host.size() >= 2 && host.front() == '[' && host.back() == ']') {
+    host = host.substr(1, host.size() - 2);
+    if (network == Network::kTcp4) {
+      return absl::InvalidArgumentError(absl::StrCat("tcp4 cannot use \"", host_port, "\""));
+    }
+    network = Network::kTcp6;
+  }
+
+  InetAddress address;
+  if (host.empty()) {
+    if (network == Network::kTcp6) {
+      auto* v6 = reinterpret_cast<sockaddr_in6*>(&address.storage_);
+      v6->sin6_family = AF_INET6;
+      v6->sin6_addr = in6addr_any;
+      v6->sin6_port = htons(static_cast<uint16_t>(port));
+    } else {
+      auto* v4 = reinterpret_cast<sockaddr_in*>(&address.storage_);
+      v4->sin_family = AF_INET;
+      v4->sin_addr.s_addr = htonl(INADDR_ANY);
+      v4->sin_port = htons(static_cast<uint16_t>(port));
+    }
+    return address;
+  }
+
+  addrinfo hints{};
+  hints.ai_family = network == Network::kTcp4 ? AF_INET
+                    : network == Network::kTcp6 ? AF_INET6
+                                                : AF_UNSPEC;
+  hints.ai_socktype = SOCK_STREAM;
+  hints.ai_flags = AI_NUMERICSERV;
+  std::string host_text(host);
+  std::string port_string = std::to_string(port);
+  addrinfo* results = nullptr;
+  int rc = ::getaddrinfo(host_text.c_str(), port_string.c_str(), &hints, &results);
+  if (rc != 0 || results == nullptr) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("cannot resolve \"", host, "\": ", ::gai_strerror(rc)));
+  }
+  address = FromSockaddr(results->ai_addr, results->ai_addrlen);
+  ::freeaddrinfo(results);
+  return address;
+}
+
+InetAddress InetAddress::FromSockaddr(const struct sockaddr* address, socklen_t length) {
+  InetAddress result;
+  std::memcpy(&result.storage_, address,
+              std::min<size_t>(length, sizeof(result.storage_)));
+  return result;
+}
+
+InetAddress InetAddress::Loopback(uint16_t port, int family) {
+  InetAddress address;
+  if (family == AF_INET6) {
+    auto* v6 = reinterpret_cast<sockaddr_in6*>(&address.storage_);
+    v6->sin6_family = AF_INET6;
+    v6->sin6_addr = in6addr_loopback;
+    v6->sin6_port = htons(port);
+  } else {
+    auto* v4 = reinterpret_cast<sockaddr_in*>(&address.storage_);
+    v4->sin_family = AF_INET;
+    v4->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    v4->sin_port = htons(port);
+  }
+  return address;
+}
+
+uint16_t InetAddress::port() const {
+  if (family() == AF_INET6) {
+    return ntohs(reinterpret_cast<const sockaddr_in6*>(&storage_)->sin6_port);
+  }
+  return ntohs(reinterpret_cast<const sockaddr_in*>(&storage_)->sin_port);
+}
+
+socklen_t InetAddress::length() const {
+  return family() == AF_INET6 ? sizeof(sockaddr_in6) : sizeof(sockaddr_in);
+}
+
+std::string InetAddress::ToString() const {
+  char text[INET6_ADDRSTRLEN] = "";
+  if (family() == AF_INET6) {
+    ::inet_ntop(AF_INET6, &reinterpret_cast<const sockaddr_in6*>(&storage_)->sin6_addr, text,
+                sizeof(text));
+    return absl::StrCat("[", text, "]:", port());
+  }
+  if (family() == AF_INET) {
+    ::inet_ntop(AF_INET, &reinterpret_cast<const sockaddr_in*>(&storage_)->sin_addr, text,
+                sizeof(text));
+    return absl::StrCat(text, ":", port());
+  }
+  return "(unset)";
+}
+
+}  // namespace gev

@@ -1,0 +1,60 @@
+// -----------------------------------------------------------------------------
+// File: net/inet_address.h
+// -----------------------------------------------------------------------------
+//
+// `gev::InetAddress` is an IPv4 or IPv6 socket address, parsed from the forms gev and Go accept:
+// ":1833" (every local address), "127.0.0.1:1833", "[::1]:1833" and "localhost:1833" (resolved
+// from the hosts database by getaddrinfo; no other name service is asked for loopback names).
+//
+//   absl::StatusOr<gev::InetAddress> address = gev::InetAddress::Parse("[::1]:0");
+//   bind(fd, address->sockaddr(), address->length());
+//
+// Thread safety: a value type; const methods are safe from any thread.
+
+#ifndef GEV_NET_INET_ADDRESS_H_
+#define GEV_NET_INET_ADDRESS_H_
+
+#include <netinet/in.h>
+#include <sys/socket.h>
+
+#include <cstdint>
+#include <string>
+#include "absl/strings/string_view.h"
+
+#include "absl/status/statusor.h"
+
+namespace gev {
+
+// Which address family a listener or a parse may use, as Go's "tcp", "tcp4" and "tcp6".
+enum class Network { kTcp, kTcp4, kTcp6 };
+
+// Parses "tcp", "tcp4" or "tcp6".
+absl::StatusOr<Network> ParseNetwork(absl::string_view name);
+
+class InetAddress {
+ public:
+  InetAddress() = default;
+
+  // InetAddress::Parse() — "host:port", "[v6]:port" or ":port". With kTcp6, ":port" is the
+  // IPv6 any-address; otherwise IPv4's. Host names are resolved with getaddrinfo.
+  static absl::StatusOr<InetAddress> Parse(absl::string_view host_port,
+                                           Network network = Network::kTcp);
+  static InetAddress FromSockaddr(const struct sockaddr* address, socklen_t length);
+  static InetAddress Loopback(uint16_t port, int family = AF_INET);
+
+  int family() const { return storage_.ss_family; }
+  uint16_t port() const;
+  const struct sockaddr* sockaddr() const {
+    return reinterpret_cast<const struct sockaddr*>(&storage_);
+  }
+  socklen_t length() const;
+  // "127.0.0.1:1833" or "[::1]:1833".
+  std::string ToString() const;
+
+ private:
+  sockaddr_storage storage_{};
+};
+
+}  // namespace gev
+
+#endif  // GEV_NET_INET_ADDRESS_H_

@@ -1,0 +1,146 @@
+#include "net/socket_ops.h"
+
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <signal.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <mutex>
+
+#include "absl/strings/str_cat.h"
+
+namespace gev::sockets {
+namespace {
+
+absl::Status SetIntOption(int fd, int level, int name, int value, const char* what) {
+  if (::setsockopt(fd, level, name, &value, sizeof(value)) != 0) {
+    return absl::ErrnoToStatus(errno, absl::StrCat("setsockopt(", what, ")"));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+void IgnoreSigPipe() {
+  static std::once_flag once;
+  std::call_once(once, [] { ::signal(SIGPIPE, SIG_IGN); });
+}
+
+absl::Status SetNonBlockingCloseOnExec(int fd) {
+  int flags = ::fcntl(fd, F_GETFL, 0);
+  if (flags < 0 || ::fcntl(fd, F_SETFL, flags | O_NONBLOCK) < 0) {
+    return absl::ErrnoToStatus(errno, "fcntl(O_NONBLOCK)");
+  }
+  if (::fcntl(fd, F_SETFD, FD_CLOEXEC) < 0) return absl::ErrnoToStatus(errno, "fcntl(CLOEXEC)");
+  return absl::OkStatus();
+}
+
+absl::StatusOr<int> CreateNonBlockingSocket(int family) {
+  IgnoreSigPipe();
+#ifdef SOCK_NONBLOCK
+  int fd = ::socket(family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, IPPROTO_TCP);
+  if (fd < 0) return absl::ErrnoToStatus(errno, "socket");
+#else
+  int fd = ::socket(family, SOCK_STREAM, IPPROTO_TCP);
+  if (fd < 0) return absl::ErrnoToStatus(errno, "socket");
+  absl::Status status = SetNonBlockingCloseOnExec(fd);
+  if (!status.ok()) {
+    ::close(fd);
+    return status;
+  }
+#endif
+  return fd;
+}
+
+absl::Status SetTcpNoDelay(int fd, bool on) {
+  return SetIntOption(fd, IPPROTO_TCP, TCP_NODELAY, on ? 1 : 0, "TCP_NODELAY");
+}
+
+absl::Status SetKeepAlive(int fd, bool on, absl::Duration interval) {
+  absl::Status status = SetIntOption(fd, SOL_SOCKET, SO_KEEPALIVE, on ? 1 : 0, "SO_KEEPALIVE");
+  if (!status.ok() || !on || interval <= absl::ZeroDuration()) return status;
+  int seconds = static_cast<int>(absl::ToInt64Seconds(interval));
+  if (seconds < 1) seconds = 1;
+#ifdef TCP_KEEPIDLE
+  status = SetIntOption(fd, IPPROTO_TCP, TCP_KEEPIDLE, seconds, "TCP_KEEPIDLE");
+  if (!status.ok()) return status;
+#endif
+#ifdef TCP_KEEPINTVL
+  status = SetIntOption(fd, IPPROTO_TCP, TCP_KEEPINTVL, seconds, "TCP_KEEPINTVL");
+#endif
+  return status;
+}
+
+absl::Status SetReuseAddr(int fd, bool on) {
+  return SetIntOption(fd, SOL_SOCKET, SO_REUSEADDR, on ? 1 : 0, "SO_REUSEADDR");
+}
+
+absl::Status SetReusePort(int fd, bool on) {
+  return SetIntOption(fd, SOL_SOCKET, SO_REUSEPORT, on ? 1 : 0, "SO_REUSEPORT");
+}
+
+absl::StatusOr<int> Listen(const InetAddress& address, bool reuse_port, int backlog) {
+  absl::StatusOr<int> fd = CreateNonBlockingSocket(address.family());
+  if (!fd.ok()) return fd;
+  absl::Status status = SetReuseAddr(*fd, true);
+  if (status.ok() && reuse_port) status = SetReusePort(*fd, true);
+  if (status.ok() && ::bind(*fd, address.sockaddr(), address.length()) != 0) {
+    status = absl::ErrnoToStatus(errno, absl::StrCat("bind ", address.ToString()));
+  }
+  if (status.ok() && ::listen(*fd, backlog) != 0) {
+    status = absl::ErrnoToStatus(errno, absl::StrCat("listen ", address.ToString()));
+  }
+  if (!status.ok()) {
+    ::close(*fd);
+    return status;
+  }
+  return fd;
+}
+
+absl::StatusOr<int> ConnectBlocking(const InetAddress& address) {
+  absl::StatusOr<int> fd = CreateNonBlockingSocket(address.family());
+  if (!fd.ok()) return fd;
+  if (::connect(*fd, address.sockaddr(), address.length()) != 0 && errno != EINPROGRESS) {
+    int saved = errno;
+    ::close(*fd);
+    return absl::ErrnoToStatus(saved, absl::StrCat("connect ", address.ToString()));
+  }
+  pollfd waiter{*fd, POLLOUT, 0};
+  int ready = ::poll(&waiter, 1, 10000);
+  int error = ready == 1 ? PendingError(*fd) : ETIMEDOUT;
+  if (error != 0) {
+    ::close(*fd);
+    return absl::ErrnoToStatus(error, absl::StrCat("connect ", address.ToString()));
+  }
+  return fd;
+}
+
+absl::StatusOr<InetAddress> LocalAddress(int fd) {
+  sockaddr_storage storage{};
+  socklen_t length = sizeof(storage);
+  if (::getsockname(fd, reinterpret_cast<sockaddr*>(&storage), &length) != 0) {
+    return absl::ErrnoToStatus(errno, "getsockname");
+  }
+  return InetAddress::FromSockaddr(reinterpret_cast<sockaddr*>(&storage), length);
+}
+
+absl::StatusOr<InetAddress> PeerAddress(int fd) {
+  sockaddr_storage storage{};
+  socklen_t length = sizeof(storage);
+  if (::getpeername(fd, reinterpret_cast<sockaddr*>(&storage), &length) != 0) {
+    return absl::ErrnoToStatus(errno, "getpeername");
+  }
+  return InetAddress::FromSockaddr(reinterpret_cast<sockaddr*>(&storage), length);
+}
+
+int PendingError(int fd) {
+  int error = 0;
+  socklen_t length = sizeof(error);
+  if (::getsockopt(fd, SOL_SOCKET, SO_ERROR, &error, &length) != 0) return errno;
+  return error;
+}
+
+}  // namespace gev::sockets

@@ -1,0 +1,47 @@
+// Socket helpers shared by the acceptor, the connection, the server and the tests: non-blocking
+// close-on-exec sockets, options, addresses. Setup errors come back as absl::Status with the
+// errno text.
+//
+// Writing to a socket whose peer is gone raises SIGPIPE on Linux; every helper that creates a
+// socket first sets SIGPIPE to be ignored for the process (once), as muduo does, so a peer's
+// reset is an EPIPE on one connection, never the process's death.
+//
+// Thread safety: every function is thread-safe.
+
+#ifndef GEV_NET_SOCKET_OPS_H_
+#define GEV_NET_SOCKET_OPS_H_
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "net/inet_address.h"
+
+namespace gev::sockets {
+
+// A non-blocking, close-on-exec TCP socket of `family`.
+absl::StatusOr<int> CreateNonBlockingSocket(int family);
+// Makes an accepted or otherwise obtained descriptor non-blocking and close-on-exec.
+absl::Status SetNonBlockingCloseOnExec(int fd);
+
+absl::Status SetTcpNoDelay(int fd, bool on);
+// SO_KEEPALIVE, and where supported the idle time and interval between probes.
+absl::Status SetKeepAlive(int fd, bool on, absl::Duration interval);
+absl::Status SetReuseAddr(int fd, bool on);
+absl::Status SetReusePort(int fd, bool on);
+
+// A listening socket bound to `address` (SO_REUSEADDR always, SO_REUSEPORT if asked).
+absl::StatusOr<int> Listen(const InetAddress& address, bool reuse_port, int backlog = SOMAXCONN);
+// A blocking-style connect for tools and tests: returns a non-blocking connected socket.
+absl::StatusOr<int> ConnectBlocking(const InetAddress& address);
+
+absl::StatusOr<InetAddress> LocalAddress(int fd);
+absl::StatusOr<InetAddress> PeerAddress(int fd);
+// The pending error on a socket (SO_ERROR), 0 if none.
+int PendingError(int fd);
+
+// Ignores SIGPIPE process-wide; idempotent.
+void IgnoreSigPipe();
+
+}  // namespace gev::sockets
+
+#endif  // GEV_NET_SOCKET_OPS_H_
