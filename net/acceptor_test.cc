@@ -69,6 +69,12 @@ TEST(AcceptorTest, SeveralAcceptorsShareAPortWithReusePort) {
   EXPECT_FALSE(without.ok());
 }
 
+// Calls a function when the parent writes to (or closes) the control pipe.
+struct ControlHandler : EventHandler {
+  void HandleEvent(const PollEvent&) override { on_event(); }
+  std::function<void()> on_event;
+};
+
 // The server runs in a child process with a descriptor limit just above what it holds; the
 // parent connects far more clients than that. The child must shed the excess (the peer sees
 // EOF), must not spin while doing so, and must serve a new client once descriptors free up.
@@ -106,11 +112,8 @@ TEST(AcceptorTest, SurvivesDescriptorExhaustion) {
     rlimit limit{static_cast<rlim_t>(highest + 6), static_cast<rlim_t>(highest + 6)};
     if (::setrlimit(RLIMIT_NOFILE, &limit) != 0) ::_exit(11);
 
-    struct ControlHandler : EventHandler {
-      void HandleEvent(const PollEvent&) override { on_event(); }
-      std::function<void()> on_event;
-    } control_handler;
-    control_handler.on_event = [&] {
+    auto control_handler = std::make_unique<ControlHandler>();
+    control_handler->on_event = [&] {
       char command;
       if (::read(control[0], &command, 1) != 1) {
         loop->Stop();
@@ -122,7 +125,7 @@ TEST(AcceptorTest, SurvivesDescriptorExhaustion) {
     };
     loop->QueueInLoop([&] {
       if (!(*acceptor)->Listen().ok()) ::_exit(12);
-      if (!loop->AddHandler(control[0], Interest::kRead, &control_handler).ok()) ::_exit(13);
+      if (!loop->AddHandler(control[0], Interest::kRead, control_handler.get()).ok()) ::_exit(13);
     });
     loop->Run();
     rusage usage{};
