@@ -52,6 +52,8 @@ class TestServer {
     acceptor_ = std::move(*acceptor);
     acceptor_->set_new_connection_callback(
         [this](int fd, const InetAddress& peer) { OnNewConnection(fd, peer); });
+    acceptor_address_ = acceptor_->listen_address();
+    port_ = acceptor_address_.port();
     thread_ = std::thread([this] { loop_->Run(); });
     RunAndWait([this] { ASSERT_TRUE(acceptor_->Listen().ok()); });
   }
@@ -159,23 +161,11 @@ class TestServer {
   std::vector<std::string> events_;
   int close_count_ = 0;
   absl::Status last_reason_;
-
-  friend class ServerAddress;
-
- public:
-  void CaptureAddress() {
-    RunAndWait([this] {
-      acceptor_address_ = acceptor_->listen_address();
-      port_ = acceptor_address_.port();
-    });
-  }
 };
 
 std::unique_ptr<TestServer> StartServer(ServerHooks hooks, Connection::Options options = {},
                                         int family = AF_INET) {
-  auto server = std::make_unique<TestServer>(std::move(hooks), options, family);
-  server->CaptureAddress();
-  return server;
+  return std::make_unique<TestServer>(std::move(hooks), options, family);
 }
 
 // A blocking client socket with a 5 s receive timeout, so no test can hang.
