@@ -40,12 +40,12 @@ absl::StatusOr<InetAddress> InetAddress::Parse(absl::string_view host_port, Netw
   InetAddress address;
   if (host.empty()) {
     if (network == Network::kTcp6) {
-      auto* v6 = reinterpret_cast<sockaddr_in6*>(&address.storage_);
+      auto* v6 = &address.storage_.v6;
       v6->sin6_family = AF_INET6;
       v6->sin6_addr = in6addr_any;
       v6->sin6_port = htons(static_cast<uint16_t>(port));
     } else {
-      auto* v4 = reinterpret_cast<sockaddr_in*>(&address.storage_);
+      auto* v4 = &address.storage_.v4;
       v4->sin_family = AF_INET;
       v4->sin_addr.s_addr = htonl(INADDR_ANY);
       v4->sin_port = htons(static_cast<uint16_t>(port));
@@ -74,20 +74,19 @@ absl::StatusOr<InetAddress> InetAddress::Parse(absl::string_view host_port, Netw
 
 InetAddress InetAddress::FromSockaddr(const struct sockaddr* address, socklen_t length) {
   InetAddress result;
-  std::memcpy(&result.storage_, address,
-              std::min<size_t>(length, sizeof(result.storage_)));
+  std::memcpy(&result.storage_, address, std::min<size_t>(length, sizeof(result.storage_)));
   return result;
 }
 
 InetAddress InetAddress::Loopback(uint16_t port, int family) {
   InetAddress address;
   if (family == AF_INET6) {
-    auto* v6 = reinterpret_cast<sockaddr_in6*>(&address.storage_);
+    auto* v6 = &address.storage_.v6;
     v6->sin6_family = AF_INET6;
     v6->sin6_addr = in6addr_loopback;
     v6->sin6_port = htons(port);
   } else {
-    auto* v4 = reinterpret_cast<sockaddr_in*>(&address.storage_);
+    auto* v4 = &address.storage_.v4;
     v4->sin_family = AF_INET;
     v4->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
     v4->sin_port = htons(port);
@@ -97,9 +96,9 @@ InetAddress InetAddress::Loopback(uint16_t port, int family) {
 
 uint16_t InetAddress::port() const {
   if (family() == AF_INET6) {
-    return ntohs(reinterpret_cast<const sockaddr_in6*>(&storage_)->sin6_port);
+    return ntohs(storage_.v6.sin6_port);
   }
-  return ntohs(reinterpret_cast<const sockaddr_in*>(&storage_)->sin_port);
+  return ntohs(storage_.v4.sin_port);
 }
 
 socklen_t InetAddress::length() const {
@@ -109,12 +108,12 @@ socklen_t InetAddress::length() const {
 std::string InetAddress::ToString() const {
   char text[INET6_ADDRSTRLEN] = "";
   if (family() == AF_INET6) {
-    ::inet_ntop(AF_INET6, &reinterpret_cast<const sockaddr_in6*>(&storage_)->sin6_addr, text,
+    ::inet_ntop(AF_INET6, &storage_.v6.sin6_addr, text,
                 sizeof(text));
     return absl::StrCat("[", text, "]:", port());
   }
   if (family() == AF_INET) {
-    ::inet_ntop(AF_INET, &reinterpret_cast<const sockaddr_in*>(&storage_)->sin_addr, text,
+    ::inet_ntop(AF_INET, &storage_.v4.sin_addr, text,
                 sizeof(text));
     return absl::StrCat(text, ":", port());
   }

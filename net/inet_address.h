@@ -42,17 +42,24 @@ class InetAddress {
   static InetAddress FromSockaddr(const struct sockaddr* address, socklen_t length);
   static InetAddress Loopback(uint16_t port, int family = AF_INET);
 
-  int family() const { return storage_.ss_family; }
+  int family() const { return storage_.any.sa_family; }
   uint16_t port() const;
   const struct sockaddr* sockaddr() const {
-    return reinterpret_cast<const struct sockaddr*>(&storage_);
+    return &storage_.any;
   }
   socklen_t length() const;
   // "127.0.0.1:1833" or "[::1]:1833".
   std::string ToString() const;
 
  private:
-  sockaddr_storage storage_{};
+  // Only the two families a TCP address can have: 28 bytes, where sockaddr_storage takes 128
+  // (every connection keeps two addresses).
+  union Storage {
+    struct sockaddr any;
+    sockaddr_in v4;
+    sockaddr_in6 v6;
+  };
+  Storage storage_{};
 };
 
 }  // namespace gev
