@@ -1,7 +1,6 @@
 #include "net/connection.h"
 
 #include <sys/socket.h>
-#include <sys/uio.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -147,12 +146,7 @@ absl::Status Connection::SendSlicesInLoop(const RingBuffer::Slices& slices) {
   if (total == 0) return absl::OkStatus();
   size_t written = 0;
   if (!writing_ && output_.IsEmpty()) {
-    iovec iov[2] = {{const_cast<char*>(slices.first.data()), slices.first.size()},
-                    {const_cast<char*>(slices.second.data()), slices.second.size()}};
-    ssize_t n;
-    do {
-      n = ::writev(fd_, iov, slices.second.empty() ? 1 : 2);
-    } while (n < 0 && errno == EINTR);
+    ssize_t n = slices.WriteToFd(fd_);
     if (n >= 0) {
       written = static_cast<size_t>(n);
       last_active_ms_ = loop_->NowMs();

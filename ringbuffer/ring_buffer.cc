@@ -251,15 +251,19 @@ ssize_t RingBuffer::ReadFromFd(int fd, char* scratch, size_t scratch_size) {
   return n;
 }
 
-ssize_t RingBuffer::WriteToFd(int fd) {
-  Slices slices = PeekAll();
-  if (slices.empty()) return 0;
-  iovec iov[2] = {{const_cast<char*>(slices.first.data()), slices.first.size()},
-                  {const_cast<char*>(slices.second.data()), slices.second.size()}};
+ssize_t RingBuffer::Slices::WriteToFd(int fd) const {
+  if (empty()) return 0;
+  iovec iov[2] = {{const_cast<char*>(first.data()), first.size()},
+                  {const_cast<char*>(second.data()), second.size()}};
   ssize_t n;
   do {
-    n = ::writev(fd, iov, slices.second.empty() ? 1 : 2);
+    n = ::writev(fd, iov, second.empty() ? 1 : 2);
   } while (n < 0 && errno == EINTR);
+  return n;
+}
+
+ssize_t RingBuffer::WriteToFd(int fd) {
+  ssize_t n = PeekAll().WriteToFd(fd);
   if (n > 0) Retrieve(static_cast<size_t>(n));
   return n;
 }

@@ -85,6 +85,9 @@ class RingBuffer {
     // Copies the bytes, in order, to `dst`, which must have room for size() bytes.
     void CopyTo(char* dst) const;
     std::string ToString() const;
+    // Slices::WriteToFd() — one `writev` of both views; returns the bytes written or -1 with
+    // errno set (EAGAIN is not retried, EINTR is). Consumes nothing.
+    ssize_t WriteToFd(int fd) const;
   };
 
   RingBuffer() = default;
