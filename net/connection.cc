@@ -53,7 +53,7 @@ void Connection::HandleEvent(const PollEvent& event) {
     CloseInLoop(absl::ErrnoToStatus(error != 0 ? error : EIO, "socket error"));
     return;
   }
-  if (event.readable && reading_) HandleRead();
+  if (event.readable && reading_) HandleRead(self);
   if (state() == State::kDisconnected) return;
   if (event.writable && writing_) HandleWrite();
   if (state() == State::kDisconnected) return;
@@ -64,11 +64,11 @@ void Connection::HandleEvent(const PollEvent& event) {
   }
 }
 
-void Connection::HandleRead() {
+void Connection::HandleRead(const ConnectionPtr& self) {
   ssize_t n = input_.ReadFromFd(fd_, loop_->scratch_buffer(), EventLoop::kScratchSize);
   if (n > 0) {
     last_active_ms_ = loop_->NowMs();
-    if (callbacks_.on_message) callbacks_.on_message(shared_from_this(), input_);
+    if (callbacks_.on_message) callbacks_.on_message(self, input_);
     return;
   }
   if (n == 0) {  // The peer's FIN: deliver what is pending, then close.

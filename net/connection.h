@@ -29,7 +29,7 @@
 //   conn->Close();                // flushes, then closes
 //
 // Thread safety: `Send`, `ShutdownWrite`, `Close`, `ForceClose`, `Connected`, `SetContext`,
-// `Context`, the addresses and `id` are thread-safe. Everything else, callbacks included, is on
+// `Context` and the addresses are thread-safe. Everything else, callbacks included, is on
 // the loop thread.
 
 #ifndef GEV_NET_CONNECTION_H_
@@ -132,7 +132,7 @@ class Connection final : public EventHandler, public std::enable_shared_from_thi
   Connection(EventLoop* loop, int fd, const InetAddress& local, const InetAddress& peer,
              const Options& options);
 
-  void HandleRead();
+  void HandleRead(const ConnectionPtr& self);
   void HandleWrite();
   // Writes what it can of `slices` now (if nothing is pending), buffers the rest.
   absl::Status SendSlicesInLoop(const RingBuffer::Slices& slices);

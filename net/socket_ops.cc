@@ -118,22 +118,27 @@ absl::StatusOr<int> ConnectBlocking(const InetAddress& address) {
   return fd;
 }
 
-absl::StatusOr<InetAddress> LocalAddress(int fd) {
+namespace {
+
+using AddressQuery = int (*)(int, sockaddr*, socklen_t*);
+
+absl::StatusOr<InetAddress> QueryAddress(int fd, AddressQuery query, const char* what) {
   sockaddr_storage storage{};
   socklen_t length = sizeof(storage);
-  if (::getsockname(fd, reinterpret_cast<sockaddr*>(&storage), &length) != 0) {
-    return absl::ErrnoToStatus(errno, "getsockname");
+  if (query(fd, reinterpret_cast<sockaddr*>(&storage), &length) != 0) {
+    return absl::ErrnoToStatus(errno, what);
   }
   return InetAddress::FromSockaddr(reinterpret_cast<sockaddr*>(&storage), length);
 }
 
+}  // namespace
+
+absl::StatusOr<InetAddress> LocalAddress(int fd) {
+  return QueryAddress(fd, ::getsockname, "getsockname");
+}
+
 absl::StatusOr<InetAddress> PeerAddress(int fd) {
-  sockaddr_storage storage{};
-  socklen_t length = sizeof(storage);
-  if (::getpeername(fd, reinterpret_cast<sockaddr*>(&storage), &length) != 0) {
-    return absl::ErrnoToStatus(errno, "getpeername");
-  }
-  return InetAddress::FromSockaddr(reinterpret_cast<sockaddr*>(&storage), length);
+  return QueryAddress(fd, ::getpeername, "getpeername");
 }
 
 int PendingError(int fd) {

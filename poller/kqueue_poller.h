@@ -32,6 +32,9 @@ class KqueuePoller final : public Poller {
   void Wakeup() override;
   const char* name() const override { return "kqueue"; }
 
+  // Capacity of the ready-event array (it grows when a Wait() fills it). For tests.
+  size_t event_capacity() const { return ready_.size(); }
+
  private:
   explicit KqueuePoller(int kqueue_fd);
   absl::Status Apply(int fd, Interest interest, uint64_t tag, bool is_add);

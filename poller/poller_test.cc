@@ -53,7 +53,7 @@ class PollerTest : public ::testing::Test {
     return merged;
   }
 
-  std::unique_ptr<Poller> poller_;
+  std::unique_ptr<Backend> poller_;
   int pair_[2] = {-1, -1};
 };
 
@@ -157,7 +157,8 @@ TYPED_TEST_P(PollerTest, WakeupEndsABlockingWaitAndIsNotAnEvent) {
   EXPECT_TRUE(this->poller_->Wait(0).empty());
 }
 
-TYPED_TEST_P(PollerTest, ManyReadyDescriptorsAreAllReported) {
+TYPED_TEST_P(PollerTest, ManyReadyDescriptorsAreAllReportedAndTheArrayGrows) {
+  size_t initial_capacity = this->poller_->event_capacity();
   std::vector<int> fds;
   for (int i = 0; i < 150; ++i) {
     int pair[2];
@@ -172,6 +173,9 @@ TYPED_TEST_P(PollerTest, ManyReadyDescriptorsAreAllReported) {
     for (const PollEvent& event : this->poller_->Wait(100)) seen.insert(event.tag);
   }
   EXPECT_EQ(seen.size(), 150u);
+  // 150 ready descriptors filled the initial array at least once, so it grew.
+  EXPECT_GT(this->poller_->event_capacity(), initial_capacity);
+  EXPECT_LT(initial_capacity, 150u);
   for (int fd : fds) ::close(fd);
 }
 
@@ -180,7 +184,7 @@ REGISTER_TYPED_TEST_SUITE_P(PollerTest, ReportsReadableWithTag,
                             ModifySwitchesBetweenReadAndWrite, RemovedDescriptorIsNotReported,
                             PeerCloseIsReadable, RefusedConnectReportsError,
                             WakeupEndsABlockingWaitAndIsNotAnEvent,
-                            ManyReadyDescriptorsAreAllReported);
+                            ManyReadyDescriptorsAreAllReportedAndTheArrayGrows);
 INSTANTIATE_TYPED_TEST_SUITE_P(Platform, PollerTest, poller_testing::PollerBackends);
 
 TEST(DefaultPollerTest, CreatesThePlatformBackend) {
