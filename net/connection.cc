@@ -5,6 +5,7 @@
 
 #include <cerrno>
 #include <string>
+#include <thread>
 #include <utility>
 
 #include "net/socket_ops.h"
@@ -12,14 +13,14 @@
 namespace gev {
 
 ConnectionPtr Connection::Create(EventLoop* loop, int fd, const InetAddress& local,
-                                 const InetAddress& peer, const Options& options) {
-  return ConnectionPtr(new Connection(loop, fd, local, peer, options));
+                                 const InetAddress& peer, std::shared_ptr<const Config> config) {
+  return std::make_shared<Connection>(PrivateTag{}, loop, fd, local, peer, std::move(config));
 }
 
-Connection::Connection(EventLoop* loop, int fd, const InetAddress& local,
-                       const InetAddress& peer, const Options& options)
-    : loop_(loop), fd_(fd), local_(local), peer_(peer), options_(options) {
-  input_.set_limit(options.max_input_bytes);
+Connection::Connection(PrivateTag, EventLoop* loop, int fd, const InetAddress& local,
+                       const InetAddress& peer, std::shared_ptr<const Config> config)
+    : loop_(loop), fd_(fd), local_(local), peer_(peer), config_(std::move(config)) {
+  input_.set_limit(options().max_input_bytes);
 }
 
 Connection::~Connection() {
@@ -35,13 +36,13 @@ void Connection::Establish() {
   absl::Status registered = loop_->AddHandler(fd_, Interest::kRead, this);
   registered_ = registered.ok();
   last_active_ms_ = loop_->NowMs();
-  if (callbacks_.on_connect) callbacks_.on_connect(self);
+  if (callbacks().on_connect) callbacks().on_connect(self);
   if (!registered.ok()) {
     CloseInLoop(registered);
     return;
   }
-  if (options_.idle_timeout > absl::ZeroDuration() && state() != State::kDisconnected) {
-    ArmIdleTimer(options_.idle_timeout);
+  if (options().idle_timeout > absl::ZeroDuration() && state() != State::kDisconnected) {
+    ArmIdleTimer(options().idle_timeout);
   }
 }
 
@@ -68,7 +69,7 @@ void Connection::HandleRead(const ConnectionPtr& self) {
   ssize_t n = input_.ReadFromFd(fd_, loop_->scratch_buffer(), EventLoop::kScratchSize);
   if (n > 0) {
     last_active_ms_ = loop_->NowMs();
-    if (callbacks_.on_message) callbacks_.on_message(self, input_);
+    if (callbacks().on_message) callbacks().on_message(self, input_);
     return;
   }
   if (n == 0) {  // The peer's FIN: deliver what is pending, then close.
@@ -95,9 +96,9 @@ void Connection::HandleWrite() {
     return;
   }
   last_active_ms_ = loop_->NowMs();
-  if (above_high_water_ && output_.Length() < options_.low_water_mark) {
+  if (above_high_water_ && output_.Length() < options().low_water_mark) {
     above_high_water_ = false;
-    if (options_.pause_reading_at_high_water && !peer_closed_ && state() == State::kConnected) {
+    if (options().pause_reading_at_high_water && !peer_closed_ && state() == State::kConnected) {
       SetReading(true);
     }
   }
@@ -109,7 +110,7 @@ void Connection::HandleWrite() {
 }
 
 void Connection::AfterOutputDrained() {
-  if (callbacks_.on_write_complete) callbacks_.on_write_complete(shared_from_this());
+  if (callbacks().on_write_complete) callbacks().on_write_complete(shared_from_this());
   if (state() == State::kDisconnected) return;
   if (shutdown_requested_ && !write_shut_) {
     ::shutdown(fd_, SHUT_WR);
@@ -175,13 +176,13 @@ absl::Status Connection::SendSlicesInLoop(const RingBuffer::Slices& slices) {
 
 void Connection::CheckHighWater(size_t before) {
   size_t after = output_.Length();
-  if (above_high_water_ || after <= options_.high_water_mark ||
-      before > options_.high_water_mark) {
+  if (above_high_water_ || after <= options().high_water_mark ||
+      before > options().high_water_mark) {
     return;
   }
   above_high_water_ = true;
-  if (options_.pause_reading_at_high_water && reading_) SetReading(false);
-  if (callbacks_.on_high_water) callbacks_.on_high_water(shared_from_this(), after);
+  if (options().pause_reading_at_high_water && reading_) SetReading(false);
+  if (callbacks().on_high_water) callbacks().on_high_water(shared_from_this(), after);
 }
 
 void Connection::SetReading(bool on) {
@@ -243,10 +244,7 @@ void Connection::CloseInLoop(absl::Status reason) {
   reading_ = writing_ = false;
   input_.Reset();
   output_.Reset();
-  if (callbacks_.on_close) callbacks_.on_close(self, reason);
-  // Drop the callbacks (user lambdas may hold a ConnectionPtr and would keep this alive in a
-  // cycle), but only after the callback that may be running right now has returned.
-  loop_->QueueInLoop([self] { self->callbacks_ = Callbacks(); });
+  if (callbacks().on_close) callbacks().on_close(self, reason);
 }
 
 void Connection::ArmIdleTimer(absl::Duration delay) {
@@ -258,7 +256,7 @@ void Connection::ArmIdleTimer(absl::Duration delay) {
 void Connection::OnIdleTimer() {
   idle_timer_ = 0;
   if (state() == State::kDisconnected) return;
-  uint64_t idle_ms = static_cast<uint64_t>(absl::ToInt64Milliseconds(options_.idle_timeout));
+  uint64_t idle_ms = static_cast<uint64_t>(absl::ToInt64Milliseconds(options().idle_timeout));
   uint64_t quiet_for = loop_->NowMs() - last_active_ms_;
   if (quiet_for >= idle_ms) {
     CloseInLoop(absl::DeadlineExceededError("idle timeout"));
@@ -268,13 +266,33 @@ void Connection::OnIdleTimer() {
   ArmIdleTimer(absl::Milliseconds(static_cast<int64_t>(idle_ms - quiet_for)));
 }
 
+namespace {
+
+class SpinLockGuard {
+ public:
+  explicit SpinLockGuard(std::atomic<bool>& locked) : locked_(locked) {
+    while (locked_.exchange(true, std::memory_order_acquire)) {
+      while (locked_.load(std::memory_order_relaxed)) std::this_thread::yield();
+    }
+  }
+  ~SpinLockGuard() { locked_.store(false, std::memory_order_release); }
+
+ private:
+  std::atomic<bool>& locked_;
+};
+
+}  // namespace
+
 void Connection::SetContext(std::any context) {
-  std::lock_guard<std::mutex> lock(context_mutex_);
-  context_ = std::move(context);
+  std::any previous;  // Destroyed outside the lock: a user destructor may take its time.
+  {
+    SpinLockGuard lock(context_locked_);
+    previous = std::exchange(context_, std::move(context));
+  }
 }
 
 std::any Connection::Context() const {
-  std::lock_guard<std::mutex> lock(context_mutex_);
+  SpinLockGuard lock(context_locked_);
   return context_;
 }
 

@@ -46,7 +46,7 @@ struct ServerHooks {
 class TestServer {
  public:
   explicit TestServer(ServerHooks hooks, Connection::Options options = {}, int family = AF_INET)
-      : hooks_(std::move(hooks)), options_(options), loop_(*EventLoop::Create()) {
+      : hooks_(std::move(hooks)), config_(MakeConfig(options)), loop_(*EventLoop::Create()) {
     auto acceptor = Acceptor::Create(loop_.get(), InetAddress::Loopback(0, family), false);
     EXPECT_TRUE(acceptor.ok()) << acceptor.status();
     acceptor_ = std::move(*acceptor);
@@ -61,7 +61,7 @@ class TestServer {
   ~TestServer() {
     RunAndWait([this] {
       acceptor_.reset();
-      for (auto& [id, connection] : connections_) connection->ForceClose();
+      for (auto& [raw, connection] : connections_) connection->ForceClose();
     });
     RunAndWait([] {});  // Let the queued closes run.
     loop_->Stop();
@@ -106,12 +106,10 @@ class TestServer {
   }
 
  private:
-  void OnNewConnection(int fd, const InetAddress& peer) {
-    auto local = sockets::LocalAddress(fd);
-    ConnectionPtr connection = Connection::Create(loop_.get(), fd, *local, peer, options_);
-    int id = next_id_++;
-    connections_[id] = connection;
-    Connection::Callbacks callbacks;
+  std::shared_ptr<const Connection::Config> MakeConfig(Connection::Options options) {
+    auto config = std::make_shared<Connection::Config>();
+    config->options = options;
+    Connection::Callbacks& callbacks = config->callbacks;
     callbacks.on_connect = [this](const ConnectionPtr& c) {
       Record("connect");
       if (hooks_.on_connect) hooks_.on_connect(c);
@@ -124,7 +122,7 @@ class TestServer {
         (void)c->SendFromBuffer(input, input.Length());
       }
     };
-    callbacks.on_close = [this, id](const ConnectionPtr& c, const absl::Status& reason) {
+    callbacks.on_close = [this](const ConnectionPtr& c, const absl::Status& reason) {
       {
         std::lock_guard<std::mutex> lock(mutex_);
         events_.push_back("close:" + std::string(absl::StatusCodeToString(reason.code())));
@@ -132,12 +130,18 @@ class TestServer {
         last_reason_ = reason;
       }
       if (hooks_.on_close) hooks_.on_close(c, reason);
-      connections_.erase(id);
+      connections_.erase(c.get());
     };
     callbacks.on_high_water = [this](const ConnectionPtr& c, size_t pending) {
       if (hooks_.on_high_water) hooks_.on_high_water(c, pending);
     };
-    connection->set_callbacks(std::move(callbacks));
+    return config;
+  }
+
+  void OnNewConnection(int fd, const InetAddress& peer) {
+    auto local = sockets::LocalAddress(fd);
+    ConnectionPtr connection = Connection::Create(loop_.get(), fd, *local, peer, config_);
+    connections_[connection.get()] = connection;
     connection->Establish();
   }
 
@@ -149,14 +153,13 @@ class TestServer {
   }
 
   ServerHooks hooks_;
-  Connection::Options options_;
+  std::shared_ptr<const Connection::Config> config_;
   std::unique_ptr<EventLoop> loop_;
   std::unique_ptr<Acceptor> acceptor_;
   InetAddress acceptor_address_;
   uint16_t port_ = 0;
   std::thread thread_;
-  std::map<int, ConnectionPtr> connections_;  // Loop thread only.
-  int next_id_ = 0;
+  std::map<Connection*, ConnectionPtr> connections_;  // Loop thread only.
   std::mutex mutex_;
   std::vector<std::string> events_;
   int close_count_ = 0;
