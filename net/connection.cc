@@ -199,6 +199,8 @@ void Connection::UpdateInterest() {
 }
 
 void Connection::ShutdownWrite() {
+  // Once closed, the loop may be gone (a stopped server); nothing is left to shut down.
+  if (state() == State::kDisconnected) return;
   loop_->RunInLoop([self = shared_from_this()] {
     if (self->state() == State::kDisconnected || self->write_shut_) return;
     self->shutdown_requested_ = true;
@@ -221,10 +223,14 @@ void Connection::CloseWhenFlushed() {
   if (!writing_) CloseInLoop(absl::OkStatus());
 }
 
-void Connection::ForceClose() {
+void Connection::ForceClose(absl::Status reason) {
+  // Once closed, the loop may be gone (a stopped server); nothing is left to close.
+  if (state() == State::kDisconnected) return;
   State expected = State::kConnected;
   state_.compare_exchange_strong(expected, State::kDisconnecting);
-  loop_->QueueInLoop([self = shared_from_this()] { self->CloseInLoop(absl::OkStatus()); });
+  loop_->QueueInLoop([self = shared_from_this(), reason = std::move(reason)]() mutable {
+    self->CloseInLoop(std::move(reason));
+  });
 }
 
 void Connection::CloseInLoop(absl::Status reason) {

@@ -107,6 +107,13 @@ class Connection final : public EventHandler, public std::enable_shared_from_thi
   // Connection::SendFromBuffer() — sends and consumes the first `n` bytes of `buffer` without
   // an intermediate copy when the socket takes them (an echo's path). Loop thread only.
   absl::Status SendFromBuffer(RingBuffer& buffer, size_t n);
+  // Connection::SendSlices() — sends `slices` from the loop thread; unlike Send it still
+  // accepts bytes while a Close() is flushing (a reply computed before the close). Loop thread
+  // only.
+  absl::Status SendSlices(const RingBuffer::Slices& slices) {
+    loop_->AssertInLoopThread();
+    return SendSlicesInLoop(slices);
+  }
 
   // Connection::ShutdownWrite() — half-closes (FIN) once all pending output is written; the
   // connection keeps reading. Thread-safe.
@@ -114,8 +121,9 @@ class Connection final : public EventHandler, public std::enable_shared_from_thi
   // Connection::Close() — stops reading and closes once pending output is written.
   // Thread-safe.
   void Close();
-  // Connection::ForceClose() — closes now; pending output is dropped. Thread-safe.
-  void ForceClose();
+  // Connection::ForceClose() — closes now; pending output is dropped. `reason` reaches
+  // on_close (a protocol error, say). Thread-safe.
+  void ForceClose(absl::Status reason = absl::OkStatus());
 
   // Connection::SetContext() / Context() — any user value. Thread-safe.
   void SetContext(std::any context);

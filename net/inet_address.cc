@@ -10,15 +10,15 @@
 
 namespace gev {
 
-absl::StatusOr<Network> ParseNetwork(absl::string_view name) {
-  if (name == "tcp") return Network::kTcp;
-  if (name == "tcp4") return Network::kTcp4;
-  if (name == "tcp6") return Network::kTcp6;
+absl::StatusOr<NetworkType> ParseNetwork(absl::string_view name) {
+  if (name == "tcp") return NetworkType::kTcp;
+  if (name == "tcp4") return NetworkType::kTcp4;
+  if (name == "tcp6") return NetworkType::kTcp6;
   return absl::InvalidArgumentError(
       absl::StrCat("unknown network \"", name, "\" (want tcp, tcp4 or tcp6)"));
 }
 
-absl::StatusOr<InetAddress> InetAddress::Parse(absl::string_view host_port, Network network) {
+absl::StatusOr<InetAddress> InetAddress::Parse(absl::string_view host_port, NetworkType network) {
   size_t colon = host_port.rfind(':');
   if (colon == absl::string_view::npos) {
     return absl::InvalidArgumentError(absl::StrCat("address \"", host_port, "\" has no port"));
@@ -31,15 +31,15 @@ absl::StatusOr<InetAddress> InetAddress::Parse(absl::string_view host_port, Netw
   }
   if (host.size() >= 2 && host.front() == '[' && host.back() == ']') {
     host = host.substr(1, host.size() - 2);
-    if (network == Network::kTcp4) {
+    if (network == NetworkType::kTcp4) {
       return absl::InvalidArgumentError(absl::StrCat("tcp4 cannot use \"", host_port, "\""));
     }
-    network = Network::kTcp6;
+    network = NetworkType::kTcp6;
   }
 
   InetAddress address;
   if (host.empty()) {
-    if (network == Network::kTcp6) {
+    if (network == NetworkType::kTcp6) {
       auto* v6 = &address.storage_.v6;
       v6->sin6_family = AF_INET6;
       v6->sin6_addr = in6addr_any;
@@ -54,8 +54,8 @@ absl::StatusOr<InetAddress> InetAddress::Parse(absl::string_view host_port, Netw
   }
 
   addrinfo hints{};
-  hints.ai_family = network == Network::kTcp4 ? AF_INET
-                    : network == Network::kTcp6 ? AF_INET6
+  hints.ai_family = network == NetworkType::kTcp4 ? AF_INET
+                    : network == NetworkType::kTcp6 ? AF_INET6
                                                 : AF_UNSPEC;
   hints.ai_socktype = SOCK_STREAM;
   hints.ai_flags = AI_NUMERICSERV;

@@ -26,10 +26,10 @@
 namespace gev {
 
 // Which address family a listener or a parse may use, as Go's "tcp", "tcp4" and "tcp6".
-enum class Network { kTcp, kTcp4, kTcp6 };
+enum class NetworkType { kTcp, kTcp4, kTcp6 };
 
 // Parses "tcp", "tcp4" or "tcp6".
-absl::StatusOr<Network> ParseNetwork(absl::string_view name);
+absl::StatusOr<NetworkType> ParseNetwork(absl::string_view name);
 
 class InetAddress {
  public:
@@ -38,7 +38,7 @@ class InetAddress {
   // InetAddress::Parse() — "host:port", "[v6]:port" or ":port". With kTcp6, ":port" is the
   // IPv6 any-address; otherwise IPv4's. Host names are resolved with getaddrinfo.
   static absl::StatusOr<InetAddress> Parse(absl::string_view host_port,
-                                           Network network = Network::kTcp);
+                                           NetworkType network = NetworkType::kTcp);
   static InetAddress FromSockaddr(const struct sockaddr* address, socklen_t length);
   static InetAddress Loopback(uint16_t port, int family = AF_INET);
 

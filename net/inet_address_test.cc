@@ -23,11 +23,11 @@ TEST(InetAddressTest, ParsesTheFormsGevAccepts) {
   EXPECT_EQ(v6->family(), AF_INET6);
   EXPECT_EQ(v6->ToString(), "[::1]:1833");
 
-  auto local = InetAddress::Parse("localhost:1833", Network::kTcp4);
+  auto local = InetAddress::Parse("localhost:1833", NetworkType::kTcp4);
   ASSERT_TRUE(local.ok()) << local.status();
   EXPECT_EQ(local->ToString(), "127.0.0.1:1833");
 
-  auto any6 = InetAddress::Parse(":80", Network::kTcp6);
+  auto any6 = InetAddress::Parse(":80", NetworkType::kTcp6);
   ASSERT_TRUE(any6.ok());
   EXPECT_EQ(any6->ToString(), "[::]:80");
 }
@@ -37,13 +37,13 @@ TEST(InetAddressTest, RejectsBadAddresses) {
   EXPECT_FALSE(InetAddress::Parse("127.0.0.1:").ok());
   EXPECT_FALSE(InetAddress::Parse("127.0.0.1:70000").ok());
   EXPECT_FALSE(InetAddress::Parse("127.0.0.1:http").ok());
-  EXPECT_FALSE(InetAddress::Parse("[::1]:80", Network::kTcp4).ok());
+  EXPECT_FALSE(InetAddress::Parse("[::1]:80", NetworkType::kTcp4).ok());
 }
 
 TEST(InetAddressTest, ParsesNetworks) {
-  EXPECT_EQ(*ParseNetwork("tcp"), Network::kTcp);
-  EXPECT_EQ(*ParseNetwork("tcp4"), Network::kTcp4);
-  EXPECT_EQ(*ParseNetwork("tcp6"), Network::kTcp6);
+  EXPECT_EQ(*ParseNetwork("tcp"), NetworkType::kTcp);
+  EXPECT_EQ(*ParseNetwork("tcp4"), NetworkType::kTcp4);
+  EXPECT_EQ(*ParseNetwork("tcp6"), NetworkType::kTcp6);
   EXPECT_FALSE(ParseNetwork("udp").ok());
 }
 

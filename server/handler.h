@@ -1,0 +1,120 @@
+// -----------------------------------------------------------------------------
+// File: server/handler.h
+// -----------------------------------------------------------------------------
+//
+// `gev::Handler` is what a server's user writes: three callbacks, as in gev. What `OnMessage`
+// returns is sent back to the peer, so a request/response server is one function:
+//
+//   class Echo : public gev::Handler {
+//    public:
+//     gev::Reply OnMessage(gev::Connection& conn, gev::RingBuffer& buffer) override {
+//       return gev::Reply::FromBuffer(buffer.Length());  // send (and consume) all of it
+//     }
+//   };
+//
+// A `Reply` is one of: nothing (`return {};`), bytes the reply owns (`return std::string(..)`),
+// a string literal (`return "OK\r\n";`), a view the caller keeps alive until `OnMessage`
+// returns (`Reply::View(v)`), or the first n bytes of the buffer `OnMessage` was given
+// (`Reply::FromBuffer(n)`), which are consumed and written without a copy when the socket takes
+// them: the steady-state echo allocates nothing.
+//
+// Without a protocol, `buffer` is the connection's input: whatever `OnMessage` leaves in it is
+// still there, with more bytes after it, at the next call. With a `Protocol` (server/protocol.h)
+// `OnFrame` sees one whole frame at a time; by default it passes the frame's payload to
+// `OnMessage`, and whatever is left of a frame is dropped after the call.
+//
+// Thread safety: a server calls a connection's callbacks on that connection's loop thread, so
+// one handler object is called from every loop thread at once; per-connection state belongs in
+// `Connection::SetContext`, shared state needs its own synchronization.
+
+#ifndef GEV_SERVER_HANDLER_H_
+#define GEV_SERVER_HANDLER_H_
+
+#include <any>
+#include <cstddef>
+#include <string>
+#include <string_view>
+#include <utility>
+
+#include "absl/status/status.h"
+#include "net/connection.h"
+#include "ringbuffer/ring_buffer.h"
+
+namespace gev {
+
+class Reply {
+ public:
+  enum class Kind : uint8_t { kNothing, kView, kOwned, kFromBuffer };
+
+  // Nothing to send.
+  Reply() = default;
+  // Bytes the reply owns (moved in; no copy of the string's storage).
+  Reply(std::string bytes)  // NOLINT: implicit, so `return some_string;` reads naturally.
+      : kind_(Kind::kOwned), owned_(std::move(bytes)) {}
+  // A string literal or other storage that outlives the call.
+  Reply(const char* literal)  // NOLINT: implicit, for `return "OK";`.
+      : kind_(Kind::kView), view_(literal) {}
+
+  // Reply::View() — bytes the caller keeps valid until OnMessage has returned; what the socket
+  // does not take at once is copied.
+  static Reply View(std::string_view bytes) {
+    Reply reply;
+    reply.kind_ = Kind::kView;
+    reply.view_ = bytes;
+    return reply;
+  }
+  // Reply::FromBuffer() — the first `n` bytes of the buffer OnMessage was given (all it holds
+  // if fewer); the server consumes them as it sends them.
+  static Reply FromBuffer(size_t n) {
+    Reply reply;
+    reply.kind_ = Kind::kFromBuffer;
+    reply.from_buffer_ = n;
+    return reply;
+  }
+
+  Kind kind() const { return kind_; }
+  // The bytes of a kView or kOwned reply.
+  std::string_view bytes() const { return kind_ == Kind::kOwned ? owned_ : view_; }
+  size_t from_buffer() const { return from_buffer_; }
+
+ private:
+  Kind kind_ = Kind::kNothing;
+  std::string_view view_;
+  std::string owned_;
+  size_t from_buffer_ = 0;
+};
+
+// One frame decoded by a Protocol: its payload and whatever the protocol wants the handler to
+// know about it (a message type, say). Small values in `context` do not allocate.
+struct Frame {
+  RingBuffer payload;
+  std::any context;
+};
+
+class Handler {
+ public:
+  virtual ~Handler() = default;
+
+  // Handler::OnConnect() — the connection is open; runs before any OnMessage. `Send` works
+  // here. Keep `conn.shared_from_this()` to use the connection later from any thread.
+  virtual void OnConnect(Connection& conn) { (void)conn; }
+
+  // Handler::OnMessage() — bytes arrived (or, with a protocol, a frame); returns what to send.
+  virtual Reply OnMessage(Connection& conn, RingBuffer& buffer) = 0;
+
+  // Handler::OnFrame() — with a protocol, one decoded frame. Override it to see the frame's
+  // context; by default it calls OnMessage with the payload.
+  virtual Reply OnFrame(Connection& conn, Frame& frame) { return OnMessage(conn, frame.payload); }
+
+  // Handler::OnClose() — the connection closed; called exactly once per OnConnect. `reason` is
+  // OK for an orderly close (either side) and says why otherwise: reset, idle timeout, a
+  // protocol error, the server stopping.
+  virtual void OnClose(Connection& conn, const absl::Status& reason) {
+    (void)conn;
+    (void)reason;
+  }
+};
+
+}  // namespace gev
+
+#endif  // GEV_SERVER_HANDLER_H_

@@ -1,0 +1,78 @@
+#include "server/options.h"
+
+#include <netinet/in.h>
+
+#include <algorithm>
+#include <cstring>
+#include <utility>
+
+#include "absl/hash/hash.h"
+#include "absl/strings/string_view.h"
+
+namespace gev {
+
+LoadBalancer RoundRobin() {
+  return [next = size_t{0}](const InetAddress&, absl::Span<const size_t> loops) mutable {
+    return next++ % loops.size();
+  };
+}
+
+LoadBalancer LeastConnection() {
+  return [](const InetAddress&, absl::Span<const size_t> loops) {
+    return static_cast<size_t>(std::min_element(loops.begin(), loops.end()) - loops.begin());
+  };
+}
+
+LoadBalancer SourceAddrHash() {
+  // The host only: one client's connections land on one loop whatever their ports.
+  return [](const InetAddress& peer, absl::Span<const size_t> loops) {
+    absl::string_view host;
+    if (peer.family() == AF_INET6) {
+      const auto* v6 = reinterpret_cast<const sockaddr_in6*>(peer.sockaddr());
+      host = {reinterpret_cast<const char*>(&v6->sin6_addr), sizeof(v6->sin6_addr)};
+    } else {
+      const auto* v4 = reinterpret_cast<const sockaddr_in*>(peer.sockaddr());
+      host = {reinterpret_cast<const char*>(&v4->sin_addr), sizeof(v4->sin_addr)};
+    }
+    return absl::HashOf(host) % loops.size();
+  };
+}
+
+Option Network(std::string network) {
+  return [network = std::move(network)](ServerOptions& o) { o.network = network; };
+}
+Option Address(std::string address) {
+  return [address = std::move(address)](ServerOptions& o) { o.address = address; };
+}
+Option NumLoops(int loops) {
+  return [loops](ServerOptions& o) { o.num_loops = loops; };
+}
+Option ReusePort(bool on) {
+  return [on](ServerOptions& o) { o.reuse_port = on; };
+}
+Option IdleTime(absl::Duration idle_time) {
+  return [idle_time](ServerOptions& o) { o.idle_time = idle_time; };
+}
+Option CustomProtocol(std::shared_ptr<Protocol> protocol) {
+  return [protocol = std::move(protocol)](ServerOptions& o) { o.protocol = protocol; };
+}
+Option LoadBalance(LoadBalancer balancer) {
+  return [balancer = std::move(balancer)](ServerOptions& o) { o.load_balancer = balancer; };
+}
+Option TCPNoDelay(bool on) {
+  return [on](ServerOptions& o) { o.tcp_no_delay = on; };
+}
+Option TCPKeepAlive(absl::Duration interval) {
+  return [interval](ServerOptions& o) { o.tcp_keep_alive = interval; };
+}
+Option HighWaterMark(size_t bytes) {
+  return [bytes](ServerOptions& o) { o.high_water_mark = bytes; };
+}
+Option MaxInputBytes(size_t bytes) {
+  return [bytes](ServerOptions& o) { o.max_input_bytes = bytes; };
+}
+Option StopTimeout(absl::Duration timeout) {
+  return [timeout](ServerOptions& o) { o.stop_timeout = timeout; };
+}
+
+}  // namespace gev

@@ -1,0 +1,89 @@
+// -----------------------------------------------------------------------------
+// File: server/options.h
+// -----------------------------------------------------------------------------
+//
+// The knobs of a `gev::Server`, set gev style with option functions:
+//
+//   auto server = gev::NewServer(&handler, gev::Address(":1833"), gev::NumLoops(4),
+//                                gev::ReusePort(true), gev::IdleTime(absl::Seconds(30)));
+//
+// or by filling a `ServerOptions` and calling `Server::Create(&handler, options)`.
+//
+// Load balancing (acceptor mode only; with ReusePort the kernel spreads connections):
+// `RoundRobin()` (default), `LeastConnection()`, `SourceAddrHash()`, or any function from the
+// peer address and the loops' current connection counts to a loop index. It runs on the
+// acceptor thread.
+//
+// Thread safety: options are plain values, read once by Server::Create.
+
+#ifndef GEV_SERVER_OPTIONS_H_
+#define GEV_SERVER_OPTIONS_H_
+
+#include <cstddef>
+#include <functional>
+#include <memory>
+#include <string>
+
+#include "absl/time/time.h"
+#include "absl/types/span.h"
+#include "net/inet_address.h"
+
+namespace gev {
+
+class Protocol;
+
+// Picks a loop (an index below connections_per_loop.size(); larger values wrap) for a new
+// connection from `peer`.
+using LoadBalancer =
+    std::function<size_t(const InetAddress& peer, absl::Span<const size_t> connections_per_loop)>;
+
+LoadBalancer RoundRobin();
+LoadBalancer LeastConnection();
+LoadBalancer SourceAddrHash();
+
+struct ServerOptions {
+  // "tcp" (IPv4 or IPv6 as the address says), "tcp4" or "tcp6".
+  std::string network = "tcp";
+  // "host:port", ":port" (every interface), "[::1]:port"; port 0 picks a free one.
+  std::string address = ":1388";
+  // Worker loops (threads); zero or less means one per CPU.
+  int num_loops = 0;
+  // True: each worker loop has its own SO_REUSEPORT listener and accepts for itself. False: one
+  // acceptor loop (the thread that calls Start) hands connections to the workers.
+  bool reuse_port = false;
+  // Close connections quiet for longer than this; zero disables it.
+  absl::Duration idle_time = absl::ZeroDuration();
+  // Framing; null passes bytes through.
+  std::shared_ptr<Protocol> protocol;
+  // Empty means RoundRobin().
+  LoadBalancer load_balancer;
+  bool tcp_no_delay = true;
+  // SO_KEEPALIVE with this probe interval; zero leaves it off.
+  absl::Duration tcp_keep_alive = absl::ZeroDuration();
+  // Pending output above this stops reading from that peer until it drains to half of it.
+  size_t high_water_mark = 64 * 1024 * 1024;
+  // Most unconsumed input bytes kept per connection; a peer that sends more is closed.
+  size_t max_input_bytes = 64 * 1024 * 1024;
+  // How long Stop() lets connections flush pending output before closing them anyway.
+  absl::Duration stop_timeout = absl::Seconds(5);
+};
+
+// An option function, as gev's `Option`.
+using Option = std::function<void(ServerOptions&)>;
+
+Option Network(std::string network);
+Option Address(std::string address);
+Option NumLoops(int loops);
+Option ReusePort(bool on);
+Option IdleTime(absl::Duration idle_time);
+Option CustomProtocol(std::shared_ptr<Protocol> protocol);
+Option LoadBalance(LoadBalancer balancer);
+Option TCPNoDelay(bool on);
+Option TCPKeepAlive(absl::Duration interval);
+Option HighWaterMark(size_t bytes);
+Option MaxInputBytes(size_t bytes);
+Option StopTimeout(absl::Duration timeout);
+
+}  // namespace gev
+
+#endif  // GEV_SERVER_OPTIONS_H_

@@ -1,0 +1,376 @@
+#include "server/server.h"
+
+#include <unistd.h>
+
+#include <cstdio>
+#include <string>
+#include <thread>
+
+#include "absl/container/flat_hash_set.h"
+#include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
+#include "net/socket_ops.h"
+
+namespace gev {
+namespace server_internal {
+
+// A descriptor in flight from the acceptor to a worker; closed if the worker never adopts it
+// (the server stopped first).
+class OwnedFd {
+ public:
+  explicit OwnedFd(int fd) : fd_(fd) {}
+  OwnedFd(OwnedFd&& other) noexcept : fd_(std::exchange(other.fd_, -1)) {}
+  OwnedFd& operator=(OwnedFd&&) = delete;
+  ~OwnedFd() {
+    if (fd_ >= 0) ::close(fd_);
+  }
+  int Release() { return std::exchange(fd_, -1); }
+
+ private:
+  int fd_;
+};
+
+// One worker loop, its thread and its connections.
+struct Worker {
+  Server* server = nullptr;
+  Handler* handler = nullptr;
+  Protocol* protocol = nullptr;
+  const ServerOptions* options = nullptr;
+  std::unique_ptr<EventLoop> loop;
+  std::unique_ptr<Acceptor> acceptor;  // ReusePort mode only.
+  std::shared_ptr<const Connection::Config> config;
+  std::thread thread;
+  // Open connections plus, in acceptor mode, those handed over but not yet adopted, which
+  // LeastConnection must see at once.
+  std::atomic<size_t> connection_count{0};
+
+  // Loop-thread-only state.
+  absl::flat_hash_set<ConnectionPtr> connections;
+  Frame frame;         // The frame being handled (protocol mode).
+  RingBuffer packet;   // A reply being encoded (protocol mode).
+  bool draining = false;
+
+  // Takes over an accepted descriptor. `counted`: the acceptor already counted it.
+  void Adopt(int fd, const InetAddress& peer, bool counted) {
+    if (!counted) connection_count.fetch_add(1, std::memory_order_relaxed);
+    if (draining) {
+      ::close(fd);
+      connection_count.fetch_sub(1, std::memory_order_relaxed);
+      return;
+    }
+    if (options->tcp_no_delay) (void)sockets::SetTcpNoDelay(fd, true);
+    if (options->tcp_keep_alive > absl::ZeroDuration()) {
+      (void)sockets::SetKeepAlive(fd, true, options->tcp_keep_alive);
+    }
+    absl::StatusOr<InetAddress> local = sockets::LocalAddress(fd);
+    ConnectionPtr connection =
+        Connection::Create(loop.get(), fd, local.ok() ? *local : InetAddress(), peer, config);
+    connections.insert(connection);
+    connection->Establish();
+  }
+
+  void OnClose(const ConnectionPtr& connection, const absl::Status& reason) {
+    handler->OnClose(*connection, reason);
+    connections.erase(connection);
+    connection_count.fetch_sub(1, std::memory_order_relaxed);
+  }
+
+  void OnMessage(const ConnectionPtr& connection, RingBuffer& input) {
+    if (protocol == nullptr) {
+      Reply reply = handler->OnMessage(*connection, input);
+      SendReply(*connection, input, reply);
+      return;
+    }
+    // Frames keep coming until the input holds no whole one, or the handler closed.
+    while (connection->state() == Connection::State::kConnected) {
+      absl::StatusOr<bool> decoded = protocol->UnPacket(*connection, input, frame);
+      if (!decoded.ok()) {
+        ResetFrame();
+        connection->ForceClose(decoded.status());
+        return;
+      }
+      if (!*decoded) return;
+      Reply reply = handler->OnFrame(*connection, frame);
+      SendFramedReply(*connection, reply);
+      ResetFrame();
+    }
+  }
+
+  void SendReply(Connection& connection, RingBuffer& buffer, const Reply& reply) {
+    switch (reply.kind()) {
+      case Reply::Kind::kNothing:
+        return;
+      case Reply::Kind::kFromBuffer:
+        (void)connection.SendFromBuffer(buffer, reply.from_buffer());
+        return;
+      case Reply::Kind::kView:
+      case Reply::Kind::kOwned:
+        (void)connection.SendSlices({reply.bytes(), {}});
+        return;
+    }
+  }
+
+  void SendFramedReply(Connection& connection, const Reply& reply) {
+    RingBuffer::Slices payload;
+    switch (reply.kind()) {
+      case Reply::Kind::kNothing:
+        return;
+      case Reply::Kind::kFromBuffer:
+        payload = frame.payload.Peek(reply.from_buffer());
+        break;
+      case Reply::Kind::kView:
+      case Reply::Kind::kOwned:
+        payload = {reply.bytes(), {}};
+        break;
+    }
+    if (!protocol->Packet(connection, payload, packet)) {
+      packet.Reset();
+      connection.ForceClose(absl::ResourceExhaustedError("reply too large to encode"));
+      return;
+    }
+    (void)connection.SendFromBuffer(packet, packet.Length());
+    packet.Reset();
+  }
+
+  void ResetFrame() {
+    frame.payload.Reset();
+    frame.context.reset();
+  }
+
+  // Shutdown, on this loop: stop accepting, close every connection after its output is
+  // flushed, force-close what is left at `deadline_ms`, then stop the loop.
+  void BeginDrain(uint64_t deadline_ms) {
+    draining = true;
+    acceptor.reset();
+    std::vector<ConnectionPtr> open(connections.begin(), connections.end());
+    for (const ConnectionPtr& connection : open) connection->Close();
+    loop->RunEvery(absl::Milliseconds(5), [this, deadline_ms] { CheckDrained(deadline_ms); });
+  }
+
+  void CheckDrained(uint64_t deadline_ms) {
+    if (connections.empty()) {
+      loop->Stop();
+      return;
+    }
+    if (loop->NowMs() < deadline_ms) return;
+    std::vector<ConnectionPtr> open(connections.begin(), connections.end());
+    for (const ConnectionPtr& connection : open) {
+      connection->ForceClose(absl::CancelledError("server stopped before output was flushed"));
+    }
+  }
+};
+
+}  // namespace server_internal
+
+using server_internal::Worker;
+
+absl::StatusOr<std::unique_ptr<Server>> Server::Create(Handler* handler, ServerOptions options) {
+  if (handler == nullptr) return absl::InvalidArgumentError("handler is null");
+  if (options.num_loops <= 0) {
+    options.num_loops = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  }
+  if (options.num_loops > 1024) {
+    return absl::InvalidArgumentError(absl::StrCat("NumLoops(", options.num_loops,
+                                                   ") is more than 1024"));
+  }
+  if (options.idle_time < absl::ZeroDuration()) {
+    return absl::InvalidArgumentError("IdleTime must not be negative");
+  }
+  if (options.tcp_keep_alive < absl::ZeroDuration()) {
+    return absl::InvalidArgumentError("TCPKeepAlive must not be negative");
+  }
+  if (options.stop_timeout < absl::ZeroDuration()) {
+    return absl::InvalidArgumentError("StopTimeout must not be negative");
+  }
+  if (options.high_water_mark == 0) return absl::InvalidArgumentError("HighWaterMark is 0");
+  if (options.max_input_bytes == 0) return absl::InvalidArgumentError("MaxInputBytes is 0");
+  absl::StatusOr<NetworkType> network = ParseNetwork(options.network);
+  if (!network.ok()) return network.status();
+  absl::StatusOr<InetAddress> address = InetAddress::Parse(options.address, *network);
+  if (!address.ok()) return address.status();
+
+  sockets::IgnoreSigPipe();
+  std::unique_ptr<Server> server(new Server(handler, std::move(options)));
+  absl::Status status = server->Init(*address);
+  if (!status.ok()) return status;
+  return server;
+}
+
+Server::Server(Handler* handler, ServerOptions options)
+    : handler_(handler), options_(std::move(options)) {}
+
+absl::Status Server::Init(const InetAddress& address) {
+  absl::StatusOr<std::unique_ptr<EventLoop>> main_loop = EventLoop::Create();
+  if (!main_loop.ok()) return main_loop.status();
+  main_loop_ = std::move(*main_loop);
+  balancer_ = options_.load_balancer ? options_.load_balancer : RoundRobin();
+
+  Connection::Options connection_options;
+  connection_options.high_water_mark = options_.high_water_mark;
+  connection_options.low_water_mark = options_.high_water_mark / 2;
+  connection_options.max_input_bytes = options_.max_input_bytes;
+  connection_options.idle_timeout = options_.idle_time;
+
+  InetAddress bind_address = address;
+  for (int i = 0; i < options_.num_loops; ++i) {
+    auto worker = std::make_unique<Worker>();
+    Worker* w = worker.get();
+    w->server = this;
+    w->handler = handler_;
+    w->protocol = options_.protocol.get();
+    w->options = &options_;
+    absl::StatusOr<std::unique_ptr<EventLoop>> loop = EventLoop::Create();
+    if (!loop.ok()) return loop.status();
+    w->loop = std::move(*loop);
+
+    // The callbacks reach the worker through a raw pointer: the worker outlives its loop, and
+    // with it every connection callback.
+    auto config = std::make_shared<Connection::Config>();
+    config->options = connection_options;
+    config->callbacks.on_connect = [w](const ConnectionPtr& c) { w->handler->OnConnect(*c); };
+    config->callbacks.on_message = [w](const ConnectionPtr& c, RingBuffer& input) {
+      w->OnMessage(c, input);
+    };
+    config->callbacks.on_close = [w](const ConnectionPtr& c, const absl::Status& reason) {
+      w->OnClose(c, reason);
+    };
+    w->config = std::move(config);
+
+    if (options_.reuse_port) {
+      absl::StatusOr<std::unique_ptr<Acceptor>> acceptor =
+          Acceptor::Create(w->loop.get(), bind_address, /*reuse_port=*/true);
+      if (!acceptor.ok()) return acceptor.status();
+      w->acceptor = std::move(*acceptor);
+      // Port 0: the first listener picked one; the others must share it.
+      bind_address = w->acceptor->listen_address();
+      w->acceptor->set_new_connection_callback(
+          [w](int fd, const InetAddress& peer) { w->Adopt(fd, peer, /*counted=*/false); });
+    }
+    workers_.push_back(std::move(worker));
+  }
+  if (options_.reuse_port) {
+    listen_address_ = bind_address;
+  } else {
+    absl::StatusOr<std::unique_ptr<Acceptor>> acceptor =
+        Acceptor::Create(main_loop_.get(), address, /*reuse_port=*/false);
+    if (!acceptor.ok()) return acceptor.status();
+    acceptor_ = std::move(*acceptor);
+    listen_address_ = acceptor_->listen_address();
+    acceptor_->set_new_connection_callback(
+        [this](int fd, const InetAddress& peer) { Dispatch(fd, peer); });
+  }
+  connection_counts_.resize(workers_.size());
+  return absl::OkStatus();
+}
+
+Server::~Server() {
+  Stop();
+  // Never started: the loops never ran, so nothing is registered with them.
+}
+
+void Server::Dispatch(int fd, const InetAddress& peer) {
+  for (size_t i = 0; i < workers_.size(); ++i) {
+    connection_counts_[i] = workers_[i]->connection_count.load(std::memory_order_relaxed);
+  }
+  size_t index = balancer_(peer, connection_counts_) % workers_.size();
+  Worker* worker = workers_[index].get();
+  worker->connection_count.fetch_add(1, std::memory_order_relaxed);
+  worker->loop->RunInLoop([worker, owned = server_internal::OwnedFd(fd), peer]() mutable {
+    worker->Adopt(owned.Release(), peer, /*counted=*/true);
+  });
+}
+
+void Server::Start() {
+  RunState expected = RunState::kCreated;
+  if (!run_state_.compare_exchange_strong(expected, RunState::kRunning)) return;
+  for (auto& worker : workers_) {
+    Worker* w = worker.get();
+    if (w->acceptor) {
+      w->loop->RunInLoop([w] {
+        absl::Status status = w->acceptor->Listen();
+        if (!status.ok()) std::fprintf(stderr, "gev: listen: %s\n", status.ToString().c_str());
+      });
+    }
+    w->thread = std::thread([w] { w->loop->Run(); });
+  }
+  if (acceptor_) {
+    main_loop_->RunInLoop([this] {
+      absl::Status status = acceptor_->Listen();
+      if (!status.ok()) std::fprintf(stderr, "gev: listen: %s\n", status.ToString().c_str());
+    });
+  }
+  main_loop_->Run();
+  ShutDown();
+}
+
+void Server::ShutDown() {
+  for (auto& worker : workers_) {
+    Worker* w = worker.get();
+    w->loop->RunInLoop([w, timeout = options_.stop_timeout] {
+      w->BeginDrain(w->loop->NowMs() + static_cast<uint64_t>(absl::ToInt64Milliseconds(timeout)));
+    });
+  }
+  for (auto& worker : workers_) worker->thread.join();
+  std::lock_guard<std::mutex> lock(stopped_mutex_);
+  run_state_.store(RunState::kStopped, std::memory_order_release);
+  stopped_.notify_all();
+}
+
+void Server::Stop() {
+  RunState state = run_state_.load(std::memory_order_acquire);
+  if (state == RunState::kCreated) {
+    std::lock_guard<std::mutex> lock(stopped_mutex_);
+    if (run_state_.compare_exchange_strong(state, RunState::kStopped)) {
+      stopped_.notify_all();
+      return;
+    }
+  }
+  if (state == RunState::kRunning &&
+      run_state_.compare_exchange_strong(state, RunState::kStopping)) {
+    // The acceptor is the main loop's to destroy, while that loop still runs.
+    main_loop_->RunInLoop([this] {
+      acceptor_.reset();
+      main_loop_->Stop();
+    });
+  }
+  if (IsServerThread()) return;
+  std::unique_lock<std::mutex> lock(stopped_mutex_);
+  stopped_.wait(lock, [this] {
+    return run_state_.load(std::memory_order_acquire) == RunState::kStopped;
+  });
+}
+
+bool Server::IsServerThread() const {
+  if (main_loop_->IsInLoopThread()) return true;
+  for (const auto& worker : workers_) {
+    if (worker->loop->IsInLoopThread()) return true;
+  }
+  return false;
+}
+
+TimerId Server::RunAfter(absl::Duration delay, absl::AnyInvocable<void()> task) {
+  return main_loop_->RunAfter(delay, std::move(task));
+}
+
+TimerId Server::RunEvery(absl::Duration interval, absl::AnyInvocable<void()> task) {
+  return main_loop_->RunEvery(interval, std::move(task));
+}
+
+void Server::Cancel(TimerId id) { main_loop_->Cancel(id); }
+
+size_t Server::NumLoops() const { return workers_.size(); }
+
+size_t Server::ConnectionCount() const {
+  size_t total = 0;
+  for (const auto& worker : workers_) {
+    total += worker->connection_count.load(std::memory_order_relaxed);
+  }
+  return total;
+}
+
+size_t Server::ConnectionCount(size_t loop) const {
+  return loop < workers_.size() ? workers_[loop]->connection_count.load(std::memory_order_relaxed)
+                                : 0;
+}
+
+}  // namespace gev

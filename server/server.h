@@ -1,0 +1,127 @@
+// -----------------------------------------------------------------------------
+// File: server/server.h
+// -----------------------------------------------------------------------------
+//
+// `gev::Server` is a TCP server: a listener, N worker event loops (one thread each) that own
+// the connections, and a `Handler` called on them. It is gev's `Server` in C++:
+//
+//   class Echo : public gev::Handler {
+//     gev::Reply OnMessage(gev::Connection& c, gev::RingBuffer& in) override {
+//       return gev::Reply::FromBuffer(in.Length());
+//     }
+//   };
+//
+//   Echo handler;
+//   absl::StatusOr<std::unique_ptr<gev::Server>> server =
+//       gev::NewServer(&handler, gev::Address(":1833"), gev::NumLoops(4));
+//   if (!server.ok()) return Fail(server.status());   // bad address, port in use, bad option
+//   (*server)->RunEvery(absl::Seconds(1), [] { ... });
+//   (*server)->Start();                                 // blocks until Stop()
+//
+// Two ways to accept (ServerOptions::reuse_port): one acceptor loop, run by the thread that
+// calls Start(), hands each connection to a worker chosen by the load balancer; or every
+// worker has its own SO_REUSEPORT listener and the kernel spreads connections.
+//
+// Stop() stops accepting, lets every connection flush its pending output for at most
+// `stop_timeout`, closes what is left (OnClose runs once for each connection), joins every
+// thread and returns; Start() then returns too.
+//
+// Thread safety: Start() is called once, from the thread that will serve as the acceptor.
+// Stop(), RunAfter(), RunEvery(), Cancel() and the counts are thread-safe; Stop() called on one
+// of the server's own threads (in a handler or a timer) starts the shutdown and returns at
+// once, since that thread has to go on running for the shutdown to finish. The handler must
+// outlive the server.
+
+#ifndef GEV_SERVER_SERVER_H_
+#define GEV_SERVER_SERVER_H_
+
+#include <atomic>
+#include <condition_variable>
+#include <cstddef>
+#include <memory>
+#include <mutex>
+#include <utility>
+#include <vector>
+
+#include "absl/functional/any_invocable.h"
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "eventloop/event_loop.h"
+#include "net/acceptor.h"
+#include "net/connection.h"
+#include "net/inet_address.h"
+#include "server/handler.h"
+#include "server/options.h"
+#include "server/protocol.h"
+
+namespace gev {
+
+namespace server_internal {
+struct Worker;
+}  // namespace server_internal
+
+class Server {
+ public:
+  // Server::Create() — binds and listens (so the port is known and connections queue before
+  // Start), creates the loops. Errors: bad options or address, port in use.
+  static absl::StatusOr<std::unique_ptr<Server>> Create(Handler* handler, ServerOptions options);
+
+  // Stops (waiting, if Start() is running on another thread) and releases everything.
+  ~Server();
+  Server(const Server&) = delete;
+  Server& operator=(const Server&) = delete;
+
+  // Server::Start() — serves until Stop(). Returns at once if Stop() came first.
+  void Start();
+  // Server::Stop() — see the header comment. Idempotent. Thread-safe.
+  void Stop();
+
+  // Timers on the acceptor loop (the thread running Start). Thread-safe; usable before Start.
+  TimerId RunAfter(absl::Duration delay, absl::AnyInvocable<void()> task);
+  TimerId RunEvery(absl::Duration interval, absl::AnyInvocable<void()> task);
+  void Cancel(TimerId id);
+
+  // The bound address (port 0 resolved).
+  const InetAddress& ListenAddress() const { return listen_address_; }
+  size_t NumLoops() const;
+  // Open connections in total and on loop `loop`. Thread-safe.
+  size_t ConnectionCount() const;
+  size_t ConnectionCount(size_t loop) const;
+  const ServerOptions& options() const { return options_; }
+
+ private:
+  enum class RunState { kCreated, kRunning, kStopping, kStopped };
+
+  Server(Handler* handler, ServerOptions options);
+  absl::Status Init(const InetAddress& address);
+  void Dispatch(int fd, const InetAddress& peer);
+  void ShutDown();
+  bool IsServerThread() const;
+
+  Handler* const handler_;
+  const ServerOptions options_;
+  InetAddress listen_address_;
+  std::unique_ptr<EventLoop> main_loop_;
+  std::unique_ptr<Acceptor> acceptor_;  // Acceptor mode only; main loop thread.
+  std::vector<std::unique_ptr<server_internal::Worker>> workers_;
+
+  // Main-loop-thread-only state.
+  LoadBalancer balancer_;
+  std::vector<size_t> connection_counts_;  // Reused per accepted connection.
+
+  std::atomic<RunState> run_state_{RunState::kCreated};
+  std::mutex stopped_mutex_;
+  std::condition_variable stopped_;  // Signalled when run_state_ becomes kStopped.
+};
+
+// NewServer() — gev's constructor: a handler and any number of option functions.
+template <typename... Options>
+absl::StatusOr<std::unique_ptr<Server>> NewServer(Handler* handler, Options&&... options) {
+  ServerOptions server_options;
+  (Option(std::forward<Options>(options))(server_options), ...);
+  return Server::Create(handler, std::move(server_options));
+}
+
+}  // namespace gev
+
+#endif  // GEV_SERVER_SERVER_H_

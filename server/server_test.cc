@@ -1,0 +1,432 @@
+#include "server/server.h"
+
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <chrono>
+#include <functional>
+#include <map>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/time/time.h"
+#include "gtest/gtest.h"
+#include "server/testing/loopback_client.h"
+
+namespace gev {
+namespace {
+
+using ::gev::testing::Connect;
+using ::gev::testing::Pattern;
+using ::gev::testing::ReadExactly;
+using ::gev::testing::SeesEndOfStream;
+using ::gev::testing::ServerThread;
+using ::gev::testing::WaitFor;
+using ::gev::testing::WriteAll;
+
+// Echoes by default; records every connect and close with its reason.
+class RecordingHandler : public Handler {
+ public:
+  std::function<void(Connection&)> on_connect;
+  std::function<Reply(Connection&, RingBuffer&)> on_message;
+
+  void OnConnect(Connection& conn) override {
+    connects_.fetch_add(1);
+    if (on_connect) on_connect(conn);
+  }
+  Reply OnMessage(Connection& conn, RingBuffer& buffer) override {
+    if (on_message) return on_message(conn, buffer);
+    return Reply::FromBuffer(buffer.Length());
+  }
+  void OnClose(Connection& conn, const absl::Status& reason) override {
+    (void)conn;
+    std::lock_guard<std::mutex> lock(mutex_);
+    reasons_.push_back(reason);
+  }
+
+  int connects() const { return connects_.load(); }
+  int closes() {
+    std::lock_guard<std::mutex> lock(mutex_);
+    return static_cast<int>(reasons_.size());
+  }
+  std::vector<absl::Status> reasons() {
+    std::lock_guard<std::mutex> lock(mutex_);
+    return reasons_;
+  }
+
+ private:
+  std::atomic<int> connects_{0};
+  std::mutex mutex_;
+  std::vector<absl::Status> reasons_;
+};
+
+std::unique_ptr<Server> MustCreate(Handler* handler, ServerOptions options) {
+  absl::StatusOr<std::unique_ptr<Server>> server = Server::Create(handler, std::move(options));
+  EXPECT_TRUE(server.ok()) << server.status();
+  return server.ok() ? std::move(*server) : nullptr;
+}
+
+ServerOptions Loopback(int loops, bool reuse_port = false) {
+  ServerOptions options;
+  options.address = "127.0.0.1:0";
+  options.num_loops = loops;
+  options.reuse_port = reuse_port;
+  return options;
+}
+
+class ServerModeTest : public ::testing::TestWithParam<bool> {};
+
+TEST_P(ServerModeTest, EchoesOnEveryLoopAndCountsConnections) {
+  RecordingHandler handler;
+  auto server = MustCreate(&handler, Loopback(2, GetParam()));
+  ASSERT_NE(server, nullptr);
+  ServerThread running(server.get());
+  std::vector<int> clients;
+  for (int i = 0; i < 16; ++i) {
+    int fd = Connect(server->ListenAddress());
+    ASSERT_GE(fd, 0);
+    clients.push_back(fd);
+  }
+  for (size_t i = 0; i < clients.size(); ++i) {
+    std::string message = Pattern(1000 + i, static_cast<int>(i));
+    ASSERT_TRUE(WriteAll(clients[i], message));
+    EXPECT_EQ(ReadExactly(clients[i], message.size()), message);
+  }
+  EXPECT_TRUE(WaitFor([&] { return server->ConnectionCount() == 16; }));
+  EXPECT_EQ(server->ConnectionCount(0) + server->ConnectionCount(1), 16u);
+  for (int fd : clients) ::close(fd);
+  EXPECT_TRUE(WaitFor([&] { return server->ConnectionCount() == 0; }));
+  EXPECT_TRUE(WaitFor([&] { return handler.closes() == 16; }));
+  EXPECT_EQ(handler.connects(), 16);
+}
+
+INSTANTIATE_TEST_SUITE_P(AcceptorAndReusePort, ServerModeTest, ::testing::Bool());
+
+TEST(ServerTest, NewServerTakesGevStyleOptions) {
+  RecordingHandler handler;
+  auto server = NewServer(&handler, Address("127.0.0.1:0"), NumLoops(3), ReusePort(true),
+                          IdleTime(absl::Seconds(30)), TCPNoDelay(false),
+                          TCPKeepAlive(absl::Seconds(60)), HighWaterMark(1 << 20));
+  ASSERT_TRUE(server.ok()) << server.status();
+  EXPECT_EQ((*server)->NumLoops(), 3u);
+  EXPECT_NE((*server)->ListenAddress().port(), 0);
+  EXPECT_TRUE((*server)->options().reuse_port);
+  EXPECT_EQ((*server)->options().high_water_mark, size_t{1} << 20);
+  auto default_loops = NewServer(&handler, Address("127.0.0.1:0"));
+  ASSERT_TRUE(default_loops.ok());
+  EXPECT_GE((*default_loops)->NumLoops(), 1u);  // One per CPU.
+}
+
+TEST(ServerTest, BadOptionsAreErrorsNotCrashes) {
+  RecordingHandler handler;
+  EXPECT_EQ(NewServer(&handler, Address("not an address")).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_FALSE(NewServer(&handler, Address("127.0.0.1:99999")).ok());
+  EXPECT_FALSE(NewServer(&handler, Network("udp"), Address("127.0.0.1:0")).ok());
+  EXPECT_FALSE(NewServer(&handler, Address("127.0.0.1:0"), NumLoops(100000)).ok());
+  EXPECT_FALSE(NewServer(&handler, Address("127.0.0.1:0"), HighWaterMark(0)).ok());
+  EXPECT_FALSE(NewServer(&handler, Address("127.0.0.1:0"), IdleTime(absl::Seconds(-1))).ok());
+  EXPECT_FALSE(NewServer(nullptr, Address("127.0.0.1:0")).ok());
+
+  auto first = NewServer(&handler, Address("127.0.0.1:0"), NumLoops(1));
+  ASSERT_TRUE(first.ok());
+  std::string taken = (*first)->ListenAddress().ToString();
+  auto second = NewServer(&handler, Address(taken), NumLoops(1));
+  EXPECT_FALSE(second.ok());
+  EXPECT_NE(second.status().message().find("ddress"), std::string::npos) << second.status();
+}
+
+TEST(ServerTest, StopBeforeStartMakesStartReturnAtOnce) {
+  RecordingHandler handler;
+  auto server = MustCreate(&handler, Loopback(1));
+  ASSERT_NE(server, nullptr);
+  server->Stop();
+  server->Stop();
+  server->Start();  // Returns: already stopped.
+  SUCCEED();
+}
+
+TEST(ServerTest, StopFlushesPendingOutputAndClosesEveryConnectionOnce) {
+  const std::string payload = Pattern(4 << 20, 7);
+  RecordingHandler handler;
+  handler.on_connect = [&](Connection& conn) { EXPECT_TRUE(conn.Send(payload).ok()); };
+  auto server = MustCreate(&handler, Loopback(2));
+  ASSERT_NE(server, nullptr);
+  ServerThread running(server.get());
+  std::vector<int> clients;
+  for (int i = 0; i < 6; ++i) clients.push_back(Connect(server->ListenAddress(), 4096));
+  ASSERT_TRUE(WaitFor([&] { return handler.connects() == 6; }));
+
+  std::vector<std::string> received(clients.size());
+  std::vector<std::thread> readers;
+  for (size_t i = 0; i < clients.size(); ++i) {
+    readers.emplace_back([&, i] { received[i] = ReadExactly(clients[i], payload.size() + 1); });
+  }
+  // Two threads stop at once; both return only once everything is closed.
+  std::thread other([&] { server->Stop(); });
+  server->Stop();
+  other.join();
+  EXPECT_EQ(handler.closes(), 6);
+  running.Join();
+  for (auto& reader : readers) reader.join();
+  for (size_t i = 0; i < clients.size(); ++i) {
+    EXPECT_TRUE(received[i] == payload) << "client " << i << " got " << received[i].size();
+    ::close(clients[i]);
+  }
+  for (const absl::Status& reason : handler.reasons()) EXPECT_TRUE(reason.ok()) << reason;
+}
+
+TEST(ServerTest, StopIsBoundedWhenAPeerNeverReads) {
+  RecordingHandler handler;
+  handler.on_connect = [&](Connection& conn) { (void)conn.Send(Pattern(16 << 20)); };
+  ServerOptions options = Loopback(1);
+  options.stop_timeout = absl::Milliseconds(200);
+  auto server = MustCreate(&handler, options);
+  ASSERT_NE(server, nullptr);
+  ServerThread running(server.get());
+  int stuck = Connect(server->ListenAddress(), 4096);
+  ASSERT_TRUE(WaitFor([&] { return handler.connects() == 1; }));
+  auto start = std::chrono::steady_clock::now();
+  server->Stop();
+  auto took = std::chrono::steady_clock::now() - start;
+  EXPECT_LT(took, std::chrono::seconds(3));  // A bound, not a speed measurement.
+  ASSERT_EQ(handler.closes(), 1);
+  EXPECT_EQ(handler.reasons()[0].code(), absl::StatusCode::kCancelled);
+  ::close(stuck);
+}
+
+TEST(ServerTest, StopFromInsideAHandlerEndsStart) {
+  RecordingHandler handler;
+  Server* server_ptr = nullptr;
+  handler.on_message = [&](Connection&, RingBuffer& buffer) {
+    buffer.RetrieveAll();
+    server_ptr->Stop();  // On a loop thread: starts the shutdown, returns at once.
+    return Reply("bye");
+  };
+  auto server = MustCreate(&handler, Loopback(1));
+  ASSERT_NE(server, nullptr);
+  server_ptr = server.get();
+  std::thread serving([&] { server->Start(); });
+  int client = Connect(server->ListenAddress());
+  ASSERT_TRUE(WriteAll(client, "stop"));
+  EXPECT_EQ(ReadExactly(client, 3), "bye");
+  EXPECT_TRUE(SeesEndOfStream(client));
+  serving.join();
+  EXPECT_EQ(handler.closes(), 1);
+  ::close(client);
+}
+
+TEST(ServerTest, ServerTimersRunAndCancel) {
+  RecordingHandler handler;
+  auto server = MustCreate(&handler, Loopback(1));
+  ASSERT_NE(server, nullptr);
+  std::atomic<int> every{0};
+  std::atomic<int> after{0};
+  std::atomic<int> cancelled{0};
+  server->RunEvery(absl::Milliseconds(10), [&] { ++every; });
+  server->RunAfter(absl::Milliseconds(20), [&] { ++after; });
+  TimerId doomed = server->RunAfter(absl::Milliseconds(30), [&] { ++cancelled; });
+  server->Cancel(doomed);
+  ServerThread running(server.get());
+  EXPECT_TRUE(WaitFor([&] { return every >= 5 && after == 1; }));
+  std::this_thread::sleep_for(std::chrono::milliseconds(60));
+  EXPECT_EQ(after.load(), 1);
+  EXPECT_EQ(cancelled.load(), 0);
+}
+
+TEST(ServerTest, LoadBalancersPlaceConnections) {
+  struct Case {
+    const char* name;
+    LoadBalancer balancer;
+    std::vector<size_t> expected;  // Connections per loop after 6 connects.
+  };
+  std::vector<Case> cases = {
+      {"round robin", RoundRobin(), {2, 2, 2}},
+      {"least connection", LeastConnection(), {2, 2, 2}},
+      {"user function", [](const InetAddress&, absl::Span<const size_t>) { return size_t{1}; },
+       {0, 6, 0}},
+  };
+  for (Case& c : cases) {
+    RecordingHandler handler;
+    ServerOptions options = Loopback(3);
+    options.load_balancer = c.balancer;
+    auto server = MustCreate(&handler, options);
+    ASSERT_NE(server, nullptr);
+    ServerThread running(server.get());
+    std::vector<int> clients;
+    for (int i = 0; i < 6; ++i) {
+      clients.push_back(Connect(server->ListenAddress()));
+      // One at a time, so LeastConnection sees each placement.
+      ASSERT_TRUE(WaitFor([&] { return handler.connects() == i + 1; }));
+    }
+    for (size_t loop = 0; loop < 3; ++loop) {
+      EXPECT_EQ(server->ConnectionCount(loop), c.expected[loop]) << c.name << " loop " << loop;
+    }
+    for (int fd : clients) ::close(fd);
+  }
+  // Every connection from one host lands on one loop.
+  RecordingHandler handler;
+  ServerOptions options = Loopback(3);
+  options.load_balancer = SourceAddrHash();
+  auto server = MustCreate(&handler, options);
+  ASSERT_NE(server, nullptr);
+  ServerThread running(server.get());
+  std::vector<int> clients;
+  for (int i = 0; i < 6; ++i) clients.push_back(Connect(server->ListenAddress()));
+  ASSERT_TRUE(WaitFor([&] { return handler.connects() == 6; }));
+  size_t busiest = 0;
+  for (size_t loop = 0; loop < 3; ++loop) busiest = std::max(busiest, server->ConnectionCount(loop));
+  EXPECT_EQ(busiest, 6u);
+  for (int fd : clients) ::close(fd);
+}
+
+TEST(ServerTest, EveryReplyKindIsSent) {
+  RecordingHandler handler;
+  std::string kept_alive = "view!";
+  handler.on_message = [&](Connection&, RingBuffer& buffer) -> Reply {
+    char command = *buffer.ReadByte();
+    switch (command) {
+      case 'o':
+        return std::string("owned");
+      case 'l':
+        return "literal";
+      case 'v':
+        return Reply::View(kept_alive);
+      case 'p':  // Echo two bytes, leave the rest for the next call.
+        return Reply::FromBuffer(2);
+      default:
+        buffer.RetrieveAll();
+        return {};
+    }
+  };
+  auto server = MustCreate(&handler, Loopback(1));
+  ASSERT_NE(server, nullptr);
+  ServerThread running(server.get());
+  int client = Connect(server->ListenAddress());
+  ASSERT_TRUE(WriteAll(client, "o"));
+  EXPECT_EQ(ReadExactly(client, 5), "owned");
+  ASSERT_TRUE(WriteAll(client, "l"));
+  EXPECT_EQ(ReadExactly(client, 7), "literal");
+  ASSERT_TRUE(WriteAll(client, "v"));
+  EXPECT_EQ(ReadExactly(client, 5), "view!");
+  ASSERT_TRUE(WriteAll(client, "pAB"));
+  EXPECT_EQ(ReadExactly(client, 2), "AB");
+  ASSERT_TRUE(WriteAll(client, "pXYZ"));  // "XY" back; "Z" stays in the buffer.
+  EXPECT_EQ(ReadExactly(client, 2), "XY");
+  ASSERT_TRUE(WriteAll(client, "l"));  // The buffer holds "Zl": 'Z' sends nothing, drops both.
+  ASSERT_TRUE(WriteAll(client, "l"));
+  EXPECT_EQ(ReadExactly(client, 7), "literal");
+  ::close(client);
+}
+
+TEST(ServerTest, IdleTimeClosesQuietConnectionsWithAReason) {
+  RecordingHandler handler;
+  ServerOptions options = Loopback(1);
+  options.idle_time = absl::Milliseconds(150);
+  auto server = MustCreate(&handler, options);
+  ASSERT_NE(server, nullptr);
+  ServerThread running(server.get());
+  int client = Connect(server->ListenAddress());
+  EXPECT_TRUE(SeesEndOfStream(client));
+  ASSERT_TRUE(WaitFor([&] { return handler.closes() == 1; }));
+  EXPECT_EQ(handler.reasons()[0].code(), absl::StatusCode::kDeadlineExceeded);
+  ::close(client);
+}
+
+// Length-field framing: requests come in as whole frames and replies go out framed.
+std::string Framed(std::string_view payload) {
+  uint32_t n = static_cast<uint32_t>(payload.size());
+  std::string out = {static_cast<char>(n >> 24), static_cast<char>(n >> 16),
+                     static_cast<char>(n >> 8), static_cast<char>(n)};
+  out.append(payload);
+  return out;
+}
+
+TEST(ServerTest, LengthFieldProtocolDeliversWholeFramesAndClosesOnlyTheBadPeer) {
+  RecordingHandler handler;
+  std::atomic<int> frames{0};
+  handler.on_message = [&](Connection&, RingBuffer& frame) -> Reply {
+    ++frames;
+    std::string upper = frame.Bytes();
+    for (char& ch : upper) ch = static_cast<char>(toupper(static_cast<unsigned char>(ch)));
+    return upper;
+  };
+  ServerOptions options = Loopback(2);
+  options.protocol = std::make_shared<LengthFieldProtocol>(1024);
+  auto server = MustCreate(&handler, options);
+  ASSERT_NE(server, nullptr);
+  ServerThread running(server.get());
+
+  int good = Connect(server->ListenAddress());
+  int bad = Connect(server->ListenAddress());
+  // Two frames in one write, a third split across writes.
+  std::string stream = Framed("hello") + Framed("world") + Framed("split");
+  ASSERT_TRUE(WriteAll(good, stream.substr(0, stream.size() - 3)));
+  std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  ASSERT_TRUE(WriteAll(good, stream.substr(stream.size() - 3)));
+  EXPECT_EQ(ReadExactly(good, 27), Framed("HELLO") + Framed("WORLD") + Framed("SPLIT"));
+
+  ASSERT_TRUE(WriteAll(bad, std::string("\x7f\xff\xff\xff", 4) + "garbage"));
+  EXPECT_TRUE(SeesEndOfStream(bad));
+  ASSERT_TRUE(WaitFor([&] { return handler.closes() == 1; }));
+  EXPECT_EQ(handler.reasons()[0].code(), absl::StatusCode::kInvalidArgument);
+
+  ASSERT_TRUE(WriteAll(good, Framed("still here")));
+  EXPECT_EQ(ReadExactly(good, 14), Framed("STILL HERE"));
+  EXPECT_EQ(frames.load(), 4);
+  ::close(good);
+  ::close(bad);
+}
+
+TEST(ServerTest, DelimiterProtocolSplitsLines) {
+  RecordingHandler handler;
+  handler.on_message = [&](Connection&, RingBuffer& line) {
+    return Reply::FromBuffer(line.Length());  // Echo the line; Packet adds the delimiter.
+  };
+  ServerOptions options = Loopback(1);
+  options.protocol = std::make_shared<DelimiterProtocol>("\r\n", 16);
+  auto server = MustCreate(&handler, options);
+  ASSERT_NE(server, nullptr);
+  ServerThread running(server.get());
+  int client = Connect(server->ListenAddress());
+  ASSERT_TRUE(WriteAll(client, "one\r\ntwo\r"));
+  std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  ASSERT_TRUE(WriteAll(client, "\nthree\r\n"));
+  EXPECT_EQ(ReadExactly(client, 5 + 5 + 7), "one\r\ntwo\r\nthree\r\n");
+  ASSERT_TRUE(WriteAll(client, std::string(40, 'x')));  // No delimiter within 16 bytes.
+  EXPECT_TRUE(SeesEndOfStream(client));
+  ASSERT_TRUE(WaitFor([&] { return handler.closes() == 1; }));
+  EXPECT_EQ(handler.reasons()[0].code(), absl::StatusCode::kInvalidArgument);
+  ::close(client);
+}
+
+TEST(ServerTest, ConnectionsOutliveTheServerSafely) {
+  RecordingHandler handler;
+  ConnectionPtr kept;
+  std::mutex kept_mutex;
+  handler.on_connect = [&](Connection& conn) {
+    std::lock_guard<std::mutex> lock(kept_mutex);
+    kept = conn.shared_from_this();
+  };
+  auto server = MustCreate(&handler, Loopback(1));
+  ASSERT_NE(server, nullptr);
+  auto running = std::make_unique<ServerThread>(server.get());
+  int client = Connect(server->ListenAddress());
+  ASSERT_TRUE(WaitFor([&] { return handler.connects() == 1; }));
+  running.reset();
+  server.reset();
+  std::lock_guard<std::mutex> lock(kept_mutex);
+  EXPECT_FALSE(kept->Connected());
+  EXPECT_FALSE(kept->Send("late").ok());
+  kept->Close();
+  kept->ForceClose();
+  kept->ShutdownWrite();
+  ::close(client);
+}
+
+}  // namespace
+}  // namespace gev
