@@ -1,0 +1,44 @@
+#include "examples/common/serve.h"
+
+#include <pthread.h>
+#include <signal.h>
+
+#include <atomic>
+#include <cstdio>
+#include <thread>
+
+#include "absl/strings/str_cat.h"
+
+namespace gev::examples {
+
+int Fail(const absl::Status& status) {
+  std::fprintf(stderr, "error: %s\n", status.ToString().c_str());
+  return 1;
+}
+
+std::string AddressForPort(int port) { return absl::StrCat(":", port); }
+
+int ServeUntilSignal(Server& server) {
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGINT);
+  sigaddset(&signals, SIGTERM);
+  // Blocked here, inherited by every thread the server starts: only sigwait() sees them.
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+
+  std::atomic<bool> serving{true};
+  std::thread waiter([&] {
+    int signal_number = 0;
+    sigwait(&signals, &signal_number);
+    if (serving.load()) server.Stop();
+  });
+  std::printf("listening on %s\n", server.ListenAddress().ToString().c_str());
+  std::fflush(stdout);
+  server.Start();
+  serving.store(false);
+  pthread_kill(waiter.native_handle(), SIGTERM);  // Ends the wait if no signal came.
+  waiter.join();
+  return 0;
+}
+
+}  // namespace gev::examples

@@ -1,0 +1,37 @@
+// An echo server, gev's first example: every byte a client sends comes back.
+//
+//   tools/bazel run //examples/echo:echo_server -- --port=1833 --loops=4 --reuseport
+
+#include "absl/flags/flag.h"
+#include "absl/flags/parse.h"
+#include "absl/flags/usage.h"
+#include "examples/common/serve.h"
+#include "server/server.h"
+
+ABSL_FLAG(int, port, 1833, "TCP port to listen on (0: any free port)");
+ABSL_FLAG(int, loops, -1, "worker loops (<= 0: one per CPU)");
+ABSL_FLAG(bool, reuseport, false, "one SO_REUSEPORT listener per loop instead of one acceptor");
+
+namespace {
+
+class EchoHandler : public gev::Handler {
+ public:
+  // Sends back (and consumes) everything that came in, without copying it.
+  gev::Reply OnMessage(gev::Connection&, gev::RingBuffer& buffer) override {
+    return gev::Reply::FromBuffer(buffer.Length());
+  }
+};
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  absl::SetProgramUsageMessage("An echo server. Usage: echo_server --port=1833 --loops=4");
+  absl::ParseCommandLine(argc, argv);
+  EchoHandler handler;
+  auto server = gev::NewServer(&handler,
+                               gev::Address(gev::examples::AddressForPort(absl::GetFlag(FLAGS_port))),
+                               gev::NumLoops(absl::GetFlag(FLAGS_loops)),
+                               gev::ReusePort(absl::GetFlag(FLAGS_reuseport)));
+  if (!server.ok()) return gev::examples::Fail(server.status());
+  return gev::examples::ServeUntilSignal(**server);
+}
