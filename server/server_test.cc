@@ -7,6 +7,7 @@
 #include <chrono>
 #include <functional>
 #include <map>
+#include <optional>
 #include <mutex>
 #include <string>
 #include <thread>
@@ -401,6 +402,42 @@ TEST(ServerTest, DelimiterProtocolSplitsLines) {
   EXPECT_TRUE(SeesEndOfStream(client));
   ASSERT_TRUE(WaitFor([&] { return handler.closes() == 1; }));
   EXPECT_EQ(handler.reasons()[0].code(), absl::StatusCode::kInvalidArgument);
+  ::close(client);
+}
+
+// A user protocol: each byte is a frame whose context is the byte's value.
+class ByteFrames : public Protocol {
+ public:
+  absl::StatusOr<bool> UnPacket(Connection&, RingBuffer& input, Frame& frame) override {
+    std::optional<char> byte = input.ReadByte();
+    if (!byte.has_value()) return false;
+    frame.context = static_cast<int>(*byte);
+    return true;
+  }
+  bool Packet(Connection&, const RingBuffer::Slices& payload, RingBuffer& out) override {
+    return out.WriteString(payload.first) && out.WriteString(payload.second) &&
+           out.WriteByte(';');
+  }
+};
+
+class ContextHandler : public Handler {
+ public:
+  Reply OnMessage(Connection&, RingBuffer&) override { return "unused"; }
+  Reply OnFrame(Connection&, Frame& frame) override {
+    return std::to_string(std::any_cast<int>(frame.context));
+  }
+};
+
+TEST(ServerTest, OnFrameSeesTheContextAUserProtocolSets) {
+  ContextHandler handler;
+  ServerOptions options = Loopback(1);
+  options.protocol = std::make_shared<ByteFrames>();
+  auto server = MustCreate(&handler, options);
+  ASSERT_NE(server, nullptr);
+  ServerThread running(server.get());
+  int client = Connect(server->ListenAddress());
+  ASSERT_TRUE(WriteAll(client, "AB"));
+  EXPECT_EQ(ReadExactly(client, 6), "65;66;");
   ::close(client);
 }
 
