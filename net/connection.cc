@@ -12,15 +12,31 @@
 
 namespace gev {
 
-ConnectionPtr Connection::Create(EventLoop* loop, int fd, const InetAddress& local,
-                                 const InetAddress& peer, std::shared_ptr<const Config> config) {
-  return std::make_shared<Connection>(PrivateTag{}, loop, fd, local, peer, std::move(config));
+ConnectionPtr Connection::Create(EventLoop* loop, int fd, const InetAddress& peer,
+                                 const Config& config) {
+  return std::make_shared<Connection>(PrivateTag{}, loop, fd, peer, config);
 }
 
-Connection::Connection(PrivateTag, EventLoop* loop, int fd, const InetAddress& local,
-                       const InetAddress& peer, std::shared_ptr<const Config> config)
-    : loop_(loop), fd_(fd), local_(local), peer_(peer), config_(std::move(config)) {
+Connection::Connection(PrivateTag, EventLoop* loop, int fd, const InetAddress& peer,
+                       const Config& config)
+    : loop_(loop),
+      config_(config),
+      peer_(peer),
+      fd_(fd),
+      reading_(false),
+      writing_(false),
+      registered_(false),
+      peer_closed_(false),
+      shutdown_requested_(false),
+      write_shut_(false),
+      above_high_water_(false) {
   input_.set_limit(options().max_input_bytes);
+}
+
+InetAddress Connection::LocalAddr() const {
+  if (state() == State::kDisconnected) return InetAddress();
+  absl::StatusOr<InetAddress> local = sockets::LocalAddress(fd_);
+  return local.ok() ? *local : InetAddress();
 }
 
 Connection::~Connection() {
@@ -290,16 +306,17 @@ class SpinLockGuard {
 }  // namespace
 
 void Connection::SetContext(std::any context) {
-  std::any previous;  // Destroyed outside the lock: a user destructor may take its time.
-  {
-    SpinLockGuard lock(context_locked_);
-    previous = std::exchange(context_, std::move(context));
-  }
+  auto fresh = std::make_unique<std::any>(std::move(context));
+  // Declared before the lock, so destroyed after it is released: a user destructor may take
+  // its time.
+  std::unique_ptr<std::any> previous;
+  SpinLockGuard lock(context_locked_);
+  previous = std::exchange(context_, std::move(fresh));
 }
 
 std::any Connection::Context() const {
   SpinLockGuard lock(context_locked_);
-  return context_;
+  return context_ ? *context_ : std::any();
 }
 
 }  // namespace gev

@@ -21,9 +21,9 @@
 //
 // Example (inside the owner, on the loop thread):
 //
-//   auto config = std::make_shared<gev::Connection::Config>();  // shared by many connections
-//   config->callbacks.on_message = [](const gev::ConnectionPtr& c, gev::RingBuffer& in) {...};
-//   auto conn = gev::Connection::Create(loop, fd, local, peer, config);
+//   gev::Connection::Config config;  // shared by many connections; outlives them
+//   config.callbacks.on_message = [](const gev::ConnectionPtr& c, gev::RingBuffer& in) {...};
+//   auto conn = gev::Connection::Create(loop, fd, peer, config);
 //   conn->Establish();            // registers with the loop, runs on_connect
 //   ...
 //   conn->Send("hello");          // from any thread
@@ -90,8 +90,10 @@ class Connection final : public EventHandler, public std::enable_shared_from_thi
   };
 
   // Connection::Create() — takes ownership of the connected, non-blocking `fd`.
-  static ConnectionPtr Create(EventLoop* loop, int fd, const InetAddress& local,
-                              const InetAddress& peer, std::shared_ptr<const Config> config);
+  // `config` is shared, not copied: it must outlive the connection's activity on its loop
+  // (owners keep one per server or per loop, alive until their loops have stopped).
+  static ConnectionPtr Create(EventLoop* loop, int fd, const InetAddress& peer,
+                              const Config& config);
   ~Connection() override;
   Connection(const Connection&) = delete;
   Connection& operator=(const Connection&) = delete;
@@ -132,7 +134,9 @@ class Connection final : public EventHandler, public std::enable_shared_from_thi
   bool Connected() const { return state_.load(std::memory_order_acquire) == State::kConnected; }
   State state() const { return state_.load(std::memory_order_acquire); }
   const InetAddress& PeerAddr() const { return peer_; }
-  const InetAddress& LocalAddr() const { return local_; }
+  // Connection::LocalAddr() — asked of the socket (getsockname) rather than kept: it is rarely
+  // needed and every connection would pay 28 bytes for it. Empty once closed.
+  InetAddress LocalAddr() const;
   int fd() const { return fd_; }
   EventLoop* loop() const { return loop_; }
 
@@ -148,12 +152,12 @@ class Connection final : public EventHandler, public std::enable_shared_from_thi
 
  public:
   // Use Create(); public only for std::make_shared (one allocation with the control block).
-  Connection(PrivateTag, EventLoop* loop, int fd, const InetAddress& local,
-             const InetAddress& peer, std::shared_ptr<const Config> config);
+  Connection(PrivateTag, EventLoop* loop, int fd, const InetAddress& peer,
+             const Config& config);
 
  private:
-  const Options& options() const { return config_->options; }
-  const Callbacks& callbacks() const { return config_->callbacks; }
+  const Options& options() const { return config_.options; }
+  const Callbacks& callbacks() const { return config_.callbacks; }
 
   void HandleRead(const ConnectionPtr& self);
   void HandleWrite();
@@ -168,28 +172,31 @@ class Connection final : public EventHandler, public std::enable_shared_from_thi
   void ArmIdleTimer(absl::Duration delay);
   void OnIdleTimer();
 
+  // Laid out for size (an idle connection's bytes are part of the library's promise).
   EventLoop* const loop_;
-  const int fd_;
-  const InetAddress local_;
+  const Config& config_;
   const InetAddress peer_;
-  const std::shared_ptr<const Config> config_;
+  const int fd_;
   std::atomic<State> state_{State::kConnecting};
-
-  // A spin lock rather than a mutex: 1 byte instead of 40 in every connection, and the
-  // critical sections only move a std::any.
+  // A spin lock rather than a mutex: 1 byte instead of 40, and the critical sections only
+  // move a std::any.
   mutable std::atomic<bool> context_locked_{false};
-  std::any context_;  // Guarded by context_locked_.
+
+  // Loop-thread-only state.
+  bool reading_ : 1;
+  bool writing_ : 1;
+  bool registered_ : 1;
+  bool peer_closed_ : 1;  // We read the peer's FIN.
+  bool shutdown_requested_ : 1;
+  bool write_shut_ : 1;
+  bool above_high_water_ : 1;
+
+  // Allocated by the first SetContext: most connections never have one.
+  std::unique_ptr<std::any> context_;  // Guarded by context_locked_.
 
   // Loop-thread-only state.
   RingBuffer input_;
   RingBuffer output_;
-  bool reading_ = false;
-  bool writing_ = false;
-  bool registered_ = false;
-  bool peer_closed_ = false;        // We read the peer's FIN.
-  bool shutdown_requested_ = false;
-  bool write_shut_ = false;
-  bool above_high_water_ = false;
   uint64_t last_active_ms_ = 0;
   TimerId idle_timer_ = 0;
 };

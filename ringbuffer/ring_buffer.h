@@ -71,6 +71,8 @@ class RingBuffer {
  public:
   // Smallest storage a buffer takes; every capacity is a power of two at least this large.
   static constexpr size_t kMinCapacity = 1024;
+  // The largest limit (and so the most bytes one buffer holds): 2 GiB.
+  static constexpr uint32_t kMaxLimit = uint32_t{1} << 31;
   // Size of the stack buffer `ReadFromFd(fd)` reads into beyond the free space (as muduo's).
   static constexpr size_t kReadScratchSize = 64 * 1024;
 
@@ -108,8 +110,12 @@ class RingBuffer {
   // RingBuffer::IsFull() — true when the storage is full, so the next write must grow it.
   bool IsFull() const { return capacity_ != 0 && size_ == capacity_; }
   // RingBuffer::set_limit() — the most bytes the buffer will hold. Writes that would exceed it
-  // are refused and `ReadFromFd` reads no more than fits. Defaults to no practical limit.
-  void set_limit(size_t max_bytes) { limit_ = max_bytes; }
+  // are refused and `ReadFromFd` reads no more than fits. Defaults to kMaxLimit.
+  // At most kMaxLimit (2 GiB): positions are kept in 32 bits, since every connection has two
+  // buffers and an idle connection's bytes count.
+  void set_limit(size_t max_bytes) {
+    limit_ = static_cast<uint32_t>(max_bytes < kMaxLimit ? max_bytes : kMaxLimit);
+  }
   size_t limit() const { return limit_; }
 
   // ---- Write side ----------------------------------------------------------------------------
@@ -244,11 +250,11 @@ class RingBuffer {
   std::optional<T> PeekBigEndian() const;
 
   char* storage_ = nullptr;
-  size_t capacity_ = 0;          // 0 or a power of two >= kMinCapacity.
-  size_t read_index_ = 0;        // Index of the first readable byte.
-  size_t size_ = 0;              // Readable bytes.
-  size_t virtual_consumed_ = 0;  // Bytes between the read and the virtual read positions.
-  size_t limit_ = SIZE_MAX / 2;
+  uint32_t capacity_ = 0;          // 0 or a power of two >= kMinCapacity, <= kMaxLimit.
+  uint32_t read_index_ = 0;        // Index of the first readable byte.
+  uint32_t size_ = 0;              // Readable bytes.
+  uint32_t virtual_consumed_ = 0;  // Bytes between the read and the virtual read positions.
+  uint32_t limit_ = kMaxLimit;
 };
 
 namespace ringbuffer_internal {

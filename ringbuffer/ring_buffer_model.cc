@@ -28,7 +28,7 @@ std::string RunModelOperations(const ChoiceSource& next, size_t max_operations) 
   RingBuffer buffer;
   std::deque<char> model;
   size_t model_virtual = 0;  // Bytes virtually read past the model's front.
-  size_t limit = SIZE_MAX / 2;
+  size_t limit = RingBuffer::kMaxLimit;
   uint8_t fill = 0;
 
   for (size_t step = 0; step < max_operations; ++step) {
@@ -138,7 +138,7 @@ std::string RunModelOperations(const ChoiceSource& next, size_t max_operations) 
           model_virtual = 0;
         } else {
           int64_t choice = next(3);
-          limit = choice == 0 ? SIZE_MAX / 2 : model.size() + static_cast<size_t>(next(10000));
+          limit = choice == 0 ? RingBuffer::kMaxLimit : model.size() + static_cast<size_t>(next(10000));
           buffer.set_limit(limit);
         }
         break;

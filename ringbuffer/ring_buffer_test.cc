@@ -291,5 +291,14 @@ TEST_F(SocketPairTest, WriteToFdOnEmptyBufferWritesNothing) {
   EXPECT_EQ(Drain(fds_[1]), "");
 }
 
+TEST(RingBufferTest, LimitIsClampedToTheLargestPositionKept) {
+  RingBuffer buffer;
+  EXPECT_EQ(buffer.limit(), RingBuffer::kMaxLimit);
+  buffer.set_limit(SIZE_MAX);
+  EXPECT_EQ(buffer.limit(), RingBuffer::kMaxLimit);
+  buffer.set_limit(100);
+  EXPECT_EQ(buffer.limit(), 100u);
+}
+
 }  // namespace
 }  // namespace gev

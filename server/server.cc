@@ -62,9 +62,7 @@ struct Worker {
     if (options->tcp_keep_alive > absl::ZeroDuration()) {
       (void)sockets::SetKeepAlive(fd, true, options->tcp_keep_alive);
     }
-    absl::StatusOr<InetAddress> local = sockets::LocalAddress(fd);
-    ConnectionPtr connection =
-        Connection::Create(loop.get(), fd, local.ok() ? *local : InetAddress(), peer, config);
+    ConnectionPtr connection = Connection::Create(loop.get(), fd, peer, *config);
     connections.insert(connection);
     connection->Establish();
   }

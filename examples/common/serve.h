@@ -29,7 +29,7 @@ int Fail(const absl::Status& status);
 // The address flag value for a port: every interface, as gev's examples listen.
 std::string AddressForPort(int port);
 
-// Blocks SIGINT/SIGTERM, prints "listening on <address>", runs server.Start() until a signal
+// Raises the descriptor limit to its hard limit, blocks SIGINT/SIGTERM, prints "listening on <address>", runs server.Start() until a signal
 // arrives or the server stops, and returns the exit code 0.
 int ServeUntilSignal(Server& server);
 

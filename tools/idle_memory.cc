@@ -1,0 +1,108 @@
+// idle_memory: what an idle connection costs a server process. Opens --connections clients to
+// the server at --addr, echoes one small message on each, then reports the growth of the
+// server's resident memory (VmRSS of --pid) per connection. Kernel socket buffers are not in
+// RSS: the figure is the server's own user-space cost.
+//
+//   tools/bazel run --config=opt //tools:idle_memory -- --addr=127.0.0.1:1833 --pid=1234
+//
+// Needs 10,000 descriptors here and the server needs as many (both raise their soft limit).
+
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <sys/time.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdio>
+#include <fstream>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/flags/flag.h"
+#include "absl/flags/parse.h"
+#include "absl/flags/usage.h"
+#include "absl/status/statusor.h"
+#include "net/inet_address.h"
+
+ABSL_FLAG(std::string, addr, "127.0.0.1:1833", "echo server address");
+ABSL_FLAG(int, pid, 0, "the server's process id");
+ABSL_FLAG(int, connections, 10000, "connections to open");
+ABSL_FLAG(std::string, message, "hello\n", "the message echoed once per connection");
+ABSL_FLAG(bool, json, false, "print one JSON line");
+
+namespace {
+
+// VmRSS in KiB, or -1.
+long ResidentKiB(int pid) {
+  std::ifstream status("/proc/" + std::to_string(pid) + "/status");
+  std::string line;
+  while (std::getline(status, line)) {
+    if (line.rfind("VmRSS:", 0) == 0) return std::stol(line.substr(6));
+  }
+  return -1;
+}
+
+bool EchoOnce(int fd, const std::string& message) {
+  if (::write(fd, message.data(), message.size()) != static_cast<ssize_t>(message.size())) {
+    return false;
+  }
+  std::string reply(message.size(), '\0');
+  size_t got = 0;
+  while (got < reply.size()) {
+    ssize_t n = ::read(fd, reply.data() + got, reply.size() - got);
+    if (n <= 0) return false;
+    got += static_cast<size_t>(n);
+  }
+  return reply == message;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  absl::SetProgramUsageMessage("Server RSS per idle connection. Usage: --addr=... --pid=...");
+  absl::ParseCommandLine(argc, argv);
+  absl::StatusOr<gev::InetAddress> address = gev::InetAddress::Parse(absl::GetFlag(FLAGS_addr));
+  const int pid = absl::GetFlag(FLAGS_pid);
+  const int count = absl::GetFlag(FLAGS_connections);
+  if (!address.ok() || pid <= 0 || count <= 0 || ResidentKiB(pid) < 0) {
+    std::fprintf(stderr, "error: need --addr, --pid of a running server, --connections > 0\n");
+    return 2;
+  }
+  rlimit limit{};
+  ::getrlimit(RLIMIT_NOFILE, &limit);
+  limit.rlim_cur = limit.rlim_max;
+  ::setrlimit(RLIMIT_NOFILE, &limit);
+
+  const std::string message = absl::GetFlag(FLAGS_message);
+  long before = ResidentKiB(pid);
+  std::vector<int> clients;
+  int failures = 0;
+  for (int i = 0; i < count; ++i) {
+    int fd = ::socket(address->family(), SOCK_STREAM | SOCK_CLOEXEC, 0);
+    timeval timeout{5, 0};
+    ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof(timeout));
+    if (fd < 0 || ::connect(fd, address->sockaddr(), address->length()) != 0 ||
+        !EchoOnce(fd, message)) {
+      if (failures++ == 0) std::perror("connect/echo");
+      if (fd >= 0) ::close(fd);
+      continue;
+    }
+    clients.push_back(fd);
+  }
+  std::this_thread::sleep_for(std::chrono::milliseconds(500));  // Let the server settle.
+  long after = ResidentKiB(pid);
+  double per_connection =
+      clients.empty() ? 0 : static_cast<double>(after - before) * 1024.0 / clients.size();
+  if (absl::GetFlag(FLAGS_json)) {
+    std::printf("{\"connections\":%zu,\"failures\":%d,\"rss_before_kib\":%ld,"
+                "\"rss_after_kib\":%ld,\"bytes_per_connection\":%.1f}\n",
+                clients.size(), failures, before, after, per_connection);
+  } else {
+    std::printf("%zu idle connections (%d failed): RSS %ld KiB -> %ld KiB, %.1f bytes per "
+                "connection\n",
+                clients.size(), failures, before, after, per_connection);
+  }
+  for (int fd : clients) ::close(fd);
+  return failures == 0 ? 0 : 1;
+}
