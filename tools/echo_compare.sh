@@ -1,0 +1,271 @@
+#!/usr/bin/env bash
+# Compares gev's echo server with the baseline (tools/raw_epoll_echo) on this machine.
+#
+#   tools/echo_compare.sh [--rounds=5] [--duration=5s] [--warmup=1s] [--out=bench-out] [--quick]
+#                         [--only=pingpong1,flood1,stream1,loops2,sweep,memory]
+#
+# Builds with --config=opt, pins server and client to different CPUs where the machine has
+# enough of them, and alternates the servers within every round (and reverses the order every
+# other round) so drift hits all alike. For each configuration it prints a Markdown table of
+# medians over the rounds, with ratios to the baseline, and the server's CPU time per message
+# (utime+stime from /proc/PID/stat over the timed window). Writes results.tsv, results.md and
+# chart PNGs (gnuplot, installed from Debian when run as root) to --out.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+rounds=5 duration=5s warmup=1s out=bench-out only="pingpong1,flood1,stream1,loops2,sweep,memory"
+for arg in "$@"; do
+  case "$arg" in
+    --rounds=*) rounds="${arg#*=}" ;;
+    --duration=*) duration="${arg#*=}" ;;
+    --warmup=*) warmup="${arg#*=}" ;;
+    --out=*) out="${arg#*=}" ;;
+    --only=*) only="${arg#*=}" ;;
+    --quick) rounds=3 duration=2s ;;
+    *) echo "unknown argument: $arg" >&2; exit 2 ;;
+  esac
+done
+wants() { [[ ",$only," == *",$1,"* ]]; }
+
+if ! command -v gnuplot >/dev/null 2>&1; then
+  if [[ "$(id -u)" == 0 ]]; then
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q gnuplot-nox >&2 || true
+  fi
+  command -v gnuplot >/dev/null 2>&1 ||
+    echo "echo_compare: no gnuplot (sudo apt-get install gnuplot-nox): tables only" >&2
+fi
+
+tools/bazel build --config=opt //tools:echo_bench //tools:raw_epoll_echo //tools:idle_memory \
+  //examples/echo:echo_server >&2
+bin="$(mktemp -d)"
+trap 'rm -rf "$bin"; [[ -n "${server_pid:-}" ]] && kill "$server_pid" 2>/dev/null || true' EXIT
+for f in tools/echo_bench tools/raw_epoll_echo tools/idle_memory examples/echo/echo_server; do
+  cp "bazel-bin/$f" "$bin/"
+done
+mkdir -p "$out"
+results="$out/results.tsv"
+: >"$results"
+
+cpus=$(nproc)
+clk_tck=$(getconf CLK_TCK)
+# taskset prefixes: server CPUs, client CPUs (empty when the machine has too few).
+pin_for() {  # $1 = server threads
+  if ((cpus >= $1 + 1)); then
+    server_pin="taskset -c 0-$(($1 - 1))"
+    client_pin="taskset -c $1-$((cpus - 1))"
+  else
+    server_pin="" client_pin=""
+  fi
+}
+
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+seconds_of() { local d="$1"; d="${d%s}"; echo "$d"; }
+
+start_server() {  # $@ = command; sets server_pid, port
+  local log="$bin/server.out"
+  : >"$log"
+  $server_pin "$@" >"$log" 2>&1 &
+  server_pid=$!
+  for _ in $(seq 100); do
+    grep -q "listening on" "$log" && break
+    sleep 0.05
+  done
+  port=$(sed -n 's/^listening on .*:\([0-9]*\)$/\1/p' "$log" | head -1)
+  [[ -n "$port" ]] || { echo "server did not start: $*" >&2; cat "$log" >&2; exit 1; }
+}
+
+stop_server() {
+  kill "$server_pid" 2>/dev/null || true
+  wait "$server_pid" 2>/dev/null || true
+  server_pid=""
+}
+
+json_field() { sed -n "s/.*\"$2\":\([^,}]*\).*/\1/p" <<<"$1"; }
+
+# run_config NAME SERVER_THREADS "CLIENT ARGS" LABEL=COMMAND...
+run_config() {
+  local name="$1" threads="$2" client_args="$3"
+  shift 3
+  local servers=("$@")
+  pin_for "$threads"
+  echo "== $name (${#servers[@]} servers x $rounds rounds)" >&2
+  for ((round = 1; round <= rounds; round++)); do
+    local order=("${servers[@]}")
+    if ((round % 2 == 0)); then
+      order=()
+      for ((i = ${#servers[@]} - 1; i >= 0; i--)); do order+=("${servers[$i]}"); done
+    fi
+    for entry in "${order[@]}"; do
+      local label="${entry%%=*}" command="${entry#*=}"
+      # shellcheck disable=SC2086
+      start_server $bin/$command
+      # shellcheck disable=SC2086
+      $client_pin "$bin/echo_bench" --addr="127.0.0.1:$port" --duration="$duration" \
+        --warmup="$warmup" --json $client_args >"$bin/client.json" &
+      local client=$!
+      sleep "$(seconds_of "$warmup")"
+      local t0
+      t0=$(cpu_ticks "$server_pid")
+      local status=0
+      wait "$client" || status=$?
+      local t1
+      t1=$(cpu_ticks "$server_pid")
+      stop_server
+      local json
+      json=$(cat "$bin/client.json")
+      local msgs bytes p99 ok
+      msgs=$(json_field "$json" messages)
+      bytes=$(json_field "$json" bytes_per_s)
+      p99=$(json_field "$json" p99_us)
+      ok=$(json_field "$json" ok)
+      [[ "$status" == 0 && "$ok" == true ]] || echo "  ! $label round $round: client reported errors: $json" >&2
+      local cpu_ns
+      cpu_ns=$(awk -v t=$((t1 - t0)) -v hz="$clk_tck" -v m="$msgs" \
+        'BEGIN { printf "%.0f", (m > 0) ? t / hz * 1e9 / m : 0 }')
+      local rate
+      rate=$(awk -v m="$msgs" -v d="$(seconds_of "$duration")" 'BEGIN { printf "%.0f", m / d }')
+      printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$name" "$label" "$round" "$rate" "$bytes" \
+        "$p99" "$cpu_ns" "$ok" >>"$results"
+      echo "  round $round $label: $rate msg/s, p99 ${p99} us, server ${cpu_ns} ns CPU/msg" >&2
+    done
+  done
+}
+
+median() {  # values on stdin
+  sort -g | awk '{ v[NR] = $1 } END { if (NR == 0) print 0; else if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
+}
+
+# Markdown table for configuration $1 against baseline label $2.
+table() {
+  local name="$1" base="$2"
+  local base_rate base_p99 base_cpu
+  base_rate=$(awk -F'\t' -v n="$name" -v l="$base" '$1 == n && $2 == l { print $5 }' "$results" | median)
+  base_p99=$(awk -F'\t' -v n="$name" -v l="$base" '$1 == n && $2 == l { print $6 }' "$results" | median)
+  base_cpu=$(awk -F'\t' -v n="$name" -v l="$base" '$1 == n && $2 == l { print $7 }' "$results" | median)
+  echo
+  echo "**$name** (medians of $rounds rounds)"
+  echo
+  echo "| server | msgs/s | MiB/s | vs baseline | p99 us | p99 vs baseline | server CPU ns/msg | vs baseline |"
+  echo "|---|---|---|---|---|---|---|---|"
+  while IFS= read -r label; do
+    local rate bytes p99 cpu
+    rate=$(awk -F'\t' -v n="$name" -v l="$label" '$1 == n && $2 == l { print $4 }' "$results" | median)
+    bytes=$(awk -F'\t' -v n="$name" -v l="$label" '$1 == n && $2 == l { print $5 }' "$results" | median)
+    p99=$(awk -F'\t' -v n="$name" -v l="$label" '$1 == n && $2 == l { print $6 }' "$results" | median)
+    cpu=$(awk -F'\t' -v n="$name" -v l="$label" '$1 == n && $2 == l { print $7 }' "$results" | median)
+    awk -v l="$label" -v r="$rate" -v b="$bytes" -v br="$base_rate" -v p="$p99" -v bp="$base_p99" \
+      -v c="$cpu" -v bc="$base_cpu" 'BEGIN {
+        ratio = (br > 0) ? b / br : 0; pr = (bp > 0) ? p / bp : 0; cr = (bc > 0) ? c / bc : 0
+        printf "| %s | %.0f | %.1f | %.3fx | %.0f | %.2fx | %.0f | %.2fx |\n", l, r, b / 1048576, ratio, p, pr, c, cr }'
+  done < <(labels_of "$name")
+}
+
+labels_of() { awk -F'\t' -v n="$1" '$1 == n { print $2 }' "$results" | awk '!seen[$0]++'; }
+names() { cut -f1 "$results" | awk '!seen[$0]++'; }
+
+pingpong="--mode=pingpong --size=512 --connections=50"
+wants pingpong1 && run_config "1 loop, pingpong 512 B x 50" 1 "$pingpong" \
+  "raw_epoll_echo 1 thread=raw_epoll_echo --port=0 --threads=1" \
+  "gev 1 loop=echo_server --port=0 --loops=1"
+wants flood1 && run_config "1 loop, flood 6 B x 50" 1 "--mode=flood --connections=50" \
+  "raw_epoll_echo 1 thread=raw_epoll_echo --port=0 --threads=1" \
+  "gev 1 loop=echo_server --port=0 --loops=1"
+wants stream1 && run_config "1 loop, stream 64 KiB window 16 x 20" 1 \
+  "--mode=stream --size=65536 --window=16 --connections=20" \
+  "raw_epoll_echo 1 thread=raw_epoll_echo --port=0 --threads=1" \
+  "gev 1 loop=echo_server --port=0 --loops=1"
+wants loops2 && run_config "2 loops, pingpong 512 B x 50" 2 "$pingpong --threads=2" \
+  "raw_epoll_echo 2 threads=raw_epoll_echo --port=0 --threads=2" \
+  "gev 2 loops acceptor=echo_server --port=0 --loops=2" \
+  "gev 2 loops reuseport=echo_server --port=0 --loops=2 --reuseport"
+sweep=(10 100 1000 5000)
+if wants sweep; then
+  for n in "${sweep[@]}"; do
+    run_config "sweep, pingpong 4096 B x $n" 1 "--mode=pingpong --size=4096 --connections=$n" \
+      "raw_epoll_echo 1 thread=raw_epoll_echo --port=0 --threads=1" \
+      "gev 1 loop=echo_server --port=0 --loops=1"
+  done
+fi
+
+{
+  echo "Machine: $(nproc) CPUs, $(sed -n 's/^model name\s*: //p' /proc/cpuinfo | head -1), $(uname -r)."
+  echo "Command: tools/echo_compare.sh $*; rounds $rounds, duration $duration, warmup $warmup."
+  if [[ -n "$(taskset -c 0 true 2>/dev/null && echo yes)" && "$cpus" -ge 2 ]]; then
+    echo "One-thread servers pinned to CPU 0 and the client to the others; two-thread servers pinned only where $cpus CPUs allow."
+  fi
+  while IFS= read -r name; do
+    table "$name" "$(labels_of "$name" | head -1)"
+  done < <(names)
+} >"$out/results.md"
+
+if wants memory; then
+  {
+    echo
+    echo "**Idle memory** (tools/idle_memory: 10,000 connections, one 6-byte echo each; server RSS growth / connections)"
+    echo
+    echo "| server | bytes per connection |"
+    echo "|---|---|"
+    for entry in "raw_epoll_echo 1 thread=raw_epoll_echo --port=0 --threads=1" \
+      "gev 1 loop=echo_server --port=0 --loops=1" \
+      "gev 2 loops acceptor=echo_server --port=0 --loops=2" \
+      "gev 2 loops reuseport=echo_server --port=0 --loops=2 --reuseport"; do
+      server_pin=""
+      # shellcheck disable=SC2086
+      start_server $bin/${entry#*=}
+      bytes=$("$bin/idle_memory" --addr="127.0.0.1:$port" --pid="$server_pid" \
+        --connections=10000 --json | sed -n 's/.*"bytes_per_connection":\([0-9.]*\).*/\1/p')
+      stop_server
+      echo "| ${entry%%=*} | $bytes |"
+    done
+  } >>"$out/results.md"
+fi
+
+if command -v gnuplot >/dev/null 2>&1; then
+  # Bar chart of every configuration's throughput ratio to the baseline.
+  ratios="$bin/ratios.dat"
+  : >"$ratios"
+  while IFS= read -r name; do
+    base=$(labels_of "$name" | head -1)
+    br=$(awk -F'\t' -v n="$name" -v l="$base" '$1 == n && $2 == l { print $5 }' "$results" | median)
+    while IFS= read -r label; do
+      [[ "$label" == "$base" ]] && continue
+      r=$(awk -F'\t' -v n="$name" -v l="$label" '$1 == n && $2 == l { print $5 }' "$results" | median)
+      awk -v n="$name / $label" -v r="$r" -v b="$br" 'BEGIN { printf "\"%s\" %.3f\n", n, (b > 0) ? r / b : 0 }' >>"$ratios"
+    done < <(labels_of "$name")
+  done < <(names)
+  gnuplot <<EOF
+set terminal png size 1100,520
+set output "$out/ratios.png"
+set title "gev echo throughput relative to raw_epoll_echo (1.0 = baseline; medians of $rounds rounds)"
+set style fill solid 0.6
+set boxwidth 0.6
+set yrange [0:*]
+set grid ytics
+set xtics rotate by -25 font ",8"
+set arrow from graph 0, first 1 to graph 1, first 1 nohead dt 2
+plot "$ratios" using 0:2:xtic(1) with boxes notitle
+EOF
+  if wants sweep; then
+    sweepdat="$bin/sweep.dat"
+    : >"$sweepdat"
+    for n in "${sweep[@]}"; do
+      name="sweep, pingpong 4096 B x $n"
+      raw=$(awk -F'\t' -v n="$name" '$1 == n && $2 ~ /^raw/ { print $4 }' "$results" | median)
+      gev=$(awk -F'\t' -v n="$name" '$1 == n && $2 ~ /^gev/ { print $4 }' "$results" | median)
+      echo "$n $raw $gev" >>"$sweepdat"
+    done
+    gnuplot <<EOF
+set terminal png size 900,520
+set output "$out/sweep.png"
+set title "Echo pingpong, 4096-byte messages, 1 loop: messages/s by connections"
+set style data histograms
+set style histogram clustered gap 1
+set style fill solid 0.6
+set grid ytics
+set yrange [0:*]
+set xlabel "connections"
+plot "$sweepdat" using 2:xtic(1) title "raw_epoll_echo", "" using 3 title "gev"
+EOF
+  fi
+fi
+cat "$out/results.md"
