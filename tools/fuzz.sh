@@ -19,19 +19,28 @@ if ! command -v clang++ >/dev/null 2>&1 || [[ ! -d /usr/lib/llvm-14/lib/clang ]]
   fi
 fi
 
-# name: sources (workspace-relative)
+# name: sources (workspace-relative) [| pkg-config modules to link]
+protocol_sources="server/fuzz/protocol_fuzz_checks.cc server/protocol.cc ringbuffer/ring_buffer.cc"
+protocol_libs="absl_status absl_statusor absl_strings"
 targets=(
   "ring_buffer_fuzzer: ringbuffer/ring_buffer_fuzzer.cc ringbuffer/ring_buffer_model.cc ringbuffer/ring_buffer.cc"
+  "length_field_fuzzer: server/fuzz/length_field_fuzzer.cc ${protocol_sources} | ${protocol_libs}"
+  "delimiter_fuzzer: server/fuzz/delimiter_fuzzer.cc ${protocol_sources} | ${protocol_libs}"
 )
 
 mkdir -p fuzz-out
 failed=0
 for entry in "${targets[@]}"; do
   name="${entry%%:*}"
-  read -r -a sources <<<"${entry#*:}"
+  spec="${entry#*:}"
+  read -r -a sources <<<"${spec%%|*}"
+  libs=()
+  if [[ "$spec" == *"|"* ]]; then
+    read -r -a libs <<<"$(pkg-config --libs ${spec#*|})"
+  fi
   binary="fuzz-out/${name}"
   clang++ -std=c++17 -O1 -g -I. -fsanitize=fuzzer,address,undefined \
-    -fno-sanitize-recover=all "${sources[@]}" -o "${binary}"
+    -fno-sanitize-recover=all "${sources[@]}" "${libs[@]}" -o "${binary}"
   mkdir -p "fuzz-out/${name}.corpus"
   echo "fuzzing ${name} for ${seconds}s" >&2
   if ! "${binary}" -max_total_time="${seconds}" -print_final_stats=1 \

@@ -1,0 +1,19 @@
+// libFuzzer target for the delimiter decoder; see protocol_fuzz_checks.h. Built with clang by
+// tools/fuzz.sh.
+
+#include <cstddef>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <string>
+
+#include "server/fuzz/protocol_fuzz_checks.h"
+
+extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
+  std::string failure = gev::fuzz::CheckDelimiterDecoder(data, size);
+  if (!failure.empty()) {
+    std::fprintf(stderr, "delimiter decoder: %s\n", failure.c_str());
+    std::abort();
+  }
+  return 0;
+}
