@@ -234,12 +234,13 @@ if command -v gnuplot >/dev/null 2>&1; then
     done < <(labels_of "$name")
   done < <(names)
   gnuplot <<EOF
-set terminal png size 1100,520
+set terminal png size 1100,560 noenhanced
 set output "$out/ratios.png"
 set title "gev echo throughput relative to raw_epoll_echo (1.0 = baseline; medians of $rounds rounds)"
 set style fill solid 0.6
 set boxwidth 0.6
-set yrange [0:*]
+set yrange [0:1.3]
+set offsets 0.5, 0.5, 0, 0
 set grid ytics
 set xtics rotate by -25 font ",8"
 set arrow from graph 0, first 1 to graph 1, first 1 nohead dt 2
@@ -255,7 +256,7 @@ EOF
       echo "$n $raw $gev" >>"$sweepdat"
     done
     gnuplot <<EOF
-set terminal png size 900,520
+set terminal png size 900,520 noenhanced
 set output "$out/sweep.png"
 set title "Echo pingpong, 4096-byte messages, 1 loop: messages/s by connections"
 set style data histograms
