@@ -86,6 +86,8 @@ void Connection::HandleRead(const ConnectionPtr& self) {
   if (n > 0) {
     last_active_ms_ = loop_->NowMs();
     if (callbacks().on_message) callbacks().on_message(self, input_);
+    // Leftover bytes (a partial frame) should not pin a burst-sized block.
+    if (!input_.IsEmpty()) input_.ShrinkToFit();
     return;
   }
   if (n == 0) {  // The peer's FIN: deliver what is pending, then close.
@@ -149,6 +151,25 @@ absl::Status Connection::Send(std::string_view data) {
 
 absl::Status Connection::SendFromBuffer(RingBuffer& buffer, size_t n) {
   loop_->AssertInLoopThread();
+  if (n >= buffer.Length() && !buffer.IsEmpty() && output_.IsEmpty() && !writing_ &&
+      state() != State::kDisconnected && !write_shut_) {
+    // All of it, nothing pending: write from the buffer and, if the socket takes only part,
+    // hand the rest over to the output buffer without copying it (a bulk echo's path).
+    ssize_t written = buffer.WriteToFd(fd_);
+    if (written < 0 && errno != EAGAIN && errno != EWOULDBLOCK) {
+      absl::Status reason = absl::ErrnoToStatus(errno, "write");
+      buffer.RetrieveAll();
+      CloseInLoop(reason);
+      return reason;
+    }
+    if (written > 0) last_active_ms_ = loop_->NowMs();
+    if (buffer.IsEmpty()) return absl::OkStatus();
+    output_.TakeFrom(buffer);
+    writing_ = true;
+    UpdateInterest();
+    CheckHighWater(0);
+    return absl::OkStatus();
+  }
   RingBuffer::Slices slices = buffer.Peek(n);
   absl::Status status = SendSlicesInLoop(slices);
   buffer.Retrieve(slices.size());

@@ -219,6 +219,14 @@ ssize_t RingBuffer::ReadFromFd(int fd, char* scratch, size_t scratch_size) {
     errno = ENOBUFS;
     return -1;
   }
+  const bool took_block = storage_ == nullptr && room >= kMinCapacity;
+  if (took_block) {
+    size_t capacity = ringbuffer_internal::kLargestPooledBlock;
+    while (capacity > room) capacity >>= 1;
+    storage_ = ringbuffer_internal::AcquireBlock(capacity);
+    capacity_ = static_cast<uint32_t>(capacity);
+    read_index_ = 0;
+  }
   iovec iov[3];
   int iov_count = 0;
   size_t free_bytes = capacity_ - size_;
@@ -238,7 +246,14 @@ ssize_t RingBuffer::ReadFromFd(int fd, char* scratch, size_t scratch_size) {
   do {
     n = ::readv(fd, iov, iov_count);
   } while (n < 0 && errno == EINTR);
-  if (n <= 0) return n;
+  if (n <= 0) {
+    if (took_block) {
+      int saved = errno;
+      Reset();  // Empty again: own nothing.
+      errno = saved;
+    }
+    return n;
+  }
 
   size_t received = static_cast<size_t>(n);
   if (received <= in_storage) {
@@ -249,6 +264,26 @@ ssize_t RingBuffer::ReadFromFd(int fd, char* scratch, size_t scratch_size) {
     WriteGrowing(scratch, received - in_storage);
   }
   return n;
+}
+
+void RingBuffer::ShrinkToFit() {
+  if (size_ == 0 || capacity_ <= kMinCapacity || size_ > capacity_ / 4) return;
+  size_t capacity = RoundUpToPowerOfTwo(size_ < kMinCapacity ? kMinCapacity : size_);
+  char* block = ringbuffer_internal::AcquireBlock(capacity);
+  SlicesAt(read_index_, size_).CopyTo(block);
+  ringbuffer_internal::ReleaseBlock(storage_, capacity_);
+  storage_ = block;
+  capacity_ = static_cast<uint32_t>(capacity);
+  read_index_ = 0;
+}
+
+void RingBuffer::TakeFrom(RingBuffer& other) {
+  Reset();
+  storage_ = std::exchange(other.storage_, nullptr);
+  capacity_ = std::exchange(other.capacity_, 0);
+  read_index_ = std::exchange(other.read_index_, 0);
+  size_ = std::exchange(other.size_, 0);
+  virtual_consumed_ = std::exchange(other.virtual_consumed_, 0);
 }
 
 ssize_t RingBuffer::Slices::WriteToFd(int fd) const {

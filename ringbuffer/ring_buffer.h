@@ -207,12 +207,24 @@ class RingBuffer {
 
   // RingBuffer::ReadFromFd() — one `readv` into the free space (both segments) and into
   // `scratch`; bytes that landed in `scratch` are then appended, growing the storage. So one
-  // system call can take a large burst without every buffer being large. Returns the bytes read,
+  // system call can take a large burst without every buffer being large. A buffer that owns no
+  // storage first takes a pooled block of up to kLargestPooledBlock bytes and reads straight
+  // into it, so the common case (an empty buffer, a burst) copies nothing; the block goes back
+  // to the pool when the buffer empties (see ShrinkToFit for leftovers). Returns the bytes read,
   // 0 at end of file, or -1 with errno set (EAGAIN included; EINTR is retried). When the buffer
   // is at its limit it reads nothing and fails with ENOBUFS.
   ssize_t ReadFromFd(int fd, char* scratch, size_t scratch_size);
   // As above, with a `kReadScratchSize` buffer on the stack.
   ssize_t ReadFromFd(int fd);
+
+  // RingBuffer::ShrinkToFit() — when the readable bytes fill at most a quarter of the storage,
+  // moves them to the smallest block that holds them (a burst's big block is not kept for a
+  // few leftover bytes). The virtual read position is kept.
+  void ShrinkToFit();
+
+  // RingBuffer::TakeFrom() — moves `other`'s bytes and storage here without copying; `other`
+  // is left empty, owning nothing. This buffer must be empty. Limits stay as they were.
+  void TakeFrom(RingBuffer& other);
 
   // RingBuffer::WriteToFd() — one `writev` of both readable segments; consumes what was
   // written. Returns the bytes written or -1 with errno set (EAGAIN is not retried, EINTR is).

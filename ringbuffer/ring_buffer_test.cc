@@ -291,6 +291,50 @@ TEST_F(SocketPairTest, WriteToFdOnEmptyBufferWritesNothing) {
   EXPECT_EQ(Drain(fds_[1]), "");
 }
 
+TEST_F(SocketPairTest, AnEmptyBufferReadsStraightIntoAPooledBlock) {
+  std::string data = Pattern(3000, 4);
+  ASSERT_EQ(::write(fds_[1], data.data(), data.size()), 3000);
+  RingBuffer buffer;
+  char scratch[16];  // Too small to have taken the bytes: they went to storage directly.
+  EXPECT_EQ(buffer.ReadFromFd(fds_[0], scratch, sizeof(scratch)), 3000);
+  EXPECT_EQ(buffer.Capacity(), ringbuffer_internal::kLargestPooledBlock);
+  EXPECT_EQ(buffer.Bytes(), data);
+  EXPECT_EQ(buffer.ReadFromFd(fds_[0]), -1);  // EAGAIN on an empty buffer owns nothing.
+  buffer.RetrieveAll();
+  EXPECT_EQ(buffer.ReadFromFd(fds_[0]), -1);
+  EXPECT_EQ(errno, EAGAIN);
+  EXPECT_EQ(buffer.Capacity(), 0u);
+}
+
+TEST(RingBufferTest, ShrinkToFitMovesFewBytesToASmallBlock) {
+  RingBuffer buffer;
+  buffer.WriteString(Pattern(40000));
+  buffer.Retrieve(39900);  // 100 bytes left in 64 KiB.
+  buffer.VirtualRead(10);
+  buffer.ShrinkToFit();
+  EXPECT_EQ(buffer.Capacity(), RingBuffer::kMinCapacity);
+  EXPECT_EQ(buffer.Bytes(), Pattern(40000).substr(39900));
+  EXPECT_EQ(buffer.VirtualLength(), 90u);  // The virtual position survives the move.
+  buffer.WriteString(Pattern(2000));
+  buffer.ShrinkToFit();  // More than a quarter full: stays.
+  EXPECT_EQ(buffer.Capacity(), 4096u);
+}
+
+TEST(RingBufferTest, TakeFromMovesStorageWithoutCopying) {
+  RingBuffer source;
+  source.WriteString("abcdef");
+  source.Retrieve(2);
+  const char* bytes = source.PeekAll().first.data();
+  RingBuffer target;
+  target.set_limit(100);
+  target.TakeFrom(source);
+  EXPECT_EQ(target.Bytes(), "cdef");
+  EXPECT_EQ(target.PeekAll().first.data(), bytes);  // Same storage.
+  EXPECT_EQ(target.limit(), 100u);
+  EXPECT_TRUE(source.IsEmpty());
+  EXPECT_EQ(source.Capacity(), 0u);
+}
+
 TEST(RingBufferTest, LimitIsClampedToTheLargestPositionKept) {
   RingBuffer buffer;
   EXPECT_EQ(buffer.limit(), RingBuffer::kMaxLimit);

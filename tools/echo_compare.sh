@@ -121,7 +121,7 @@ run_config() {
       [[ "$status" == 0 && "$ok" == true ]] || echo "  ! $label round $round: client reported errors: $json" >&2
       local cpu_ns
       cpu_ns=$(awk -v t=$((t1 - t0)) -v hz="$clk_tck" -v m="$msgs" \
-        'BEGIN { printf "%.0f", (m > 0) ? t / hz * 1e9 / m : 0 }')
+        'BEGIN { printf "%.2f", (m > 0) ? t / hz * 1e9 / m : 0 }')
       local rate
       rate=$(awk -v m="$msgs" -v d="$(seconds_of "$duration")" 'BEGIN { printf "%.0f", m / d }')
       printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$name" "$label" "$round" "$rate" "$bytes" \
@@ -155,8 +155,10 @@ table() {
     cpu=$(awk -F'\t' -v n="$name" -v l="$label" '$1 == n && $2 == l { print $7 }' "$results" | median)
     awk -v l="$label" -v r="$rate" -v b="$bytes" -v br="$base_rate" -v p="$p99" -v bp="$base_p99" \
       -v c="$cpu" -v bc="$base_cpu" 'BEGIN {
-        ratio = (br > 0) ? b / br : 0; pr = (bp > 0) ? p / bp : 0; cr = (bc > 0) ? c / bc : 0
-        printf "| %s | %.0f | %.1f | %.3fx | %.0f | %.2fx | %.0f | %.2fx |\n", l, r, b / 1048576, ratio, p, pr, c, cr }'
+        ratio = (br > 0) ? b / br : 0; cr = (bc > 0) ? c / bc : 0
+        p99 = (p > 0) ? sprintf("%.0f", p) : "-"; pr = (bp > 0) ? sprintf("%.2fx", p / bp) : "-"
+        cpu = (c >= 100) ? sprintf("%.0f", c) : sprintf("%.2f", c)
+        printf "| %s | %.0f | %.1f | %.3fx | %s | %s | %s | %.2fx |\n", l, r, b / 1048576, ratio, p99, pr, cpu, cr }'
   done < <(labels_of "$name")
 }
 
