@@ -245,6 +245,8 @@ set yrange [0:1.3]
 set offsets 0.5, 0.5, 0, 0
 set grid ytics
 set xtics rotate by -25 font ",8"
+set rmargin 14
+set bmargin 9
 set arrow from graph 0, first 1 to graph 1, first 1 nohead dt 2
 plot "$ratios" using 0:2:xtic(1) with boxes notitle
 EOF
