@@ -278,12 +278,9 @@ void RingBuffer::ShrinkToFit() {
 }
 
 void RingBuffer::TakeFrom(RingBuffer& other) {
-  Reset();
-  storage_ = std::exchange(other.storage_, nullptr);
-  capacity_ = std::exchange(other.capacity_, 0);
-  read_index_ = std::exchange(other.read_index_, 0);
-  size_ = std::exchange(other.size_, 0);
-  virtual_consumed_ = std::exchange(other.virtual_consumed_, 0);
+  uint32_t own_limit = limit_;
+  *this = std::move(other);  // Takes everything, the limit included...
+  limit_ = own_limit;        // ...but the limit is this buffer's own.
 }
 
 ssize_t RingBuffer::Slices::WriteToFd(int fd) const {

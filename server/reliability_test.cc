@@ -40,6 +40,7 @@ namespace gev {
 namespace {
 
 using ::gev::testing::Connect;
+using ::gev::testing::LengthFramed;
 using ::gev::testing::Pattern;
 using ::gev::testing::ReadExactly;
 using ::gev::testing::SeesEndOfStream;
@@ -276,13 +277,6 @@ TEST(ReliabilityTest, SlowConsumerIsBoundedByTheHighWaterMarkAndOthersKeepGoing)
   }
 }
 
-std::string Framed(std::string_view payload) {
-  uint32_t n = static_cast<uint32_t>(payload.size());
-  std::string out = {static_cast<char>(n >> 24), static_cast<char>(n >> 16),
-                     static_cast<char>(n >> 8), static_cast<char>(n)};
-  out.append(payload);
-  return out;
-}
 
 class HostileBytesTest : public ::testing::TestWithParam<bool> {};
 
@@ -299,7 +293,7 @@ TEST_P(HostileBytesTest, RandomAndOversizedFramesCloseOnlyTheirSenders) {
   ASSERT_NE(server, nullptr);
   ServerThread running(server.get());
   auto frame = [&](const std::string& payload) {
-    return length_field ? Framed(payload) : payload + "\n";
+    return length_field ? LengthFramed(payload) : payload + "\n";
   };
 
   constexpr int kGood = 10;
@@ -314,7 +308,7 @@ TEST_P(HostileBytesTest, RandomAndOversizedFramesCloseOnlyTheirSenders) {
       c = static_cast<char>(random());
       if (!length_field && c == '\n') c = 'x';  // Lines longer than the maximum.
     }
-    if (length_field && h % 2 == 0) garbage = Framed(std::string(5000, 'x'));  // Oversized.
+    if (length_field && h % 2 == 0) garbage = LengthFramed(std::string(5000, 'x'));  // Oversized.
     attackers.emplace_back([&, garbage] {
       int fd = Connect(server->ListenAddress());
       (void)WriteAll(fd, garbage);

@@ -22,6 +22,7 @@ namespace gev {
 namespace {
 
 using ::gev::testing::Connect;
+using ::gev::testing::LengthFramed;
 using ::gev::testing::Pattern;
 using ::gev::testing::ReadExactly;
 using ::gev::testing::SeesEndOfStream;
@@ -339,14 +340,6 @@ TEST(ServerTest, IdleTimeClosesQuietConnectionsWithAReason) {
 }
 
 // Length-field framing: requests come in as whole frames and replies go out framed.
-std::string Framed(std::string_view payload) {
-  uint32_t n = static_cast<uint32_t>(payload.size());
-  std::string out = {static_cast<char>(n >> 24), static_cast<char>(n >> 16),
-                     static_cast<char>(n >> 8), static_cast<char>(n)};
-  out.append(payload);
-  return out;
-}
-
 TEST(ServerTest, LengthFieldProtocolDeliversWholeFramesAndClosesOnlyTheBadPeer) {
   RecordingHandler handler;
   std::atomic<int> frames{0};
@@ -365,19 +358,20 @@ TEST(ServerTest, LengthFieldProtocolDeliversWholeFramesAndClosesOnlyTheBadPeer) 
   int good = Connect(server->ListenAddress());
   int bad = Connect(server->ListenAddress());
   // Two frames in one write, a third split across writes.
-  std::string stream = Framed("hello") + Framed("world") + Framed("split");
+  std::string stream = LengthFramed("hello") + LengthFramed("world") + LengthFramed("split");
   ASSERT_TRUE(WriteAll(good, stream.substr(0, stream.size() - 3)));
   std::this_thread::sleep_for(std::chrono::milliseconds(20));
   ASSERT_TRUE(WriteAll(good, stream.substr(stream.size() - 3)));
-  EXPECT_EQ(ReadExactly(good, 27), Framed("HELLO") + Framed("WORLD") + Framed("SPLIT"));
+  EXPECT_EQ(ReadExactly(good, 27),
+            LengthFramed("HELLO") + LengthFramed("WORLD") + LengthFramed("SPLIT"));
 
   ASSERT_TRUE(WriteAll(bad, std::string("\x7f\xff\xff\xff", 4) + "garbage"));
   EXPECT_TRUE(SeesEndOfStream(bad));
   ASSERT_TRUE(WaitFor([&] { return handler.closes() == 1; }));
   EXPECT_EQ(handler.reasons()[0].code(), absl::StatusCode::kInvalidArgument);
 
-  ASSERT_TRUE(WriteAll(good, Framed("still here")));
-  EXPECT_EQ(ReadExactly(good, 14), Framed("STILL HERE"));
+  ASSERT_TRUE(WriteAll(good, LengthFramed("still here")));
+  EXPECT_EQ(ReadExactly(good, 14), LengthFramed("STILL HERE"));
   EXPECT_EQ(frames.load(), 4);
   ::close(good);
   ::close(bad);

@@ -54,6 +54,14 @@ bool SeesEndOfStream(int fd) {
   return n == 0 || (n < 0 && errno == ECONNRESET);
 }
 
+std::string LengthFramed(std::string_view payload) {
+  uint32_t n = static_cast<uint32_t>(payload.size());
+  std::string out = {static_cast<char>(n >> 24), static_cast<char>(n >> 16),
+                     static_cast<char>(n >> 8), static_cast<char>(n)};
+  out.append(payload);
+  return out;
+}
+
 std::string Pattern(size_t n, int seed) {
   std::string s(n, '\0');
   for (size_t i = 0; i < n; ++i) s[i] = static_cast<char>((i * 31 + static_cast<size_t>(seed)) % 251);

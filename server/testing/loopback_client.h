@@ -34,6 +34,8 @@ bool WriteAll(int fd, std::string_view data);
 std::string ReadExactly(int fd, size_t n);
 // True when the next read sees EOF or a reset (not data, not a timeout).
 bool SeesEndOfStream(int fd);
+// `payload` behind a 4-byte big-endian length, as LengthFieldProtocol frames it.
+std::string LengthFramed(std::string_view payload);
 // `n` bytes of a pattern that differs per `seed`.
 std::string Pattern(size_t n, int seed = 0);
 // Polls `condition` every 2 ms for up to `timeout_ms`; returns its last value.
