@@ -1,0 +1,65 @@
+#!/usr/bin/env bash
+# End to end for the benchmark tools: echo_bench verifies a correct echo server (exit 0, JSON
+# with ok:true) in every mode and catches a wrong one (exit 1); idle_memory measures a server.
+set -euo pipefail
+
+bench=tools/echo_bench
+baseline=tools/raw_epoll_echo
+idle_memory=tools/idle_memory
+gev_echo=examples/echo/echo_server
+not_echo=examples/pushmessage/push_server
+failures=0
+server_pid=""
+trap '[[ -n "$server_pid" ]] && kill "$server_pid" 2>/dev/null || true' EXIT
+
+start() {  # start COMMAND...: sets server_pid and port
+  local log="$TEST_TMPDIR/server.$RANDOM.out"
+  "$@" >"$log" 2>&1 &
+  server_pid=$!
+  for _ in $(seq 200); do
+    grep -q "listening on" "$log" && break
+    sleep 0.05
+  done
+  port=$(sed -n 's/^listening on .*:\([0-9]*\)$/\1/p' "$log" | head -1)
+  [[ -n "$port" ]] || { echo "server did not start: $*"; cat "$log"; exit 1; }
+}
+stop() { kill "$server_pid"; wait "$server_pid" || true; server_pid=""; }
+check() {  # check DESCRIPTION EXPECTED_STATUS COMMAND...
+  local description="$1" expected="$2"
+  shift 2
+  local status=0
+  output=$("$@" 2>&1) || status=$?
+  if [[ "$status" != "$expected" ]]; then
+    echo "FAIL: $description: exit $status, wanted $expected"
+    echo "$output"
+    failures=$((failures + 1))
+  else
+    echo "ok: $description"
+  fi
+}
+
+for server in "$baseline --port=0 --threads=2" "$gev_echo --port=0 --loops=2"; do
+  # shellcheck disable=SC2086
+  start $server
+  common=(--addr="127.0.0.1:$port" --duration=0.5s --warmup=0.1s --json)
+  check "$server pingpong" 0 "$bench" "${common[@]}" --mode=pingpong --connections=20 --size=700
+  [[ "$output" == *'"ok":true'* && "$output" == *'"p99_us":'* ]] || { echo "FAIL: JSON: $output"; failures=$((failures + 1)); }
+  check "$server stream" 0 "$bench" "${common[@]}" --mode=stream --connections=5 --size=100000 --window=4 --threads=2
+  check "$server flood" 0 "$bench" "${common[@]}" --mode=flood --connections=10
+  stop
+done
+
+start "$not_echo" --port=0 --loops=1 --interval=10ms
+check "a server that does not echo is caught" 1 "$bench" --addr="127.0.0.1:$port" \
+  --duration=0.5s --warmup=0s --mode=pingpong --connections=5
+[[ "$output" == *"mismatches"* ]] || { echo "FAIL: no mismatch report: $output"; failures=$((failures + 1)); }
+stop
+
+start "$gev_echo" --port=0 --loops=1
+check "idle_memory" 0 "$idle_memory" --addr="127.0.0.1:$port" --pid="$server_pid" --connections=300 --json
+[[ "$output" == *'"connections":300'* ]] || { echo "FAIL: idle_memory output: $output"; failures=$((failures + 1)); }
+stop
+
+check "bad flags are refused" 2 "$bench" --mode=sideways
+echo "$failures failures"
+exit "$failures"
