@@ -273,6 +273,8 @@ void Server::Dispatch(int fd, const InetAddress& peer) {
   size_t index = balancer_(peer, connection_counts_) % workers_.size();
   Worker* worker = workers_[index].get();
   worker->connection_count.fetch_add(1, std::memory_order_relaxed);
+  // Raw pointers in the tasks below are safe: workers and loops belong to the server, which
+  // outlives every loop's run (Stop joins them before the server can be destroyed).
   worker->loop->RunInLoop([worker, owned = server_internal::OwnedFd(fd), peer]() mutable {
     worker->Adopt(owned.Release(), peer, /*counted=*/true);
   });
