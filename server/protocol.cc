@@ -43,6 +43,17 @@ size_t FindInSlices(const RingBuffer::Slices& slices, std::string_view needle) {
   return found == std::string_view::npos ? found : first.size() + found;
 }
 
+// `slices` without their first `n` bytes.
+RingBuffer::Slices Skip(RingBuffer::Slices slices, size_t n) {
+  if (n < slices.first.size()) {
+    slices.first.remove_prefix(n);
+  } else {
+    slices.second.remove_prefix(std::min(n - slices.first.size(), slices.second.size()));
+    slices.first = {};
+  }
+  return slices;
+}
+
 }  // namespace
 
 absl::StatusOr<bool> LengthFieldProtocol::Decode(RingBuffer& input, RingBuffer& payload) const {
@@ -83,15 +94,22 @@ DelimiterProtocol::DelimiterProtocol(std::string delimiter, size_t max_frame_byt
       max_frame_bytes_(max_frame_bytes) {}
 
 absl::StatusOr<bool> DelimiterProtocol::Decode(RingBuffer& input, RingBuffer& payload) const {
-  size_t end = FindInSlices(input.PeekAll(), delimiter_);
+  // The bytes before the virtual read position were searched by an earlier call (a line that
+  // trickles in is not searched from its start every time: that would be quadratic). A
+  // delimiter may begin in their last delimiter.size() - 1 bytes and end in the new ones.
+  size_t searched = input.Length() - input.VirtualLength();
+  size_t from = searched >= delimiter_.size() - 1 ? searched - (delimiter_.size() - 1) : 0;
+  size_t end = FindInSlices(Skip(input.PeekAll(), from), delimiter_);
   if (end == std::string_view::npos) {
     // No delimiter yet: only an error once the bytes already exceed any allowed frame.
     if (input.Length() > max_frame_bytes_ + delimiter_.size() - 1) {
       return absl::InvalidArgumentError(absl::StrCat("no delimiter within ", max_frame_bytes_,
                                                      " bytes"));
     }
+    input.VirtualRead(input.VirtualLength());  // Remember how far the search went.
     return false;
   }
+  end += from;
   if (end > max_frame_bytes_) {
     return absl::InvalidArgumentError(
         absl::StrCat("frame of ", end, " bytes exceeds the maximum of ", max_frame_bytes_));

@@ -13,7 +13,8 @@
 //     payload is buffered.
 //   - `DelimiterProtocol`: frames end with a delimiter ("\n" by default, e.g. "\r\n"); the
 //     delimiter is not part of the payload and `Packet` appends it. A frame longer than the
-//     maximum without a delimiter closes the connection.
+//     maximum without a delimiter closes the connection. It keeps how far it has searched in
+//     the input's virtual read position, so a line arriving byte by byte is searched once.
 //
 //   auto server = gev::NewServer(&handler, gev::Address(":1833"),
 //                                gev::CustomProtocol(std::make_shared<gev::LengthFieldProtocol>()));

@@ -112,6 +112,20 @@ TEST(DelimiterProtocolTest, RejectsALineLongerThanTheMaximum) {
   EXPECT_EQ(protocol.Decode(late, payload).status().code(), absl::StatusCode::kInvalidArgument);
 }
 
+TEST(DelimiterProtocolTest, ATricklingLineIsSearchedOnlyOnce) {
+  DelimiterProtocol protocol("\r\n");
+  RingBuffer input;
+  RingBuffer payload;
+  input.WriteString("abc\r");
+  EXPECT_EQ(*protocol.Decode(input, payload), false);
+  EXPECT_EQ(input.VirtualLength(), 0u);  // All of it searched, none of it consumed.
+  EXPECT_EQ(input.Length(), 4u);
+  input.WriteString("\nnext");  // The delimiter straddles the old and the new bytes.
+  EXPECT_EQ(*protocol.Decode(input, payload), true);
+  EXPECT_EQ(payload.Bytes(), "abc");
+  EXPECT_EQ(input.Bytes(), "next");
+}
+
 TEST(DelimiterProtocolTest, EncodeAppendsTheDelimiter) {
   DelimiterProtocol protocol("\r\n");
   RingBuffer wire;
