@@ -179,7 +179,7 @@ class Connection final : public EventHandler, public std::enable_shared_from_thi
   const int fd_;
   std::atomic<State> state_{State::kConnecting};
   // A spin lock rather than a mutex: 1 byte instead of 40, and the critical sections only
-  // move a std::any.
+  // swap a pointer (SetContext) or copy the value out (Context).
   mutable std::atomic<bool> context_locked_{false};
 
   // Loop-thread-only state.
