@@ -6,6 +6,7 @@
 #include <atomic>
 #include <chrono>
 #include <functional>
+#include <future>
 #include <map>
 #include <optional>
 #include <mutex>
@@ -148,8 +149,9 @@ TEST(ServerTest, StopBeforeStartMakesStartReturnAtOnce) {
   ASSERT_NE(server, nullptr);
   server->Stop();
   server->Stop();
-  server->Start();  // Returns: already stopped.
-  SUCCEED();
+  auto started = std::async(std::launch::async, [&] { server->Start(); });
+  EXPECT_EQ(started.wait_for(std::chrono::seconds(5)), std::future_status::ready);
+  EXPECT_EQ(server->ConnectionCount(), 0u);
 }
 
 TEST(ServerTest, StopFlushesPendingOutputAndClosesEveryConnectionOnce) {
@@ -283,6 +285,26 @@ TEST(ServerTest, LoadBalancersPlaceConnections) {
   size_t busiest = 0;
   for (size_t loop = 0; loop < 3; ++loop) busiest = std::max(busiest, server->ConnectionCount(loop));
   EXPECT_EQ(busiest, 6u);
+  for (int fd : clients) ::close(fd);
+}
+
+TEST(ServerTest, LeastConnectionFillsTheLoopThatLostAConnection) {
+  RecordingHandler handler;
+  ServerOptions options = Loopback(3);
+  options.load_balancer = LeastConnection();
+  auto server = MustCreate(&handler, options);
+  ASSERT_NE(server, nullptr);
+  ServerThread running(server.get());
+  std::vector<int> clients;
+  for (int i = 0; i < 3; ++i) {  // One per loop, in loop order (ties go to the lowest).
+    clients.push_back(Connect(server->ListenAddress()));
+    ASSERT_TRUE(WaitFor([&] { return server->ConnectionCount() == static_cast<size_t>(i + 1); }));
+  }
+  ::close(clients[1]);  // Loop 1 is now the least loaded; round robin would pick loop 0.
+  ASSERT_TRUE(WaitFor([&] { return server->ConnectionCount(1) == 0; }));
+  clients[1] = Connect(server->ListenAddress());
+  EXPECT_TRUE(WaitFor([&] { return server->ConnectionCount(1) == 1; }));
+  EXPECT_EQ(server->ConnectionCount(0), 1u);
   for (int fd : clients) ::close(fd);
 }
 
