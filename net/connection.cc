@@ -151,32 +151,15 @@ absl::Status Connection::Send(std::string_view data) {
 
 absl::Status Connection::SendFromBuffer(RingBuffer& buffer, size_t n) {
   loop_->AssertInLoopThread();
-  if (n >= buffer.Length() && !buffer.IsEmpty() && output_.IsEmpty() && !writing_ &&
-      state() != State::kDisconnected && !write_shut_) {
-    // All of it, nothing pending: write from the buffer and, if the socket takes only part,
-    // hand the rest over to the output buffer without copying it (a bulk echo's path).
-    ssize_t written = buffer.WriteToFd(fd_);
-    if (written < 0 && errno != EAGAIN && errno != EWOULDBLOCK) {
-      absl::Status reason = absl::ErrnoToStatus(errno, "write");
-      buffer.RetrieveAll();
-      CloseInLoop(reason);
-      return reason;
-    }
-    if (written > 0) last_active_ms_ = loop_->NowMs();
-    if (buffer.IsEmpty()) return absl::OkStatus();
-    output_.TakeFrom(buffer);
-    writing_ = true;
-    UpdateInterest();
-    CheckHighWater(0);
-    return absl::OkStatus();
-  }
   RingBuffer::Slices slices = buffer.Peek(n);
-  absl::Status status = SendSlicesInLoop(slices);
-  buffer.Retrieve(slices.size());
+  bool whole = slices.size() == buffer.Length();
+  absl::Status status = SendSlicesInLoop(slices, whole ? &buffer : nullptr);
+  buffer.Retrieve(slices.size());  // A no-op if the output buffer took the storage.
   return status;
 }
 
-absl::Status Connection::SendSlicesInLoop(const RingBuffer::Slices& slices) {
+absl::Status Connection::SendSlicesInLoop(const RingBuffer::Slices& slices,
+                                          RingBuffer* whole_source) {
   if (state() == State::kDisconnected || write_shut_) {
     return absl::FailedPreconditionError("connection is closed for writing");
   }
@@ -197,7 +180,12 @@ absl::Status Connection::SendSlicesInLoop(const RingBuffer::Slices& slices) {
   if (written == total) return absl::OkStatus();
 
   size_t before = output_.Length();
-  if (written < slices.first.size()) {
+  if (whole_source != nullptr && before == 0) {
+    // A bulk echo's path: the output buffer takes the source's storage, tail and all, instead
+    // of a copy of the tail.
+    whole_source->Retrieve(written);
+    output_.TakeFrom(*whole_source);
+  } else if (written < slices.first.size()) {
     output_.WriteString(slices.first.substr(written));
     output_.WriteString(slices.second);
   } else {

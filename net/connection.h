@@ -161,8 +161,10 @@ class Connection final : public EventHandler, public std::enable_shared_from_thi
 
   void HandleRead(const ConnectionPtr& self);
   void HandleWrite();
-  // Writes what it can of `slices` now (if nothing is pending), buffers the rest.
-  absl::Status SendSlicesInLoop(const RingBuffer::Slices& slices);
+  // Writes what it can of `slices` now (if nothing is pending), buffers the rest. When the
+  // slices are all of `whole_source`, the rest is buffered by taking that buffer's storage.
+  absl::Status SendSlicesInLoop(const RingBuffer::Slices& slices,
+                                RingBuffer* whole_source = nullptr);
   void AfterOutputDrained();
   void CheckHighWater(size_t before);
   void SetReading(bool on);

@@ -23,17 +23,17 @@
 #include "gtest/gtest.h"
 #include "net/acceptor.h"
 #include "net/socket_ops.h"
+#include "net/testing/loopback_client.h"
 
 namespace gev {
 namespace {
 
 using std::chrono::milliseconds;
-
-std::string Pattern(size_t n, int seed = 0) {
-  std::string s(n, '\0');
-  for (size_t i = 0; i < n; ++i) s[i] = static_cast<char>((i * 31 + seed) % 251);
-  return s;
-}
+using ::gev::testing::Connect;
+using ::gev::testing::Pattern;
+using ::gev::testing::ReadExactly;
+using ::gev::testing::SeesEndOfStream;
+using ::gev::testing::WriteAll;
 
 struct ServerHooks {
   std::function<void(const ConnectionPtr&)> on_connect;
@@ -170,53 +170,11 @@ std::unique_ptr<TestServer> StartServer(ServerHooks hooks, Connection::Options o
   return std::make_unique<TestServer>(std::move(hooks), options, family);
 }
 
-// A blocking client socket with a 5 s receive timeout, so no test can hang.
-int Connect(const InetAddress& address, int receive_buffer = 0) {
-  int fd = ::socket(address.family(), SOCK_STREAM, 0);
-  if (receive_buffer > 0) {
-    ::setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &receive_buffer, sizeof(receive_buffer));
-  }
-  timeval timeout{5, 0};
-  ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof(timeout));
-  ::setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &timeout, sizeof(timeout));
-  EXPECT_EQ(::connect(fd, address.sockaddr(), address.length()), 0) << errno;
-  return fd;
-}
-
-void WriteAll(int fd, const std::string& data) {
-  size_t done = 0;
-  while (done < data.size()) {
-    ssize_t n = ::write(fd, data.data() + done, data.size() - done);
-    ASSERT_GT(n, 0) << errno;
-    done += static_cast<size_t>(n);
-  }
-}
-
-// Reads until `n` bytes, EOF, error or timeout.
-std::string ReadUpTo(int fd, size_t n, size_t chunk = 65536, int pause_ms = 0) {
-  std::string out;
-  std::vector<char> buffer(chunk);
-  while (out.size() < n) {
-    ssize_t got = ::read(fd, buffer.data(), std::min(chunk, n - out.size()));
-    if (got <= 0) break;
-    out.append(buffer.data(), static_cast<size_t>(got));
-    if (pause_ms > 0) std::this_thread::sleep_for(milliseconds(pause_ms));
-  }
-  return out;
-}
-
-// True when the next read sees EOF (or a reset) rather than data or a timeout.
-bool SeesEndOfStream(int fd) {
-  char byte;
-  ssize_t n = ::read(fd, &byte, 1);
-  return n == 0 || (n < 0 && errno == ECONNRESET);
-}
-
 TEST(ConnectionTest, EchoesAndOrdersCallbacksExactlyOnce) {
   auto server = StartServer({});
   int client = Connect(server->address());
-  WriteAll(client, "hello");
-  EXPECT_EQ(ReadUpTo(client, 5), "hello");
+  ASSERT_TRUE(WriteAll(client, "hello"));
+  EXPECT_EQ(ReadExactly(client, 5), "hello");
   ::close(client);
   ASSERT_TRUE(server->WaitForCloses(1));
   std::this_thread::sleep_for(milliseconds(50));  // Nothing more may follow the close.
@@ -229,7 +187,7 @@ TEST(ConnectionTest, CloseInOnConnectStillCallsOnCloseAfterOnConnect) {
     c->Close();
   }});
   int client = Connect(server->address());
-  EXPECT_EQ(ReadUpTo(client, 3), "bye");
+  EXPECT_EQ(ReadExactly(client, 3), "bye");
   EXPECT_TRUE(SeesEndOfStream(client));
   ASSERT_TRUE(server->WaitForCloses(1));
   EXPECT_EQ(server->events(), (std::vector<std::string>{"connect", "close:OK"}));
@@ -245,8 +203,8 @@ TEST(ConnectionTest, PartialWritesToASlowReaderLoseNoByte) {
     EXPECT_GT(c->WriteBufferLength(), 0u);  // The socket did not take it all.
   }});
   int client = Connect(server->address(), 4096);
-  std::string head = ReadUpTo(client, 64 * 1024, 1024, 1);  // Slow at first.
-  std::string rest = ReadUpTo(client, payload.size() - head.size());
+  std::string head = ReadExactly(client, 64 * 1024, 1024, 1);  // Slow at first.
+  std::string rest = ReadExactly(client, payload.size() - head.size());
   EXPECT_TRUE(head + rest == payload) << "received " << head.size() + rest.size() << " bytes";
   ::close(client);
 }
@@ -256,7 +214,7 @@ TEST(ConnectionTest, PeerResetMidWriteClosesOnceWithAReason) {
     EXPECT_TRUE(c->Send(Pattern(8 << 20)).ok());
   }});
   int client = Connect(server->address(), 4096);
-  EXPECT_EQ(ReadUpTo(client, 1000).size(), 1000u);
+  EXPECT_EQ(ReadExactly(client, 1000).size(), 1000u);
   linger reset{1, 0};
   ::setsockopt(client, SOL_SOCKET, SO_LINGER, &reset, sizeof(reset));
   ::close(client);  // RST.
@@ -274,7 +232,7 @@ TEST(ConnectionTest, HalfCloseFromPeerStillDeliversPendingOutput) {
   int client = Connect(server->address());
   ::shutdown(client, SHUT_WR);  // FIN while the server has megabytes pending.
   std::this_thread::sleep_for(milliseconds(100));
-  std::string received = ReadUpTo(client, payload.size());
+  std::string received = ReadExactly(client, payload.size());
   EXPECT_TRUE(received == payload) << "received " << received.size();
   EXPECT_TRUE(SeesEndOfStream(client));
   ASSERT_TRUE(server->WaitForCloses(1));
@@ -337,7 +295,7 @@ TEST(ConnectionTest, CloseDeliversPendingOutputForceCloseDoesNot) {
     }});
     int client = Connect(server->address());
     std::this_thread::sleep_for(milliseconds(50));
-    std::string received = ReadUpTo(client, payload.size() + 100);
+    std::string received = ReadExactly(client, payload.size() + 100);
     if (force) {
       EXPECT_LT(received.size(), payload.size());
     } else {
@@ -362,10 +320,10 @@ TEST(ConnectionTest, ShutdownWriteDeliversEverythingThenFinAndKeepsReading) {
       },
   });
   int client = Connect(server->address());
-  std::string received = ReadUpTo(client, payload.size());
+  std::string received = ReadExactly(client, payload.size());
   EXPECT_TRUE(received == payload) << "received " << received.size();
   EXPECT_TRUE(SeesEndOfStream(client));
-  WriteAll(client, "still reading?");
+  ASSERT_TRUE(WriteAll(client, "still reading?"));
   for (int i = 0; i < 200 && bytes_after_shutdown < 14; ++i) {
     std::this_thread::sleep_for(milliseconds(5));
   }
@@ -405,17 +363,17 @@ TEST(ConnectionTest, HighWaterFiresOncePerCrossingAndPausesReading) {
   bool reading = true;
   server->RunAndWait([&] { reading = connection->reading(); });
   EXPECT_FALSE(reading);
-  WriteAll(client, "while paused");
+  ASSERT_TRUE(WriteAll(client, "while paused"));
   std::this_thread::sleep_for(milliseconds(100));
   EXPECT_EQ(messages.load(), 0);  // Not read while the peer is not reading ours.
 
-  EXPECT_EQ(ReadUpTo(client, (4 << 20) + 1).size(), size_t{(4 << 20) + 1});
+  EXPECT_EQ(ReadExactly(client, (4 << 20) + 1).size(), size_t{(4 << 20) + 1});
   for (int i = 0; i < 200 && messages == 0; ++i) std::this_thread::sleep_for(milliseconds(5));
   EXPECT_EQ(messages.load(), 1);  // Resumed below the low-water mark.
 
   server->RunAndWait([&] { EXPECT_TRUE(connection->Send(Pattern(4 << 20)).ok()); });
   EXPECT_EQ(crossings.load(), 2);
-  EXPECT_EQ(ReadUpTo(client, 4 << 20).size(), size_t{4 << 20});
+  EXPECT_EQ(ReadExactly(client, 4 << 20).size(), size_t{4 << 20});
   server->RunAndWait([&] { connection.reset(); });
   ::close(client);
 }
@@ -428,16 +386,16 @@ TEST(ConnectionTest, IdleTimeoutClosesExactlyTheIdleOnes) {
   int active = Connect(server->address());
   auto start = std::chrono::steady_clock::now();
   for (int i = 0; i < 12; ++i) {  // 600 ms of traffic every 50 ms on the active one.
-    WriteAll(active, "ping");
-    EXPECT_EQ(ReadUpTo(active, 4), "ping");
+    ASSERT_TRUE(WriteAll(active, "ping"));
+    EXPECT_EQ(ReadExactly(active, 4), "ping");
     std::this_thread::sleep_for(milliseconds(50));
   }
   EXPECT_TRUE(SeesEndOfStream(idle));
   EXPECT_GE(std::chrono::steady_clock::now() - start, milliseconds(200));
   EXPECT_EQ(server->close_count(), 1);
   EXPECT_EQ(server->last_close_reason().code(), absl::StatusCode::kDeadlineExceeded);
-  WriteAll(active, "still");
-  EXPECT_EQ(ReadUpTo(active, 5), "still");
+  ASSERT_TRUE(WriteAll(active, "still"));
+  EXPECT_EQ(ReadExactly(active, 5), "still");
   ::close(idle);
   ::close(active);
 }
@@ -446,8 +404,8 @@ TEST(ConnectionTest, WorksOverIpv6Loopback) {
   auto server = StartServer({}, {}, AF_INET6);
   EXPECT_EQ(server->address().ToString().rfind("[::1]:", 0), 0u);
   int client = Connect(server->address());
-  WriteAll(client, "over v6");
-  EXPECT_EQ(ReadUpTo(client, 7), "over v6");
+  ASSERT_TRUE(WriteAll(client, "over v6"));
+  EXPECT_EQ(ReadExactly(client, 7), "over v6");
   ::close(client);
 }
 

@@ -5,6 +5,7 @@
 #include <netinet/tcp.h>
 #include <poll.h>
 #include <signal.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -23,6 +24,15 @@ absl::Status SetIntOption(int fd, int level, int name, int value, const char* wh
 }
 
 }  // namespace
+
+absl::Status RaiseOpenFileLimit() {
+  rlimit limit{};
+  if (::getrlimit(RLIMIT_NOFILE, &limit) != 0) return absl::ErrnoToStatus(errno, "getrlimit");
+  if (limit.rlim_cur == limit.rlim_max) return absl::OkStatus();
+  limit.rlim_cur = limit.rlim_max;
+  if (::setrlimit(RLIMIT_NOFILE, &limit) != 0) return absl::ErrnoToStatus(errno, "setrlimit");
+  return absl::OkStatus();
+}
 
 void IgnoreSigPipe() {
   static std::once_flag once;

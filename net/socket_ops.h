@@ -42,6 +42,10 @@ int PendingError(int fd);
 // Ignores SIGPIPE process-wide; idempotent.
 void IgnoreSigPipe();
 
+// Raises this process's soft limit on open descriptors to its hard limit: a server holds one
+// per client, and the usual soft limit is 1,024.
+absl::Status RaiseOpenFileLimit();
+
 }  // namespace gev::sockets
 
 #endif  // GEV_NET_SOCKET_OPS_H_

@@ -33,6 +33,7 @@
 #include "absl/status/status.h"
 #include "absl/time/time.h"
 #include "gtest/gtest.h"
+#include "net/socket_ops.h"
 #include "server/server.h"
 #include "server/testing/loopback_client.h"
 
@@ -52,13 +53,6 @@ using ::gev::testing::WriteAll;
 int Scaled(int normal) {
   const char* soak = std::getenv("GEV_SOAK");
   return soak != nullptr && std::string(soak) == "1" ? normal * 10 : normal;
-}
-
-void RaiseDescriptorLimit() {
-  rlimit limit{};
-  ::getrlimit(RLIMIT_NOFILE, &limit);
-  limit.rlim_cur = limit.rlim_max;
-  ::setrlimit(RLIMIT_NOFILE, &limit);
 }
 
 int OpenDescriptorCount() {
@@ -146,7 +140,7 @@ ServerOptions Loops(int n) {
 }
 
 TEST(ReliabilityTest, ManyConcurrentConnectionsEveryByteVerified) {
-  RaiseDescriptorLimit();
+  ASSERT_TRUE(sockets::RaiseOpenFileLimit().ok());
   // Not shrunk under sanitizers; the soak run takes 9,000 (both ends count against the
   // machine's 20,000 descriptors per process).
   const int connections = std::getenv("GEV_SOAK") != nullptr ? 9000 : 5000;
@@ -179,13 +173,12 @@ TEST(ReliabilityTest, ManyConcurrentConnectionsEveryByteVerified) {
 }
 
 TEST(ReliabilityTest, ChurnLeavesNoDescriptorOrConnectionBehind) {
-  RaiseDescriptorLimit();
+  ASSERT_TRUE(sockets::RaiseOpenFileLimit().ok());
   const int cycles = Scaled(50000);
   CheckingHandler handler;
   auto server = StartedServer(&handler, Loops(2));
   ASSERT_NE(server, nullptr);
   ServerThread running(server.get());
-  ASSERT_TRUE(WaitFor([&] { return true; }));
   const int descriptors_before = OpenDescriptorCount();
   constexpr int kThreads = 4;
   std::atomic<int> failures{0};
@@ -426,7 +419,7 @@ TEST(ReliabilityTest, Gnet367_DescriptorExhaustionNeitherSpinsNorKillsTheServer)
     return utime + stime;
   };
 
-  RaiseDescriptorLimit();
+  ASSERT_TRUE(sockets::RaiseOpenFileLimit().ok());
   std::vector<int> storm;
   for (int i = 0; i < 300; ++i) {
     int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);

@@ -32,7 +32,6 @@ class OwnedFd {
 
 // One worker loop, its thread and its connections.
 struct Worker {
-  Server* server = nullptr;
   Handler* handler = nullptr;
   Protocol* protocol = nullptr;
   const ServerOptions* options = nullptr;
@@ -213,7 +212,6 @@ absl::Status Server::Init(const InetAddress& address) {
   for (int i = 0; i < options_.num_loops; ++i) {
     auto worker = std::make_unique<Worker>();
     Worker* w = worker.get();
-    w->server = this;
     w->handler = handler_;
     w->protocol = options_.protocol.get();
     w->options = &options_;

@@ -21,7 +21,6 @@
 #include <signal.h>
 #include <netinet/tcp.h>
 #include <sys/epoll.h>
-#include <sys/resource.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -361,11 +360,7 @@ int main(int argc, char** argv) {
                                  : "--connections, --size and --message must be positive");
     return 2;
   }
-  rlimit limit{};
-  if (::getrlimit(RLIMIT_NOFILE, &limit) == 0) {
-    limit.rlim_cur = limit.rlim_max;
-    ::setrlimit(RLIMIT_NOFILE, &limit);
-  }
+  (void)gev::sockets::RaiseOpenFileLimit();  // Best effort: connects fail visibly if short.
 
   static const Pattern pattern = *mode == Mode::kFlood
                                      ? RepeatedPattern(absl::GetFlag(FLAGS_message))

@@ -7,7 +7,6 @@
 //
 // Needs 10,000 descriptors here and the server needs as many (both raise their soft limit).
 
-#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/time.h>
 #include <unistd.h>
@@ -24,6 +23,7 @@
 #include "absl/flags/usage.h"
 #include "absl/status/statusor.h"
 #include "net/inet_address.h"
+#include "net/socket_ops.h"
 
 ABSL_FLAG(std::string, addr, "127.0.0.1:1833", "echo server address");
 ABSL_FLAG(int, pid, 0, "the server's process id");
@@ -69,10 +69,7 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "error: need --addr, --pid of a running server, --connections > 0\n");
     return 2;
   }
-  rlimit limit{};
-  ::getrlimit(RLIMIT_NOFILE, &limit);
-  limit.rlim_cur = limit.rlim_max;
-  ::setrlimit(RLIMIT_NOFILE, &limit);
+  (void)gev::sockets::RaiseOpenFileLimit();  // Best effort: connects fail visibly if short.
 
   const std::string message = absl::GetFlag(FLAGS_message);
   long before = ResidentKiB(pid);

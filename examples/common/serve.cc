@@ -2,13 +2,13 @@
 
 #include <pthread.h>
 #include <signal.h>
-#include <sys/resource.h>
 
 #include <atomic>
 #include <cstdio>
 #include <thread>
 
 #include "absl/strings/str_cat.h"
+#include "net/socket_ops.h"
 
 namespace gev::examples {
 
@@ -20,12 +20,7 @@ int Fail(const absl::Status& status) {
 std::string AddressForPort(int port) { return absl::StrCat(":", port); }
 
 int ServeUntilSignal(Server& server) {
-  // Servers hold a descriptor per client: take the hard limit, not the usual soft 1,024.
-  rlimit limit{};
-  if (::getrlimit(RLIMIT_NOFILE, &limit) == 0 && limit.rlim_cur < limit.rlim_max) {
-    limit.rlim_cur = limit.rlim_max;
-    ::setrlimit(RLIMIT_NOFILE, &limit);
-  }
+  (void)sockets::RaiseOpenFileLimit();  // Best effort: serving fewer clients still works.
   sigset_t signals;
   sigemptyset(&signals);
   sigaddset(&signals, SIGINT);

@@ -1,58 +1,8 @@
 #include "server/testing/loopback_client.h"
 
-#include <sys/socket.h>
-#include <sys/time.h>
-#include <unistd.h>
-
-#include <cerrno>
-#include <vector>
+#include <cstdint>
 
 namespace gev::testing {
-
-int Connect(const InetAddress& address, int receive_buffer) {
-  int fd = ::socket(address.family(), SOCK_STREAM | SOCK_CLOEXEC, 0);
-  if (fd < 0) return -1;
-  if (receive_buffer > 0) {
-    ::setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &receive_buffer, sizeof(receive_buffer));
-  }
-  timeval timeout{5, 0};
-  ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof(timeout));
-  ::setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &timeout, sizeof(timeout));
-  if (::connect(fd, address.sockaddr(), address.length()) != 0) {
-    ::close(fd);
-    return -1;
-  }
-  return fd;
-}
-
-bool WriteAll(int fd, std::string_view data) {
-  size_t done = 0;
-  while (done < data.size()) {
-    ssize_t n = ::write(fd, data.data() + done, data.size() - done);
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) return false;
-    done += static_cast<size_t>(n);
-  }
-  return true;
-}
-
-std::string ReadExactly(int fd, size_t n) {
-  std::string out;
-  std::vector<char> buffer(64 * 1024);
-  while (out.size() < n) {
-    ssize_t got = ::read(fd, buffer.data(), std::min(buffer.size(), n - out.size()));
-    if (got < 0 && errno == EINTR) continue;
-    if (got <= 0) break;
-    out.append(buffer.data(), static_cast<size_t>(got));
-  }
-  return out;
-}
-
-bool SeesEndOfStream(int fd) {
-  char byte;
-  ssize_t n = ::read(fd, &byte, 1);
-  return n == 0 || (n < 0 && errno == ECONNRESET);
-}
 
 std::string LengthFramed(std::string_view payload) {
   uint32_t n = static_cast<uint32_t>(payload.size());
@@ -60,12 +10,6 @@ std::string LengthFramed(std::string_view payload) {
                      static_cast<char>(n >> 8), static_cast<char>(n)};
   out.append(payload);
   return out;
-}
-
-std::string Pattern(size_t n, int seed) {
-  std::string s(n, '\0');
-  for (size_t i = 0; i < n; ++i) s[i] = static_cast<char>((i * 31 + static_cast<size_t>(seed)) % 251);
-  return s;
 }
 
 }  // namespace gev::testing

@@ -2,8 +2,8 @@
 // File: server/testing/loopback_client.h
 // -----------------------------------------------------------------------------
 //
-// Test helpers: blocking loopback clients with timeouts (no test can hang on a socket) and a
-// runner that serves a Server on a thread for the length of a test.
+// Test helpers for servers: the loopback clients of net/testing/loopback_client.h, a
+// length-field framer, and a runner that serves a Server on a thread for a test's length.
 //
 //   auto server = gev::NewServer(&handler, gev::Address("127.0.0.1:0"));
 //   gev::testing::ServerThread running(server->get());   // Start() on a thread
@@ -22,31 +22,13 @@
 #include <thread>
 
 #include "net/inet_address.h"
+#include "net/testing/loopback_client.h"  // IWYU pragma: export
 #include "server/server.h"
 
 namespace gev::testing {
 
-// A blocking client connected to `address`, with 5 s send and receive timeouts; -1 on failure.
-int Connect(const InetAddress& address, int receive_buffer = 0);
-// Writes all of `data`; false on error or timeout.
-bool WriteAll(int fd, std::string_view data);
-// Reads until `n` bytes, EOF, error or timeout, and returns what came.
-std::string ReadExactly(int fd, size_t n);
-// True when the next read sees EOF or a reset (not data, not a timeout).
-bool SeesEndOfStream(int fd);
 // `payload` behind a 4-byte big-endian length, as LengthFieldProtocol frames it.
 std::string LengthFramed(std::string_view payload);
-// `n` bytes of a pattern that differs per `seed`.
-std::string Pattern(size_t n, int seed = 0);
-// Polls `condition` every 2 ms for up to `timeout_ms`; returns its last value.
-template <typename Condition>
-bool WaitFor(Condition condition, int timeout_ms = 5000) {
-  for (int waited = 0; waited < timeout_ms; waited += 2) {
-    if (condition()) return true;
-    std::this_thread::sleep_for(std::chrono::milliseconds(2));
-  }
-  return condition();
-}
 
 // Runs server->Start() on a thread; stops the server and joins on destruction.
 class ServerThread {

@@ -1,0 +1,50 @@
+// -----------------------------------------------------------------------------
+// File: net/testing/loopback_client.h
+// -----------------------------------------------------------------------------
+//
+// Test helpers: blocking loopback clients with timeouts, so no test can hang on a socket.
+//
+//   int fd = gev::testing::Connect(address);
+//   ASSERT_TRUE(gev::testing::WriteAll(fd, "ping"));
+//   EXPECT_EQ(gev::testing::ReadExactly(fd, 4), "ping");
+//
+// Thread safety: the functions are independent of each other.
+
+#ifndef GEV_NET_TESTING_LOOPBACK_CLIENT_H_
+#define GEV_NET_TESTING_LOOPBACK_CLIENT_H_
+
+#include <chrono>
+#include <cstddef>
+#include <string>
+#include <string_view>
+#include <thread>
+
+#include "net/inet_address.h"
+
+namespace gev::testing {
+
+// A blocking client connected to `address`, with 5 s send and receive timeouts (and the given
+// receive buffer size, if positive); -1 on failure.
+int Connect(const InetAddress& address, int receive_buffer = 0);
+// Writes all of `data`; false on error or timeout.
+bool WriteAll(int fd, std::string_view data);
+// Reads until `n` bytes, EOF, error or timeout, and returns what came; at most `chunk` bytes
+// per read, sleeping `pause_ms` after each (a slow reader).
+std::string ReadExactly(int fd, size_t n, size_t chunk = 64 * 1024, int pause_ms = 0);
+// True when the next read sees EOF or a reset (not data, not a timeout).
+bool SeesEndOfStream(int fd);
+// `n` bytes of a pattern that differs per `seed`.
+std::string Pattern(size_t n, int seed = 0);
+// Polls `condition` every 2 ms for up to `timeout_ms`; returns its last value.
+template <typename Condition>
+bool WaitFor(Condition condition, int timeout_ms = 5000) {
+  for (int waited = 0; waited < timeout_ms; waited += 2) {
+    if (condition()) return true;
+    std::this_thread::sleep_for(std::chrono::milliseconds(2));
+  }
+  return condition();
+}
+
+}  // namespace gev::testing
+
+#endif  // GEV_NET_TESTING_LOOPBACK_CLIENT_H_
