@@ -1,5 +1,7 @@
 #include "server/server.h"
 
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -124,12 +126,75 @@ TEST(ServerTest, NewServerTakesGevStyleOptions) {
   EXPECT_GE((*default_loops)->NumLoops(), 1u);  // One per CPU.
 }
 
+int IntOption(int fd, int level, int name) {
+  int value = -1;
+  socklen_t length = sizeof(value);
+  ::getsockopt(fd, level, name, &value, &length);
+  return value;
+}
+
+TEST(ServerTest, SocketOptionsReachAcceptedConnections) {
+  struct Seen {
+    int no_delay;
+    int keep_alive;
+    int keep_interval;
+  };
+  for (bool configured : {false, true}) {
+    RecordingHandler handler;
+    std::promise<Seen> seen;
+    handler.on_connect = [&](Connection& conn) {
+      seen.set_value({IntOption(conn.fd(), IPPROTO_TCP, TCP_NODELAY),
+                      IntOption(conn.fd(), SOL_SOCKET, SO_KEEPALIVE),
+                      IntOption(conn.fd(), IPPROTO_TCP, TCP_KEEPINTVL)});
+    };
+    ServerOptions options = Loopback(1);
+    if (configured) {
+      options.tcp_no_delay = false;
+      options.tcp_keep_alive = absl::Seconds(42);
+    }
+    auto server = MustCreate(&handler, options);
+    ASSERT_NE(server, nullptr);
+    ServerThread running(server.get());
+    int client = Connect(server->ListenAddress());
+    Seen got = seen.get_future().get();
+    if (configured) {
+      EXPECT_EQ(got.no_delay, 0);
+      EXPECT_NE(got.keep_alive, 0);
+      EXPECT_EQ(got.keep_interval, 42);
+    } else {
+      EXPECT_NE(got.no_delay, 0);  // On by default, as in gnet.
+      EXPECT_EQ(got.keep_alive, 0);
+    }
+    ::close(client);
+  }
+}
+
+TEST(ServerTest, MaxInputBytesClosesAPeerWhoseBytesAreNeverConsumed) {
+  RecordingHandler handler;
+  handler.on_message = [](Connection&, RingBuffer&) { return Reply(); };  // Keeps everything.
+  ServerOptions options = Loopback(1);
+  options.max_input_bytes = 4096;
+  auto server = MustCreate(&handler, options);
+  ASSERT_NE(server, nullptr);
+  ServerThread running(server.get());
+  int client = Connect(server->ListenAddress());
+  (void)WriteAll(client, Pattern(64 * 1024));  // May fail once the server closes.
+  EXPECT_TRUE(SeesEndOfStream(client));
+  ASSERT_TRUE(WaitFor([&] { return handler.closes() == 1; }));
+  EXPECT_EQ(handler.reasons()[0].code(), absl::StatusCode::kResourceExhausted);
+  ::close(client);
+}
+
 TEST(ServerTest, BadOptionsAreErrorsNotCrashes) {
   RecordingHandler handler;
   EXPECT_EQ(NewServer(&handler, Address("not an address")).status().code(),
             absl::StatusCode::kInvalidArgument);
   EXPECT_FALSE(NewServer(&handler, Address("127.0.0.1:99999")).ok());
   EXPECT_FALSE(NewServer(&handler, Network("udp"), Address("127.0.0.1:0")).ok());
+  EXPECT_FALSE(NewServer(&handler, Network("tcp4"), Address("[::1]:0")).ok());
+  auto v6 = NewServer(&handler, Network("tcp6"), Address("[::1]:0"), NumLoops(1));
+  ASSERT_TRUE(v6.ok()) << v6.status();
+  EXPECT_EQ((*v6)->ListenAddress().family(), AF_INET6);
   EXPECT_FALSE(NewServer(&handler, Address("127.0.0.1:0"), NumLoops(100000)).ok());
   EXPECT_FALSE(NewServer(&handler, Address("127.0.0.1:0"), HighWaterMark(0)).ok());
   EXPECT_FALSE(NewServer(&handler, Address("127.0.0.1:0"), IdleTime(absl::Seconds(-1))).ok());
