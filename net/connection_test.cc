@@ -33,6 +33,7 @@ using ::gev::testing::Connect;
 using ::gev::testing::Pattern;
 using ::gev::testing::ReadExactly;
 using ::gev::testing::SeesEndOfStream;
+using ::gev::testing::WaitFor;
 using ::gev::testing::WriteAll;
 
 struct ServerHooks {
@@ -358,7 +359,8 @@ TEST(ConnectionTest, HighWaterFiresOncePerCrossingAndPausesReading) {
       },
       options);
   int client = Connect(server->address(), 65536);
-  std::this_thread::sleep_for(milliseconds(100));
+  // Accepting and OnConnect may lag behind connect() on a loaded machine (TSan, parallel tests).
+  EXPECT_TRUE(WaitFor([&] { return crossings.load() > 0; }));
   EXPECT_EQ(crossings.load(), 1);
   bool reading = true;
   server->RunAndWait([&] { reading = connection->reading(); });
@@ -368,7 +370,7 @@ TEST(ConnectionTest, HighWaterFiresOncePerCrossingAndPausesReading) {
   EXPECT_EQ(messages.load(), 0);  // Not read while the peer is not reading ours.
 
   EXPECT_EQ(ReadExactly(client, (4 << 20) + 1).size(), size_t{(4 << 20) + 1});
-  for (int i = 0; i < 200 && messages == 0; ++i) std::this_thread::sleep_for(milliseconds(5));
+  EXPECT_TRUE(WaitFor([&] { return messages.load() > 0; }));
   EXPECT_EQ(messages.load(), 1);  // Resumed below the low-water mark.
 
   server->RunAndWait([&] { EXPECT_TRUE(connection->Send(Pattern(4 << 20)).ok()); });
