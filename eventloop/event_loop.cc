@@ -1,9 +1,11 @@
 #include "eventloop/event_loop.h"
 
 #include <algorithm>
+#include <cerrno>
 #include <chrono>
 #include <utility>
 
+#include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "eventloop/check.h"
 
@@ -14,6 +16,16 @@ uint64_t ToTicks(absl::Duration duration) {
   // Round up, so a timer never fires early; at least one tick.
   int64_t ms = absl::ToInt64Milliseconds(absl::Ceil(duration, absl::Milliseconds(1)));
   return ms < 1 ? 1 : static_cast<uint64_t>(ms);
+}
+
+// absl::ErrnoToStatus fills abseil's strerror table on first use, behind a function-local
+// static. Debian's abseil is not built with ThreadSanitizer, so when two loop threads format
+// their first errno at once TSan cannot see that guard and reports a race. Filling the table
+// here, before any loop thread runs and behind a guard of our own, orders every later use after
+// it. Costs one call per process.
+void FillErrnoMessageTable() {
+  static const bool filled = !absl::ErrnoToStatus(EIO, "").ok();
+  (void)filled;
 }
 
 }  // namespace
@@ -32,7 +44,9 @@ EventLoop::EventLoop(std::unique_ptr<Poller> poller)
     : poller_(std::move(poller)),
       epoch_(std::chrono::steady_clock::now()),
       timers_(0),
-      scratch_(new char[kScratchSize]) {}
+      scratch_(new char[kScratchSize]) {
+  FillErrnoMessageTable();
+}
 
 EventLoop::~EventLoop() = default;
 
