@@ -19,11 +19,11 @@ using ::gev::testing::WriteAll;
 
 TEST(IdleServerTest, ClosesOnlyTheIdleClient) {
   auto server = ExampleProcess::Start("examples/idleconnection/idle_server",
-                                      {"--port=0", "--loops=1", "--idle=300ms"});
+                                      {"--port=0", "--loops=1", "--idle=600ms"});
   ASSERT_TRUE(server.ok()) << server.status();
   int idle = Connect(server->address());
   int talking = Connect(server->address());
-  for (int i = 0; i < 10; ++i) {  // 100 ms apart: never 300 ms quiet.
+  for (int i = 0; i < 10; ++i) {  // 100 ms apart: never near 600 ms quiet.
     ASSERT_TRUE(WriteAll(talking, "tick"));
     EXPECT_EQ(ReadExactly(talking, 4), "tick");
     std::this_thread::sleep_for(std::chrono::milliseconds(100));
