@@ -13,6 +13,7 @@ namespace gev {
 namespace {
 
 constexpr size_t kInitialEvents = 64;
+static_assert(Poller::kMaxEventsPerWait % kInitialEvents == 0, "the array doubles up to the cap");
 // The eventfd's tag: descriptors are never this large, so it cannot clash with a user tag that
 // is a descriptor number; other tags are the user's business.
 constexpr uint64_t kWakeupTag = UINT64_MAX;
@@ -93,7 +94,9 @@ absl::Span<const PollEvent> EpollPoller::Wait(int timeout_ms) {
     event.error = (ready.events & EPOLLERR) != 0;
     events_.push_back(event);
   }
-  if (static_cast<size_t>(n) == ready_.size()) ready_.resize(ready_.size() * 2);
+  if (static_cast<size_t>(n) == ready_.size() && ready_.size() < kMaxEventsPerWait) {
+    ready_.resize(ready_.size() * 2);
+  }
   return events_;
 }
 

@@ -30,7 +30,8 @@ class EpollPoller final : public Poller {
   void Wakeup() override;
   const char* name() const override { return "epoll"; }
 
-  // Capacity of the ready-event array (it grows when a Wait() fills it). For tests.
+  // Capacity of the ready-event array (it grows up to kMaxEventsPerWait when a Wait() fills
+  // it). For tests.
   size_t event_capacity() const { return ready_.size(); }
 
  private:

@@ -14,6 +14,7 @@ namespace gev {
 namespace {
 
 constexpr size_t kInitialEvents = 64;
+static_assert(Poller::kMaxEventsPerWait % kInitialEvents == 0, "the array doubles up to the cap");
 constexpr uintptr_t kWakeupIdent = 0;
 
 }  // namespace
@@ -105,7 +106,9 @@ absl::Span<const PollEvent> KqueuePoller::Wait(int timeout_ms) {
                   ((ready.flags & EV_EOF) != 0 && ready.fflags != 0);
     events_.push_back(event);
   }
-  if (static_cast<size_t>(n) == ready_.size()) ready_.resize(ready_.size() * 2);
+  if (static_cast<size_t>(n) == ready_.size() && ready_.size() < kMaxEventsPerWait) {
+    ready_.resize(ready_.size() * 2);
+  }
   return events_;
 }
 

@@ -32,7 +32,8 @@ class KqueuePoller final : public Poller {
   void Wakeup() override;
   const char* name() const override { return "kqueue"; }
 
-  // Capacity of the ready-event array (it grows when a Wait() fills it). For tests.
+  // Capacity of the ready-event array (it grows up to kMaxEventsPerWait when a Wait() fills
+  // it). For tests.
   size_t event_capacity() const { return ready_.size(); }
 
  private:
