@@ -63,11 +63,10 @@ struct PollEvent {
 
 class Poller {
  public:
-  // The most events one Wait() returns. More ready descriptors are reported by the next Wait(),
-  // in the kernel's order. A bounded batch keeps the event arrays small enough to stay in the
-  // L1 cache and lets descriptors that became ready meanwhile in sooner: with 5,000 busy
-  // connections on one loop, an unbounded batch cost 1.19x the baseline's CPU per message and
-  // 1.35x its p99 latency, a batch of 256 1.06x and 0.98x (tools/echo_compare.sh --only=sweep).
+  // The most events one Wait() returns; further ready descriptors come with the next Wait(), in
+  // the kernel's order. Bounding the batch keeps its arrays within the L1 cache: with 5,000 busy
+  // connections on one loop an unbounded batch cost 1.19x the baseline's CPU per message and
+  // 1.35x its p99 latency, this bound 1.06x and 0.98x (tools/echo_compare.sh --only=sweep).
   static constexpr size_t kMaxEventsPerWait = 256;
 
   virtual ~Poller() = default;
@@ -80,8 +79,9 @@ class Poller {
   virtual absl::Status Remove(int fd) = 0;
 
   // Poller::Wait() — blocks up to `timeout_ms` (-1: no limit, 0: do not block) and returns the
-  // ready descriptors (at most kMaxEventsPerWait), valid until the next Wait(). A Wakeup() ends the wait early and is not
-  // reported as an event. Returns no events when interrupted by a signal. Loop thread only.
+  // ready descriptors (at most kMaxEventsPerWait), valid until the next Wait(). A Wakeup() ends
+  // the wait early and is not reported as an event. Returns no events when interrupted by a
+  // signal. Loop thread only.
   virtual absl::Span<const PollEvent> Wait(int timeout_ms) = 0;
 
   // Poller::Wakeup() — makes the current or next Wait() return. Thread-safe.
