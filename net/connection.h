@@ -171,6 +171,7 @@ class Connection final : public EventHandler, public std::enable_shared_from_thi
   void UpdateInterest();
   void CloseInLoop(absl::Status reason);
   void CloseWhenFlushed();
+  void MarkActive();
   void ArmIdleTimer(absl::Duration delay);
   void OnIdleTimer();
 
@@ -199,7 +200,7 @@ class Connection final : public EventHandler, public std::enable_shared_from_thi
   // Loop-thread-only state.
   RingBuffer input_;
   RingBuffer output_;
-  uint64_t last_active_ms_ = 0;
+  uint64_t last_active_ms_ = 0;  // Kept only while options().idle_timeout is set.
   TimerId idle_timer_ = 0;
 };
 
