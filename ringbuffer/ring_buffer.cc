@@ -12,13 +12,19 @@ namespace gev {
 namespace ringbuffer_internal {
 namespace {
 
-constexpr int kSizeClasses = 7;  // 1 KiB .. 64 KiB; class 0 is min_block_cache.
+constexpr int kSizeClasses = 7;  // 1 KiB .. 64 KiB.
 static_assert((RingBuffer::kMinCapacity << (kSizeClasses - 1)) == kLargestPooledBlock);
-// Each larger size class keeps at most this many bytes (and at least 4 blocks), so a thread's
-// pool is bounded by about 1.75 MiB however many connections it serves.
+// Each size class keeps at most this many bytes (and at least 4 blocks), so a thread's pool is
+// bounded by about 1.75 MiB however many connections it serves.
 constexpr size_t kPooledBytesPerClass = 256 * 1024;
-static_assert(kMinBlockCacheSize * RingBuffer::kMinCapacity == kPooledBytesPerClass);
+constexpr int kMaxSmallestBlocks = kPooledBytesPerClass / RingBuffer::kMinCapacity;
 constexpr int kMaxBlocksPerLargerClass = kPooledBytesPerClass / (2 * RingBuffer::kMinCapacity);
+
+// Blocks start on a cache line, so a copy into an empty buffer's block (a whole message, or a
+// readv burst) never splits a vector store across two lines at its start.
+constexpr std::align_val_t kBlockAlignment{64};
+
+void FreeBlock(char* block) { ::operator delete(block, kBlockAlignment); }
 
 int SizeClass(size_t capacity) {
   return __builtin_ctzll(capacity) - __builtin_ctzll(RingBuffer::kMinCapacity);
@@ -29,67 +35,85 @@ int ClassLimit(int size_class) {
   return limit < 4 ? 4 : limit;
 }
 
-// Size classes above the smallest. Trivially destructible, so every access is a plain
-// thread-local load with no guard.
-struct LargerBlockPool {
-  char* blocks[kSizeClasses - 1][kMaxBlocksPerLargerClass];
-  int counts[kSizeClasses - 1];
+// The pooled blocks besides spare_min_block, which counts towards the smallest class's limit.
+// Trivially destructible, so every access is a plain thread-local load with no guard.
+struct BlockPool {
+  char* smallest[kMaxSmallestBlocks - 1];
+  char* larger[kSizeClasses - 1][kMaxBlocksPerLargerClass];
+  int counts[kSizeClasses];
+  bool reaped;  // The thread is exiting and has freed its blocks: keep no more.
 };
 
-thread_local LargerBlockPool larger_pool = {};
+thread_local BlockPool pool = {};
 
-// Slot and count for a size class, whichever structure holds it.
 char** ClassBlocks(int size_class) {
-  return size_class == 0 ? min_block_cache.blocks : larger_pool.blocks[size_class - 1];
-}
-int& ClassCount(int size_class) {
-  return size_class == 0 ? min_block_cache.count : larger_pool.counts[size_class - 1];
+  return size_class == 0 ? pool.smallest : pool.larger[size_class - 1];
 }
 
-// Frees the pooled blocks when the thread exits. Registered before the first block is pooled,
-// so acquiring and releasing never pay for a thread-local guard.
+int ClassCapacity(int size_class) {
+  return size_class == 0 ? kMaxSmallestBlocks - 1 : ClassLimit(size_class);
+}
+
+// Frees the pooled blocks when the thread exits. Set up before the first block is kept, so
+// taking and handing back blocks never pays for a thread-local guard.
 struct BlockPoolReaper {
   ~BlockPoolReaper() {
-    for (int c = 0; c < kSizeClasses; ++c) {
-      for (int i = 0; i < ClassCount(c); ++i) ::operator delete(ClassBlocks(c)[i]);
-      ClassCount(c) = 0;
+    if (spare_min_block > kSpareSlotEmpty) {
+      FreeBlock(reinterpret_cast<char*>(spare_min_block));
     }
+    spare_min_block = kSpareSlotClosed;
+    for (int c = 0; c < kSizeClasses; ++c) {
+      for (int i = 0; i < pool.counts[c]; ++i) FreeBlock(ClassBlocks(c)[i]);
+      pool.counts[c] = 0;
+    }
+    // Buffers in thread_local objects destroyed after this one free their blocks directly.
+    pool.reaped = true;
   }
 };
 
-void RegisterReaper() {
+// Opens this thread's pool to keep blocks; false once the thread's reaper has run.
+bool OpenPool() {
+  if (pool.reaped) return false;
   static thread_local BlockPoolReaper reaper;
   (void)reaper;
-  min_block_cache.reaper_registered = true;
+  spare_min_block = kSpareSlotEmpty;
+  return true;
 }
 
 }  // namespace
 
 char* AcquireBlock(size_t capacity) {
+  if (capacity == RingBuffer::kMinCapacity && spare_min_block > kSpareSlotEmpty) {
+    char* block = reinterpret_cast<char*>(spare_min_block);
+    spare_min_block = kSpareSlotEmpty;
+    return block;
+  }
   if (capacity <= kLargestPooledBlock) {
     int c = SizeClass(capacity);
-    int& count = ClassCount(c);
-    if (count > 0) return ClassBlocks(c)[--count];
+    if (pool.counts[c] > 0) return ClassBlocks(c)[--pool.counts[c]];
   }
-  return static_cast<char*>(::operator new(capacity));
+  return static_cast<char*>(::operator new(capacity, kBlockAlignment));
 }
 
 void ReleaseBlock(char* block, size_t capacity) {
-  if (capacity <= kLargestPooledBlock) {
+  if (capacity <= kLargestPooledBlock &&
+      (spare_min_block != kSpareSlotClosed || OpenPool())) {
+    if (capacity == RingBuffer::kMinCapacity && spare_min_block == kSpareSlotEmpty) {
+      spare_min_block = reinterpret_cast<uintptr_t>(block);
+      return;
+    }
     int c = SizeClass(capacity);
-    int& count = ClassCount(c);
-    if (count < ClassLimit(c)) {
-      if (!min_block_cache.reaper_registered) RegisterReaper();
-      ClassBlocks(c)[count++] = block;
+    if (pool.counts[c] < ClassCapacity(c)) {
+      ClassBlocks(c)[pool.counts[c]++] = block;
       return;
     }
   }
-  ::operator delete(block);
+  FreeBlock(block);
 }
 
 size_t PooledBlockCount() {
-  size_t total = 0;
-  for (int c = 0; c < kSizeClasses; ++c) total += static_cast<size_t>(ClassCount(c));
+  size_t total = spare_min_block > kSpareSlotEmpty ? 1 : 0;
+  for (int c = 0; c < kSizeClasses; ++c) total += static_cast<size_t>(pool.counts[c]);
   return total;
 }
 
@@ -176,12 +200,6 @@ std::optional<char> RingBuffer::ReadByte() {
   char c = storage_[read_index_];
   Retrieve(1);
   return c;
-}
-
-void RingBuffer::ReleaseStorage() {
-  ringbuffer_internal::ReleaseBlock(storage_, capacity_);
-  storage_ = nullptr;
-  capacity_ = 0;
 }
 
 template <typename T>

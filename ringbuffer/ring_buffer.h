@@ -54,16 +54,24 @@
 namespace gev {
 namespace ringbuffer_internal {
 
-// This thread's pooled blocks of the smallest size class (RingBuffer::kMinCapacity), the class
-// almost every message uses. It lives in the header so that a buffer taking storage on its
-// first write, or handing it back on becoming empty, does so inline without a call.
-inline constexpr int kMinBlockCacheSize = 256;
-struct MinBlockCache {
-  char* blocks[kMinBlockCacheSize];
-  int count;
-  bool reaper_registered;  // Blocks are only cached once the thread frees them at exit.
-};
-inline thread_local MinBlockCache min_block_cache = {};
+// Blocks of storage recycled per thread, by power-of-two size class from
+// RingBuffer::kMinCapacity to kLargestPooledBlock. Exposed for tests and benchmarks.
+inline constexpr size_t kLargestPooledBlock = 64 * 1024;
+char* AcquireBlock(size_t capacity);
+void ReleaseBlock(char* block, size_t capacity);
+// Blocks held by this thread's pool, over all size classes.
+size_t PooledBlockCount();
+
+// The smallest block (RingBuffer::kMinCapacity, the size almost every message fits) that a
+// buffer on this thread handed back last. It lives in the header so that a buffer taking
+// storage on its first write, or handing it back on becoming empty, swaps it inline with one
+// load and one store: no call, and no count with a dependent indexed load, as the rest of the
+// pool (in ring_buffer.cc) needs. Holds kSpareSlotClosed until the thread has arranged to free
+// its pooled blocks at exit (nothing may be kept before then, nor after that has run),
+// kSpareSlotEmpty when open and empty, and otherwise the block's address.
+inline constexpr uintptr_t kSpareSlotClosed = 0;
+inline constexpr uintptr_t kSpareSlotEmpty = 1;
+inline thread_local uintptr_t spare_min_block = kSpareSlotClosed;
 
 }  // namespace ringbuffer_internal
 
@@ -128,12 +136,14 @@ class RingBuffer {
       if (n != 0) Append(static_cast<const char*>(data), n);
       return true;
     }
-    // Second fastest: an empty buffer takes a cached smallest block.
-    ringbuffer_internal::MinBlockCache& cache = ringbuffer_internal::min_block_cache;
-    if (storage_ == nullptr && n - 1 < kMinCapacity && n <= limit_ && cache.count > 0) {
-      storage_ = cache.blocks[--cache.count];
+    // Second fastest: an empty buffer takes this thread's spare smallest block.
+    uintptr_t& spare = ringbuffer_internal::spare_min_block;
+    if (capacity_ == 0 && n - 1 < kMinCapacity && n <= limit_ &&
+        spare > ringbuffer_internal::kSpareSlotEmpty) {
+      storage_ = reinterpret_cast<char*>(spare);
+      spare = ringbuffer_internal::kSpareSlotEmpty;
       capacity_ = kMinCapacity;
-      std::memcpy(storage_, data, n);
+      CopyBytes(storage_, static_cast<const char*>(data), n);
       size_ = n;
       return true;
     }
@@ -158,10 +168,10 @@ class RingBuffer {
 
   // RingBuffer::Retrieve() — discards the first min(n, Length()) readable bytes.
   void Retrieve(size_t n) {
-    virtual_consumed_ = 0;
     if (n < size_) {
       read_index_ = (read_index_ + n) & Mask();
       size_ -= n;
+      virtual_consumed_ = 0;
     } else {
       Reset();
     }
@@ -175,15 +185,15 @@ class RingBuffer {
   std::string Bytes() const { return PeekAll().ToString(); }
   // RingBuffer::Reset() — discards everything and releases the storage.
   void Reset() {
-    ringbuffer_internal::MinBlockCache& cache = ringbuffer_internal::min_block_cache;
-    if (capacity_ == kMinCapacity && cache.reaper_registered &&
-        cache.count < ringbuffer_internal::kMinBlockCacheSize) {
-      cache.blocks[cache.count++] = storage_;
-      storage_ = nullptr;
-      capacity_ = 0;
+    uintptr_t& spare = ringbuffer_internal::spare_min_block;
+    if (capacity_ == kMinCapacity && spare == ringbuffer_internal::kSpareSlotEmpty) {
+      spare = reinterpret_cast<uintptr_t>(storage_);
     } else if (storage_ != nullptr) {
-      ReleaseStorage();
+      ringbuffer_internal::ReleaseBlock(storage_, capacity_);
     }
+    // Together, so the compiler writes these adjacent zeros as a few wide stores.
+    storage_ = nullptr;
+    capacity_ = 0;
     read_index_ = 0;
     size_ = 0;
     virtual_consumed_ = 0;
@@ -240,12 +250,36 @@ class RingBuffer {
     return {std::string_view(storage_ + start, until_end),
             std::string_view(storage_, n - until_end)};
   }
+  // memcpy, with copies of up to 16 bytes done inline: for a message that short, the call into
+  // the C library costs more than the moves.
+  static void CopyBytes(char* dst, const char* src, size_t n) {
+    if (n - 8 <= 8) {  // 8 to 16 bytes: two 8-byte moves, overlapping below 16.
+      uint64_t head, tail;
+      std::memcpy(&head, src, 8);
+      std::memcpy(&tail, src + n - 8, 8);
+      std::memcpy(dst, &head, 8);
+      std::memcpy(dst + n - 8, &tail, 8);
+    } else if (n > 16) {
+      std::memcpy(dst, src, n);
+    } else if (n >= 4) {
+      uint32_t head, tail;
+      std::memcpy(&head, src, 4);
+      std::memcpy(&tail, src + n - 4, 4);
+      std::memcpy(dst, &head, 4);
+      std::memcpy(dst + n - 4, &tail, 4);
+    } else if (n != 0) {  // 1 to 3 bytes: first, middle and last (some the same byte).
+      char first = src[0], middle = src[n / 2], last = src[n - 1];
+      dst[0] = first;
+      dst[n / 2] = middle;
+      dst[n - 1] = last;
+    }
+  }
   // Copies `n` bytes at the write position; the room must exist.
   void Append(const char* data, size_t n) {
     size_t write_index = WriteIndex();
     size_t until_end = capacity_ - write_index;
     if (n <= until_end) {
-      std::memcpy(storage_ + write_index, data, n);
+      CopyBytes(storage_ + write_index, data, n);
     } else {
       std::memcpy(storage_ + write_index, data, until_end);
       std::memcpy(storage_, data + until_end, n - until_end);
@@ -254,8 +288,6 @@ class RingBuffer {
   }
   // Write()'s slow path: grows the storage (or takes it) first.
   bool WriteGrowing(const void* data, size_t n);
-  // Reset()'s slow path: hands the storage to the pool or frees it.
-  void ReleaseStorage();
   // Makes room for `n` more bytes; false when that would pass `limit_`.
   bool Reserve(size_t n);
   template <typename T>
@@ -269,17 +301,6 @@ class RingBuffer {
   uint32_t limit_ = kMaxLimit;
 };
 
-namespace ringbuffer_internal {
-
-// Blocks of storage recycled per thread, by power-of-two size class from
-// RingBuffer::kMinCapacity to kLargestPooledBlock. Exposed for tests and benchmarks.
-inline constexpr size_t kLargestPooledBlock = 64 * 1024;
-char* AcquireBlock(size_t capacity);
-void ReleaseBlock(char* block, size_t capacity);
-// Blocks held by this thread's pool, over all size classes.
-size_t PooledBlockCount();
-
-}  // namespace ringbuffer_internal
 }  // namespace gev
 
 #endif  // GEV_RINGBUFFER_RING_BUFFER_H_

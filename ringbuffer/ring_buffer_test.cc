@@ -5,7 +5,10 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <iterator>
+#include <set>
 #include <string>
+#include <thread>
 
 #include "gtest/gtest.h"
 
@@ -79,6 +82,70 @@ TEST(RingBufferTest, ReleasedBlocksAreRecycledByThisThread) {
   buffer.WriteString("def");  // Takes the same block back from the pool.
   EXPECT_EQ(ringbuffer_internal::PooledBlockCount(), pooled);
   EXPECT_EQ(buffer.PeekAll().first.data(), block);
+}
+
+TEST(RingBufferTest, BlocksBeyondTheSpareGoToThePoolAndComeBackInOrder) {
+  // Three buffers empty at once: the first block becomes the thread's spare, the others go
+  // to the pool behind it; all three come back before anything new is allocated.
+  RingBuffer a, b, c;
+  a.WriteString("a");
+  b.WriteString("b");
+  c.WriteString("c");
+  const char* blocks[] = {a.PeekAll().first.data(), b.PeekAll().first.data(),
+                          c.PeekAll().first.data()};
+  size_t pooled = ringbuffer_internal::PooledBlockCount();
+  a.RetrieveAll();
+  b.RetrieveAll();
+  c.RetrieveAll();
+  EXPECT_EQ(ringbuffer_internal::PooledBlockCount(), pooled + 3);
+  RingBuffer x, y, z;
+  x.WriteString("x");  // The spare.
+  y.WriteString("y");
+  z.WriteString("z");
+  EXPECT_EQ(ringbuffer_internal::PooledBlockCount(), pooled);
+  std::set<const char*> taken = {x.PeekAll().first.data(), y.PeekAll().first.data(),
+                                 z.PeekAll().first.data()};
+  EXPECT_EQ(taken, std::set<const char*>(std::begin(blocks), std::end(blocks)));
+  EXPECT_EQ(x.Bytes() + y.Bytes() + z.Bytes(), "xyz");
+}
+
+// A thread's pooled blocks, the spare included, are freed when it exits (LeakSanitizer, in the
+// asan configuration, fails the test otherwise), and a buffer destroyed after that, during
+// the same exit, frees its block instead of pooling it.
+TEST(RingBufferTest, AnExitingThreadFreesItsPooledBlocks) {
+  struct LateBuffer {
+    RingBuffer buffer;
+  };
+  std::thread worker([] {
+    // Constructed before the thread pools anything, so destroyed after its pool is freed.
+    static thread_local LateBuffer late;
+    late.buffer.WriteString(Pattern(3 * RingBuffer::kMinCapacity));  // A larger class.
+    RingBuffer spare_owner;
+    spare_owner.WriteString("spare");
+    spare_owner.RetrieveAll();
+    RingBuffer pooled;
+    pooled.WriteString(Pattern(5000));
+    pooled.RetrieveAll();
+    EXPECT_EQ(ringbuffer_internal::PooledBlockCount(), 2u);
+  });
+  worker.join();
+}
+
+TEST(RingBufferTest, ShortWritesAreCopiedWholeAtEveryOffset) {
+  // Writes of 0 to 40 bytes land at every position of a block's last 48 bytes, so the copy
+  // is checked at each size class of the inline copy, and across the wrap.
+  for (size_t n = 0; n <= 40; ++n) {
+    for (size_t offset = RingBuffer::kMinCapacity - 48; offset < RingBuffer::kMinCapacity;
+         ++offset) {
+      RingBuffer buffer;
+      buffer.WriteString(Pattern(offset));
+      buffer.WriteByte('#');
+      buffer.Retrieve(offset);
+      std::string message = Pattern(n, static_cast<int>(offset + n));
+      ASSERT_TRUE(buffer.WriteString(message));
+      ASSERT_EQ(buffer.Bytes(), "#" + message) << "n=" << n << " offset=" << offset;
+    }
+  }
 }
 
 TEST(RingBufferTest, PeekReturnsTwoSlicesWhenDataWraps) {
