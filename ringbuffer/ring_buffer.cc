@@ -121,10 +121,11 @@ size_t PooledBlockCount() {
 
 namespace {
 
+// The smallest capacity (a power of two, at least kMinCapacity) that holds `n` bytes; n is at
+// most kMaxLimit, so the shift cannot overflow.
 size_t RoundUpToPowerOfTwo(size_t n) {
-  size_t capacity = RingBuffer::kMinCapacity;
-  while (capacity < n) capacity <<= 1;
-  return capacity;
+  if (n <= RingBuffer::kMinCapacity) return RingBuffer::kMinCapacity;
+  return size_t{1} << (64 - __builtin_clzll(n - 1));
 }
 
 }  // namespace
