@@ -30,11 +30,6 @@ int SizeClass(size_t capacity) {
   return __builtin_ctzll(capacity) - __builtin_ctzll(RingBuffer::kMinCapacity);
 }
 
-int ClassLimit(int size_class) {
-  int limit = static_cast<int>(kPooledBytesPerClass / (RingBuffer::kMinCapacity << size_class));
-  return limit < 4 ? 4 : limit;
-}
-
 // The pooled blocks besides spare_min_block, which counts towards the smallest class's limit.
 // Trivially destructible, so every access is a plain thread-local load with no guard.
 struct BlockPool {
@@ -50,17 +45,19 @@ char** ClassBlocks(int size_class) {
   return size_class == 0 ? pool.smallest : pool.larger[size_class - 1];
 }
 
+// How many blocks of a size class the array keeps: kPooledBytesPerClass worth (at least 4),
+// less the spare for the smallest class.
 int ClassCapacity(int size_class) {
-  return size_class == 0 ? kMaxSmallestBlocks - 1 : ClassLimit(size_class);
+  if (size_class == 0) return kMaxSmallestBlocks - 1;
+  int limit = static_cast<int>(kPooledBytesPerClass / (RingBuffer::kMinCapacity << size_class));
+  return limit < 4 ? 4 : limit;
 }
 
 // Frees the pooled blocks when the thread exits. Set up before the first block is kept, so
 // taking and handing back blocks never pays for a thread-local guard.
 struct BlockPoolReaper {
   ~BlockPoolReaper() {
-    if (spare_min_block > kSpareSlotEmpty) {
-      FreeBlock(reinterpret_cast<char*>(spare_min_block));
-    }
+    if (char* block = TakeSpareMinBlock()) FreeBlock(block);
     spare_min_block = kSpareSlotClosed;
     for (int c = 0; c < kSizeClasses; ++c) {
       for (int i = 0; i < pool.counts[c]; ++i) FreeBlock(ClassBlocks(c)[i]);
@@ -83,10 +80,8 @@ bool OpenPool() {
 }  // namespace
 
 char* AcquireBlock(size_t capacity) {
-  if (capacity == RingBuffer::kMinCapacity && spare_min_block > kSpareSlotEmpty) {
-    char* block = reinterpret_cast<char*>(spare_min_block);
-    spare_min_block = kSpareSlotEmpty;
-    return block;
+  if (capacity == RingBuffer::kMinCapacity) {
+    if (char* block = TakeSpareMinBlock()) return block;
   }
   if (capacity <= kLargestPooledBlock) {
     int c = SizeClass(capacity);
@@ -98,10 +93,7 @@ char* AcquireBlock(size_t capacity) {
 void ReleaseBlock(char* block, size_t capacity) {
   if (capacity <= kLargestPooledBlock &&
       (spare_min_block != kSpareSlotClosed || OpenPool())) {
-    if (capacity == RingBuffer::kMinCapacity && spare_min_block == kSpareSlotEmpty) {
-      spare_min_block = reinterpret_cast<uintptr_t>(block);
-      return;
-    }
+    if (capacity == RingBuffer::kMinCapacity && KeepSpareMinBlock(block)) return;
     int c = SizeClass(capacity);
     if (pool.counts[c] < ClassCapacity(c)) {
       ClassBlocks(c)[pool.counts[c]++] = block;

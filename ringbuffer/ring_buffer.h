@@ -73,6 +73,21 @@ inline constexpr uintptr_t kSpareSlotClosed = 0;
 inline constexpr uintptr_t kSpareSlotEmpty = 1;
 inline thread_local uintptr_t spare_min_block = kSpareSlotClosed;
 
+// Takes the spare block, or returns nullptr when there is none.
+inline char* TakeSpareMinBlock() {
+  uintptr_t spare = spare_min_block;
+  if (spare <= kSpareSlotEmpty) return nullptr;
+  spare_min_block = kSpareSlotEmpty;
+  return reinterpret_cast<char*>(spare);
+}
+
+// Keeps `block` (of kMinCapacity bytes) as the spare; false when the slot is closed or full.
+inline bool KeepSpareMinBlock(char* block) {
+  if (spare_min_block != kSpareSlotEmpty) return false;
+  spare_min_block = reinterpret_cast<uintptr_t>(block);
+  return true;
+}
+
 }  // namespace ringbuffer_internal
 
 class RingBuffer {
@@ -137,15 +152,14 @@ class RingBuffer {
       return true;
     }
     // Second fastest: an empty buffer takes this thread's spare smallest block.
-    uintptr_t& spare = ringbuffer_internal::spare_min_block;
-    if (capacity_ == 0 && n - 1 < kMinCapacity && n <= limit_ &&
-        spare > ringbuffer_internal::kSpareSlotEmpty) {
-      storage_ = reinterpret_cast<char*>(spare);
-      spare = ringbuffer_internal::kSpareSlotEmpty;
-      capacity_ = kMinCapacity;
-      CopyBytes(storage_, static_cast<const char*>(data), n);
-      size_ = n;
-      return true;
+    if (capacity_ == 0 && n - 1 < kMinCapacity && n <= limit_) {
+      if (char* block = ringbuffer_internal::TakeSpareMinBlock()) {
+        storage_ = block;
+        capacity_ = kMinCapacity;
+        CopyBytes(storage_, static_cast<const char*>(data), n);
+        size_ = n;
+        return true;
+      }
     }
     return WriteGrowing(data, n);
   }
@@ -185,12 +199,9 @@ class RingBuffer {
   std::string Bytes() const { return PeekAll().ToString(); }
   // RingBuffer::Reset() — discards everything and releases the storage.
   void Reset() {
-    uintptr_t& spare = ringbuffer_internal::spare_min_block;
-    if (capacity_ == kMinCapacity && spare == ringbuffer_internal::kSpareSlotEmpty) {
-      spare = reinterpret_cast<uintptr_t>(storage_);
-    } else if (storage_ != nullptr) {
-      ringbuffer_internal::ReleaseBlock(storage_, capacity_);
-    }
+    // The smallest block usually becomes the thread's spare, inline; the rest go out of line.
+    bool kept = capacity_ == kMinCapacity && ringbuffer_internal::KeepSpareMinBlock(storage_);
+    if (!kept && storage_ != nullptr) ringbuffer_internal::ReleaseBlock(storage_, capacity_);
     // Together, so the compiler writes these adjacent zeros as a few wide stores.
     storage_ = nullptr;
     capacity_ = 0;

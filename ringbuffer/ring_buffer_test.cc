@@ -148,6 +148,20 @@ TEST(RingBufferTest, ShortWritesAreCopiedWholeAtEveryOffset) {
   }
 }
 
+TEST(RingBufferTest, BlocksStartOnACacheLineAndCapacitiesArePowersOfTwo) {
+  for (size_t n : {size_t{1}, RingBuffer::kMinCapacity, RingBuffer::kMinCapacity + 1,
+                   size_t{4096}, size_t{4097}, size_t{100000}}) {
+    for (int round = 0; round < 2; ++round) {  // A new block, then one back from the pool.
+      RingBuffer buffer;
+      buffer.WriteString(Pattern(n));
+      size_t expected = RingBuffer::kMinCapacity;
+      while (expected < n) expected *= 2;
+      EXPECT_EQ(buffer.Capacity(), expected) << n;
+      EXPECT_EQ(reinterpret_cast<uintptr_t>(buffer.PeekAll().first.data()) % 64, 0u) << n;
+    }
+  }
+}
+
 TEST(RingBufferTest, PeekReturnsTwoSlicesWhenDataWraps) {
   RingBuffer buffer;
   FillWrapped(buffer, Pattern(20, 3));
