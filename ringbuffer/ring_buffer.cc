@@ -12,7 +12,6 @@ namespace gev {
 namespace ringbuffer_internal {
 namespace {
 
-constexpr int kSizeClasses = 7;  // 1 KiB .. 64 KiB.
 static_assert((RingBuffer::kMinCapacity << (kSizeClasses - 1)) == kLargestPooledBlock);
 // Each size class keeps at most this many bytes (and at least 4 blocks), so a thread's pool is
 // bounded by about 1.75 MiB however many connections it serves.
@@ -26,15 +25,11 @@ constexpr std::align_val_t kBlockAlignment{64};
 
 void FreeBlock(char* block) { ::operator delete(block, kBlockAlignment); }
 
-int SizeClass(size_t capacity) {
-  return __builtin_ctzll(capacity) - __builtin_ctzll(RingBuffer::kMinCapacity);
-}
-
-// The pooled blocks besides spare_min_block, which counts towards the smallest class's limit.
+// The pooled blocks besides the spares in spare_blocks, which count towards their class's limit.
 // Trivially destructible, so every access is a plain thread-local load with no guard.
 struct BlockPool {
   char* smallest[kMaxSmallestBlocks - 1];
-  char* larger[kSizeClasses - 1][kMaxBlocksPerLargerClass];
+  char* larger[kSizeClasses - 1][kMaxBlocksPerLargerClass - 1];
   int counts[kSizeClasses];
   bool reaped;  // The thread is exiting and has freed its blocks: keep no more.
 };
@@ -46,19 +41,21 @@ char** ClassBlocks(int size_class) {
 }
 
 // How many blocks of a size class the array keeps: kPooledBytesPerClass worth (at least 4),
-// less the spare for the smallest class.
+// less the class's spare.
 int ClassCapacity(int size_class) {
   if (size_class == 0) return kMaxSmallestBlocks - 1;
   int limit = static_cast<int>(kPooledBytesPerClass / (RingBuffer::kMinCapacity << size_class));
-  return limit < 4 ? 4 : limit;
+  return (limit < 4 ? 4 : limit) - 1;
 }
 
 // Frees the pooled blocks when the thread exits. Set up before the first block is kept, so
 // taking and handing back blocks never pays for a thread-local guard.
 struct BlockPoolReaper {
   ~BlockPoolReaper() {
-    if (char* block = TakeSpareMinBlock()) FreeBlock(block);
-    spare_min_block = kSpareSlotClosed;
+    for (int c = 0; c < kSizeClasses; ++c) {
+      if (char* block = TakeSpareBlock(c)) FreeBlock(block);
+      spare_blocks[c] = kSpareSlotClosed;
+    }
     for (int c = 0; c < kSizeClasses; ++c) {
       for (int i = 0; i < pool.counts[c]; ++i) FreeBlock(ClassBlocks(c)[i]);
       pool.counts[c] = 0;
@@ -73,18 +70,16 @@ bool OpenPool() {
   if (pool.reaped) return false;
   static thread_local BlockPoolReaper reaper;
   (void)reaper;
-  spare_min_block = kSpareSlotEmpty;
+  for (uintptr_t& slot : spare_blocks) slot = kSpareSlotEmpty;
   return true;
 }
 
 }  // namespace
 
 char* AcquireBlock(size_t capacity) {
-  if (capacity == RingBuffer::kMinCapacity) {
-    if (char* block = TakeSpareMinBlock()) return block;
-  }
   if (capacity <= kLargestPooledBlock) {
     int c = SizeClass(capacity);
+    if (char* block = TakeSpareBlock(c)) return block;
     if (pool.counts[c] > 0) return ClassBlocks(c)[--pool.counts[c]];
   }
   return static_cast<char*>(::operator new(capacity, kBlockAlignment));
@@ -92,9 +87,9 @@ char* AcquireBlock(size_t capacity) {
 
 void ReleaseBlock(char* block, size_t capacity) {
   if (capacity <= kLargestPooledBlock &&
-      (spare_min_block != kSpareSlotClosed || OpenPool())) {
-    if (capacity == RingBuffer::kMinCapacity && KeepSpareMinBlock(block)) return;
+      (spare_blocks[0] != kSpareSlotClosed || OpenPool())) {
     int c = SizeClass(capacity);
+    if (KeepSpareBlock(c, block)) return;
     if (pool.counts[c] < ClassCapacity(c)) {
       ClassBlocks(c)[pool.counts[c]++] = block;
       return;
@@ -104,8 +99,10 @@ void ReleaseBlock(char* block, size_t capacity) {
 }
 
 size_t PooledBlockCount() {
-  size_t total = spare_min_block > kSpareSlotEmpty ? 1 : 0;
-  for (int c = 0; c < kSizeClasses; ++c) total += static_cast<size_t>(pool.counts[c]);
+  size_t total = 0;
+  for (int c = 0; c < kSizeClasses; ++c) {
+    total += static_cast<size_t>(pool.counts[c]) + (spare_blocks[c] > kSpareSlotEmpty ? 1 : 0);
+  }
   return total;
 }
 

@@ -55,36 +55,48 @@ namespace gev {
 namespace ringbuffer_internal {
 
 // Blocks of storage recycled per thread, by power-of-two size class from
-// RingBuffer::kMinCapacity to kLargestPooledBlock. Exposed for tests and benchmarks.
-inline constexpr size_t kLargestPooledBlock = 64 * 1024;
+// RingBuffer::kMinCapacity (class 0) to kLargestPooledBlock. Exposed for tests and benchmarks.
+inline constexpr int kSmallestBlockLog2 = 10;  // RingBuffer::kMinCapacity is 1 KiB.
+inline constexpr int kSizeClasses = 7;         // 1 KiB .. 64 KiB.
+inline constexpr size_t kLargestPooledBlock = size_t{1} << (kSmallestBlockLog2 + kSizeClasses - 1);
 char* AcquireBlock(size_t capacity);
 void ReleaseBlock(char* block, size_t capacity);
 // Blocks held by this thread's pool, over all size classes.
 size_t PooledBlockCount();
 
-// The smallest block (RingBuffer::kMinCapacity, the size almost every message fits) that a
-// buffer on this thread handed back last. It lives in the header so that a buffer taking
-// storage on its first write, or handing it back on becoming empty, swaps it inline with one
-// load and one store: no call, and no count with a dependent indexed load, as the rest of the
-// pool (in ring_buffer.cc) needs. Holds kSpareSlotClosed until the thread has arranged to free
-// its pooled blocks at exit (nothing may be kept before then, nor after that has run),
-// kSpareSlotEmpty when open and empty, and otherwise the block's address.
+// One spare block per size class: the block of that class a buffer on this thread handed back
+// last. It lives in the header so that a buffer taking storage on its first write, or handing
+// it back on becoming empty, swaps it inline with one load and one store: no call, and no count
+// with a dependent indexed load, as the rest of the pool (in ring_buffer.cc) needs. That matters
+// for the smallest class, where almost every message fits, and for the largest, which a stream
+// of 64 KiB writes empties and refills every time. Each slot holds kSpareSlotClosed until the
+// thread has arranged to free its pooled blocks at exit (nothing may be kept before then, nor
+// after that has run), kSpareSlotEmpty when open and empty, and otherwise the block's address.
 inline constexpr uintptr_t kSpareSlotClosed = 0;
 inline constexpr uintptr_t kSpareSlotEmpty = 1;
-inline thread_local uintptr_t spare_min_block = kSpareSlotClosed;
+inline thread_local uintptr_t spare_blocks[kSizeClasses] = {};
 
-// Takes the spare block, or returns nullptr when there is none.
-inline char* TakeSpareMinBlock() {
-  uintptr_t spare = spare_min_block;
+// The size class of a pooled capacity (a power of two from 1 KiB to kLargestPooledBlock).
+inline int SizeClass(size_t capacity) { return __builtin_ctzll(capacity) - kSmallestBlockLog2; }
+
+// The size class of the smallest block that holds `n` bytes, 0 < n <= kLargestPooledBlock.
+inline int SizeClassFor(size_t n) {
+  return n <= (size_t{1} << kSmallestBlockLog2) ? 0
+                                                : 64 - kSmallestBlockLog2 - __builtin_clzll(n - 1);
+}
+
+// Takes the spare block of a class, or returns nullptr when there is none.
+inline char* TakeSpareBlock(int size_class) {
+  uintptr_t spare = spare_blocks[size_class];
   if (spare <= kSpareSlotEmpty) return nullptr;
-  spare_min_block = kSpareSlotEmpty;
+  spare_blocks[size_class] = kSpareSlotEmpty;
   return reinterpret_cast<char*>(spare);
 }
 
-// Keeps `block` (of kMinCapacity bytes) as the spare; false when the slot is closed or full.
-inline bool KeepSpareMinBlock(char* block) {
-  if (spare_min_block != kSpareSlotEmpty) return false;
-  spare_min_block = reinterpret_cast<uintptr_t>(block);
+// Keeps `block` as its class's spare; false when the slot is closed or full.
+inline bool KeepSpareBlock(int size_class, char* block) {
+  if (spare_blocks[size_class] != kSpareSlotEmpty) return false;
+  spare_blocks[size_class] = reinterpret_cast<uintptr_t>(block);
   return true;
 }
 
@@ -93,7 +105,7 @@ inline bool KeepSpareMinBlock(char* block) {
 class RingBuffer {
  public:
   // Smallest storage a buffer takes; every capacity is a power of two at least this large.
-  static constexpr size_t kMinCapacity = 1024;
+  static constexpr size_t kMinCapacity = size_t{1} << ringbuffer_internal::kSmallestBlockLog2;
   // The largest limit (and so the most bytes one buffer holds): 2 GiB.
   static constexpr uint32_t kMaxLimit = uint32_t{1} << 31;
   // Size of the stack buffer `ReadFromFd(fd)` reads into beyond the free space (as muduo's).
@@ -151,11 +163,12 @@ class RingBuffer {
       if (n != 0) Append(static_cast<const char*>(data), n);
       return true;
     }
-    // Second fastest: an empty buffer takes this thread's spare smallest block.
-    if (capacity_ == 0 && n - 1 < kMinCapacity && n <= limit_) {
-      if (char* block = ringbuffer_internal::TakeSpareMinBlock()) {
+    // Second fastest: an empty buffer takes this thread's spare block of the size it needs.
+    if (capacity_ == 0 && n - 1 < ringbuffer_internal::kLargestPooledBlock && n <= limit_) {
+      int size_class = ringbuffer_internal::SizeClassFor(n);
+      if (char* block = ringbuffer_internal::TakeSpareBlock(size_class)) {
         storage_ = block;
-        capacity_ = kMinCapacity;
+        capacity_ = static_cast<uint32_t>(kMinCapacity << size_class);
         CopyBytes(storage_, static_cast<const char*>(data), n);
         size_ = n;
         return true;
@@ -199,8 +212,11 @@ class RingBuffer {
   std::string Bytes() const { return PeekAll().ToString(); }
   // RingBuffer::Reset() — discards everything and releases the storage.
   void Reset() {
-    // The smallest block usually becomes the thread's spare, inline; the rest go out of line.
-    bool kept = capacity_ == kMinCapacity && ringbuffer_internal::KeepSpareMinBlock(storage_);
+    // The block usually becomes the thread's spare of its size, inline; the rest go out of line.
+    // (capacity_ - 1 wraps when there is no block.)
+    bool kept = capacity_ - 1 < ringbuffer_internal::kLargestPooledBlock &&
+                ringbuffer_internal::KeepSpareBlock(ringbuffer_internal::SizeClass(capacity_),
+                                                    storage_);
     if (!kept && storage_ != nullptr) ringbuffer_internal::ReleaseBlock(storage_, capacity_);
     // Together, so the compiler writes these adjacent zeros as a few wide stores.
     storage_ = nullptr;

@@ -9,6 +9,7 @@
 #include <set>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include "gtest/gtest.h"
 
@@ -107,6 +108,41 @@ TEST(RingBufferTest, BlocksBeyondTheSpareGoToThePoolAndComeBackInOrder) {
                                  z.PeekAll().first.data()};
   EXPECT_EQ(taken, std::set<const char*>(std::begin(blocks), std::end(blocks)));
   EXPECT_EQ(x.Bytes() + y.Bytes() + z.Bytes(), "xyz");
+}
+
+TEST(RingBufferTest, EverySizeClassKeepsItsLastBlockAsASpare) {
+  // A buffer that empties hands its block to its class's spare slot, and the next empty buffer
+  // writing a message of that class takes it straight back (a 64 KiB stream, say).
+  for (size_t n : {size_t{100}, size_t{5000}, ringbuffer_internal::kLargestPooledBlock}) {
+    int size_class = ringbuffer_internal::SizeClassFor(n);
+    RingBuffer first;
+    first.WriteString(Pattern(n));
+    ASSERT_EQ(ringbuffer_internal::SizeClass(first.Capacity()), size_class) << n;
+    const char* block = first.PeekAll().first.data();
+    first.RetrieveAll();
+    EXPECT_EQ(ringbuffer_internal::spare_blocks[size_class], reinterpret_cast<uintptr_t>(block))
+        << n;
+    RingBuffer second;
+    second.WriteString(Pattern(n, 7));
+    EXPECT_EQ(second.PeekAll().first.data(), block) << n;
+    EXPECT_EQ(ringbuffer_internal::spare_blocks[size_class], ringbuffer_internal::kSpareSlotEmpty)
+        << n;
+    EXPECT_EQ(second.Bytes(), Pattern(n, 7));
+  }
+}
+
+TEST(RingBufferTest, ThePoolKeepsABoundedNumberOfBlocksPerClass) {
+  // 256 KiB per class, its spare included: 256 blocks of 1 KiB, 4 of 64 KiB.
+  std::thread worker([] {
+    std::vector<RingBuffer> small(300), large(10);
+    for (RingBuffer& buffer : small) buffer.WriteString("x");
+    for (RingBuffer& buffer : large) buffer.WriteString(Pattern(40000));
+    for (RingBuffer& buffer : small) buffer.RetrieveAll();
+    EXPECT_EQ(ringbuffer_internal::PooledBlockCount(), 256u);
+    for (RingBuffer& buffer : large) buffer.RetrieveAll();
+    EXPECT_EQ(ringbuffer_internal::PooledBlockCount(), 260u);
+  });
+  worker.join();
 }
 
 // A thread's pooled blocks, the spare included, are freed when it exits (LeakSanitizer, in the
