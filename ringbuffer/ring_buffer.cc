@@ -43,7 +43,6 @@ char** ClassBlocks(int size_class) {
 // How many blocks of a size class the array keeps: kPooledBytesPerClass worth (at least 4),
 // less the class's spare.
 int ClassCapacity(int size_class) {
-  if (size_class == 0) return kMaxSmallestBlocks - 1;
   int limit = static_cast<int>(kPooledBytesPerClass / (RingBuffer::kMinCapacity << size_class));
   return (limit < 4 ? 4 : limit) - 1;
 }
@@ -55,8 +54,6 @@ struct BlockPoolReaper {
     for (int c = 0; c < kSizeClasses; ++c) {
       if (char* block = TakeSpareBlock(c)) FreeBlock(block);
       spare_blocks[c] = kSpareSlotClosed;
-    }
-    for (int c = 0; c < kSizeClasses; ++c) {
       for (int i = 0; i < pool.counts[c]; ++i) FreeBlock(ClassBlocks(c)[i]);
       pool.counts[c] = 0;
     }
@@ -113,8 +110,7 @@ namespace {
 // The smallest capacity (a power of two, at least kMinCapacity) that holds `n` bytes; n is at
 // most kMaxLimit, so the shift cannot overflow.
 size_t RoundUpToPowerOfTwo(size_t n) {
-  if (n <= RingBuffer::kMinCapacity) return RingBuffer::kMinCapacity;
-  return size_t{1} << (64 - __builtin_clzll(n - 1));
+  return RingBuffer::kMinCapacity << ringbuffer_internal::SizeClassFor(n);
 }
 
 }  // namespace

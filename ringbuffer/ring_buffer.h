@@ -79,7 +79,8 @@ inline thread_local uintptr_t spare_blocks[kSizeClasses] = {};
 // The size class of a pooled capacity (a power of two from 1 KiB to kLargestPooledBlock).
 inline int SizeClass(size_t capacity) { return __builtin_ctzll(capacity) - kSmallestBlockLog2; }
 
-// The size class of the smallest block that holds `n` bytes, 0 < n <= kLargestPooledBlock.
+// The size class of the smallest block that holds `n` bytes (n > 0); classes beyond the pooled
+// ones (n > kLargestPooledBlock) count on in the same way.
 inline int SizeClassFor(size_t n) {
   return n <= (size_t{1} << kSmallestBlockLog2) ? 0
                                                 : 64 - kSmallestBlockLog2 - __builtin_clzll(n - 1);
