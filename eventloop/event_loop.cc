@@ -82,7 +82,9 @@ void EventLoop::Run() {
     timers_.Advance(NowMs());
     RunQueuedTasks();
   }
-  RunQueuedTasks();
+  // Tasks queued by these tasks run too (a connection's teardown follows its close as a task).
+  while (RunQueuedTasks()) {
+  }
   loop_thread_.store(std::thread::id(), std::memory_order_release);
 }
 
@@ -124,16 +126,17 @@ void EventLoop::QueueInLoop(Task task) {
   if (sleeping_.load(std::memory_order_seq_cst) && sleeping_.exchange(false)) Wake();
 }
 
-void EventLoop::RunQueuedTasks() {
+bool EventLoop::RunQueuedTasks() {
   // Swapped out under the lock so tasks run unlocked and may queue more (run next round).
   {
     std::lock_guard<std::mutex> lock(tasks_mutex_);
-    if (tasks_.empty()) return;
+    if (tasks_.empty()) return false;
     running_tasks_.swap(tasks_);
   }
   for (Task& task : running_tasks_) task();
   tasks_run_.fetch_add(running_tasks_.size(), std::memory_order_relaxed);
   running_tasks_.clear();
+  return true;
 }
 
 TimerId EventLoop::ScheduleTimer(absl::Duration delay, absl::Duration interval, Task task) {

@@ -75,7 +75,8 @@ class EventLoop {
   EventLoop& operator=(const EventLoop&) = delete;
 
   // EventLoop::Run() — runs the loop on the calling thread until Stop(). The calling thread
-  // becomes the loop thread. Tasks still queued when it stops are run before it returns.
+  // becomes the loop thread. Tasks still queued when it stops, and the tasks they queue, are run
+  // before it returns.
   void Run();
   // EventLoop::Stop() — makes Run() return after its current iteration. Thread-safe; also
   // callable from a callback on the loop thread, and before Run() (which then returns at once).
@@ -130,7 +131,8 @@ class EventLoop {
   explicit EventLoop(std::unique_ptr<Poller> poller);
   // Returns true when tasks are queued, clearing sleeping_ (which then no producer may set).
   bool PrepareToSleep();
-  void RunQueuedTasks();
+  // Runs the tasks queued so far; false when there were none.
+  bool RunQueuedTasks();
   void Wake();
   TimerId ScheduleTimer(absl::Duration delay, absl::Duration interval, Task task);
 

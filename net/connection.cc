@@ -8,6 +8,7 @@
 #include <thread>
 #include <utility>
 
+#include "absl/strings/str_cat.h"
 #include "net/socket_ops.h"
 
 namespace gev {
@@ -29,7 +30,8 @@ Connection::Connection(PrivateTag, EventLoop* loop, int fd, const InetAddress& p
       peer_closed_(false),
       shutdown_requested_(false),
       write_shut_(false),
-      above_high_water_(false) {
+      above_high_water_(false),
+      fd_closed_(false) {
   input_.set_limit(options().max_input_bytes);
 }
 
@@ -40,8 +42,9 @@ InetAddress Connection::LocalAddr() const {
 }
 
 Connection::~Connection() {
-  // Closed by CloseInLoop() unless it was never established.
-  if (state_.load(std::memory_order_relaxed) != State::kDisconnected) ::close(fd_);
+  // Closed by Teardown() unless the connection never got that far (never established, or its
+  // loop stopped before the teardown task ran).
+  if (!fd_closed_) ::close(fd_);
 }
 
 void Connection::Establish() {
@@ -63,6 +66,7 @@ void Connection::Establish() {
 }
 
 void Connection::HandleEvent(const PollEvent& event) {
+  loop_->AssertInLoopThread();
   // Keeps this connection alive until the event is handled, whatever the callbacks release.
   ConnectionPtr self = shared_from_this();
   if (event.error) {
@@ -70,7 +74,15 @@ void Connection::HandleEvent(const PollEvent& event) {
     CloseInLoop(absl::ErrnoToStatus(error != 0 ? error : EIO, "socket error"));
     return;
   }
-  if (event.readable && reading_) HandleRead(self);
+  if (event.readable && reading_) {
+    // Close() from another thread stops reading when its task runs; until then, no input is
+    // read or delivered after it.
+    if (state() == State::kConnected) {
+      HandleRead(self);
+    } else {
+      SetReading(false);
+    }
+  }
   if (state() == State::kDisconnected) return;
   if (event.writable && writing_) HandleWrite();
   if (state() == State::kDisconnected) return;
@@ -207,7 +219,11 @@ void Connection::CheckHighWater(size_t before) {
   }
   above_high_water_ = true;
   if (options().pause_reading_at_high_water && reading_) SetReading(false);
-  if (callbacks().on_high_water) callbacks().on_high_water(shared_from_this(), after);
+  if (!callbacks().on_high_water) return;
+  // Send runs inside user callbacks; the user hears of the crossing after the current one.
+  loop_->QueueInLoop([self = shared_from_this(), after] {
+    if (self->state() != State::kDisconnected) self->callbacks().on_high_water(self, after);
+  });
 }
 
 void Connection::SetReading(bool on) {
@@ -239,6 +255,10 @@ void Connection::ShutdownWrite() {
 void Connection::Close() {
   State expected = State::kConnected;
   if (!state_.compare_exchange_strong(expected, State::kDisconnecting)) return;
+  // On the loop thread, input stops now: no OnMessage follows a Close() made in OnConnect or
+  // OnMessage. Replies computed before it are still sent (SendSlices), so the close itself
+  // waits for the end of the current callback.
+  if (loop_->IsInLoopThread()) SetReading(false);
   loop_->QueueInLoop([self = shared_from_this()] { self->CloseWhenFlushed(); });
 }
 
@@ -249,8 +269,13 @@ void Connection::CloseWhenFlushed() {
 }
 
 void Connection::ForceClose(absl::Status reason) {
-  // Once closed, the loop may be gone (a stopped server); nothing is left to close.
   if (state() == State::kDisconnected) return;
+  if (loop_->IsInLoopThread()) {
+    // Safe inside a callback: CloseInLoop only marks the connection closed; the teardown and
+    // OnClose run after the callback has returned.
+    CloseInLoop(std::move(reason));
+    return;
+  }
   State expected = State::kConnected;
   state_.compare_exchange_strong(expected, State::kDisconnecting);
   loop_->QueueInLoop([self = shared_from_this(), reason = std::move(reason)]() mutable {
@@ -261,21 +286,42 @@ void Connection::ForceClose(absl::Status reason) {
 void Connection::CloseInLoop(absl::Status reason) {
   loop_->AssertInLoopThread();
   if (state() == State::kDisconnected) return;
-  ConnectionPtr self = shared_from_this();
   state_.store(State::kDisconnected, std::memory_order_release);
   if (idle_timer_ != 0) {
     loop_->Cancel(idle_timer_);
     idle_timer_ = 0;
   }
   if (registered_) {
+    // NotFound is the only error and cannot happen while registered_; either way no event of
+    // this descriptor reaches us after this line, and closing it unregisters it from the kernel.
     (void)loop_->RemoveHandler(fd_);
     registered_ = false;
   }
-  ::close(fd_);
   reading_ = writing_ = false;
+  // The descriptor stays open, and the buffers stay as they are, until the loop has finished
+  // the current callback and poll batch: the number cannot be reused by a connection accepted
+  // later in the batch (which would receive this one's stale events), and a caller's
+  // RingBuffer& stays valid.
+  loop_->QueueInLoop([self = shared_from_this(), reason = std::move(reason)]() mutable {
+    self->Teardown(std::move(reason));
+  });
+}
+
+void Connection::Teardown(absl::Status reason) {
+  size_t unsent = output_.Length();
+  if (unsent > 0) {
+    // A FIN would make a truncated stream look complete: end it with RST, and say why.
+    sockets::SetLingerZero(fd_);
+    std::string unsent_text = absl::StrCat(unsent, " bytes of output unsent");
+    reason = reason.ok() ? absl::AbortedError(absl::StrCat("closed with ", unsent_text))
+                         : absl::Status(reason.code(),
+                                        absl::StrCat(reason.message(), "; ", unsent_text));
+  }
+  ::close(fd_);
+  fd_closed_ = true;
   input_.Reset();
   output_.Reset();
-  if (callbacks().on_close) callbacks().on_close(self, reason);
+  if (callbacks().on_close) callbacks().on_close(shared_from_this(), reason);
 }
 
 void Connection::MarkActive() {

@@ -169,7 +169,10 @@ class Connection final : public EventHandler, public std::enable_shared_from_thi
   void CheckHighWater(size_t before);
   void SetReading(bool on);
   void UpdateInterest();
+  // Marks the connection closed and stops its events; Teardown() follows as a loop task.
   void CloseInLoop(absl::Status reason);
+  // Closes the descriptor (RST if output is left), releases the buffers, runs on_close.
+  void Teardown(absl::Status reason);
   void CloseWhenFlushed();
   void MarkActive();
   void ArmIdleTimer(absl::Duration delay);
@@ -193,6 +196,7 @@ class Connection final : public EventHandler, public std::enable_shared_from_thi
   bool shutdown_requested_ : 1;
   bool write_shut_ : 1;
   bool above_high_water_ : 1;
+  bool fd_closed_ : 1;
 
   // Allocated by the first SetContext: most connections never have one.
   std::unique_ptr<std::any> context_;  // Guarded by context_locked_.

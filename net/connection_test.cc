@@ -44,6 +44,27 @@ struct ServerHooks {
   std::function<void(const ConnectionPtr&, size_t)> on_high_water;
 };
 
+// Counts, on the loop thread, callbacks that start while another is running: the library
+// promises there are none (a connection is torn down after the callback that closed it).
+class CallbackNesting {
+ public:
+  class Scope {
+   public:
+    explicit Scope(CallbackNesting& nesting) : nesting_(nesting) {
+      if (nesting_.depth_++ > 0) nesting_.nested_.fetch_add(1);
+    }
+    ~Scope() { --nesting_.depth_; }
+
+   private:
+    CallbackNesting& nesting_;
+  };
+  int nested() const { return nested_.load(); }
+
+ private:
+  int depth_ = 0;  // Loop thread only.
+  std::atomic<int> nested_{0};
+};
+
 class TestServer {
  public:
   explicit TestServer(ServerHooks hooks, Connection::Options options = {}, int family = AF_INET)
@@ -67,10 +88,25 @@ class TestServer {
     RunAndWait([] {});  // Let the queued closes run.
     loop_->Stop();
     thread_.join();
+    EXPECT_EQ(nesting_.nested(), 0) << "a callback ran inside another";
   }
 
   uint16_t port() const { return port_; }
   EventLoop& loop() { return *loop_; }
+  int nested_callbacks() const { return nesting_.nested(); }
+
+  // Holds the loop thread in a task until the returned promise is set, so that several events
+  // become ready and are reported in one poll batch.
+  std::promise<void> BlockLoop() {
+    std::promise<void> release;
+    std::promise<void> entered;
+    loop_->QueueInLoop([&entered, released = release.get_future().share()] {
+      entered.set_value();
+      released.wait();
+    });
+    entered.get_future().wait();
+    return release;
+  }
   InetAddress address() const { return acceptor_address_; }
 
   template <typename F>
@@ -112,10 +148,12 @@ class TestServer {
     config->options = options;
     Connection::Callbacks& callbacks = config->callbacks;
     callbacks.on_connect = [this](const ConnectionPtr& c) {
+      CallbackNesting::Scope scope(nesting_);
       Record("connect");
       if (hooks_.on_connect) hooks_.on_connect(c);
     };
     callbacks.on_message = [this](const ConnectionPtr& c, RingBuffer& input) {
+      CallbackNesting::Scope scope(nesting_);
       Record("message");
       if (hooks_.on_message) {
         hooks_.on_message(c, input);
@@ -124,6 +162,7 @@ class TestServer {
       }
     };
     callbacks.on_close = [this](const ConnectionPtr& c, const absl::Status& reason) {
+      CallbackNesting::Scope scope(nesting_);
       {
         std::lock_guard<std::mutex> lock(mutex_);
         events_.push_back("close:" + std::string(absl::StatusCodeToString(reason.code())));
@@ -134,6 +173,7 @@ class TestServer {
       connections_.erase(c.get());
     };
     callbacks.on_high_water = [this](const ConnectionPtr& c, size_t pending) {
+      CallbackNesting::Scope scope(nesting_);
       if (hooks_.on_high_water) hooks_.on_high_water(c, pending);
     };
     return config;
@@ -153,6 +193,7 @@ class TestServer {
   }
 
   ServerHooks hooks_;
+  CallbackNesting nesting_;
   std::shared_ptr<const Connection::Config> config_;
   std::unique_ptr<EventLoop> loop_;
   std::unique_ptr<Acceptor> acceptor_;
@@ -374,7 +415,8 @@ TEST(ConnectionTest, HighWaterFiresOncePerCrossingAndPausesReading) {
   EXPECT_EQ(messages.load(), 1);  // Resumed below the low-water mark.
 
   server->RunAndWait([&] { EXPECT_TRUE(connection->Send(Pattern(4 << 20)).ok()); });
-  EXPECT_EQ(crossings.load(), 2);
+  // Reported after the task that crossed it has returned, never inside it.
+  EXPECT_TRUE(WaitFor([&] { return crossings.load() == 2; }));
   EXPECT_EQ(ReadExactly(client, 4 << 20).size(), size_t{4 << 20});
   server->RunAndWait([&] { connection.reset(); });
   ::close(client);
@@ -428,6 +470,165 @@ TEST(ConnectionTest, ContextAndAddressesAreAvailable) {
   EXPECT_FALSE(connection->Connected());
   EXPECT_FALSE(connection->Send("after close").ok());
   EXPECT_EQ(connection->LocalAddr().port(), 0);  // Not asked of a closed descriptor.
+}
+
+// Resets `fd`'s connection: close() with a zero linger sends RST.
+void Reset(int fd) {
+  linger reset{1, 0};
+  ::setsockopt(fd, SOL_SOCKET, SO_LINGER, &reset, sizeof(reset));
+  ::close(fd);
+}
+
+// Reads to the end of the stream; `reset` tells whether it ended with ECONNRESET, not a FIN.
+std::string ReadToEnd(int fd, bool* reset) {
+  std::string received;
+  char buffer[65536];
+  while (true) {
+    ssize_t n = ::read(fd, buffer, sizeof(buffer));
+    if (n > 0) {
+      received.append(buffer, static_cast<size_t>(n));
+      continue;
+    }
+    *reset = n < 0 && errno == ECONNRESET;
+    return received;
+  }
+}
+
+// A write that fails inside a callback (the peer has reset) used to run OnClose on the spot,
+// inside OnConnect or inside another connection's OnMessage that broadcast to it.
+TEST(ConnectionTest, OnCloseNeverRunsInsideAnotherCallback) {
+  std::atomic<int> failed_sends{0};
+  std::atomic<int> connects{0};
+  ConnectionPtr broadcast_target;  // Loop thread only.
+  auto server = StartServer({
+      .on_connect = [&](const ConnectionPtr& c) {
+        ++connects;
+        if (broadcast_target == nullptr) {  // The first client, which resets before we write.
+          broadcast_target = c;
+          return;
+        }
+        if (!broadcast_target->Send("to a reset peer").ok()) ++failed_sends;
+      },
+      .on_message = [&](const ConnectionPtr& c, RingBuffer& input) {
+        input.RetrieveAll();
+        if (!broadcast_target->Send("to a reset peer").ok()) ++failed_sends;
+        (void)c->Send("ok");
+      },
+  });
+  for (bool in_on_message : {false, true}) {
+    SCOPED_TRACE(in_on_message ? "inside OnMessage" : "inside OnConnect");
+    int closes = server->close_count();
+    server->RunAndWait([&] { broadcast_target.reset(); });
+    int first = Connect(server->address());
+    ASSERT_TRUE(WaitFor([&] {
+      bool ready = false;
+      server->RunAndWait([&] { ready = broadcast_target != nullptr; });
+      return ready;
+    }));
+    int second = -1;
+    if (in_on_message) {
+      int before = connects.load();
+      second = Connect(server->address());
+      ASSERT_TRUE(WaitFor([&] { return connects.load() == before + 1; }));
+    }
+    {
+      // One batch: the second client's accept (or message) first, then the first one's reset.
+      std::promise<void> release = server->BlockLoop();
+      if (in_on_message) {
+        ASSERT_TRUE(WriteAll(second, "x"));
+      } else {
+        second = Connect(server->address());
+      }
+      std::this_thread::sleep_for(milliseconds(20));
+      Reset(first);
+      std::this_thread::sleep_for(milliseconds(20));
+      release.set_value();
+    }
+    ASSERT_TRUE(server->WaitForCloses(closes + 1));
+    if (in_on_message) {
+      EXPECT_EQ(ReadExactly(second, 2), "ok");
+    }
+    ::close(second);
+    ASSERT_TRUE(server->WaitForCloses(closes + 2));
+  }
+  EXPECT_GE(failed_sends.load(), 2);
+  EXPECT_EQ(server->nested_callbacks(), 0);
+  server->RunAndWait([&] { broadcast_target.reset(); });
+}
+
+// In one poll batch: connection A's OnMessage writes to B, whose peer has reset (the write
+// fails and B closes); then the listener accepts C; then B's own reset event. Closing B's
+// descriptor at once let C take its number and receive B's stale error (C closed with EIO).
+TEST(ConnectionTest, ADescriptorClosedInABatchIsNotReusedInThatBatch) {
+  std::vector<ConnectionPtr> accepted;  // Loop thread only.
+  std::atomic<int> accepted_count{0};
+  auto server = StartServer({
+      .on_connect = [&](const ConnectionPtr& c) {
+        accepted.push_back(c);
+        ++accepted_count;
+      },
+      .on_message = [&](const ConnectionPtr& c, RingBuffer& input) {
+        if (c == accepted[0] && accepted.size() >= 2) (void)accepted[1]->Send(input.Bytes());
+        (void)c->SendFromBuffer(input, input.Length());
+      },
+  });
+  int a = Connect(server->address());
+  int b = Connect(server->address());
+  ASSERT_TRUE(WaitFor([&] { return accepted_count.load() == 2; }));
+  server->RunAndWait([] {});  // The listener's last readiness has been seen.
+  int c = -1;
+  int placeholder = -1;
+  {
+    std::promise<void> release = server->BlockLoop();
+    ASSERT_TRUE(WriteAll(a, "ping"));
+    std::this_thread::sleep_for(milliseconds(20));
+    c = Connect(server->address());  // Queued in the backlog until the loop runs.
+    std::this_thread::sleep_for(milliseconds(20));
+    Reset(b);
+    // The client's own descriptor number is free now and lower than the server's; hold it, so
+    // the lowest number free in the batch is the one the server closes.
+    placeholder = ::open("/dev/null", O_RDONLY);
+    std::this_thread::sleep_for(milliseconds(20));
+    release.set_value();
+  }
+  EXPECT_EQ(ReadExactly(a, 4), "ping");
+  ASSERT_TRUE(WaitFor([&] { return accepted_count.load() == 3; }));
+  ASSERT_TRUE(WriteAll(c, "still here"));
+  EXPECT_EQ(ReadExactly(c, 10), "still here");
+  ASSERT_TRUE(server->WaitForCloses(1));
+  std::this_thread::sleep_for(milliseconds(20));
+  EXPECT_EQ(server->close_count(), 1);  // B only.
+  server->RunAndWait([&] {
+    EXPECT_TRUE(accepted[2]->Connected());
+    EXPECT_NE(accepted[2]->fd(), accepted[1]->fd());
+    accepted.clear();
+  });
+  ::close(a);
+  ::close(c);
+  ::close(placeholder);
+}
+
+// A connection closed with output still unsent used to end with a FIN: a truncated stream that
+// looked complete.
+TEST(ConnectionTest, ForceCloseWithOutputLeftEndsWithResetAndCountsTheBytes) {
+  const std::string payload = Pattern(4 << 20, 5);
+  auto server = StartServer({.on_connect = [&](const ConnectionPtr& c) {
+    int size = 4096;
+    ::setsockopt(c->fd(), SOL_SOCKET, SO_SNDBUF, &size, sizeof(size));
+    EXPECT_TRUE(c->Send(payload).ok());
+    EXPECT_GT(c->WriteBufferLength(), 0u);
+    c->ForceClose(absl::CancelledError("stopping"));
+  }});
+  int client = Connect(server->address(), 4096);
+  ASSERT_TRUE(server->WaitForCloses(1));
+  bool reset = false;
+  std::string received = ReadToEnd(client, &reset);
+  EXPECT_TRUE(reset) << "ended with a FIN after " << received.size() << " bytes";
+  EXPECT_LT(received.size(), payload.size());
+  absl::Status reason = server->last_close_reason();
+  EXPECT_EQ(reason.code(), absl::StatusCode::kCancelled);
+  EXPECT_NE(reason.message().find("bytes of output unsent"), std::string_view::npos) << reason;
+  ::close(client);
 }
 
 // An idle connection's memory is a promise (<= 256 bytes in all, see tools/idle_memory); the

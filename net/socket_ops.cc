@@ -151,6 +151,14 @@ absl::StatusOr<InetAddress> PeerAddress(int fd) {
   return QueryAddress(fd, ::getpeername, "getpeername");
 }
 
+void SetLingerZero(int fd) {
+  linger reset{};
+  reset.l_onoff = 1;
+  reset.l_linger = 0;
+  // Fails only for a descriptor that is not a socket; close() then does what it always does.
+  (void)::setsockopt(fd, SOL_SOCKET, SO_LINGER, &reset, sizeof(reset));
+}
+
 int PendingError(int fd) {
   int error = 0;
   socklen_t length = sizeof(error);

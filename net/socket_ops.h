@@ -36,6 +36,9 @@ absl::StatusOr<int> ConnectBlocking(const InetAddress& address);
 
 absl::StatusOr<InetAddress> LocalAddress(int fd);
 absl::StatusOr<InetAddress> PeerAddress(int fd);
+// SO_LINGER with a zero timeout: the next close() sends RST instead of FIN and drops what the
+// kernel still holds. For ending a stream that is known to be truncated.
+void SetLingerZero(int fd);
 // The pending error on a socket (SO_ERROR), 0 if none.
 int PendingError(int fd);
 

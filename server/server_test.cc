@@ -109,6 +109,37 @@ TEST_P(ServerModeTest, EchoesOnEveryLoopAndCountsConnections) {
   EXPECT_EQ(handler.connects(), 16);
 }
 
+// max_connection_server's refusal: a client that spoke first got "too many connections"
+// followed by the echo of its request, since the close was queued behind the next poll.
+TEST_P(ServerModeTest, CloseInOnConnectStopsInput) {
+  RecordingHandler handler;
+  std::atomic<int> messages{0};
+  handler.on_connect = [](Connection& conn) {
+    // Let the client's first bytes arrive before the refusal.
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    EXPECT_TRUE(conn.Send("too many connections\n").ok());
+    conn.Close();
+  };
+  handler.on_message = [&](Connection&, RingBuffer& buffer) {
+    ++messages;
+    return Reply::FromBuffer(buffer.Length());
+  };
+  auto server = MustCreate(&handler, Loopback(1, GetParam()));
+  ASSERT_NE(server, nullptr);
+  ServerThread running(server.get());
+  constexpr int kTries = 20;
+  int echoed = 0;
+  for (int i = 0; i < kTries; ++i) {
+    int client = Connect(server->ListenAddress());
+    ASSERT_TRUE(WriteAll(client, "hello"));
+    std::string received = ReadExactly(client, 100);
+    if (received != "too many connections\n") ++echoed;
+    ::close(client);
+  }
+  EXPECT_EQ(echoed, 0) << "of " << kTries;
+  EXPECT_EQ(messages.load(), 0);
+}
+
 INSTANTIATE_TEST_SUITE_P(AcceptorAndReusePort, ServerModeTest, ::testing::Bool());
 
 TEST(ServerTest, NewServerTakesGevStyleOptions) {
