@@ -82,9 +82,20 @@ void EventLoop::Run() {
     timers_.Advance(NowMs());
     RunQueuedTasks();
   }
-  // Tasks queued by these tasks run too (a connection's teardown follows its close as a task).
-  while (RunQueuedTasks()) {
+  // Tasks queued by these tasks run too (a connection's teardown follows its close as a task),
+  // and so do tasks other threads queue until the loop is marked finished.
+  while (true) {
+    {
+      std::lock_guard<std::mutex> lock(tasks_mutex_);
+      if (tasks_.empty()) {
+        finished_ = true;
+        break;
+      }
+    }
+    RunQueuedTasks();
   }
+  // Their callbacks may hold what keeps this loop alive; none of them can run any more.
+  timers_.CancelAll();
   loop_thread_.store(std::thread::id(), std::memory_order_release);
 }
 
@@ -108,22 +119,29 @@ void EventLoop::Wake() {
   poller_->Wakeup();
 }
 
-void EventLoop::RunInLoop(Task task) {
+bool EventLoop::RunInLoop(Task task) {
   if (IsInLoopThread()) {
     task();
-  } else {
-    QueueInLoop(std::move(task));
+    return true;
   }
+  return QueueInLoop(std::move(task));
 }
 
-void EventLoop::QueueInLoop(Task task) {
+bool EventLoop::QueueInLoop(Task task) {
   {
-    std::lock_guard<std::mutex> lock(tasks_mutex_);
+    std::unique_lock<std::mutex> lock(tasks_mutex_);
+    if (finished_) {
+      lock.unlock();
+      // Destroyed here, unlocked: its captures' destructors may queue tasks themselves.
+      Task refused = std::move(task);
+      return false;
+    }
     tasks_.push_back(std::move(task));
   }
   // Only a loop that is asleep (or committed to sleeping) needs the system call, and only the
   // first producer to notice pays it.
   if (sleeping_.load(std::memory_order_seq_cst) && sleeping_.exchange(false)) Wake();
+  return true;
 }
 
 bool EventLoop::RunQueuedTasks() {
@@ -146,7 +164,8 @@ TimerId EventLoop::ScheduleTimer(absl::Duration delay, absl::Duration interval, 
   if (IsInLoopThread()) {
     timers_.Schedule(id, due, interval_ticks, std::move(task));
   } else {
-    QueueInLoop([this, id, due, interval_ticks, task = std::move(task)]() mutable {
+    // Refused once the loop has finished: the timer could never fire.
+    (void)QueueInLoop([this, id, due, interval_ticks, task = std::move(task)]() mutable {
       timers_.Schedule(id, due, interval_ticks, std::move(task));
     });
   }
@@ -165,7 +184,8 @@ void EventLoop::Cancel(TimerId id) {
   if (IsInLoopThread()) {
     timers_.Cancel(id);
   } else {
-    QueueInLoop([this, id] { timers_.Cancel(id); });
+    // Refused once the loop has finished, when no timer is left to cancel.
+    (void)QueueInLoop([this, id] { timers_.Cancel(id); });
   }
 }
 

@@ -76,7 +76,9 @@ class EventLoop {
 
   // EventLoop::Run() — runs the loop on the calling thread until Stop(). The calling thread
   // becomes the loop thread. Tasks still queued when it stops, and the tasks they queue, are run
-  // before it returns.
+  // before it returns; pending timers are then cancelled. A loop runs once: after Run() has
+  // returned it refuses tasks (see QueueInLoop), so that objects which keep it alive (a
+  // connection holds its loop) never sit in its queue forever.
   void Run();
   // EventLoop::Stop() — makes Run() return after its current iteration. Thread-safe; also
   // callable from a callback on the loop thread, and before Run() (which then returns at once).
@@ -88,11 +90,12 @@ class EventLoop {
   void AssertInLoopThread() const;
 
   // EventLoop::RunInLoop() — runs `task` now when called on the loop thread, otherwise queues
-  // it. Thread-safe.
-  void RunInLoop(Task task);
+  // it. Returns false, having destroyed `task` unrun, once the loop has finished. Thread-safe.
+  bool RunInLoop(Task task);
   // EventLoop::QueueInLoop() — runs `task` on the loop thread after the current event
-  // handling; tasks run in the order they were queued. Thread-safe.
-  void QueueInLoop(Task task);
+  // handling; tasks run in the order they were queued. Returns false, having destroyed `task`
+  // unrun on the calling thread, once Run() has returned. Thread-safe.
+  bool QueueInLoop(Task task);
 
   // EventLoop::RunAfter() — runs `task` once on the loop thread after `delay` (millisecond
   // resolution, at least one tick). Thread-safe.
@@ -150,6 +153,7 @@ class EventLoop {
 
   std::mutex tasks_mutex_;
   std::vector<Task> tasks_;  // Guarded by tasks_mutex_.
+  bool finished_ = false;    // Guarded by tasks_mutex_: Run() has returned.
 
   // Loop-thread-only state.
   TimingWheel timers_;

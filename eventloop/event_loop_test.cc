@@ -79,6 +79,43 @@ TEST(EventLoopTest, TasksQueuedFromTasksRunAfterThem) {
   EXPECT_EQ(order, (std::vector<int>{1, 2, 3}));
 }
 
+TEST(EventLoopTest, TasksQueuedWhileStoppingStillRun) {
+  auto loop = NewLoop();
+  std::vector<int> order;
+  loop->QueueInLoop([&] {
+    loop->Stop();
+    // A connection's close queues its teardown, which queues nothing more.
+    loop->QueueInLoop([&] {
+      order.push_back(1);
+      loop->QueueInLoop([&] { order.push_back(2); });
+    });
+  });
+  loop->Run();
+  EXPECT_EQ(order, (std::vector<int>{1, 2}));
+}
+
+// After Run() has returned nothing would ever run a task; a task holding what keeps the loop
+// alive (a connection holds its loop) would make a cycle that is never freed.
+TEST(EventLoopTest, AFinishedLoopRefusesTasksAndDropsItsTimers) {
+  auto loop = NewLoop();
+  auto held = std::make_shared<int>(7);
+  std::weak_ptr<int> watch = held;
+  loop->RunAfter(absl::Hours(1), [held] { ADD_FAILURE() << "a timer of a finished loop ran"; });
+  held.reset();
+  loop->QueueInLoop([&] { loop->Stop(); });
+  loop->Run();
+  EXPECT_TRUE(watch.expired());  // The pending timer's callback was destroyed.
+  auto captured = std::make_shared<int>(8);
+  std::weak_ptr<int> refused = captured;
+  std::thread other([&] {
+    EXPECT_FALSE(loop->QueueInLoop([captured] { ADD_FAILURE() << "ran"; }));
+    EXPECT_FALSE(loop->RunInLoop([] { ADD_FAILURE() << "ran"; }));
+  });
+  other.join();
+  captured.reset();
+  EXPECT_TRUE(refused.expired());  // Destroyed by QueueInLoop, not kept.
+}
+
 TEST(EventLoopTest, RunInLoopIsInlineOnTheLoopThread) {
   LoopThread thread;
   bool inline_ran = false;

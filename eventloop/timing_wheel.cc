@@ -97,6 +97,17 @@ bool TimingWheel::Cancel(uint64_t id) {
   return true;
 }
 
+void TimingWheel::CancelAll() {
+  // A callback's captures may schedule or cancel timers as they are destroyed: repeat until none
+  // is left.
+  std::vector<uint64_t> ids;
+  while (!ids_.empty()) {
+    ids.clear();
+    for (const auto& entry : ids_) ids.push_back(entry.first);
+    for (uint64_t id : ids) Cancel(id);
+  }
+}
+
 void TimingWheel::Cascade(int level, int slot) {
   List list = slots_[level][slot];
   slots_[level][slot] = List();

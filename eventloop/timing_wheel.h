@@ -50,6 +50,10 @@ class TimingWheel {
   // pending (it already fired, was cancelled, or never existed). Safe from inside any callback.
   bool Cancel(uint64_t id);
 
+  // TimingWheel::CancelAll() — cancels every pending timer, destroying its callback (and what
+  // it holds). Not from inside a callback.
+  void CancelAll();
+
   // TimingWheel::Advance() — fires, in due order, every timer due at or before `now_ms`.
   // Returns how many callbacks ran.
   size_t Advance(uint64_t now_ms);

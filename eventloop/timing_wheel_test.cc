@@ -121,6 +121,33 @@ TEST(TimingWheelTest, CallbackMayCancelItselfAndOthersDueSameTick) {
   EXPECT_EQ(wheel.size(), 0u);
 }
 
+TEST(TimingWheelTest, CancelAllDestroysEveryCallbackEvenOnesScheduledByDestructors) {
+  TimingWheel wheel(0);
+  int destroyed = 0;
+  struct CountsDestruction {
+    CountsDestruction(int* destroyed, TimingWheel* wheel, bool schedules_another)
+        : destroyed(destroyed), wheel(wheel), schedules_another(schedules_another) {}
+    int* destroyed;
+    TimingWheel* wheel;
+    bool schedules_another;
+    ~CountsDestruction() {
+      ++*destroyed;
+      if (schedules_another) {
+        wheel->Schedule(99, 5, 0,
+                        [last = std::make_shared<CountsDestruction>(destroyed, nullptr, false)] {});
+      }
+    }
+  };
+  for (uint64_t id = 1; id <= 3; ++id) {
+    wheel.Schedule(id, id * 1000, id == 2 ? 10 : 0,
+                   [c = std::make_shared<CountsDestruction>(&destroyed, &wheel, id == 3)] {});
+  }
+  wheel.CancelAll();
+  EXPECT_EQ(wheel.size(), 0u);
+  EXPECT_EQ(destroyed, 4);  // Three, and the one the third scheduled as it went.
+  EXPECT_EQ(wheel.Advance(100000), 0u);
+}
+
 TEST(TimingWheelTest, CallbackMaySchedule) {
   TimingWheel wheel(0);
   std::vector<uint64_t> at;

@@ -13,15 +13,14 @@
 
 namespace gev {
 
-ConnectionPtr Connection::Create(EventLoop* loop, int fd, const InetAddress& peer,
-                                 const Config& config) {
-  return std::make_shared<Connection>(PrivateTag{}, loop, fd, peer, config);
+ConnectionPtr Connection::Create(std::shared_ptr<const Config> config, int fd,
+                                 const InetAddress& peer) {
+  return std::make_shared<Connection>(PrivateTag{}, std::move(config), fd, peer);
 }
 
-Connection::Connection(PrivateTag, EventLoop* loop, int fd, const InetAddress& peer,
-                       const Config& config)
-    : loop_(loop),
-      config_(config),
+Connection::Connection(PrivateTag, std::shared_ptr<const Config> config, int fd,
+                       const InetAddress& peer)
+    : config_(std::move(config)),
       peer_(peer),
       fd_(fd),
       reading_(false),
@@ -48,11 +47,11 @@ Connection::~Connection() {
 }
 
 void Connection::Establish() {
-  loop_->AssertInLoopThread();
+  loop()->AssertInLoopThread();
   ConnectionPtr self = shared_from_this();
   state_.store(State::kConnected, std::memory_order_release);
   reading_ = true;
-  absl::Status registered = loop_->AddHandler(fd_, Interest::kRead, this);
+  absl::Status registered = loop()->AddHandler(fd_, Interest::kRead, this);
   registered_ = registered.ok();
   MarkActive();
   if (callbacks().on_connect) callbacks().on_connect(self);
@@ -66,7 +65,7 @@ void Connection::Establish() {
 }
 
 void Connection::HandleEvent(const PollEvent& event) {
-  loop_->AssertInLoopThread();
+  loop()->AssertInLoopThread();
   // Keeps this connection alive until the event is handled, whatever the callbacks release.
   ConnectionPtr self = shared_from_this();
   if (event.error) {
@@ -94,7 +93,7 @@ void Connection::HandleEvent(const PollEvent& event) {
 }
 
 void Connection::HandleRead(const ConnectionPtr& self) {
-  ssize_t n = input_.ReadFromFd(fd_, loop_->scratch_buffer(), EventLoop::kScratchSize);
+  ssize_t n = input_.ReadFromFd(fd_, loop()->scratch_buffer(), EventLoop::kScratchSize);
   if (n > 0) {
     MarkActive();
     if (callbacks().on_message) callbacks().on_message(self, input_);
@@ -125,6 +124,7 @@ void Connection::HandleWrite() {
     CloseInLoop(absl::ErrnoToStatus(errno, "write"));
     return;
   }
+  ReleaseOutput(static_cast<size_t>(n));
   MarkActive();
   if (above_high_water_ && output_.Length() < options().low_water_mark) {
     above_high_water_ = false;
@@ -153,37 +153,65 @@ absl::Status Connection::Send(std::string_view data) {
   if (state() != State::kConnected) {
     return absl::FailedPreconditionError("connection is closing or closed");
   }
-  if (loop_->IsInLoopThread()) return SendSlicesInLoop({data, {}});
-  loop_->QueueInLoop([self = shared_from_this(), bytes = std::string(data)] {
-    // Accepted while connected: still delivered if a Close() came after it.
-    if (self->state() != State::kDisconnected) (void)self->SendSlicesInLoop({bytes, {}});
+  if (!ReserveOutput(data.size())) return PendingOutputExhausted(data.size());
+  if (loop()->IsInLoopThread()) return SendSlicesInLoop({data, {}}, nullptr, /*reserved=*/true);
+  bool queued = loop()->QueueInLoop([self = shared_from_this(), bytes = std::string(data)] {
+    // Accepted while connected: still delivered if a Close() came after it. A failure here
+    // closes the connection, and OnClose carries the reason.
+    (void)self->SendSlicesInLoop({bytes, {}}, nullptr, /*reserved=*/true);
   });
+  if (!queued) {
+    ReleaseOutput(data.size());
+    return absl::FailedPreconditionError("the connection's loop has stopped");
+  }
   return absl::OkStatus();
 }
 
+bool Connection::ReserveOutput(size_t n) {
+  size_t cap = options().max_pending_output;
+  uint32_t pending = pending_output_.load(std::memory_order_relaxed);
+  do {
+    if (n > cap || pending > cap - n) return false;
+  } while (!pending_output_.compare_exchange_weak(pending, static_cast<uint32_t>(pending + n),
+                                                  std::memory_order_relaxed));
+  return true;
+}
+
+absl::Status Connection::PendingOutputExhausted(size_t n) const {
+  return absl::ResourceExhaustedError(
+      absl::StrCat("sending ", n, " bytes would take pending output (", PendingOutput(),
+                   " bytes) past its limit of ", options().max_pending_output));
+}
+
 absl::Status Connection::SendFromBuffer(RingBuffer& buffer, size_t n) {
-  loop_->AssertInLoopThread();
+  loop()->AssertInLoopThread();
   RingBuffer::Slices slices = buffer.Peek(n);
   bool whole = slices.size() == buffer.Length();
   absl::Status status = SendSlicesInLoop(slices, whole ? &buffer : nullptr);
-  buffer.Retrieve(slices.size());  // A no-op if the output buffer took the storage.
+  // Consumed only when sent (a no-op if the output buffer took the storage); refused bytes
+  // stay with the caller.
+  if (status.ok()) buffer.Retrieve(slices.size());
   return status;
 }
 
 absl::Status Connection::SendSlicesInLoop(const RingBuffer::Slices& slices,
-                                          RingBuffer* whole_source) {
+                                          RingBuffer* whole_source, bool reserved) {
+  size_t total = slices.size();
   if (state() == State::kDisconnected || write_shut_) {
+    if (reserved) ReleaseOutput(total);
     return absl::FailedPreconditionError("connection is closed for writing");
   }
-  size_t total = slices.size();
   if (total == 0) return absl::OkStatus();
+  if (!reserved && !ReserveOutput(total)) return PendingOutputExhausted(total);
   size_t written = 0;
   if (!writing_ && output_.IsEmpty()) {
     ssize_t n = slices.WriteToFd(fd_);
     if (n >= 0) {
       written = static_cast<size_t>(n);
+      ReleaseOutput(written);
       MarkActive();
     } else if (errno != EAGAIN && errno != EWOULDBLOCK) {
+      ReleaseOutput(total);
       absl::Status reason = absl::ErrnoToStatus(errno, "write");
       CloseInLoop(reason);
       return reason;
@@ -192,16 +220,25 @@ absl::Status Connection::SendSlicesInLoop(const RingBuffer::Slices& slices,
   if (written == total) return absl::OkStatus();
 
   size_t before = output_.Length();
+  bool buffered = true;
   if (whole_source != nullptr && before == 0) {
     // A bulk echo's path: the output buffer takes the source's storage, tail and all, instead
     // of a copy of the tail.
     whole_source->Retrieve(written);
     output_.TakeFrom(*whole_source);
   } else if (written < slices.first.size()) {
-    output_.WriteString(slices.first.substr(written));
-    output_.WriteString(slices.second);
+    buffered = output_.WriteString(slices.first.substr(written));
+    buffered = buffered && output_.WriteString(slices.second);
   } else {
-    output_.WriteString(slices.second.substr(written - slices.first.size()));
+    buffered = output_.WriteString(slices.second.substr(written - slices.first.size()));
+  }
+  if (!buffered) {
+    // Cannot happen while max_pending_output <= the buffer's limit; if it did, part of the
+    // stream would be missing, so the connection ends (RST) with the reason instead.
+    ReleaseOutput(total - written);
+    absl::Status reason = absl::InternalError("output buffer refused bytes within the limit");
+    CloseInLoop(reason);
+    return reason;
   }
   if (!writing_) {
     writing_ = true;
@@ -221,7 +258,8 @@ void Connection::CheckHighWater(size_t before) {
   if (options().pause_reading_at_high_water && reading_) SetReading(false);
   if (!callbacks().on_high_water) return;
   // Send runs inside user callbacks; the user hears of the crossing after the current one.
-  loop_->QueueInLoop([self = shared_from_this(), after] {
+  // Never refused: this runs on the loop thread, before Run() has returned.
+  (void)loop()->QueueInLoop([self = shared_from_this(), after] {
     if (self->state() != State::kDisconnected) self->callbacks().on_high_water(self, after);
   });
 }
@@ -236,13 +274,14 @@ void Connection::UpdateInterest() {
   if (!registered_) return;
   uint8_t bits = (reading_ ? static_cast<uint8_t>(Interest::kRead) : 0) |
                  (writing_ ? static_cast<uint8_t>(Interest::kWrite) : 0);
-  (void)loop_->UpdateInterest(fd_, static_cast<Interest>(bits));
+  (void)loop()->UpdateInterest(fd_, static_cast<Interest>(bits));
 }
 
 void Connection::ShutdownWrite() {
   // Once closed, the loop may be gone (a stopped server); nothing is left to shut down.
   if (state() == State::kDisconnected) return;
-  loop_->RunInLoop([self = shared_from_this()] {
+  // Refused only by a loop that has finished, when there is no connection left to shut down.
+  (void)loop()->RunInLoop([self = shared_from_this()] {
     if (self->state() == State::kDisconnected || self->write_shut_) return;
     self->shutdown_requested_ = true;
     if (!self->writing_) {
@@ -258,8 +297,10 @@ void Connection::Close() {
   // On the loop thread, input stops now: no OnMessage follows a Close() made in OnConnect or
   // OnMessage. Replies computed before it are still sent (SendSlices), so the close itself
   // waits for the end of the current callback.
-  if (loop_->IsInLoopThread()) SetReading(false);
-  loop_->QueueInLoop([self = shared_from_this()] { self->CloseWhenFlushed(); });
+  if (loop()->IsInLoopThread()) SetReading(false);
+  // Refused only by a loop that has finished: then nothing is served and the destructor closes
+  // the descriptor.
+  (void)loop()->QueueInLoop([self = shared_from_this()] { self->CloseWhenFlushed(); });
 }
 
 void Connection::CloseWhenFlushed() {
@@ -270,7 +311,7 @@ void Connection::CloseWhenFlushed() {
 
 void Connection::ForceClose(absl::Status reason) {
   if (state() == State::kDisconnected) return;
-  if (loop_->IsInLoopThread()) {
+  if (loop()->IsInLoopThread()) {
     // Safe inside a callback: CloseInLoop only marks the connection closed; the teardown and
     // OnClose run after the callback has returned.
     CloseInLoop(std::move(reason));
@@ -278,31 +319,32 @@ void Connection::ForceClose(absl::Status reason) {
   }
   State expected = State::kConnected;
   state_.compare_exchange_strong(expected, State::kDisconnecting);
-  loop_->QueueInLoop([self = shared_from_this(), reason = std::move(reason)]() mutable {
+  // Refused only by a loop that has finished (see Close()).
+  (void)loop()->QueueInLoop([self = shared_from_this(), reason = std::move(reason)]() mutable {
     self->CloseInLoop(std::move(reason));
   });
 }
 
 void Connection::CloseInLoop(absl::Status reason) {
-  loop_->AssertInLoopThread();
+  loop()->AssertInLoopThread();
   if (state() == State::kDisconnected) return;
   state_.store(State::kDisconnected, std::memory_order_release);
   if (idle_timer_ != 0) {
-    loop_->Cancel(idle_timer_);
+    loop()->Cancel(idle_timer_);
     idle_timer_ = 0;
   }
   if (registered_) {
     // NotFound is the only error and cannot happen while registered_; either way no event of
     // this descriptor reaches us after this line, and closing it unregisters it from the kernel.
-    (void)loop_->RemoveHandler(fd_);
+    (void)loop()->RemoveHandler(fd_);
     registered_ = false;
   }
   reading_ = writing_ = false;
   // The descriptor stays open, and the buffers stay as they are, until the loop has finished
   // the current callback and poll batch: the number cannot be reused by a connection accepted
   // later in the batch (which would receive this one's stale events), and a caller's
-  // RingBuffer& stays valid.
-  loop_->QueueInLoop([self = shared_from_this(), reason = std::move(reason)]() mutable {
+  // RingBuffer& stays valid. Never refused: this is the loop thread, before Run() has returned.
+  (void)loop()->QueueInLoop([self = shared_from_this(), reason = std::move(reason)]() mutable {
     self->Teardown(std::move(reason));
   });
 }
@@ -310,6 +352,7 @@ void Connection::CloseInLoop(absl::Status reason) {
 void Connection::Teardown(absl::Status reason) {
   size_t unsent = output_.Length();
   if (unsent > 0) {
+    ReleaseOutput(unsent);
     // A FIN would make a truncated stream look complete: end it with RST, and say why.
     sockets::SetLingerZero(fd_);
     std::string unsent_text = absl::StrCat(unsent, " bytes of output unsent");
@@ -327,11 +370,11 @@ void Connection::Teardown(absl::Status reason) {
 void Connection::MarkActive() {
   // Only the idle timer reads the time of last activity; without one, a clock read per read and
   // per write (about 20 ns each here) would be spent on every message for nothing.
-  if (options().idle_timeout > absl::ZeroDuration()) last_active_ms_ = loop_->NowMs();
+  if (options().idle_timeout > absl::ZeroDuration()) last_active_ms_ = loop()->NowMs();
 }
 
 void Connection::ArmIdleTimer(absl::Duration delay) {
-  idle_timer_ = loop_->RunAfter(delay, [weak = weak_from_this()] {
+  idle_timer_ = loop()->RunAfter(delay, [weak = weak_from_this()] {
     if (ConnectionPtr self = weak.lock()) self->OnIdleTimer();
   });
 }
@@ -340,7 +383,7 @@ void Connection::OnIdleTimer() {
   idle_timer_ = 0;
   if (state() == State::kDisconnected) return;
   uint64_t idle_ms = static_cast<uint64_t>(absl::ToInt64Milliseconds(options().idle_timeout));
-  uint64_t quiet_for = loop_->NowMs() - last_active_ms_;
+  uint64_t quiet_for = loop()->NowMs() - last_active_ms_;
   if (quiet_for >= idle_ms) {
     CloseInLoop(absl::DeadlineExceededError("idle timeout"));
     return;

@@ -21,9 +21,10 @@
 //
 // Example (inside the owner, on the loop thread):
 //
-//   gev::Connection::Config config;  // shared by many connections; outlives them
-//   config.callbacks.on_message = [](const gev::ConnectionPtr& c, gev::RingBuffer& in) {...};
-//   auto conn = gev::Connection::Create(loop, fd, peer, config);
+//   auto config = std::make_shared<gev::Connection::Config>();  // one per loop
+//   config->loop = loop;                                        // a shared_ptr<EventLoop>
+//   config->callbacks.on_message = [](const gev::ConnectionPtr& c, gev::RingBuffer& in) {...};
+//   auto conn = gev::Connection::Create(config, fd, peer);
 //   conn->Establish();            // registers with the loop, runs on_connect
 //   ...
 //   conn->Send("hello");          // from any thread
@@ -70,6 +71,10 @@ class Connection final : public EventHandler, public std::enable_shared_from_thi
     size_t max_input_bytes = 64 * 1024 * 1024;
     // Close after this long without reading or writing; zero disables it.
     absl::Duration idle_timeout = absl::ZeroDuration();
+    // Most bytes accepted for sending and not yet written to the socket (queued from other
+    // threads or waiting in the output buffer). A Send that would pass it is refused whole with
+    // ResourceExhausted. At most RingBuffer::kMaxLimit.
+    size_t max_pending_output = RingBuffer::kMaxLimit;
   };
 
   // Called on the connection's loop thread; one set serves every connection of a server, on
@@ -82,18 +87,22 @@ class Connection final : public EventHandler, public std::enable_shared_from_thi
     absl::AnyInvocable<void(const ConnectionPtr&) const> on_write_complete;
   };
 
-  // What connections of one server have in common. Shared rather than copied into each
-  // connection: an idle connection's memory is part of the library's promise.
+  // What the connections of one loop have in common, the loop included. Shared rather than
+  // copied into each connection (an idle connection's memory is part of the library's
+  // promise), and owned by them: whatever a ConnectionPtr reaches (its loop, options and
+  // callbacks) lives as long as the pointer, even past the owner that made them. Callbacks run
+  // only on the loop thread while the loop runs, so they may capture owner state that lives
+  // until the loop has stopped.
   struct Config {
+    std::shared_ptr<EventLoop> loop;
     Options options;
     Callbacks callbacks;
   };
 
-  // Connection::Create() — takes ownership of the connected, non-blocking `fd`.
-  // `config` is shared, not copied: it must outlive the connection's activity on its loop
-  // (owners keep one per server or per loop, alive until their loops have stopped).
-  static ConnectionPtr Create(EventLoop* loop, int fd, const InetAddress& peer,
-                              const Config& config);
+  // Connection::Create() — takes ownership of the connected, non-blocking `fd`, to be served
+  // on `config->loop`.
+  static ConnectionPtr Create(std::shared_ptr<const Config> config, int fd,
+                              const InetAddress& peer);
   ~Connection() override;
   Connection(const Connection&) = delete;
   Connection& operator=(const Connection&) = delete;
@@ -101,21 +110,26 @@ class Connection final : public EventHandler, public std::enable_shared_from_thi
   // Connection::Establish() — registers with the loop and runs on_connect. Loop thread only.
   void Establish();
 
-  // Connection::Send() — queues `data` for sending. On the loop thread it is written at once
-  // (what the socket does not take waits in the output buffer); from another thread it is
-  // copied and handed to the loop. Bytes sent from one thread arrive in order. Returns
-  // FailedPrecondition once the connection is closing or closed. Thread-safe.
+  // Connection::Send() — queues `data` for sending, all of it or none. On the loop thread it
+  // is written at once (what the socket does not take waits in the output buffer); from
+  // another thread it is copied and handed to the loop. Bytes sent from one thread arrive in
+  // order. Returns FailedPrecondition once the connection is closing or closed, and
+  // ResourceExhausted, queueing nothing, when the pending output would pass
+  // Options::max_pending_output. Thread-safe.
   absl::Status Send(std::string_view data);
   // Connection::SendFromBuffer() — sends and consumes the first `n` bytes of `buffer` without
-  // an intermediate copy when the socket takes them (an echo's path). Loop thread only.
+  // an intermediate copy when the socket takes them (an echo's path). Errors as Send's.
+  // Loop thread only.
   absl::Status SendFromBuffer(RingBuffer& buffer, size_t n);
   // Connection::SendSlices() — sends `slices` from the loop thread; unlike Send it still
-  // accepts bytes while a Close() is flushing (a reply computed before the close). Loop thread
-  // only.
+  // accepts bytes while a Close() is flushing (a reply computed before the close). Errors as
+  // Send's. Loop thread only.
   absl::Status SendSlices(const RingBuffer::Slices& slices) {
-    loop_->AssertInLoopThread();
+    loop()->AssertInLoopThread();
     return SendSlicesInLoop(slices);
   }
+  // Bytes accepted by Send and not yet written to the socket. Thread-safe.
+  size_t PendingOutput() const { return pending_output_.load(std::memory_order_relaxed); }
 
   // Connection::ShutdownWrite() — half-closes (FIN) once all pending output is written; the
   // connection keeps reading. Thread-safe.
@@ -138,7 +152,7 @@ class Connection final : public EventHandler, public std::enable_shared_from_thi
   // needed and every connection would pay 28 bytes for it. Empty once closed.
   InetAddress LocalAddr() const;
   int fd() const { return fd_; }
-  EventLoop* loop() const { return loop_; }
+  EventLoop* loop() const { return config_->loop.get(); }
 
   // Buffered bytes. Loop thread only.
   size_t ReadBufferLength() const { return input_.Length(); }
@@ -152,19 +166,25 @@ class Connection final : public EventHandler, public std::enable_shared_from_thi
 
  public:
   // Use Create(); public only for std::make_shared (one allocation with the control block).
-  Connection(PrivateTag, EventLoop* loop, int fd, const InetAddress& peer,
-             const Config& config);
+  Connection(PrivateTag, std::shared_ptr<const Config> config, int fd, const InetAddress& peer);
 
  private:
-  const Options& options() const { return config_.options; }
-  const Callbacks& callbacks() const { return config_.callbacks; }
+  const Options& options() const { return config_->options; }
+  const Callbacks& callbacks() const { return config_->callbacks; }
 
   void HandleRead(const ConnectionPtr& self);
   void HandleWrite();
   // Writes what it can of `slices` now (if nothing is pending), buffers the rest. When the
   // slices are all of `whole_source`, the rest is buffered by taking that buffer's storage.
+  // `reserved`: the caller has already counted the bytes in pending_output_.
   absl::Status SendSlicesInLoop(const RingBuffer::Slices& slices,
-                                RingBuffer* whole_source = nullptr);
+                                RingBuffer* whole_source = nullptr, bool reserved = false);
+  // Counts `n` more bytes as pending; false, counting nothing, if that would pass the cap.
+  bool ReserveOutput(size_t n);
+  absl::Status PendingOutputExhausted(size_t n) const;
+  void ReleaseOutput(size_t n) {
+    pending_output_.fetch_sub(static_cast<uint32_t>(n), std::memory_order_relaxed);
+  }
   void AfterOutputDrained();
   void CheckHighWater(size_t before);
   void SetReading(bool on);
@@ -179,8 +199,7 @@ class Connection final : public EventHandler, public std::enable_shared_from_thi
   void OnIdleTimer();
 
   // Laid out for size (an idle connection's bytes are part of the library's promise).
-  EventLoop* const loop_;
-  const Config& config_;
+  const std::shared_ptr<const Config> config_;
   const InetAddress peer_;
   const int fd_;
   std::atomic<State> state_{State::kConnecting};
@@ -197,6 +216,9 @@ class Connection final : public EventHandler, public std::enable_shared_from_thi
   bool write_shut_ : 1;
   bool above_high_water_ : 1;
   bool fd_closed_ : 1;
+  // Bytes accepted and not yet written or dropped; at most max_pending_output (<= 2 GiB). In
+  // what would otherwise be padding.
+  std::atomic<uint32_t> pending_output_{0};
 
   // Allocated by the first SetContext: most connections never have one.
   std::unique_ptr<std::any> context_;  // Guarded by context_locked_.

@@ -68,7 +68,7 @@ class CallbackNesting {
 class TestServer {
  public:
   explicit TestServer(ServerHooks hooks, Connection::Options options = {}, int family = AF_INET)
-      : hooks_(std::move(hooks)), config_(MakeConfig(options)), loop_(*EventLoop::Create()) {
+      : hooks_(std::move(hooks)), loop_(*EventLoop::Create()), config_(MakeConfig(options)) {
     auto acceptor = Acceptor::Create(loop_.get(), InetAddress::Loopback(0, family), false);
     EXPECT_TRUE(acceptor.ok()) << acceptor.status();
     acceptor_ = std::move(*acceptor);
@@ -145,6 +145,7 @@ class TestServer {
  private:
   std::shared_ptr<const Connection::Config> MakeConfig(Connection::Options options) {
     auto config = std::make_shared<Connection::Config>();
+    config->loop = loop_;
     config->options = options;
     Connection::Callbacks& callbacks = config->callbacks;
     callbacks.on_connect = [this](const ConnectionPtr& c) {
@@ -180,7 +181,7 @@ class TestServer {
   }
 
   void OnNewConnection(int fd, const InetAddress& peer) {
-    ConnectionPtr connection = Connection::Create(loop_.get(), fd, peer, *config_);
+    ConnectionPtr connection = Connection::Create(config_, fd, peer);
     connections_[connection.get()] = connection;
     connection->Establish();
   }
@@ -194,8 +195,8 @@ class TestServer {
 
   ServerHooks hooks_;
   CallbackNesting nesting_;
+  std::shared_ptr<EventLoop> loop_;
   std::shared_ptr<const Connection::Config> config_;
-  std::unique_ptr<EventLoop> loop_;
   std::unique_ptr<Acceptor> acceptor_;
   InetAddress acceptor_address_;
   uint16_t port_ = 0;
@@ -628,6 +629,48 @@ TEST(ConnectionTest, ForceCloseWithOutputLeftEndsWithResetAndCountsTheBytes) {
   absl::Status reason = server->last_close_reason();
   EXPECT_EQ(reason.code(), absl::StatusCode::kCancelled);
   EXPECT_NE(reason.message().find("bytes of output unsent"), std::string_view::npos) << reason;
+  ::close(client);
+}
+
+// Send used to accept without bound for a peer that never reads, and past the buffer's limit
+// to drop bytes silently. Now a Send past max_pending_output is refused whole.
+TEST(ConnectionTest, SendPastThePendingCapIsRefusedWholeAndNothingAcceptedIsLost) {
+  Connection::Options options;
+  options.max_pending_output = 1 << 20;
+  std::promise<ConnectionPtr> connected;
+  auto server = StartServer({.on_connect = [&](const ConnectionPtr& c) {
+                              int size = 4096;
+                              ::setsockopt(c->fd(), SOL_SOCKET, SO_SNDBUF, &size, sizeof(size));
+                              connected.set_value(c);
+                            }},
+                            options);
+  int client = Connect(server->address(), 4096);
+  ConnectionPtr connection = connected.get_future().get();
+  constexpr size_t kChunk = 64 << 10;
+  std::string accepted;
+  absl::Status refused;
+  for (int i = 0; i < 64 && refused.ok(); ++i) {
+    std::string chunk = Pattern(kChunk, i);
+    refused = connection->Send(chunk);  // From the test thread: queued to the loop.
+    if (refused.ok()) accepted += chunk;
+  }
+  EXPECT_EQ(refused.code(), absl::StatusCode::kResourceExhausted) << refused;
+  EXPECT_LE(connection->PendingOutput(), options.max_pending_output);
+  server->RunAndWait([&] {  // On the loop thread too, and for a reply's path.
+    EXPECT_EQ(connection->Send(Pattern(kChunk)).code(), absl::StatusCode::kResourceExhausted);
+    RingBuffer reply;
+    reply.WriteString(Pattern(kChunk));
+    EXPECT_EQ(connection->SendFromBuffer(reply, kChunk).code(),
+              absl::StatusCode::kResourceExhausted);
+    EXPECT_EQ(reply.Length(), kChunk);  // Nothing of it was taken.
+  });
+  std::string received = ReadExactly(client, accepted.size());
+  EXPECT_TRUE(received == accepted) << "received " << received.size() << " of "
+                                    << accepted.size();
+  EXPECT_TRUE(WaitFor([&] { return connection->PendingOutput() == 0; }));
+  EXPECT_TRUE(connection->Send("room again").ok());
+  EXPECT_EQ(ReadExactly(client, 10), "room again");
+  server->RunAndWait([&] { connection.reset(); });
   ::close(client);
 }
 

@@ -13,10 +13,10 @@
 //   };
 //
 // A `Reply` is one of: nothing (`return {};`), bytes the reply owns (`return std::string(..)`),
-// a string literal (`return "OK\r\n";`), a view the caller keeps alive until `OnMessage`
-// returns (`Reply::View(v)`), or the first n bytes of the buffer `OnMessage` was given
-// (`Reply::FromBuffer(n)`), which are consumed and written without a copy when the socket takes
-// them: the steady-state echo allocates nothing.
+// a string literal (`return "OK\r\n";`), a view of storage that outlives the call and may be
+// rewritten by the next one (`Reply::View(v)`; never a local), or the first n bytes of the
+// buffer `OnMessage` was given (`Reply::FromBuffer(n)`), which are consumed and written without
+// a copy when the socket takes them: the steady-state echo allocates nothing.
 //
 // Without a protocol, `buffer` is the connection's input: whatever `OnMessage` leaves in it is
 // still there, with more bytes after it, at the next call. With a `Protocol` (server/protocol.h)
@@ -55,8 +55,11 @@ class Reply {
   Reply(const char* literal)  // NOLINT: implicit, for `return "OK";`.
       : kind_(Kind::kView), view_(literal) {}
 
-  // Reply::View() — bytes the caller keeps valid until OnMessage has returned; what the socket
-  // does not take at once is copied.
+  // Reply::View() — bytes that stay valid after OnMessage has returned: a literal or static, a
+  // member of the handler, the connection's context. Not a local of OnMessage, which is gone
+  // by the time the reply is written. The server writes them, and copies what the socket does
+  // not take, as soon as OnMessage returns and before it calls the handler again, so the
+  // storage may be rewritten by the next call.
   static Reply View(std::string_view bytes) {
     Reply reply;
     reply.kind_ = Kind::kView;
@@ -105,6 +108,18 @@ class Handler {
   // Handler::OnFrame() — with a protocol, one decoded frame. Override it to see the frame's
   // context; by default it calls OnMessage with the payload.
   virtual Reply OnFrame(Connection& conn, Frame& frame) { return OnMessage(conn, frame.payload); }
+
+  // Handler::OnHighWater() — the connection's pending output has just passed the server's
+  // HighWaterMark (`pending` bytes); a producer should stop sending to it until
+  // OnWriteComplete. Reading from the peer pauses meanwhile. Runs after the callback whose
+  // Send crossed the mark has returned.
+  virtual void OnHighWater(Connection& conn, size_t pending) {
+    (void)conn;
+    (void)pending;
+  }
+
+  // Handler::OnWriteComplete() — output that had to wait has all been written.
+  virtual void OnWriteComplete(Connection& conn) { (void)conn; }
 
   // Handler::OnClose() — the connection closed; called exactly once per OnConnect. `reason` is
   // OK for an orderly close (either side) and says why otherwise: reset, idle timeout, a

@@ -71,6 +71,9 @@ Option HighWaterMark(size_t bytes) {
 Option MaxInputBytes(size_t bytes) {
   return [bytes](ServerOptions& o) { o.max_input_bytes = bytes; };
 }
+Option MaxPendingOutput(size_t bytes) {
+  return [bytes](ServerOptions& o) { o.max_pending_output = bytes; };
+}
 Option StopTimeout(absl::Duration timeout) {
   return [timeout](ServerOptions& o) { o.stop_timeout = timeout; };
 }

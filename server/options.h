@@ -60,8 +60,13 @@ struct ServerOptions {
   bool tcp_no_delay = true;
   // SO_KEEPALIVE with this probe interval; zero leaves it off.
   absl::Duration tcp_keep_alive = absl::ZeroDuration();
-  // Pending output above this stops reading from that peer until it drains to half of it.
+  // Pending output above this stops reading from that peer until it drains to half of it, and
+  // Handler::OnHighWater tells a producer to stop (OnWriteComplete: the output has drained).
   size_t high_water_mark = 64 * 1024 * 1024;
+  // Most bytes accepted for a peer and not yet written to it; a Send past it returns
+  // ResourceExhausted and queues nothing of that call. Zero means 4 x high_water_mark. At most
+  // 2 GiB.
+  size_t max_pending_output = 0;
   // Most unconsumed input bytes kept per connection; a peer that sends more is closed.
   size_t max_input_bytes = 64 * 1024 * 1024;
   // How long Stop() lets connections flush pending output before closing them anyway.
@@ -82,6 +87,7 @@ Option TCPNoDelay(bool on);
 Option TCPKeepAlive(absl::Duration interval);
 Option HighWaterMark(size_t bytes);
 Option MaxInputBytes(size_t bytes);
+Option MaxPendingOutput(size_t bytes);
 Option StopTimeout(absl::Duration timeout);
 
 }  // namespace gev

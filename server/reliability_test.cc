@@ -585,6 +585,80 @@ TEST(ReliabilityTest, CrossThreadStormOnSharedConnections) {
   EXPECT_EQ(handler.violations(), 0);
 }
 
+// Threads keep using held connections (Send, Close, ForceClose, ShutdownWrite, their loop)
+// while the server stops and is destroyed, and after: whatever a ConnectionPtr reaches must
+// outlive the server (issue 14 #3). ASan and TSan see any use of freed memory.
+TEST(ReliabilityTest, HeldConnectionsStaySafeWhileTheServerStopsAndIsDestroyed) {
+  const int rounds = Scaled(6);
+  for (int round = 0; round < rounds; ++round) {
+    SCOPED_TRACE(round);
+    CheckingHandler handler;
+    std::mutex kept_mutex;
+    std::vector<ConnectionPtr> kept;
+    handler.on_connect = [&](Connection& conn) {
+      std::lock_guard<std::mutex> lock(kept_mutex);
+      kept.push_back(conn.shared_from_this());
+    };
+    ServerOptions options = Loops(2);
+    options.reuse_port = round % 2 == 1;
+    options.stop_timeout = absl::Milliseconds(50);
+    auto server = StartedServer(&handler, std::move(options));
+    ASSERT_NE(server, nullptr);
+    auto running = std::make_unique<ServerThread>(server.get());
+    constexpr int kConnections = 8;
+    std::vector<int> clients;
+    for (int i = 0; i < kConnections; ++i) clients.push_back(Connect(server->ListenAddress()));
+    ASSERT_TRUE(WaitFor([&] { return handler.connects() == kConnections; }));
+
+    std::atomic<bool> done{false};
+    std::vector<std::thread> users;
+    for (int t = 0; t < 4; ++t) {
+      users.emplace_back([&, t] {
+        std::mt19937 random(static_cast<unsigned>(t + round * 10));
+        while (!done.load()) {
+          ConnectionPtr target;
+          {
+            std::lock_guard<std::mutex> lock(kept_mutex);
+            target = kept[random() % kept.size()];
+          }
+          switch (random() % 64) {
+            case 0:
+              target->Close();
+              break;
+            case 1:
+              target->ForceClose();
+              break;
+            case 2:
+              target->ShutdownWrite();
+              break;
+            case 3:
+              // A task that holds the connection, on a loop that may have finished.
+              (void)target->loop()->QueueInLoop([target] { (void)target->Connected(); });
+              break;
+            default:
+              (void)target->Send("x");
+          }
+        }
+      });
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(5 + round * 3));
+    running.reset();  // Stop() under fire...
+    server.reset();   // ...and the server's memory is gone.
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    done.store(true);
+    for (auto& user : users) user.join();
+    EXPECT_EQ(handler.closes(), kConnections);
+    EXPECT_EQ(handler.violations(), 0);
+    std::lock_guard<std::mutex> lock(kept_mutex);
+    for (const ConnectionPtr& connection : kept) {
+      EXPECT_FALSE(connection->Connected());
+      EXPECT_FALSE(connection->Send("after").ok());
+      EXPECT_FALSE(connection->loop()->QueueInLoop([] {}));
+    }
+    for (int fd : clients) ::close(fd);
+  }
+}
+
 // ---- Regression tests named for bugs in gev and gnet --------------------------------------
 
 // gev #24: OnConnect could run after OnClose for a connection reset at once.

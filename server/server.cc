@@ -2,6 +2,7 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <string>
 #include <thread>
@@ -35,7 +36,9 @@ struct Worker {
   Handler* handler = nullptr;
   Protocol* protocol = nullptr;
   const ServerOptions* options = nullptr;
-  std::unique_ptr<EventLoop> loop;
+  // Shared with the connections' Config: a ConnectionPtr kept past the server still reaches a
+  // (finished) loop.
+  std::shared_ptr<EventLoop> loop;
   std::unique_ptr<Acceptor> acceptor;  // ReusePort mode only.
   std::shared_ptr<const Connection::Config> config;
   std::thread thread;
@@ -61,7 +64,7 @@ struct Worker {
     if (options->tcp_keep_alive > absl::ZeroDuration()) {
       (void)sockets::SetKeepAlive(fd, true, options->tcp_keep_alive);
     }
-    ConnectionPtr connection = Connection::Create(loop.get(), fd, peer, *config);
+    ConnectionPtr connection = Connection::Create(config, fd, peer);
     connections.insert(connection);
     connection->Establish();
   }
@@ -98,13 +101,20 @@ struct Worker {
       case Reply::Kind::kNothing:
         return;
       case Reply::Kind::kFromBuffer:
-        (void)connection.SendFromBuffer(buffer, reply.from_buffer());
+        EndIfRefused(connection, connection.SendFromBuffer(buffer, reply.from_buffer()));
         return;
       case Reply::Kind::kView:
       case Reply::Kind::kOwned:
-        (void)connection.SendSlices({reply.bytes(), {}});
+        EndIfRefused(connection, connection.SendSlices({reply.bytes(), {}}));
         return;
     }
+  }
+
+  // A reply the connection refused (pending output at its limit) would be a hole in the
+  // stream: the connection ends with that reason instead. Other failures mean it is already
+  // closing, with its own reason.
+  static void EndIfRefused(Connection& connection, const absl::Status& sent) {
+    if (absl::IsResourceExhausted(sent)) connection.ForceClose(sent);
   }
 
   void SendFramedReply(Connection& connection, const Reply& reply) {
@@ -125,7 +135,7 @@ struct Worker {
       connection.ForceClose(absl::ResourceExhaustedError("reply too large to encode"));
       return;
     }
-    (void)connection.SendFromBuffer(packet, packet.Length());
+    EndIfRefused(connection, connection.SendFromBuffer(packet, packet.Length()));
     packet.Reset();
   }
 
@@ -181,6 +191,13 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Create(Handler* handler, ServerO
   }
   if (options.high_water_mark == 0) return absl::InvalidArgumentError("HighWaterMark is 0");
   if (options.max_input_bytes == 0) return absl::InvalidArgumentError("MaxInputBytes is 0");
+  if (options.max_pending_output == 0) {
+    options.max_pending_output = std::min<size_t>(options.high_water_mark * 4, RingBuffer::kMaxLimit);
+  }
+  if (options.max_pending_output > RingBuffer::kMaxLimit) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("MaxPendingOutput(", options.max_pending_output, ") is more than 2 GiB"));
+  }
   absl::StatusOr<NetworkType> network = ParseNetwork(options.network);
   if (!network.ok()) return network.status();
   absl::StatusOr<InetAddress> address = InetAddress::Parse(options.address, *network);
@@ -206,6 +223,7 @@ absl::Status Server::Init(const InetAddress& address) {
   connection_options.high_water_mark = options_.high_water_mark;
   connection_options.low_water_mark = options_.high_water_mark / 2;
   connection_options.max_input_bytes = options_.max_input_bytes;
+  connection_options.max_pending_output = options_.max_pending_output;
   connection_options.idle_timeout = options_.idle_time;
 
   InetAddress bind_address = address;
@@ -219,9 +237,11 @@ absl::Status Server::Init(const InetAddress& address) {
     if (!loop.ok()) return loop.status();
     w->loop = std::move(*loop);
 
-    // The callbacks reach the worker through a raw pointer: the worker outlives its loop, and
-    // with it every connection callback.
+    // The callbacks reach the worker through a raw pointer: they run only on its loop while it
+    // runs, and the worker outlives that. A Config kept alive longer by a ConnectionPtr is never
+    // called again.
     auto config = std::make_shared<Connection::Config>();
+    config->loop = w->loop;
     config->options = connection_options;
     config->callbacks.on_connect = [w](const ConnectionPtr& c) { w->handler->OnConnect(*c); };
     config->callbacks.on_message = [w](const ConnectionPtr& c, RingBuffer& input) {
@@ -229,6 +249,12 @@ absl::Status Server::Init(const InetAddress& address) {
     };
     config->callbacks.on_close = [w](const ConnectionPtr& c, const absl::Status& reason) {
       w->OnClose(c, reason);
+    };
+    config->callbacks.on_high_water = [w](const ConnectionPtr& c, size_t pending) {
+      w->handler->OnHighWater(*c, pending);
+    };
+    config->callbacks.on_write_complete = [w](const ConnectionPtr& c) {
+      w->handler->OnWriteComplete(*c);
     };
     w->config = std::move(config);
 
@@ -273,7 +299,9 @@ void Server::Dispatch(int fd, const InetAddress& peer) {
   worker->connection_count.fetch_add(1, std::memory_order_relaxed);
   // Raw pointers in the tasks below are safe: workers and loops belong to the server, which
   // outlives every loop's run (Stop joins them before the server can be destroyed).
-  worker->loop->RunInLoop([worker, owned = server_internal::OwnedFd(fd), peer]() mutable {
+  // Refused only by a finished loop, and workers finish after the acceptor: then the OwnedFd
+  // closes the descriptor.
+  (void)worker->loop->RunInLoop([worker, owned = server_internal::OwnedFd(fd), peer]() mutable {
     worker->Adopt(owned.Release(), peer, /*counted=*/true);
   });
 }

@@ -404,6 +404,37 @@ TEST(ServerTest, LeastConnectionFillsTheLoopThatLostAConnection) {
   for (int fd : clients) ::close(fd);
 }
 
+// Reply::View's contract: storage that outlives the OnMessage call (a handler member here),
+// rewritten by the next call. The server writes or copies the bytes before calling the handler
+// again, so every reply arrives intact even when a slow reader makes them wait.
+TEST(ServerTest, ViewRepliesOfStorageTheNextCallRewritesArriveIntact) {
+  RecordingHandler handler;
+  std::string scratch;  // Loop thread only: one loop.
+  std::atomic<int> handled{0};
+  handler.on_message = [&](Connection&, RingBuffer& buffer) -> Reply {
+    char tag = buffer.Peek(1).ToString()[0];
+    buffer.RetrieveAll();
+    scratch.assign(2000, tag);  // Overwrites the previous reply's bytes.
+    handled.fetch_add(1);
+    return Reply::View(scratch);
+  };
+  auto server = MustCreate(&handler, Loopback(1));
+  ASSERT_NE(server, nullptr);
+  ServerThread running(server.get());
+  int client = Connect(server->ListenAddress(), 4096);
+  constexpr int kRequests = 300;  // 600 KB of replies the client does not read yet.
+  std::string expected;
+  for (int i = 0; i < kRequests; ++i) {
+    char tag = static_cast<char>('a' + i % 26);
+    ASSERT_TRUE(WriteAll(client, std::string(1, tag)));
+    ASSERT_TRUE(WaitFor([&] { return handled.load() == i + 1; }));  // One request per call.
+    expected += std::string(2000, tag);
+  }
+  std::string received = ReadExactly(client, expected.size());
+  EXPECT_TRUE(received == expected) << "received " << received.size();
+  ::close(client);
+}
+
 TEST(ServerTest, EveryReplyKindIsSent) {
   RecordingHandler handler;
   std::string kept_alive = "view!";
@@ -553,6 +584,54 @@ TEST(ServerTest, OnFrameSeesTheContextAUserProtocolSets) {
   ::close(client);
 }
 
+// A producer on another thread stops at OnHighWater and resumes at OnWriteComplete; nothing
+// it sent is refused or lost, and the slow reader gets every byte in order.
+TEST(ServerTest, OnHighWaterAndOnWriteCompletePaceAProducer) {
+  class Producer : public RecordingHandler {
+   public:
+    void OnHighWater(Connection& conn, size_t pending) override {
+      EXPECT_GT(pending, size_t{1} << 20);
+      EXPECT_GE(conn.PendingOutput(), size_t{1} << 20);
+      high_waters.fetch_add(1);
+      paused.store(true);
+    }
+    void OnWriteComplete(Connection&) override {
+      write_completes.fetch_add(1);
+      paused.store(false);
+    }
+    std::atomic<int> high_waters{0};
+    std::atomic<int> write_completes{0};
+    std::atomic<bool> paused{false};
+  } handler;
+  std::promise<ConnectionPtr> connected;
+  handler.on_connect = [&](Connection& conn) { connected.set_value(conn.shared_from_this()); };
+  ServerOptions options = Loopback(1);
+  options.high_water_mark = 1 << 20;
+  auto server = MustCreate(&handler, std::move(options));
+  ASSERT_NE(server, nullptr);
+  ServerThread running(server.get());
+  int client = Connect(server->ListenAddress(), 16384);
+  ConnectionPtr connection = connected.get_future().get();
+  constexpr size_t kChunk = 32 << 10;
+  constexpr int kChunks = 256;  // 8 MiB through a 1 MiB mark.
+  std::thread producer([&] {
+    for (int i = 0; i < kChunks; ++i) {
+      while (handler.paused.load()) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+      EXPECT_TRUE(connection->Send(Pattern(kChunk, i)).ok()) << i;
+    }
+  });
+  std::string expected;
+  for (int i = 0; i < kChunks; ++i) expected += Pattern(kChunk, i);
+  std::string received = ReadExactly(client, expected.size());
+  producer.join();
+  EXPECT_TRUE(received == expected) << "received " << received.size();
+  EXPECT_GE(handler.high_waters.load(), 1);
+  EXPECT_TRUE(WaitFor([&] { return handler.write_completes.load() >= handler.high_waters.load(); }));
+  EXPECT_LE(connection->PendingOutput(), 0u);
+  connection.reset();
+  ::close(client);
+}
+
 TEST(ServerTest, ConnectionsOutliveTheServerSafely) {
   RecordingHandler handler;
   ConnectionPtr kept;
@@ -574,6 +653,11 @@ TEST(ServerTest, ConnectionsOutliveTheServerSafely) {
   kept->Close();
   kept->ForceClose();
   kept->ShutdownWrite();
+  // Its loop outlives the server with it, finished: it refuses work instead of taking it.
+  EventLoop* loop = kept->loop();
+  EXPECT_FALSE(loop->IsInLoopThread());
+  EXPECT_FALSE(loop->QueueInLoop([kept] { ADD_FAILURE() << "ran on a finished loop"; }));
+  EXPECT_NE(loop->RunAfter(absl::Milliseconds(1), [] {}), 0u);
   ::close(client);
 }
 
