@@ -1,8 +1,10 @@
 #include "net/connection.h"
 
 #include <sys/socket.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <string>
 #include <thread>
@@ -44,6 +46,57 @@ Connection::~Connection() {
   // Closed by Teardown() unless the connection never got that far (never established, or its
   // loop stopped before the teardown task ran).
   if (!fd_closed_) ::close(fd_);
+  delete cold_.load(std::memory_order_acquire);
+}
+
+Connection::ColdState* Connection::EnsureColdState() {
+  ColdState* cold = cold_.load(std::memory_order_acquire);
+  if (cold != nullptr) return cold;
+  // SetContext (any thread) and the loop (spilling output) may race to create it.
+  auto fresh = std::make_unique<ColdState>();
+  if (cold_.compare_exchange_strong(cold, fresh.get(), std::memory_order_acq_rel)) {
+    return fresh.release();
+  }
+  return cold;  // The other one won; `fresh` goes.
+}
+
+bool Connection::BufferOutput(std::string_view bytes) {
+  if (bytes.empty()) return true;
+  BlockQueue* spill = overflow();
+  bool spilling = spill != nullptr && !spill->IsEmpty();
+  // The ring grows by doubling, copying what it holds; past kOutputRingBytes (or the storage
+  // it took over from an echo) the rest goes to blocks that never move. Order holds: the ring's
+  // bytes are written first, and nothing goes back to the ring until the blocks have drained.
+  if (!spilling &&
+      output_.Length() + bytes.size() <= std::max(kOutputRingBytes, output_.Capacity())) {
+    return output_.WriteString(bytes);
+  }
+  return EnsureColdState()->output_overflow.Append(bytes);
+}
+
+ssize_t Connection::WriteOutput() {
+  BlockQueue* spill = overflow();
+  if (spill == nullptr || spill->IsEmpty()) return output_.WriteToFd(fd_);
+  iovec views[kMaxWriteViews];
+  size_t count = 0;
+  RingBuffer::Slices ring = output_.PeekAll();
+  for (std::string_view part : {ring.first, ring.second}) {
+    if (part.empty()) continue;
+    views[count].iov_base = const_cast<char*>(part.data());
+    views[count].iov_len = part.size();
+    ++count;
+  }
+  count += spill->Front(views + count, kMaxWriteViews - count);
+  ssize_t n;
+  do {
+    n = ::writev(fd_, views, static_cast<int>(count));
+  } while (n < 0 && errno == EINTR);
+  if (n > 0) {
+    size_t from_ring = std::min(static_cast<size_t>(n), output_.Length());
+    output_.Retrieve(from_ring);
+    spill->Consume(static_cast<size_t>(n) - from_ring);
+  }
+  return n;
 }
 
 void Connection::Establish() {
@@ -118,7 +171,7 @@ void Connection::HandleRead(const ConnectionPtr& self) {
 }
 
 void Connection::HandleWrite() {
-  ssize_t n = output_.WriteToFd(fd_);
+  ssize_t n = WriteOutput();
   if (n < 0) {
     if (errno == EAGAIN || errno == EWOULDBLOCK) return;
     CloseInLoop(absl::ErrnoToStatus(errno, "write"));
@@ -126,13 +179,13 @@ void Connection::HandleWrite() {
   }
   ReleaseOutput(static_cast<size_t>(n));
   MarkActive();
-  if (above_high_water_ && output_.Length() < options().low_water_mark) {
+  if (above_high_water_ && OutputLength() < options().low_water_mark) {
     above_high_water_ = false;
     if (options().pause_reading_at_high_water && !peer_closed_ && state() == State::kConnected) {
       SetReading(true);
     }
   }
-  if (output_.IsEmpty()) {
+  if (OutputLength() == 0) {
     writing_ = false;
     UpdateInterest();
     AfterOutputDrained();
@@ -204,7 +257,7 @@ absl::Status Connection::SendSlicesInLoop(const RingBuffer::Slices& slices,
   if (total == 0) return absl::OkStatus();
   if (!reserved && !ReserveOutput(total)) return PendingOutputExhausted(total);
   size_t written = 0;
-  if (!writing_ && output_.IsEmpty()) {
+  if (!writing_ && OutputLength() == 0) {
     ssize_t n = slices.WriteToFd(fd_);
     if (n >= 0) {
       written = static_cast<size_t>(n);
@@ -219,7 +272,7 @@ absl::Status Connection::SendSlicesInLoop(const RingBuffer::Slices& slices,
   }
   if (written == total) return absl::OkStatus();
 
-  size_t before = output_.Length();
+  size_t before = OutputLength();
   bool buffered = true;
   if (whole_source != nullptr && before == 0) {
     // A bulk echo's path: the output buffer takes the source's storage, tail and all, instead
@@ -227,16 +280,14 @@ absl::Status Connection::SendSlicesInLoop(const RingBuffer::Slices& slices,
     whole_source->Retrieve(written);
     output_.TakeFrom(*whole_source);
   } else if (written < slices.first.size()) {
-    buffered = output_.WriteString(slices.first.substr(written));
-    buffered = buffered && output_.WriteString(slices.second);
+    buffered = BufferOutput(slices.first.substr(written)) && BufferOutput(slices.second);
   } else {
-    buffered = output_.WriteString(slices.second.substr(written - slices.first.size()));
+    buffered = BufferOutput(slices.second.substr(written - slices.first.size()));
   }
   if (!buffered) {
-    // Cannot happen while max_pending_output <= the buffer's limit; if it did, part of the
-    // stream would be missing, so the connection ends (RST) with the reason instead.
-    ReleaseOutput(total - written);
-    absl::Status reason = absl::InternalError("output buffer refused bytes within the limit");
+    // Out of memory for the backlog. Part of the stream may be missing now, so the connection
+    // ends (RST) with the reason rather than go on with a hole in it.
+    absl::Status reason = absl::ResourceExhaustedError("no memory for pending output");
     CloseInLoop(reason);
     return reason;
   }
@@ -249,7 +300,7 @@ absl::Status Connection::SendSlicesInLoop(const RingBuffer::Slices& slices,
 }
 
 void Connection::CheckHighWater(size_t before) {
-  size_t after = output_.Length();
+  size_t after = OutputLength();
   if (above_high_water_ || after <= options().high_water_mark ||
       before > options().high_water_mark) {
     return;
@@ -350,7 +401,7 @@ void Connection::CloseInLoop(absl::Status reason) {
 }
 
 void Connection::Teardown(absl::Status reason) {
-  size_t unsent = output_.Length();
+  size_t unsent = OutputLength();
   if (unsent > 0) {
     ReleaseOutput(unsent);
     // A FIN would make a truncated stream look complete: end it with RST, and say why.
@@ -364,6 +415,7 @@ void Connection::Teardown(absl::Status reason) {
   fd_closed_ = true;
   input_.Reset();
   output_.Reset();
+  if (BlockQueue* spill = overflow()) spill->Clear();
   if (callbacks().on_close) callbacks().on_close(shared_from_this(), reason);
 }
 
@@ -410,17 +462,20 @@ class SpinLockGuard {
 }  // namespace
 
 void Connection::SetContext(std::any context) {
-  auto fresh = std::make_unique<std::any>(std::move(context));
-  // Declared before the lock, so destroyed after it is released: a user destructor may take
-  // its time.
-  std::unique_ptr<std::any> previous;
-  SpinLockGuard lock(context_locked_);
-  previous = std::exchange(context_, std::move(fresh));
+  ColdState* cold = EnsureColdState();
+  // Destroyed after the lock is released: a user destructor may take its time.
+  std::any previous;
+  {
+    SpinLockGuard lock(context_locked_);
+    previous = std::exchange(cold->context, std::move(context));
+  }
 }
 
 std::any Connection::Context() const {
+  ColdState* cold = cold_.load(std::memory_order_acquire);
+  if (cold == nullptr) return std::any();
   SpinLockGuard lock(context_locked_);
-  return context_ ? *context_ : std::any();
+  return cold->context;
 }
 
 }  // namespace gev

@@ -49,6 +49,7 @@
 #include "absl/time/time.h"
 #include "eventloop/event_loop.h"
 #include "net/inet_address.h"
+#include "ringbuffer/block_queue.h"
 #include "ringbuffer/ring_buffer.h"
 
 namespace gev {
@@ -156,7 +157,7 @@ class Connection final : public EventHandler, public std::enable_shared_from_thi
 
   // Buffered bytes. Loop thread only.
   size_t ReadBufferLength() const { return input_.Length(); }
-  size_t WriteBufferLength() const { return output_.Length(); }
+  size_t WriteBufferLength() const { return OutputLength(); }
   bool reading() const { return reading_; }
 
   void HandleEvent(const PollEvent& event) override;
@@ -169,7 +170,32 @@ class Connection final : public EventHandler, public std::enable_shared_from_thi
   Connection(PrivateTag, std::shared_ptr<const Config> config, int fd, const InetAddress& peer);
 
  private:
+  // What few connections need; see cold_.
+  struct ColdState {
+    std::any context;            // Guarded by context_locked_.
+    BlockQueue output_overflow;  // Loop thread only: output past the ring, in order after it.
+  };
+  // The ring holds up to this much output (its doublings copy at most half of it); more spills
+  // into blocks that never move.
+  static constexpr size_t kOutputRingBytes = 1 << 20;
+  // Views per writev when output has spilled: 4 MiB of blocks and the ring's two.
+  static constexpr size_t kMaxWriteViews = 18;
+
   const Options& options() const { return config_->options; }
+  ColdState* EnsureColdState();
+  BlockQueue* overflow() const {
+    ColdState* cold = cold_.load(std::memory_order_acquire);
+    return cold != nullptr ? &cold->output_overflow : nullptr;
+  }
+  size_t OutputLength() const {
+    BlockQueue* spill = overflow();
+    return output_.Length() + (spill != nullptr ? spill->Length() : 0);
+  }
+  // Appends to the output: the ring, or the blocks once past kOutputRingBytes. False when no
+  // memory could be had.
+  bool BufferOutput(std::string_view bytes);
+  // One writev of the ring and the first blocks; consumes what was written.
+  ssize_t WriteOutput();
   const Callbacks& callbacks() const { return config_->callbacks; }
 
   void HandleRead(const ConnectionPtr& self);
@@ -220,8 +246,9 @@ class Connection final : public EventHandler, public std::enable_shared_from_thi
   // what would otherwise be padding.
   std::atomic<uint32_t> pending_output_{0};
 
-  // Allocated by the first SetContext: most connections never have one.
-  std::unique_ptr<std::any> context_;  // Guarded by context_locked_.
+  // Allocated on first need: most connections never have a context or a backlog past the
+  // ring. Set once (either thread may create it, hence atomic), freed by the destructor.
+  std::atomic<ColdState*> cold_{nullptr};
 
   // Loop-thread-only state.
   RingBuffer input_;

@@ -1,0 +1,80 @@
+// -----------------------------------------------------------------------------
+// File: ringbuffer/block_queue.h
+// -----------------------------------------------------------------------------
+//
+// `gev::BlockQueue` is a FIFO of bytes kept in fixed-size blocks: appending fills the last block
+// and then adds new ones; consuming gives each block back as soon as it is drained. What it
+// holds is never moved or copied again, so growing costs the same per block however long the
+// queue is, and its memory follows its length (at most a block of slack at each end). A
+// connection's output spills into one when a peer falls far behind, where a doubling buffer
+// would copy the whole backlog while holding it twice.
+//
+// Blocks come from the kernel (mmap) rather than from malloc, so memory given back is returned
+// to the system at once instead of staying resident in the heap; each thread keeps a few drained
+// blocks for reuse (kCachedBlocksPerThread), so a backlog that comes and goes makes no system
+// calls.
+//
+// Example:
+//
+//   gev::BlockQueue queue;
+//   if (!queue.Append(bytes)) return OutOfMemory();   // all of it or nothing
+//   iovec views[16];
+//   size_t count = queue.Front(views, 16);
+//   ssize_t n = ::writev(fd, views, static_cast<int>(count));
+//   if (n > 0) queue.Consume(static_cast<size_t>(n));
+//
+// Thread safety: none; one thread at a time (a connection's loop thread).
+
+#ifndef GEV_RINGBUFFER_BLOCK_QUEUE_H_
+#define GEV_RINGBUFFER_BLOCK_QUEUE_H_
+
+#include <sys/uio.h>
+
+#include <cstddef>
+#include <deque>
+#include <string_view>
+
+namespace gev {
+
+class BlockQueue {
+ public:
+  static constexpr size_t kBlockSize = 256 * 1024;
+  static constexpr size_t kCachedBlocksPerThread = 8;
+
+  BlockQueue() = default;
+  ~BlockQueue() { Clear(); }
+  BlockQueue(const BlockQueue&) = delete;
+  BlockQueue& operator=(const BlockQueue&) = delete;
+
+  size_t Length() const { return length_; }
+  bool IsEmpty() const { return length_ == 0; }
+  size_t block_count() const { return blocks_.size(); }
+
+  // BlockQueue::Append() — adds `bytes` at the back. Returns false, having added nothing, when
+  // the blocks it needs cannot be had.
+  bool Append(std::string_view bytes);
+
+  // BlockQueue::Front() — fills up to `max` views with the bytes at the front, in order, one per
+  // block; returns how many it filled. Consumes nothing.
+  size_t Front(iovec* views, size_t max) const;
+
+  // BlockQueue::Consume() — drops the first min(n, Length()) bytes, giving back drained blocks.
+  void Consume(size_t n);
+
+  // BlockQueue::Clear() — drops everything and gives back every block.
+  void Clear();
+
+ private:
+  struct Block {
+    char* data;
+    size_t begin;  // First unconsumed byte.
+    size_t end;    // One past the last byte written.
+  };
+
+  std::deque<Block> blocks_;
+  size_t length_ = 0;
+};
+
+}  // namespace gev
+
+#endif  // GEV_RINGBUFFER_BLOCK_QUEUE_H_
