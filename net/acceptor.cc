@@ -5,6 +5,8 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <mutex>
+#include <shared_mutex>
 
 #include "net/socket_ops.h"
 
@@ -12,6 +14,17 @@ namespace gev {
 namespace {
 
 constexpr absl::Duration kExhaustionBackoff = absl::Milliseconds(50);
+
+// Descriptor numbers are shared by every thread of the process. Shedding frees the spare,
+// accepts into the freed number and takes the spare back; another acceptor's accept4 in between
+// (ReusePort mode: one acceptor per loop) would take the number, and this acceptor would be
+// left without a spare and its backlog unserved. Accepts hold this lock shared; shedding and
+// taking a spare back hold it exclusively. Descriptors that other code opens meanwhile can still
+// take the number: then the back-off below tries again.
+std::shared_mutex& DescriptorTableLock() {
+  static std::shared_mutex* lock = new std::shared_mutex;  // Never destroyed: used at exit.
+  return *lock;
+}
 
 int OpenSpareDescriptor() { return ::open("/dev/null", O_RDONLY | O_CLOEXEC); }
 
@@ -72,7 +85,11 @@ void Acceptor::HandleEvent(const PollEvent&) {
   while (true) {
     sockaddr_storage peer{};
     socklen_t length = sizeof(peer);
-    int fd = AcceptNonBlocking(listen_fd_, &peer, &length);
+    int fd;
+    {
+      std::shared_lock<std::shared_mutex> lock(DescriptorTableLock());
+      fd = AcceptNonBlocking(listen_fd_, &peer, &length);
+    }
     if (fd >= 0) {
       accepted_.fetch_add(1, std::memory_order_relaxed);
       InetAddress peer_address = InetAddress::FromSockaddr(reinterpret_cast<sockaddr*>(&peer),
@@ -107,6 +124,7 @@ void Acceptor::HandleEvent(const PollEvent&) {
 
 bool Acceptor::ShedOneConnection() {
   if (spare_fd_ >= 0) {
+    std::unique_lock<std::shared_mutex> lock(DescriptorTableLock());
     ::close(spare_fd_);
     spare_fd_ = -1;
     int fd = ::accept(listen_fd_, nullptr, nullptr);
@@ -115,6 +133,7 @@ bool Acceptor::ShedOneConnection() {
       shed_.fetch_add(1, std::memory_order_relaxed);
     }
     spare_fd_ = OpenSpareDescriptor();
+    spares_reopened_.fetch_add(spare_fd_ >= 0 ? 1 : 0, std::memory_order_relaxed);
     if (fd >= 0 && spare_fd_ >= 0) return true;
   }
   // No spare to spend: stop polling the listener for a while rather than spin on it.
@@ -122,7 +141,10 @@ bool Acceptor::ShedOneConnection() {
     (void)loop_->UpdateInterest(listen_fd_, Interest::kNone);
     backoff_timer_ = loop_->RunAfter(kExhaustionBackoff, [this] {
       backoff_timer_ = 0;
-      if (spare_fd_ < 0) spare_fd_ = OpenSpareDescriptor();
+      if (spare_fd_ < 0) {
+        std::unique_lock<std::shared_mutex> lock(DescriptorTableLock());
+        spare_fd_ = OpenSpareDescriptor();
+      }
       (void)loop_->UpdateInterest(listen_fd_, Interest::kRead);
     });
   }

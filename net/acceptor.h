@@ -9,8 +9,10 @@
 // Descriptor exhaustion (EMFILE/ENFILE) neither kills nor spins the listener: the acceptor
 // keeps one spare descriptor; when out of descriptors it frees the spare, accepts the pending
 // connection and closes it at once (so the peer sees a close, not a hang), then takes the spare
-// again (muduo's approach). If even that is impossible it stops polling the listener for a
-// short back-off and tries again, so it keeps serving once descriptors free up.
+// again (muduo's approach). Acceptors in one process (ReusePort: one per loop) shed one at a
+// time, so none takes the number another just freed. If even that is impossible it stops
+// polling the listener for a short back-off and tries again, so it keeps serving once
+// descriptors free up.
 //
 // Example (on the loop thread):
 //
@@ -60,6 +62,8 @@ class Acceptor final : public EventHandler {
   uint64_t accepted_count() const { return accepted_.load(std::memory_order_relaxed); }
   // Connections accepted and closed at once because the process was out of descriptors.
   uint64_t shed_count() const { return shed_.load(std::memory_order_relaxed); }
+  // How many times a shed took its spare descriptor back. Thread-safe.
+  uint64_t spares_reopened() const { return spares_reopened_.load(std::memory_order_relaxed); }
 
   void HandleEvent(const PollEvent& event) override;
 
@@ -74,6 +78,7 @@ class Acceptor final : public EventHandler {
   const InetAddress listen_address_;
   std::atomic<uint64_t> accepted_{0};
   std::atomic<uint64_t> shed_{0};
+  std::atomic<uint64_t> spares_reopened_{0};
   // Loop-thread-only state.
   NewConnectionCallback new_connection_;
   int spare_fd_;
