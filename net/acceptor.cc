@@ -8,6 +8,8 @@
 #include <mutex>
 #include <shared_mutex>
 
+#include "absl/strings/str_cat.h"
+#include "eventloop/log.h"
 #include "net/socket_ops.h"
 
 namespace gev {
@@ -24,6 +26,11 @@ constexpr absl::Duration kExhaustionBackoff = absl::Milliseconds(50);
 std::shared_mutex& DescriptorTableLock() {
   static std::shared_mutex* lock = new std::shared_mutex;  // Never destroyed: used at exit.
   return *lock;
+}
+
+// The listener's interest could not change: nobody to return that to, so it is logged.
+void LogIfFailed(const absl::Status& status, const char* what) {
+  if (!status.ok()) Log(LogSeverity::kWarning, absl::StrCat(what, ": ", status.ToString()));
 }
 
 int OpenSpareDescriptor() { return ::open("/dev/null", O_RDONLY | O_CLOEXEC); }
@@ -138,17 +145,23 @@ bool Acceptor::ShedOneConnection() {
   }
   // No spare to spend: stop polling the listener for a while rather than spin on it.
   if (listening_ && backoff_timer_ == 0) {
-    (void)loop_->UpdateInterest(listen_fd_, Interest::kNone);
-    backoff_timer_ = loop_->RunAfter(kExhaustionBackoff, [this] {
-      backoff_timer_ = 0;
-      if (spare_fd_ < 0) {
-        std::unique_lock<std::shared_mutex> lock(DescriptorTableLock());
-        spare_fd_ = OpenSpareDescriptor();
-      }
-      (void)loop_->UpdateInterest(listen_fd_, Interest::kRead);
-    });
+    LogIfFailed(loop_->UpdateInterest(listen_fd_, Interest::kNone), "pausing the listener");
+    backoff_timer_ = loop_->RunAfter(kExhaustionBackoff, [this] { ResumeAfterBackoff(); });
   }
   return false;
+}
+
+void Acceptor::ResumeAfterBackoff() {
+  backoff_timer_ = 0;
+  if (spare_fd_ < 0) {
+    std::unique_lock<std::shared_mutex> lock(DescriptorTableLock());
+    spare_fd_ = OpenSpareDescriptor();
+  }
+  absl::Status resumed = loop_->UpdateInterest(listen_fd_, Interest::kRead);
+  if (resumed.ok()) return;
+  // Nobody to return this to; paused, the listener would stay deaf, so it tries again.
+  LogIfFailed(resumed, "resuming the listener");
+  backoff_timer_ = loop_->RunAfter(kExhaustionBackoff, [this] { ResumeAfterBackoff(); });
 }
 
 }  // namespace gev

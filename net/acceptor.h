@@ -72,6 +72,8 @@ class Acceptor final : public EventHandler {
   // Out of descriptors: sheds one pending connection through the spare descriptor. Returns
   // false when it could not (no spare), after pausing the listener for a back-off.
   bool ShedOneConnection();
+  // The back-off's end: takes the spare back if it can and polls the listener again.
+  void ResumeAfterBackoff();
 
   EventLoop* const loop_;
   const int listen_fd_;

@@ -11,9 +11,18 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "eventloop/log.h"
 #include "net/socket_ops.h"
 
 namespace gev {
+namespace {
+
+// For counters with one writer (the loop thread): no read-modify-write instruction needed.
+void Count(std::atomic<uint64_t>& counter, uint64_t n) {
+  counter.store(counter.load(std::memory_order_relaxed) + n, std::memory_order_relaxed);
+}
+
+}  // namespace
 
 ConnectionPtr Connection::Create(std::shared_ptr<const Config> config, int fd,
                                  const InetAddress& peer) {
@@ -106,6 +115,7 @@ void Connection::Establish() {
   reading_ = true;
   absl::Status registered = loop()->AddHandler(fd_, Interest::kRead, this);
   registered_ = registered.ok();
+  Count(config_->counters.opened, 1);
   MarkActive();
   if (callbacks().on_connect) callbacks().on_connect(self);
   if (!registered.ok()) {
@@ -148,6 +158,7 @@ void Connection::HandleEvent(const PollEvent& event) {
 void Connection::HandleRead(const ConnectionPtr& self) {
   ssize_t n = input_.ReadFromFd(fd_, loop()->scratch_buffer(), EventLoop::kScratchSize);
   if (n > 0) {
+    Count(config_->counters.bytes_read, static_cast<uint64_t>(n));
     MarkActive();
     if (callbacks().on_message) callbacks().on_message(self, input_);
     // Leftover bytes (a partial frame) should not pin a burst-sized block.
@@ -178,6 +189,7 @@ void Connection::HandleWrite() {
     return;
   }
   ReleaseOutput(static_cast<size_t>(n));
+  Count(config_->counters.bytes_written, static_cast<uint64_t>(n));
   MarkActive();
   if (above_high_water_ && OutputLength() < options().low_water_mark) {
     above_high_water_ = false;
@@ -193,6 +205,7 @@ void Connection::HandleWrite() {
 }
 
 void Connection::AfterOutputDrained() {
+  if (state() == State::kDisconnected) return;  // UpdateInterest may have failed.
   if (callbacks().on_write_complete) callbacks().on_write_complete(shared_from_this());
   if (state() == State::kDisconnected) return;
   if (shutdown_requested_ && !write_shut_) {
@@ -262,6 +275,7 @@ absl::Status Connection::SendSlicesInLoop(const RingBuffer::Slices& slices,
     if (n >= 0) {
       written = static_cast<size_t>(n);
       ReleaseOutput(written);
+      Count(config_->counters.bytes_written, written);
       MarkActive();
     } else if (errno != EAGAIN && errno != EWOULDBLOCK) {
       ReleaseOutput(total);
@@ -325,7 +339,9 @@ void Connection::UpdateInterest() {
   if (!registered_) return;
   uint8_t bits = (reading_ ? static_cast<uint8_t>(Interest::kRead) : 0) |
                  (writing_ ? static_cast<uint8_t>(Interest::kWrite) : 0);
-  (void)loop()->UpdateInterest(fd_, static_cast<Interest>(bits));
+  absl::Status updated = loop()->UpdateInterest(fd_, static_cast<Interest>(bits));
+  // A connection whose interest cannot change would stall or spin: it ends, with the reason.
+  if (!updated.ok()) CloseInLoop(updated);
 }
 
 void Connection::ShutdownWrite() {
@@ -385,10 +401,13 @@ void Connection::CloseInLoop(absl::Status reason) {
     idle_timer_ = 0;
   }
   if (registered_) {
-    // NotFound is the only error and cannot happen while registered_; either way no event of
-    // this descriptor reaches us after this line, and closing it unregisters it from the kernel.
-    (void)loop()->RemoveHandler(fd_);
     registered_ = false;
+    // Either way no event of this descriptor reaches us after this line (the loop forgets the
+    // handler first), and closing the descriptor takes it out of the kernel's interest list.
+    absl::Status removed = loop()->RemoveHandler(fd_);
+    if (!removed.ok()) {
+      Log(LogSeverity::kWarning, absl::StrCat("connection fd ", fd_, ": ", removed.ToString()));
+    }
   }
   reading_ = writing_ = false;
   // The descriptor stays open, and the buffers stay as they are, until the loop has finished
@@ -413,6 +432,8 @@ void Connection::Teardown(absl::Status reason) {
   }
   ::close(fd_);
   fd_closed_ = true;
+  size_t code = static_cast<size_t>(reason.code());
+  Count(config_->counters.closed[code < Counters::kCodes ? code : 2], 1);
   input_.Reset();
   output_.Reset();
   if (BlockQueue* spill = overflow()) spill->Clear();

@@ -88,6 +88,17 @@ class Connection final : public EventHandler, public std::enable_shared_from_thi
     absl::AnyInvocable<void(const ConnectionPtr&) const> on_write_complete;
   };
 
+  // What the connections of one loop did. Each counter is written by the loop thread only, so
+  // a relaxed load and store count it; any thread may read them.
+  struct Counters {
+    // Closes are counted by their reason's absl::StatusCode (OK: orderly); 17 codes.
+    static constexpr size_t kCodes = 17;
+    std::atomic<uint64_t> opened{0};
+    std::atomic<uint64_t> bytes_read{0};
+    std::atomic<uint64_t> bytes_written{0};
+    std::atomic<uint64_t> closed[kCodes] = {};
+  };
+
   // What the connections of one loop have in common, the loop included. Shared rather than
   // copied into each connection (an idle connection's memory is part of the library's
   // promise), and owned by them: whatever a ConnectionPtr reaches (its loop, options and
@@ -98,6 +109,7 @@ class Connection final : public EventHandler, public std::enable_shared_from_thi
     std::shared_ptr<EventLoop> loop;
     Options options;
     Callbacks callbacks;
+    mutable Counters counters;
   };
 
   // Connection::Create() — takes ownership of the connected, non-blocking `fd`, to be served

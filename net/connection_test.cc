@@ -674,6 +674,26 @@ TEST(ConnectionTest, SendPastThePendingCapIsRefusedWholeAndNothingAcceptedIsLost
   ::close(client);
 }
 
+// A failed epoll_ctl MOD used to be ignored: the connection could neither write its backlog
+// nor be told so. Here the descriptor number is made to name another socket (dup2), so the
+// loop's registration no longer matches it and the next interest change fails.
+TEST(ConnectionTest, AnInterestChangeThatFailsClosesTheConnectionWithTheReason) {
+  int pair[2];
+  ASSERT_EQ(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0, pair), 0);
+  auto server = StartServer({.on_connect = [&](const ConnectionPtr& c) {
+    ASSERT_GE(::dup2(pair[0], c->fd()), 0);
+    // More than the socket pair holds: the rest is buffered and write interest is needed.
+    EXPECT_TRUE(c->Send(Pattern(4 << 20)).ok());
+  }});
+  int client = Connect(server->address());
+  ASSERT_TRUE(server->WaitForCloses(1));
+  EXPECT_EQ(server->last_close_reason().code(), absl::StatusCode::kNotFound)
+      << server->last_close_reason();
+  ::close(client);
+  ::close(pair[0]);
+  ::close(pair[1]);
+}
+
 // An idle connection's memory is a promise (<= 256 bytes in all, see tools/idle_memory); the
 // object is most of it. This catches a field added without thought.
 TEST(ConnectionTest, TheObjectStaysSmall) {

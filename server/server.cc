@@ -10,6 +10,7 @@
 #include "absl/container/flat_hash_set.h"
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
+#include "eventloop/log.h"
 #include "net/socket_ops.h"
 
 namespace gev {
@@ -306,27 +307,41 @@ void Server::Dispatch(int fd, const InetAddress& peer) {
   });
 }
 
-void Server::Start() {
+absl::Status Server::Start() {
   RunState expected = RunState::kCreated;
-  if (!run_state_.compare_exchange_strong(expected, RunState::kRunning)) return;
+  if (!run_state_.compare_exchange_strong(expected, RunState::kRunning)) return absl::OkStatus();
+  // Queued before the loops run: never refused.
   for (auto& worker : workers_) {
     Worker* w = worker.get();
     if (w->acceptor) {
-      w->loop->RunInLoop([w] {
+      (void)w->loop->RunInLoop([this, w] {
         absl::Status status = w->acceptor->Listen();
-        if (!status.ok()) std::fprintf(stderr, "gev: listen: %s\n", status.ToString().c_str());
+        if (!status.ok()) FailToListen(status);
       });
     }
     w->thread = std::thread([w] { w->loop->Run(); });
   }
   if (acceptor_) {
-    main_loop_->RunInLoop([this] {
+    (void)main_loop_->RunInLoop([this] {
       absl::Status status = acceptor_->Listen();
-      if (!status.ok()) std::fprintf(stderr, "gev: listen: %s\n", status.ToString().c_str());
+      if (!status.ok()) FailToListen(status);
     });
   }
   main_loop_->Run();
   ShutDown();
+  std::lock_guard<std::mutex> lock(start_error_mutex_);
+  return start_error_;
+}
+
+void Server::FailToListen(const absl::Status& status) {
+  absl::Status error(status.code(), absl::StrCat("listen on ", listen_address_.ToString(), ": ",
+                                                 status.message()));
+  Log(LogSeverity::kError, error.ToString());
+  {
+    std::lock_guard<std::mutex> lock(start_error_mutex_);
+    if (start_error_.ok()) start_error_ = error;
+  }
+  Stop();  // On a server thread: starts the shutdown and returns.
 }
 
 void Server::ShutDown() {
@@ -392,6 +407,51 @@ size_t Server::ConnectionCount() const {
     total += worker->connection_count.load(std::memory_order_relaxed);
   }
   return total;
+}
+
+uint64_t LoopStats::closed() const {
+  uint64_t total = 0;
+  for (const auto& [code, count] : closes) total += count;
+  return total;
+}
+
+LoopStats& LoopStats::operator+=(const LoopStats& other) {
+  open_connections += other.open_connections;
+  accepted += other.accepted;
+  bytes_read += other.bytes_read;
+  bytes_written += other.bytes_written;
+  polls += other.polls;
+  wakeups += other.wakeups;
+  tasks += other.tasks;
+  for (const auto& [code, count] : other.closes) closes[code] += count;
+  return *this;
+}
+
+LoopStats ServerStats::Total() const {
+  LoopStats total;
+  for (const LoopStats& loop : loops) total += loop;
+  return total;
+}
+
+ServerStats Server::Stats() const {
+  ServerStats stats;
+  for (const auto& worker : workers_) {
+    const Connection::Counters& counters = worker->config->counters;
+    LoopStats loop;
+    loop.open_connections = worker->connection_count.load(std::memory_order_relaxed);
+    loop.accepted = counters.opened.load(std::memory_order_relaxed);
+    loop.bytes_read = counters.bytes_read.load(std::memory_order_relaxed);
+    loop.bytes_written = counters.bytes_written.load(std::memory_order_relaxed);
+    loop.polls = worker->loop->poll_count();
+    loop.wakeups = worker->loop->wakeup_count();
+    loop.tasks = worker->loop->tasks_run();
+    for (size_t code = 0; code < Connection::Counters::kCodes; ++code) {
+      uint64_t count = counters.closed[code].load(std::memory_order_relaxed);
+      if (count != 0) loop.closes[static_cast<absl::StatusCode>(code)] = count;
+    }
+    stats.loops.push_back(std::move(loop));
+  }
+  return stats;
 }
 
 size_t Server::ConnectionCount(size_t loop) const {

@@ -38,12 +38,15 @@
 #include <atomic>
 #include <condition_variable>
 #include <cstddef>
+#include <cstdint>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <utility>
 #include <vector>
 
 #include "absl/functional/any_invocable.h"
+#include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "eventloop/event_loop.h"
@@ -60,6 +63,29 @@ namespace server_internal {
 struct Worker;
 }  // namespace server_internal
 
+// What one worker loop has done since the server was created. A snapshot, read without
+// stopping anything: counters read at slightly different moments.
+struct LoopStats {
+  size_t open_connections = 0;
+  uint64_t accepted = 0;
+  uint64_t bytes_read = 0;
+  uint64_t bytes_written = 0;
+  uint64_t polls = 0;
+  uint64_t wakeups = 0;
+  uint64_t tasks = 0;
+  // Closed connections by the code of their OnClose reason (kOk: orderly); codes never seen
+  // are absent.
+  std::map<absl::StatusCode, uint64_t> closes;
+
+  uint64_t closed() const;
+  LoopStats& operator+=(const LoopStats& other);
+};
+
+struct ServerStats {
+  std::vector<LoopStats> loops;  // One per worker loop, in order.
+  LoopStats Total() const;
+};
+
 class Server {
  public:
   // Server::Create() — binds and listens (so the port is known and connections queue before
@@ -71,8 +97,9 @@ class Server {
   Server(const Server&) = delete;
   Server& operator=(const Server&) = delete;
 
-  // Server::Start() — serves until Stop(). Returns at once if Stop() came first.
-  void Start();
+  // Server::Start() — serves until Stop(), then returns OK; at once if Stop() came first. If a
+  // listener cannot start, the server stops and Start returns why (also logged).
+  absl::Status Start();
   // Server::Stop() — see the header comment. Idempotent. Thread-safe.
   void Stop();
 
@@ -87,6 +114,9 @@ class Server {
   // Open connections in total and on loop `loop`. Thread-safe.
   size_t ConnectionCount() const;
   size_t ConnectionCount(size_t loop) const;
+  // Server::Stats() — per-loop counters: connections, bytes, polls, tasks, closes by reason.
+  // Thread-safe.
+  ServerStats Stats() const;
   const ServerOptions& options() const { return options_; }
 
  private:
@@ -95,6 +125,8 @@ class Server {
   Server(Handler* handler, ServerOptions options);
   absl::Status Init(const InetAddress& address);
   void Dispatch(int fd, const InetAddress& peer);
+  // A listener failed to start: remembered for Start() to return, logged, the server stops.
+  void FailToListen(const absl::Status& status);
   void ShutDown();
   bool IsServerThread() const;
 
@@ -110,6 +142,8 @@ class Server {
   std::vector<size_t> connection_counts_;  // Reused per accepted connection.
 
   std::atomic<RunState> run_state_{RunState::kCreated};
+  std::mutex start_error_mutex_;
+  absl::Status start_error_;  // Guarded by start_error_mutex_.
   std::mutex stopped_mutex_;
   std::condition_variable stopped_;  // Signalled when run_state_ becomes kStopped.
 };

@@ -1,5 +1,6 @@
 #include "server/server.h"
 
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <sys/socket.h>
@@ -17,6 +18,7 @@
 #include <vector>
 
 #include "absl/status/status.h"
+#include "eventloop/log.h"
 #include "absl/time/time.h"
 #include "gtest/gtest.h"
 #include "server/testing/loopback_client.h"
@@ -245,7 +247,7 @@ TEST(ServerTest, StopBeforeStartMakesStartReturnAtOnce) {
   ASSERT_NE(server, nullptr);
   server->Stop();
   server->Stop();
-  auto started = std::async(std::launch::async, [&] { server->Start(); });
+  auto started = std::async(std::launch::async, [&] { EXPECT_TRUE(server->Start().ok()); });
   EXPECT_EQ(started.wait_for(std::chrono::seconds(5)), std::future_status::ready);
   EXPECT_EQ(server->ConnectionCount(), 0u);
 }
@@ -310,7 +312,7 @@ TEST(ServerTest, StopFromInsideAHandlerEndsStart) {
   auto server = MustCreate(&handler, Loopback(1));
   ASSERT_NE(server, nullptr);
   server_ptr = server.get();
-  std::thread serving([&] { server->Start(); });
+  std::thread serving([&] { EXPECT_TRUE(server->Start().ok()); });
   int client = Connect(server->ListenAddress());
   ASSERT_TRUE(WriteAll(client, "stop"));
   EXPECT_EQ(ReadExactly(client, 3), "bye");
@@ -630,6 +632,84 @@ TEST(ServerTest, OnHighWaterAndOnWriteCompletePaceAProducer) {
   EXPECT_LE(connection->PendingOutput(), 0u);
   connection.reset();
   ::close(client);
+}
+
+// A listener that could not be polled was reported with fprintf and the server went on serving
+// nothing. Here the listening descriptor's number is made to name a regular file, which epoll
+// refuses: Start returns why, the sink hears it, and the server stops.
+TEST(ServerTest, AListenerThatCannotStartStopsTheServerAndSaysWhy) {
+  RecordingHandler handler;
+  auto server = MustCreate(&handler, Loopback(1));
+  ASSERT_NE(server, nullptr);
+  int listener = -1;
+  for (int fd = 0; fd < 1024 && listener < 0; ++fd) {
+    sockaddr_storage local{};
+    socklen_t length = sizeof(local);
+    int listening = 0;
+    socklen_t size = sizeof(listening);
+    if (::getsockname(fd, reinterpret_cast<sockaddr*>(&local), &length) != 0) continue;
+    if (::getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &listening, &size) != 0 || !listening) continue;
+    InetAddress address = InetAddress::FromSockaddr(reinterpret_cast<sockaddr*>(&local), length);
+    if (address.port() == server->ListenAddress().port()) listener = fd;
+  }
+  ASSERT_GE(listener, 0);
+  int file = ::open("/dev/null", O_RDONLY);
+  ASSERT_GE(::dup2(file, listener), 0);
+  ::close(file);
+  std::vector<std::string> logged;
+  std::mutex logged_mutex;
+  SetLogSink([&](LogSeverity, std::string_view message) {
+    std::lock_guard<std::mutex> lock(logged_mutex);
+    logged.emplace_back(message);
+  });
+  absl::Status started = server->Start();
+  SetLogSink(nullptr);
+  EXPECT_EQ(started.code(), absl::StatusCode::kPermissionDenied) << started;
+  EXPECT_NE(started.message().find("listen on 127.0.0.1:"), std::string_view::npos) << started;
+  std::lock_guard<std::mutex> lock(logged_mutex);
+  ASSERT_EQ(logged.size(), 1u);
+  EXPECT_NE(logged[0].find("listen on"), std::string::npos);
+}
+
+TEST(ServerTest, StatsCountConnectionsBytesAndClosesByReason) {
+  RecordingHandler handler;
+  handler.on_message = [](Connection& conn, RingBuffer& buffer) -> Reply {
+    if (buffer.Bytes() == "bye") {
+      conn.ForceClose(absl::CancelledError("asked to"));
+      return {};
+    }
+    return Reply::FromBuffer(buffer.Length());
+  };
+  auto server = MustCreate(&handler, Loopback(2));
+  ASSERT_NE(server, nullptr);
+  ServerThread running(server.get());
+  size_t echoed = 0;
+  for (int i = 0; i < 4; ++i) {
+    int client = Connect(server->ListenAddress());
+    std::string message = Pattern(1000 * (i + 1), i);
+    ASSERT_TRUE(WriteAll(client, message));
+    ASSERT_EQ(ReadExactly(client, message.size()), message);
+    echoed += message.size();
+    if (i == 3) {
+      ASSERT_TRUE(WriteAll(client, "bye"));
+      EXPECT_TRUE(SeesEndOfStream(client));
+    }
+    ::close(client);
+  }
+  ASSERT_TRUE(WaitFor([&] { return handler.closes() == 4; }));
+  ServerStats stats = server->Stats();
+  ASSERT_EQ(stats.loops.size(), 2u);
+  LoopStats total = stats.Total();
+  EXPECT_EQ(total.accepted, 4u);
+  EXPECT_EQ(total.open_connections, 0u);
+  EXPECT_EQ(total.bytes_read, echoed + 3);
+  EXPECT_EQ(total.bytes_written, echoed);
+  EXPECT_EQ(total.closed(), 4u);
+  EXPECT_EQ(total.closes[absl::StatusCode::kOk], 3u);
+  EXPECT_EQ(total.closes[absl::StatusCode::kCancelled], 1u);
+  EXPECT_GT(total.polls, 0u);
+  EXPECT_GT(stats.loops[0].accepted, 0u);  // Round robin used both loops.
+  EXPECT_GT(stats.loops[1].accepted, 0u);
 }
 
 TEST(ServerTest, ConnectionsOutliveTheServerSafely) {

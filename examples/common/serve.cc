@@ -36,10 +36,14 @@ int ServeUntilSignal(Server& server) {
   });
   std::printf("listening on %s\n", server.ListenAddress().ToString().c_str());
   std::fflush(stdout);
-  server.Start();
+  absl::Status served = server.Start();
   serving.store(false);
   pthread_kill(waiter.native_handle(), SIGTERM);  // Ends the wait if no signal came.
   waiter.join();
+  if (!served.ok()) {
+    std::fprintf(stderr, "%s\n", served.ToString().c_str());
+    return 1;
+  }
   return 0;
 }
 

@@ -21,6 +21,7 @@
 #include <string_view>
 #include <thread>
 
+#include "gtest/gtest.h"
 #include "net/inet_address.h"
 #include "net/testing/loopback_client.h"  // IWYU pragma: export
 #include "server/server.h"
@@ -33,7 +34,8 @@ std::string LengthFramed(std::string_view payload);
 // Runs server->Start() on a thread; stops the server and joins on destruction.
 class ServerThread {
  public:
-  explicit ServerThread(Server* server) : server_(server), thread_([server] { server->Start(); }) {}
+  explicit ServerThread(Server* server)
+      : server_(server), thread_([server] { EXPECT_TRUE(server->Start().ok()); }) {}
   ~ServerThread() { Join(); }
   // Stops the server and waits for Start() to return.
   void Join() {
