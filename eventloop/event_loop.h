@@ -88,6 +88,13 @@ class EventLoop {
   bool IsInLoopThread() const;
   // EventLoop::AssertInLoopThread() — aborts when called off the loop thread.
   void AssertInLoopThread() const;
+  // EventLoop::DcheckInLoopThread() — AssertInLoopThread() in debug builds (without NDEBUG),
+  // nothing in optimized ones: for loop-only methods on the hot path.
+  void DcheckInLoopThread() const {
+#ifndef NDEBUG
+    AssertInLoopThread();
+#endif
+  }
 
   // EventLoop::RunInLoop() — runs `task` now when called on the loop thread, otherwise queues
   // it. Returns false, having destroyed `task` unrun, once the loop has finished. Thread-safe.
@@ -116,11 +123,17 @@ class EventLoop {
   // not even one already returned by the current poll. Loop thread only.
   absl::Status RemoveHandler(int fd);
   // Registered descriptors. Loop thread only.
-  size_t handler_count() const { return handler_count_; }
+  size_t handler_count() const {
+    DcheckInLoopThread();
+    return handler_count_;
+  }
 
   // EventLoop::scratch_buffer() — a kScratchSize buffer shared by the loop's connections for
   // reads beyond their ring buffers' free space. Loop thread only, and only within one call.
-  char* scratch_buffer() { return scratch_.get(); }
+  char* scratch_buffer() {
+    DcheckInLoopThread();
+    return scratch_.get();
+  }
 
   // Milliseconds on the loop's monotonic clock (the clock timers use). Thread-safe.
   uint64_t NowMs() const;

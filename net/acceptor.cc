@@ -89,6 +89,7 @@ absl::Status Acceptor::Listen() {
 }
 
 void Acceptor::HandleEvent(const PollEvent&) {
+  loop_->DcheckInLoopThread();
   while (true) {
     sockaddr_storage peer{};
     socklen_t length = sizeof(peer);

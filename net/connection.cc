@@ -128,7 +128,7 @@ void Connection::Establish() {
 }
 
 void Connection::HandleEvent(const PollEvent& event) {
-  loop()->AssertInLoopThread();
+  loop()->DcheckInLoopThread();
   // Keeps this connection alive until the event is handled, whatever the callbacks release.
   ConnectionPtr self = shared_from_this();
   if (event.error) {

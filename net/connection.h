@@ -167,10 +167,20 @@ class Connection final : public EventHandler, public std::enable_shared_from_thi
   int fd() const { return fd_; }
   EventLoop* loop() const { return config_->loop.get(); }
 
-  // Buffered bytes. Loop thread only.
-  size_t ReadBufferLength() const { return input_.Length(); }
-  size_t WriteBufferLength() const { return OutputLength(); }
-  bool reading() const { return reading_; }
+  // Buffered bytes, and whether the connection reads now. Loop thread only (checked in debug
+  // builds).
+  size_t ReadBufferLength() const {
+    loop()->DcheckInLoopThread();
+    return input_.Length();
+  }
+  size_t WriteBufferLength() const {
+    loop()->DcheckInLoopThread();
+    return OutputLength();
+  }
+  bool reading() const {
+    loop()->DcheckInLoopThread();
+    return reading_;
+  }
 
   void HandleEvent(const PollEvent& event) override;
 

@@ -694,6 +694,24 @@ TEST(ConnectionTest, AnInterestChangeThatFailsClosesTheConnectionWithTheReason) 
   ::close(pair[1]);
 }
 
+#ifndef NDEBUG
+// Loop-only methods check their thread in debug builds (issue 14 #11).
+TEST(ConnectionDeathTest, LoopOnlyMethodsAbortOffTheLoopThread) {
+  GTEST_FLAG_SET(death_test_style, "threadsafe");
+  std::promise<ConnectionPtr> connected;
+  auto server = StartServer({.on_connect = [&](const ConnectionPtr& c) { connected.set_value(c); }});
+  int client = Connect(server->address());
+  ConnectionPtr connection = connected.get_future().get();
+  EXPECT_DEATH((void)connection->WriteBufferLength(), "off its loop thread");
+  EXPECT_DEATH((void)connection->reading(), "off its loop thread");
+  RingBuffer buffer;
+  EXPECT_DEATH((void)connection->SendFromBuffer(buffer, 0), "off its loop thread");
+  EXPECT_DEATH(connection->Establish(), "off its loop thread");
+  server->RunAndWait([&] { connection.reset(); });
+  ::close(client);
+}
+#endif
+
 // An idle connection's memory is a promise (<= 256 bytes in all, see tools/idle_memory); the
 // object is most of it. This catches a field added without thought.
 TEST(ConnectionTest, TheObjectStaysSmall) {
