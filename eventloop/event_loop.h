@@ -43,6 +43,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
+#include "eventloop/event_handler.h"
 #include "eventloop/timing_wheel.h"
 #include "poller/poller.h"
 
@@ -50,14 +51,6 @@ namespace gev {
 
 // Identifies a timer for Cancel(). Never 0, never reused by a loop.
 using TimerId = uint64_t;
-
-// Receives the readiness events of one registered descriptor.
-class EventHandler {
- public:
-  virtual ~EventHandler() = default;
-  // EventHandler::HandleEvent() — called on the loop thread with the descriptor's event.
-  virtual void HandleEvent(const PollEvent& event) = 0;
-};
 
 class EventLoop {
  public:

@@ -74,6 +74,7 @@ Acceptor::Acceptor(EventLoop* loop, int listen_fd, const InetAddress& listen_add
 Acceptor::~Acceptor() {
   if (listening_) {
     loop_->AssertInLoopThread();
+    // Fails only if the listener was never registered; closing it below unregisters it anyway.
     (void)loop_->RemoveHandler(listen_fd_);
   }
   if (backoff_timer_ != 0) loop_->Cancel(backoff_timer_);

@@ -5,19 +5,43 @@
 // `gev::Connection` is one accepted TCP connection, owned by one event loop and shared
 // (`std::shared_ptr`) between its owner, user code and queued tasks. It reads into an input
 // `RingBuffer`, hands that buffer to the message callback, and writes through an output
-// `RingBuffer` only when the socket cannot take everything at once.
+// `RingBuffer` (spilling past 1 MiB into a `BlockQueue`) only when the socket cannot take
+// everything at once.
+//
+// Lifecycle. One teardown path, owned by the loop:
+//
+//   kConnecting --Establish()--> kConnected --Close(), peer's FIN--> kDisconnecting
+//                                    |                                      |
+//                    error, ForceClose(), idle timeout           output flushed, or error
+//                                    v                                      |
+//                              kDisconnected <------------------------------'
+//                                    |   CloseInLoop(): events stop, the fd stays open
+//                                    v   a loop task, after the current callback and batch
+//                              Teardown(): close(fd) (RST if output is left), buffers
+//                              released, on_close(reason)
+//
+// CloseInLoop() only marks the connection closed and stops its events. The descriptor stays
+// open until Teardown(), so its number is not reused by a connection accepted later in the
+// same batch; on_close never runs inside another callback (a write that fails inside
+// OnMessage, say); the RingBuffer& a callback was given stays valid until it returns.
 //
 // Guarantees:
 //   - `on_connect` runs before any `on_message`; `on_close` runs exactly once, after
-//     `on_connect`, with the reason the connection ended (OK for a clean close by us).
+//     `on_connect`, with the reason the connection ended (OK for a clean close by us). No user
+//     callback runs inside another: on_high_water and on_close come after the callback that
+//     caused them.
 //   - No byte is dropped on a short write or EAGAIN: the rest waits in the output buffer, write
-//     interest is enabled only while it is non-empty.
+//     interest is enabled only while it is non-empty. Send accepts all of its bytes or none
+//     (ResourceExhausted past Options::max_pending_output). A connection that ends with output
+//     unsent ends with RST, and its reason counts the bytes.
 //   - Reads continue while output is pending, so a peer's FIN is always seen; after it, pending
-//     output is still delivered and the connection then closes.
+//     output is still delivered and the connection then closes. Close() stops reading at once.
 //   - Backpressure: when pending output crosses the high-water mark the callback runs once per
 //     crossing and, by default, reading stops until output drains below the low-water mark.
 //   - Idle timeout: one timer per idle period re-armed from the last activity time, not one per
 //     read; it is cancelled when the connection closes.
+//   - Whatever a ConnectionPtr reaches (its loop, options, callbacks: the Config) lives as long
+//     as the pointer; after the loop has finished, calls fail instead of touching freed memory.
 //
 // Example (inside the owner, on the loop thread):
 //
@@ -147,10 +171,12 @@ class Connection final : public EventHandler, public std::enable_shared_from_thi
   // Connection::ShutdownWrite() — half-closes (FIN) once all pending output is written; the
   // connection keeps reading. Thread-safe.
   void ShutdownWrite();
-  // Connection::Close() — stops reading and closes once pending output is written.
-  // Thread-safe.
+  // Connection::Close() — stops reading (at once on the loop thread: no OnMessage follows)
+  // and closes once pending output is written. Thread-safe.
   void Close();
-  // Connection::ForceClose() — closes now; pending output is dropped. `reason` reaches
+  // Connection::ForceClose() — closes without flushing: on the loop thread it stops input and
+  // output at once, from another thread when its task runs; the descriptor is closed (RST if
+  // output was left, counted in the reason) after the current callback. `reason` reaches
   // on_close (a protocol error, say). Thread-safe.
   void ForceClose(absl::Status reason = absl::OkStatus());
 

@@ -53,7 +53,7 @@ class InetAddress {
 
  private:
   // Only the two families a TCP address can have: 28 bytes, where sockaddr_storage takes 128
-  // (every connection keeps two addresses).
+  // (every connection keeps its peer's).
   union Storage {
     struct sockaddr any;
     sockaddr_in v4;

@@ -30,69 +30,15 @@
 #ifndef GEV_SERVER_HANDLER_H_
 #define GEV_SERVER_HANDLER_H_
 
-#include <any>
 #include <cstddef>
-#include <string>
-#include <string_view>
-#include <utility>
 
 #include "absl/status/status.h"
 #include "net/connection.h"
 #include "ringbuffer/ring_buffer.h"
+#include "server/frame.h"
+#include "server/reply.h"
 
 namespace gev {
-
-class Reply {
- public:
-  enum class Kind : uint8_t { kNothing, kView, kOwned, kFromBuffer };
-
-  // Nothing to send.
-  Reply() = default;
-  // Bytes the reply owns (moved in; no copy of the string's storage).
-  Reply(std::string bytes)  // NOLINT: implicit, so `return some_string;` reads naturally.
-      : kind_(Kind::kOwned), owned_(std::move(bytes)) {}
-  // A string literal or other storage that outlives the call.
-  Reply(const char* literal)  // NOLINT: implicit, for `return "OK";`.
-      : kind_(Kind::kView), view_(literal) {}
-
-  // Reply::View() — bytes that stay valid after OnMessage has returned: a literal or static, a
-  // member of the handler, the connection's context. Not a local of OnMessage, which is gone
-  // by the time the reply is written. The server writes them, and copies what the socket does
-  // not take, as soon as OnMessage returns and before it calls the handler again, so the
-  // storage may be rewritten by the next call.
-  static Reply View(std::string_view bytes) {
-    Reply reply;
-    reply.kind_ = Kind::kView;
-    reply.view_ = bytes;
-    return reply;
-  }
-  // Reply::FromBuffer() — the first `n` bytes of the buffer OnMessage was given (all it holds
-  // if fewer); the server consumes them as it sends them.
-  static Reply FromBuffer(size_t n) {
-    Reply reply;
-    reply.kind_ = Kind::kFromBuffer;
-    reply.from_buffer_ = n;
-    return reply;
-  }
-
-  Kind kind() const { return kind_; }
-  // The bytes of a kView or kOwned reply.
-  std::string_view bytes() const { return kind_ == Kind::kOwned ? owned_ : view_; }
-  size_t from_buffer() const { return from_buffer_; }
-
- private:
-  Kind kind_ = Kind::kNothing;
-  std::string_view view_;
-  std::string owned_;
-  size_t from_buffer_ = 0;
-};
-
-// One frame decoded by a Protocol: its payload and whatever the protocol wants the handler to
-// know about it (a message type, say). Small values in `context` do not allocate.
-struct Frame {
-  RingBuffer payload;
-  std::any context;
-};
 
 class Handler {
  public:

@@ -25,21 +25,12 @@
 #include <string>
 
 #include "absl/time/time.h"
-#include "absl/types/span.h"
-#include "net/inet_address.h"
+#include "server/load_balancer.h"
 
 namespace gev {
 
 class Protocol;
 
-// Picks a loop (an index below connections_per_loop.size(); larger values wrap) for a new
-// connection from `peer`.
-using LoadBalancer =
-    std::function<size_t(const InetAddress& peer, absl::Span<const size_t> connections_per_loop)>;
-
-LoadBalancer RoundRobin();
-LoadBalancer LeastConnection();
-LoadBalancer SourceAddrHash();
 
 struct ServerOptions {
   // "tcp" (IPv4 or IPv6 as the address says), "tcp4" or "tcp6".

@@ -61,6 +61,8 @@ struct Worker {
       connection_count.fetch_sub(1, std::memory_order_relaxed);
       return;
     }
+    // Best effort: a socket that refuses an option (its peer already reset it, say) still
+    // works, and its first read or write reports any real failure as the close reason.
     if (options->tcp_no_delay) (void)sockets::SetTcpNoDelay(fd, true);
     if (options->tcp_keep_alive > absl::ZeroDuration()) {
       (void)sockets::SetKeepAlive(fd, true, options->tcp_keep_alive);
