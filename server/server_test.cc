@@ -298,6 +298,16 @@ TEST(ServerTest, StopIsBoundedWhenAPeerNeverReads) {
   EXPECT_LT(took, std::chrono::seconds(3));  // A bound, not a speed measurement.
   ASSERT_EQ(handler.closes(), 1);
   EXPECT_EQ(handler.reasons()[0].code(), absl::StatusCode::kCancelled);
+  // Truncated, and it says so: the peer's stream ends in RST, not a FIN that looks complete,
+  // and the reason counts what was dropped (issue 14 #9).
+  EXPECT_NE(handler.reasons()[0].message().find("bytes of output unsent"), std::string::npos)
+      << handler.reasons()[0];
+  size_t received = 0;
+  ssize_t n;
+  char sink[65536];
+  while ((n = ::read(stuck, sink, sizeof(sink))) > 0) received += static_cast<size_t>(n);
+  EXPECT_LT(received, size_t{16} << 20);
+  EXPECT_TRUE(n < 0 && errno == ECONNRESET) << "ended with a FIN after " << received << " bytes";
   ::close(stuck);
 }
 
