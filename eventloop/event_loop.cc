@@ -66,6 +66,11 @@ void EventLoop::AssertInLoopThread() const {
 
 void EventLoop::Run() {
   GEV_CHECK(loop_thread_.load() == std::thread::id(), "EventLoop::Run() called twice");
+  {
+    // A finished loop refuses tasks, its own teardown tasks included: it cannot run again.
+    std::lock_guard<std::mutex> lock(tasks_mutex_);
+    GEV_CHECK(!finished_, "EventLoop::Run() called again after it returned");
+  }
   loop_thread_.store(std::this_thread::get_id(), std::memory_order_release);
   while (!stop_.load(std::memory_order_acquire)) {
     int64_t timeout = timers_.NextTimeoutMs(NowMs());

@@ -355,6 +355,13 @@ TEST(EventLoopTest, UpdateInterestSwitchesToWritable) {
   ::close(pair[1]);
 }
 
+TEST(EventLoopDeathTest, ALoopRunsOnce) {
+  auto loop = NewLoop();
+  loop->Stop();
+  loop->Run();
+  EXPECT_DEATH(loop->Run(), "called again after it returned");
+}
+
 TEST(EventLoopDeathTest, LoopOnlyMethodAbortsOffTheLoopThread) {
   LoopThread thread;
   EXPECT_DEATH((void)thread.loop().UpdateInterest(0, Interest::kRead), "off its loop thread");

@@ -1,11 +1,15 @@
 #include "net/connection.h"
 
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <cerrno>
+#if defined(__linux__)
+#include <linux/sockios.h>  // SIOCOUTQ
+#endif
 #include <string>
 #include <thread>
 #include <utility>
@@ -170,7 +174,7 @@ void Connection::HandleRead(const ConnectionPtr& self) {
     SetReading(false);
     State expected = State::kConnected;
     state_.compare_exchange_strong(expected, State::kDisconnecting);
-    if (!writing_) CloseInLoop(absl::OkStatus());
+    FinishIfFlushed();
     return;
   }
   if (errno == EAGAIN || errno == EWOULDBLOCK) return;
@@ -207,7 +211,15 @@ void Connection::HandleWrite() {
 void Connection::AfterOutputDrained() {
   if (state() == State::kDisconnected) return;  // UpdateInterest may have failed.
   if (callbacks().on_write_complete) callbacks().on_write_complete(shared_from_this());
-  if (state() == State::kDisconnected) return;
+  // The callback may have sent more (a producer resuming, its last chunk before a Close()):
+  // the shutdown or close waits for that too.
+  FinishIfFlushed();
+}
+
+void Connection::FinishIfFlushed() {
+  if (state() == State::kDisconnected || writing_) return;
+  // Bytes other threads had accepted are still queued to this loop: they go first.
+  if (pending_output_.load(std::memory_order_seq_cst) != 0) return;
   if (shutdown_requested_ && !write_shut_) {
     ::shutdown(fd_, SHUT_WR);
     write_shut_ = true;
@@ -216,15 +228,22 @@ void Connection::AfterOutputDrained() {
 }
 
 absl::Status Connection::Send(std::string_view data) {
-  if (state() != State::kConnected) {
+  if (!AcceptsSends()) return absl::FailedPreconditionError("connection is closing or closed");
+  if (!ReserveOutput(data.size())) return PendingOutputExhausted(data.size());
+  // Checked again after reserving (both sequentially consistent): a Close() or ShutdownWrite()
+  // racing with this call either is seen here, or sees the reservation and waits for these
+  // bytes before it closes.
+  if (!AcceptsSends()) {
+    ReleaseOutput(data.size());
     return absl::FailedPreconditionError("connection is closing or closed");
   }
-  if (!ReserveOutput(data.size())) return PendingOutputExhausted(data.size());
   if (loop()->IsInLoopThread()) return SendSlicesInLoop({data, {}}, nullptr, /*reserved=*/true);
   bool queued = loop()->QueueInLoop([self = shared_from_this(), bytes = std::string(data)] {
-    // Accepted while connected: still delivered if a Close() came after it. A failure here
-    // closes the connection, and OnClose carries the reason.
+    // Accepted while connected: delivered before a Close() or ShutdownWrite() that came after
+    // it. A failure here closes the connection, and OnClose carries the reason (a
+    // disconnected connection's OnClose counted these bytes as unsent).
     (void)self->SendSlicesInLoop({bytes, {}}, nullptr, /*reserved=*/true);
+    self->FinishIfFlushed();
   });
   if (!queued) {
     ReleaseOutput(data.size());
@@ -239,7 +258,7 @@ bool Connection::ReserveOutput(size_t n) {
   do {
     if (n > cap || pending > cap - n) return false;
   } while (!pending_output_.compare_exchange_weak(pending, static_cast<uint32_t>(pending + n),
-                                                  std::memory_order_relaxed));
+                                                  std::memory_order_seq_cst));
   return true;
 }
 
@@ -302,7 +321,7 @@ absl::Status Connection::SendSlicesInLoop(const RingBuffer::Slices& slices,
     // Out of memory for the backlog. Part of the stream may be missing now, so the connection
     // ends (RST) with the reason rather than go on with a hole in it.
     absl::Status reason = absl::ResourceExhaustedError("no memory for pending output");
-    CloseInLoop(reason);
+    CloseInLoop(reason, /*reset=*/true);
     return reason;
   }
   if (!writing_) {
@@ -325,7 +344,11 @@ void Connection::CheckHighWater(size_t before) {
   // Send runs inside user callbacks; the user hears of the crossing after the current one.
   // Never refused: this runs on the loop thread, before Run() has returned.
   (void)loop()->QueueInLoop([self = shared_from_this(), after] {
-    if (self->state() != State::kDisconnected) self->callbacks().on_high_water(self, after);
+    // Still above: the output may have drained in between (then OnWriteComplete came first and
+    // a producer must not be told to pause after it).
+    if (self->state() != State::kDisconnected && self->above_high_water_) {
+      self->callbacks().on_high_water(self, after);
+    }
   });
 }
 
@@ -345,16 +368,15 @@ void Connection::UpdateInterest() {
 }
 
 void Connection::ShutdownWrite() {
-  // Once closed, the loop may be gone (a stopped server); nothing is left to shut down.
   if (state() == State::kDisconnected) return;
+  // From now on Send refuses; what was accepted before, and a reply the current callback
+  // returns, still goes out before the FIN.
+  write_closing_.store(true, std::memory_order_seq_cst);
   // Refused only by a loop that has finished, when there is no connection left to shut down.
-  (void)loop()->RunInLoop([self = shared_from_this()] {
+  (void)loop()->QueueInLoop([self = shared_from_this()] {
     if (self->state() == State::kDisconnected || self->write_shut_) return;
     self->shutdown_requested_ = true;
-    if (!self->writing_) {
-      ::shutdown(self->fd_, SHUT_WR);
-      self->write_shut_ = true;
-    }
+    self->FinishIfFlushed();
   });
 }
 
@@ -373,26 +395,28 @@ void Connection::Close() {
 void Connection::CloseWhenFlushed() {
   if (state() == State::kDisconnected) return;
   SetReading(false);
-  if (!writing_) CloseInLoop(absl::OkStatus());
+  FinishIfFlushed();
 }
 
 void Connection::ForceClose(absl::Status reason) {
   if (state() == State::kDisconnected) return;
+  // An error reason means the stream did not end as the peer expects: it sees RST, not FIN.
+  bool reset = !reason.ok();
   if (loop()->IsInLoopThread()) {
     // Safe inside a callback: CloseInLoop only marks the connection closed; the teardown and
     // OnClose run after the callback has returned.
-    CloseInLoop(std::move(reason));
+    CloseInLoop(std::move(reason), reset);
     return;
   }
-  State expected = State::kConnected;
-  state_.compare_exchange_strong(expected, State::kDisconnecting);
-  // Refused only by a loop that has finished (see Close()).
-  (void)loop()->QueueInLoop([self = shared_from_this(), reason = std::move(reason)]() mutable {
-    self->CloseInLoop(std::move(reason));
-  });
+  // Refused only by a loop that has finished (see Close()). Sends accepted until the task runs
+  // are dropped with the rest and counted in the reason.
+  (void)loop()->QueueInLoop(
+      [self = shared_from_this(), reason = std::move(reason), reset]() mutable {
+        self->CloseInLoop(std::move(reason), reset);
+      });
 }
 
-void Connection::CloseInLoop(absl::Status reason) {
+void Connection::CloseInLoop(absl::Status reason, bool reset) {
   loop()->AssertInLoopThread();
   if (state() == State::kDisconnected) return;
   state_.store(State::kDisconnected, std::memory_order_release);
@@ -414,22 +438,36 @@ void Connection::CloseInLoop(absl::Status reason) {
   // the current callback and poll batch: the number cannot be reused by a connection accepted
   // later in the batch (which would receive this one's stale events), and a caller's
   // RingBuffer& stays valid. Never refused: this is the loop thread, before Run() has returned.
-  (void)loop()->QueueInLoop([self = shared_from_this(), reason = std::move(reason)]() mutable {
-    self->Teardown(std::move(reason));
-  });
+  (void)loop()->QueueInLoop(
+      [self = shared_from_this(), reason = std::move(reason), reset]() mutable {
+        self->Teardown(std::move(reason), reset);
+      });
 }
 
-void Connection::Teardown(absl::Status reason) {
-  size_t unsent = OutputLength();
+void Connection::Teardown(absl::Status reason, bool reset) {
+  // Accepted and never written: buffered here, or still queued from other threads (those tasks
+  // release their own count when they find the connection closed).
+  size_t unsent = PendingOutput();
+  ReleaseOutput(OutputLength());
+  size_t kernel_unsent = 0;
+#ifdef SIOCOUTQ
+  int queued = 0;
+  if (unsent > 0 && ::ioctl(fd_, SIOCOUTQ, &queued) == 0 && queued > 0) {
+    kernel_unsent = static_cast<size_t>(queued);
+  }
+#endif
   if (unsent > 0) {
-    ReleaseOutput(unsent);
-    // A FIN would make a truncated stream look complete: end it with RST, and say why.
-    sockets::SetLingerZero(fd_);
     std::string unsent_text = absl::StrCat(unsent, " bytes of output unsent");
+    // The reset also drops what the kernel still held for the peer.
+    if (kernel_unsent > 0) {
+      absl::StrAppend(&unsent_text, " (and ", kernel_unsent, " in the kernel)");
+    }
     reason = reason.ok() ? absl::AbortedError(absl::StrCat("closed with ", unsent_text))
                          : absl::Status(reason.code(),
                                         absl::StrCat(reason.message(), "; ", unsent_text));
   }
+  // A FIN would make a truncated stream look complete: end it with RST.
+  if (unsent > 0 || reset) sockets::SetLingerZero(fd_);
   ::close(fd_);
   fd_closed_ = true;
   size_t code = static_cast<size_t>(reason.code());

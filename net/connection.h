@@ -264,9 +264,18 @@ class Connection final : public EventHandler, public std::enable_shared_from_thi
   void SetReading(bool on);
   void UpdateInterest();
   // Marks the connection closed and stops its events; Teardown() follows as a loop task.
-  void CloseInLoop(absl::Status reason);
-  // Closes the descriptor (RST if output is left), releases the buffers, runs on_close.
-  void Teardown(absl::Status reason);
+  // `reset`: end with RST even if no output is left (the stream is known to be incomplete).
+  void CloseInLoop(absl::Status reason, bool reset = false);
+  // Closes the descriptor (RST if output is left, or `reset`), releases the buffers, runs
+  // on_close.
+  void Teardown(absl::Status reason, bool reset);
+  // Once nothing is pending (buffered or queued from other threads): the half-close or close
+  // that was asked for.
+  void FinishIfFlushed();
+  bool AcceptsSends() const {
+    return state_.load(std::memory_order_seq_cst) == State::kConnected &&
+           !write_closing_.load(std::memory_order_seq_cst);
+  }
   void CloseWhenFlushed();
   void MarkActive();
   void ArmIdleTimer(absl::Duration delay);
@@ -280,6 +289,8 @@ class Connection final : public EventHandler, public std::enable_shared_from_thi
   // A spin lock rather than a mutex: 1 byte instead of 40, and the critical sections only
   // swap a pointer (SetContext) or copy the value out (Context).
   mutable std::atomic<bool> context_locked_{false};
+  // ShutdownWrite() was called: Send refuses from then on (any thread).
+  std::atomic<bool> write_closing_{false};
 
   // Loop-thread-only state.
   bool reading_ : 1;

@@ -11,8 +11,9 @@
 //
 // Blocks come from the kernel (mmap) rather than from malloc, so memory given back is returned
 // to the system at once instead of staying resident in the heap; each thread keeps a few drained
-// blocks for reuse (kCachedBlocksPerThread), so a backlog that comes and goes makes no system
-// calls.
+// blocks for reuse (kCachedBlocksPerThread), so a backlog that comes and goes makes few system
+// calls. The queue's links live in the blocks: an empty queue owns nothing and allocates
+// nothing.
 //
 // Example:
 //
@@ -23,7 +24,8 @@
 //   ssize_t n = ::writev(fd, views, static_cast<int>(count));
 //   if (n > 0) queue.Consume(static_cast<size_t>(n));
 //
-// Thread safety: none; one thread at a time (a connection's loop thread).
+// Thread safety: none; one thread at a time (a connection's loop thread). A queue may move
+// between threads; blocks go back to the cache of the thread that drains them.
 
 #ifndef GEV_RINGBUFFER_BLOCK_QUEUE_H_
 #define GEV_RINGBUFFER_BLOCK_QUEUE_H_
@@ -31,14 +33,17 @@
 #include <sys/uio.h>
 
 #include <cstddef>
-#include <deque>
+#include <cstdint>
 #include <string_view>
 
 namespace gev {
 
 class BlockQueue {
  public:
+  // Bytes mapped per block, and the bytes of it that hold data (the rest is the block's links).
   static constexpr size_t kBlockSize = 256 * 1024;
+  static constexpr size_t kHeaderSize = 64;
+  static constexpr size_t kBytesPerBlock = kBlockSize - kHeaderSize;
   static constexpr size_t kCachedBlocksPerThread = 8;
 
   BlockQueue() = default;
@@ -48,7 +53,7 @@ class BlockQueue {
 
   size_t Length() const { return length_; }
   bool IsEmpty() const { return length_ == 0; }
-  size_t block_count() const { return blocks_.size(); }
+  size_t block_count() const { return block_count_; }
 
   // BlockQueue::Append() — adds `bytes` at the back. Returns false, having added nothing, when
   // the blocks it needs cannot be had.
@@ -64,15 +69,22 @@ class BlockQueue {
   // BlockQueue::Clear() — drops everything and gives back every block.
   void Clear();
 
+  // Blocks mapped now in the whole process, queued or cached: for tests. Thread-safe.
+  static size_t MappedBlocks();
+
  private:
+  // At the start of every block.
   struct Block {
-    char* data;
-    size_t begin;  // First unconsumed byte.
-    size_t end;    // One past the last byte written.
+    Block* next;
+    uint32_t begin;  // First unconsumed byte of data().
+    uint32_t end;    // One past the last byte written.
+    char* data() { return reinterpret_cast<char*>(this) + kHeaderSize; }
   };
 
-  std::deque<Block> blocks_;
+  Block* head_ = nullptr;
+  Block* tail_ = nullptr;
   size_t length_ = 0;
+  size_t block_count_ = 0;
 };
 
 }  // namespace gev

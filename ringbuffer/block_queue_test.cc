@@ -39,8 +39,8 @@ std::string Drain(BlockQueue& queue, size_t step) {
 TEST(BlockQueueTest, KeepsOrderAcrossBlocksAndPartialConsumes) {
   BlockQueue queue;
   std::string expected;
-  for (size_t size : {size_t{1}, size_t{100}, BlockQueue::kBlockSize - 101,
-                      BlockQueue::kBlockSize * 2 + 7, size_t{5000}}) {
+  for (size_t size : {size_t{1}, size_t{100}, BlockQueue::kBytesPerBlock - 101,
+                      BlockQueue::kBytesPerBlock * 2 + 7, size_t{5000}}) {
     std::string bytes = Pattern(size, static_cast<unsigned>(size));
     ASSERT_TRUE(queue.Append(bytes));
     expected += bytes;
@@ -71,7 +71,7 @@ TEST(BlockQueueTest, AppendsAndConsumesInterleavedLikeASlowSocket) {
     }
     EXPECT_EQ(queue.Length(), expected.size() - received.size());
     // Memory follows the length: at most one block of slack at each end.
-    EXPECT_LE(queue.block_count(), queue.Length() / BlockQueue::kBlockSize + 2);
+    EXPECT_LE(queue.block_count(), queue.Length() / BlockQueue::kBytesPerBlock + 2);
   }
   received += Drain(queue, 1 << 20);
   EXPECT_TRUE(received == expected);
@@ -79,30 +79,48 @@ TEST(BlockQueueTest, AppendsAndConsumesInterleavedLikeASlowSocket) {
 
 TEST(BlockQueueTest, FrontFillsAtMostTheViewsItIsGiven) {
   BlockQueue queue;
-  ASSERT_TRUE(queue.Append(std::string(BlockQueue::kBlockSize * 3, 'x')));
+  ASSERT_TRUE(queue.Append(std::string(BlockQueue::kBytesPerBlock * 3, 'x')));
   iovec views[2];
   EXPECT_EQ(queue.Front(views, 2), 2u);
-  EXPECT_EQ(views[0].iov_len, BlockQueue::kBlockSize);
-  queue.Consume(BlockQueue::kBlockSize + 1);
+  EXPECT_EQ(views[0].iov_len, BlockQueue::kBytesPerBlock);
+  queue.Consume(BlockQueue::kBytesPerBlock + 1);
   EXPECT_EQ(queue.Front(views, 2), 2u);
-  EXPECT_EQ(views[0].iov_len, BlockQueue::kBlockSize - 1);
+  EXPECT_EQ(views[0].iov_len, BlockQueue::kBytesPerBlock - 1);
   queue.Clear();
   EXPECT_EQ(queue.Front(views, 2), 0u);
   EXPECT_TRUE(queue.Append(""));
   EXPECT_TRUE(queue.IsEmpty());
 }
 
-// Blocks outlive the thread that filled them (a queue destroyed on another thread, or after its
-// thread's cache is gone): LeakSanitizer would report any block not given back.
-TEST(BlockQueueTest, QueuesMayMoveBetweenThreads) {
+// Blocks outlive the thread that filled them (a queue drained and destroyed on another thread,
+// whose cache then exits with it): every block mapped is unmapped in the end.
+TEST(BlockQueueTest, QueuesMayMoveBetweenThreadsAndEveryBlockIsUnmapped) {
+  size_t before = BlockQueue::MappedBlocks();
   auto queue = std::make_unique<BlockQueue>();
-  std::thread filler([&] { ASSERT_TRUE(queue->Append(std::string(3 * BlockQueue::kBlockSize, 'y'))); });
+  std::thread filler([&] {
+    ASSERT_TRUE(queue->Append(std::string(12 * BlockQueue::kBytesPerBlock, 'y')));
+  });
   filler.join();
+  EXPECT_EQ(BlockQueue::MappedBlocks(), before + 12);
   std::thread drainer([&] {
-    queue->Consume(BlockQueue::kBlockSize * 2);
+    queue->Consume(BlockQueue::kBytesPerBlock * 2);
     queue.reset();
+    // Eight are cached by this thread, the other four unmapped already.
+    EXPECT_EQ(BlockQueue::MappedBlocks(), before + BlockQueue::kCachedBlocksPerThread);
   });
   drainer.join();
+  EXPECT_EQ(BlockQueue::MappedBlocks(), before);
+}
+
+TEST(BlockQueueTest, AnEmptyQueueOwnsNothing) {
+  size_t before = BlockQueue::MappedBlocks();
+  BlockQueue queue;
+  EXPECT_EQ(queue.block_count(), 0u);
+  EXPECT_LE(sizeof(BlockQueue), 32u);
+  ASSERT_TRUE(queue.Append("x"));
+  queue.Consume(1);
+  EXPECT_EQ(queue.block_count(), 0u);
+  EXPECT_LE(BlockQueue::MappedBlocks(), before + BlockQueue::kCachedBlocksPerThread);
 }
 
 }  // namespace

@@ -55,8 +55,9 @@ struct ServerOptions {
   // Handler::OnHighWater tells a producer to stop (OnWriteComplete: the output has drained).
   size_t high_water_mark = 64 * 1024 * 1024;
   // Most bytes accepted for a peer and not yet written to it; a Send past it returns
-  // ResourceExhausted and queues nothing of that call. Zero means 4 x high_water_mark. At most
-  // 2 GiB.
+  // ResourceExhausted and queues nothing of that call, and a reply past it ends the connection
+  // (RST) with that reason. Zero means 4 x high_water_mark, at least 4 MiB. At least
+  // high_water_mark, at most 2 GiB.
   size_t max_pending_output = 0;
   // Most unconsumed input bytes kept per connection; a peer that sends more is closed.
   size_t max_input_bytes = 64 * 1024 * 1024;

@@ -114,10 +114,16 @@ struct Worker {
   }
 
   // A reply the connection refused (pending output at its limit) would be a hole in the
-  // stream: the connection ends with that reason instead. Other failures mean it is already
-  // closing, with its own reason.
+  // stream: the connection ends with that reason instead (RST). A reply after the write side
+  // was shut down cannot reach the peer any more: said in the log. Other failures mean the
+  // connection is already closed, with its own reason.
   static void EndIfRefused(Connection& connection, const absl::Status& sent) {
-    if (absl::IsResourceExhausted(sent)) connection.ForceClose(sent);
+    if (absl::IsResourceExhausted(sent)) {
+      connection.ForceClose(sent);
+    } else if (!sent.ok() && connection.state() != Connection::State::kDisconnected) {
+      Log(LogSeverity::kWarning,
+          absl::StrCat("reply to ", connection.PeerAddr().ToString(), " dropped: ", sent.message()));
+    }
   }
 
   void SendFramedReply(Connection& connection, const Reply& reply) {
@@ -195,11 +201,18 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Create(Handler* handler, ServerO
   if (options.high_water_mark == 0) return absl::InvalidArgumentError("HighWaterMark is 0");
   if (options.max_input_bytes == 0) return absl::InvalidArgumentError("MaxInputBytes is 0");
   if (options.max_pending_output == 0) {
-    options.max_pending_output = std::min<size_t>(options.high_water_mark * 4, RingBuffer::kMaxLimit);
+    // Room for the mark's backlog and a few reads past it (a read can bring 128 KiB).
+    options.max_pending_output = std::min<size_t>(
+        std::max<size_t>(options.high_water_mark * 4, 4 << 20), RingBuffer::kMaxLimit);
   }
   if (options.max_pending_output > RingBuffer::kMaxLimit) {
     return absl::InvalidArgumentError(
         absl::StrCat("MaxPendingOutput(", options.max_pending_output, ") is more than 2 GiB"));
+  }
+  if (options.max_pending_output < options.high_water_mark) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "MaxPendingOutput(", options.max_pending_output, ") is below HighWaterMark(",
+        options.high_water_mark, "): the mark could never be reached"));
   }
   absl::StatusOr<NetworkType> network = ParseNetwork(options.network);
   if (!network.ok()) return network.status();
@@ -330,9 +343,9 @@ absl::Status Server::Start() {
     });
   }
   main_loop_->Run();
-  ShutDown();
-  std::lock_guard<std::mutex> lock(start_error_mutex_);
-  return start_error_;
+  // Not `this` after ShutDown(): once it says the server has stopped, a thread waiting in Stop()
+  // or the destructor may free it. ShutDown() hands back the result it read before that.
+  return ShutDown();
 }
 
 void Server::FailToListen(const absl::Status& status) {
@@ -346,17 +359,24 @@ void Server::FailToListen(const absl::Status& status) {
   Stop();  // On a server thread: starts the shutdown and returns.
 }
 
-void Server::ShutDown() {
+absl::Status Server::ShutDown() {
   for (auto& worker : workers_) {
     Worker* w = worker.get();
-    w->loop->RunInLoop([w, timeout = options_.stop_timeout] {
+    // The worker loops are still running: never refused.
+    (void)w->loop->RunInLoop([w, timeout = options_.stop_timeout] {
       w->BeginDrain(w->loop->NowMs() + static_cast<uint64_t>(absl::ToInt64Milliseconds(timeout)));
     });
   }
   for (auto& worker : workers_) worker->thread.join();
+  absl::Status start_error;
+  {
+    std::lock_guard<std::mutex> lock(start_error_mutex_);
+    start_error = start_error_;
+  }
   std::lock_guard<std::mutex> lock(stopped_mutex_);
   run_state_.store(RunState::kStopped, std::memory_order_release);
   stopped_.notify_all();
+  return start_error;  // The server may be gone from here on: nothing of it is touched.
 }
 
 void Server::Stop() {

@@ -127,7 +127,8 @@ class Server {
   void Dispatch(int fd, const InetAddress& peer);
   // A listener failed to start: remembered for Start() to return, logged, the server stops.
   void FailToListen(const absl::Status& status);
-  void ShutDown();
+  // Drains and joins the workers, then marks the server stopped; returns Start()'s result.
+  absl::Status ShutDown();
   bool IsServerThread() const;
 
   Handler* const handler_;
