@@ -136,7 +136,7 @@ void Connection::HandleEvent(const PollEvent& event) {
   // Keeps this connection alive until the event is handled, whatever the callbacks release.
   ConnectionPtr self = shared_from_this();
   if (event.error) {
-    int error = sockets::PendingError(fd_);
+    int error = event.error_code != 0 ? event.error_code : sockets::PendingError(fd_);
     CloseInLoop(absl::ErrnoToStatus(error != 0 ? error : EIO, "socket error"));
     return;
   }

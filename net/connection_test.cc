@@ -678,6 +678,11 @@ TEST(ConnectionTest, SendPastThePendingCapIsRefusedWholeAndNothingAcceptedIsLost
 // nor be told so. Here the descriptor number is made to name another socket (dup2), so the
 // loop's registration no longer matches it and the next interest change fails.
 TEST(ConnectionTest, AnInterestChangeThatFailsClosesTheConnectionWithTheReason) {
+  if (std::string((*CreateDefaultPoller())->name()) == "kqueue") {
+    // kqueue re-registers the number from scratch on every change (see kqueue_poller.cc), so
+    // dup2 does not make it fail there; the provocation is epoll's.
+    GTEST_SKIP() << "an epoll-specific way to make epoll_ctl MOD fail";
+  }
   int pair[2];
   ASSERT_EQ(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0, pair), 0);
   auto server = StartServer({.on_connect = [&](const ConnectionPtr& c) {

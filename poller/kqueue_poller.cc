@@ -4,8 +4,10 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdint>
+#include <utility>
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
@@ -38,46 +40,80 @@ KqueuePoller::KqueuePoller(int kqueue_fd) : kqueue_fd_(kqueue_fd), ready_(kIniti
 
 KqueuePoller::~KqueuePoller() { ::close(kqueue_fd_); }
 
-absl::Status KqueuePoller::Apply(int fd, Interest interest, uint64_t tag, bool is_add) {
-  struct kevent changes[2];
-  void* udata = reinterpret_cast<void*>(static_cast<uintptr_t>(tag));
-  // EV_RECEIPT reports each change's result in place, so deleting a filter that was never
-  // added (ENOENT) can be told apart from a real failure.
-  auto flags = [is_add](bool wanted) -> unsigned short {
-    if (wanted) return EV_ADD | EV_ENABLE | EV_RECEIPT;
-    return is_add ? EV_ADD | EV_DISABLE | EV_RECEIPT : EV_DELETE | EV_RECEIPT;
-  };
-  EV_SET(&changes[0], fd, EVFILT_READ, flags(WantsRead(interest)), 0, 0, udata);
-  EV_SET(&changes[1], fd, EVFILT_WRITE, flags(WantsWrite(interest)), 0, 0, udata);
-  struct kevent results[2];
-  int n = ::kevent(kqueue_fd_, changes, 2, results, 2, nullptr);
+absl::Status KqueuePoller::Submit(int fd, struct kevent* changes, int count,
+                                  int* not_found) {
+  struct kevent results[kMaxChanges];
+  // A call of its own, with a zero timeout: libkqueue can lose a changelist's errors when the
+  // same call also waits and times out. EV_RECEIPT reports each change's result in place.
+  struct timespec no_wait = {0, 0};
+  int n = ::kevent(kqueue_fd_, changes, count, results, count, &no_wait);
   if (n < 0) return absl::ErrnoToStatus(errno, absl::StrCat("kevent(fd ", fd, ")"));
+  *not_found = 0;
   for (int i = 0; i < n; ++i) {
-    if ((results[i].flags & EV_ERROR) != 0 && results[i].data != 0 && results[i].data != ENOENT) {
-      return absl::ErrnoToStatus(static_cast<int>(results[i].data),
-                                 absl::StrCat("kevent(fd ", fd, ")"));
+    if ((results[i].flags & EV_ERROR) == 0 || results[i].data == 0) continue;
+    if (results[i].data == ENOENT && (changes[i].flags & EV_DELETE) != 0) {
+      ++*not_found;  // Deleting a filter that was not added: expected, see Apply().
+      continue;
     }
+    return absl::ErrnoToStatus(
+        static_cast<int>(results[i].data),
+        absl::StrCat("kevent(fd ", fd, ", ", results[i].filter == EVFILT_READ ? "read" : "write",
+                     (changes[i].flags & EV_DELETE) != 0 ? " delete" : " add", ")"));
   }
   return absl::OkStatus();
+}
+
+absl::Status KqueuePoller::Apply(int fd, Interest interest, uint64_t tag) {
+  // Each filter is deleted, and added again when wanted, in one changelist; nothing is kept per
+  // descriptor. Two libkqueue differences decide this (a BSD kernel is fine either way):
+  //   - a filter added with EV_ADD | EV_DISABLE still reports events, so an unwanted filter
+  //     must not exist at all;
+  //   - EV_ADD on a socket filter that exists fails (its modify accepts only EV_CLEAR, and the
+  //     error carries a stale errno), so a wanted filter is never re-added in place: deleted
+  //     first, which also carries a changed tag (udata).
+  // Deleting a filter that is not there (ENOENT) is expected.
+  struct kevent changes[kMaxChanges];
+  void* udata = reinterpret_cast<void*>(static_cast<uintptr_t>(tag));
+  int count = 0;
+  for (auto [filter, wanted] : {std::pair<short, bool>{EVFILT_READ, WantsRead(interest)},
+                                std::pair<short, bool>{EVFILT_WRITE, WantsWrite(interest)}}) {
+    EV_SET(&changes[count++], fd, filter, EV_DELETE | EV_RECEIPT, 0, 0, nullptr);
+    if (wanted) EV_SET(&changes[count++], fd, filter, EV_ADD | EV_RECEIPT, 0, 0, udata);
+  }
+  int not_found = 0;
+  return Submit(fd, changes, count, &not_found);
 }
 
 absl::Status KqueuePoller::Add(int fd, Interest interest, uint64_t tag) {
-  return Apply(fd, interest, tag, /*is_add=*/true);
+  if (fd < 0) return absl::InvalidArgumentError(absl::StrCat("fd ", fd));
+  size_t index = static_cast<size_t>(fd);
+  if (index < watched_.size() && watched_[index]) {
+    return absl::AlreadyExistsError(absl::StrCat("fd ", fd, " is already watched"));
+  }
+  absl::Status status = Apply(fd, interest, tag);
+  if (!status.ok()) return status;
+  if (index >= watched_.size()) watched_.resize(std::max(index + 1, watched_.size() * 2));
+  watched_[index] = true;
+  return absl::OkStatus();
 }
 
 absl::Status KqueuePoller::Modify(int fd, Interest interest, uint64_t tag) {
-  return Apply(fd, interest, tag, /*is_add=*/false);
+  if (!IsWatched(fd)) return absl::NotFoundError(absl::StrCat("fd ", fd, " is not watched"));
+  return Apply(fd, interest, tag);
 }
 
 absl::Status KqueuePoller::Remove(int fd) {
+  // Before the descriptor is closed (the loop removes first): libkqueue does not drop a closed
+  // descriptor's filters by itself, and a later descriptor with the same number would inherit
+  // them.
   struct kevent changes[2];
   EV_SET(&changes[0], fd, EVFILT_READ, EV_DELETE | EV_RECEIPT, 0, 0, nullptr);
   EV_SET(&changes[1], fd, EVFILT_WRITE, EV_DELETE | EV_RECEIPT, 0, 0, nullptr);
-  struct kevent results[2];
-  if (::kevent(kqueue_fd_, changes, 2, results, 2, nullptr) < 0) {
-    return absl::ErrnoToStatus(errno, absl::StrCat("kevent(EV_DELETE, fd ", fd, ")"));
-  }
-  return absl::OkStatus();
+  // With no interest a descriptor has no filter at all: whether it is watched is known here.
+  if (!IsWatched(fd)) return absl::NotFoundError(absl::StrCat("fd ", fd, " is not watched"));
+  watched_[static_cast<size_t>(fd)] = false;
+  int not_found = 0;
+  return Submit(fd, changes, 2, &not_found);
 }
 
 absl::Span<const PollEvent> KqueuePoller::Wait(int timeout_ms) {
@@ -102,8 +138,15 @@ absl::Span<const PollEvent> KqueuePoller::Wait(int timeout_ms) {
     // EV_EOF on the read filter is the peer's FIN (a read returns 0); on the write filter the
     // peer can no longer receive.
     event.hangup = ready.filter == EVFILT_WRITE && (ready.flags & EV_EOF) != 0;
-    event.error = (ready.flags & EV_ERROR) != 0 ||
-                  ((ready.flags & EV_EOF) != 0 && ready.fflags != 0);
+    // The socket's error comes with the event: EV_EOF with the errno in fflags (a BSD kernel
+    // and libkqueue alike; libkqueue has consumed SO_ERROR by now), or EV_ERROR with it in data.
+    if ((ready.flags & EV_ERROR) != 0) {
+      event.error = true;
+      event.error_code = static_cast<int>(ready.data);
+    } else if ((ready.flags & EV_EOF) != 0 && ready.fflags != 0) {
+      event.error = true;
+      event.error_code = static_cast<int>(ready.fflags);
+    }
     events_.push_back(event);
   }
   if (static_cast<size_t>(n) == ready_.size() && ready_.size() < kMaxEventsPerWait) {

@@ -1,8 +1,32 @@
-// The kqueue backend of gev::Poller (macOS, FreeBSD and the other BSDs). See poller/poller.h.
+// The kqueue backend of gev::Poller (macOS, FreeBSD and the other BSDs; on Linux over libkqueue
+// with `--config=libkqueue`). See poller/poller.h.
 //
 // Read and write interest are two kqueue filters, so one descriptor that is both readable and
 // writable may be reported as two events with the same tag in one Wait(). Wakeups use an
 // EVFILT_USER event with EV_CLEAR, so no descriptor is spent on them.
+//
+// Written to be correct on a BSD kernel and on libkqueue, which differ (each handled where the
+// code says so, in kqueue_poller.cc):
+//   - EV_ADD | EV_DISABLE still reports events on libkqueue: an unwanted filter is deleted.
+//   - EV_ADD on an existing socket filter fails on libkqueue (its modify accepts only EV_CLEAR,
+//     with a stale errno): a wanted filter is deleted and added again, in one changelist.
+//   - libkqueue consumes the socket's error: it is taken from the event (EV_EOF with fflags, or
+//     EV_ERROR with data) into PollEvent::error_code, as a BSD kernel also provides it.
+//   - A changelist's errors can be lost when the same call also waits: changes go in a call of
+//     their own, with a zero timeout and EV_RECEIPT.
+//   - close() does not drop a descriptor's filters on libkqueue: the loop removes a descriptor
+//     before closing it (EventLoop::RemoveHandler, then Connection's teardown), always.
+//   - A process that has used libkqueue must exec after fork (its BUGS.md): the tests start
+//     their server processes with posix_spawn.
+//
+// Not verified without a BSD or macOS kernel (only libkqueue runs here):
+//   - that a BSD kernel accepts the delete-then-add changelist for a filter that exists, and
+//     reports level-triggered readiness again after it (expected: it does; kevent(2));
+//   - EV_EOF/fflags error codes for refused and reset connections on each BSD;
+//   - EVFILT_USER wakeups on OpenBSD (which lacks EVFILT_USER before 7.5);
+//   - the build itself on macOS and the BSDs (no such machine here);
+//   - speed: libkqueue is an emulation over epoll, so no figure from it says anything about a
+//     BSD kernel.
 //
 // Thread safety: as gev::Poller — Wakeup() from any thread, the rest from the loop thread.
 
@@ -38,10 +62,22 @@ class KqueuePoller final : public Poller {
 
  private:
   explicit KqueuePoller(int kqueue_fd);
-  absl::Status Apply(int fd, Interest interest, uint64_t tag, bool is_add);
+  // Sets the filters of `fd` to exactly `interest`.
+  absl::Status Apply(int fd, Interest interest, uint64_t tag);
+  // Submits `count` (at most kMaxChanges) EV_RECEIPT changes; counts the ENOENT results of
+  // deletions in `not_found`.
+  static constexpr int kMaxChanges = 4;
+  absl::Status Submit(int fd, struct kevent* changes, int count, int* not_found);
+
+  bool IsWatched(int fd) const {
+    return fd >= 0 && static_cast<size_t>(fd) < watched_.size() && watched_[static_cast<size_t>(fd)];
+  }
 
   const int kqueue_fd_;
   // Loop-thread-only state.
+  // Descriptors between Add() and Remove(), by number: one bit each. With no interest a
+  // descriptor has no filter, so the kernel cannot tell.
+  std::vector<bool> watched_;
   std::vector<struct kevent> ready_;
   std::vector<PollEvent> events_;
 };

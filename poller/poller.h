@@ -52,13 +52,16 @@ inline bool WantsWrite(Interest interest) {
 
 // One ready descriptor. A peer's FIN shows as `readable` (a read returns what is left, then 0);
 // `hangup` means the connection is gone in both directions; `error` means the socket has a
-// pending error (SO_ERROR tells which). Tags must not be UINT64_MAX (reserved for wakeups).
+// pending error: `error_code` when the backend delivers it with the event (kqueue does, and
+// libkqueue consumes the socket's own copy), otherwise 0 and SO_ERROR tells which. Tags must not
+// be UINT64_MAX (reserved for wakeups).
 struct PollEvent {
   uint64_t tag = 0;  // The tag given to Add()/Modify().
   bool readable = false;
   bool writable = false;
   bool hangup = false;
   bool error = false;
+  int error_code = 0;
 };
 
 class Poller {

@@ -7,6 +7,7 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
+#include <spawn.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
@@ -37,6 +38,8 @@
 #include "ringbuffer/block_queue.h"
 #include "server/server.h"
 #include "server/testing/loopback_client.h"
+
+extern char** environ;
 
 namespace gev {
 namespace {
@@ -140,6 +143,75 @@ ServerOptions Loops(int n) {
   return options;
 }
 
+// An echo server in a process of its own, with its own descriptor limit: this test binary run
+// again (exec, not only fork: a forked child of a process that has used libkqueue must exec,
+// see its BUGS.md; and a fresh process counts only its own descriptors). Returns its pid and
+// port, or -1.
+pid_t StartServerProcess(int descriptor_limit, bool reuse_port, uint16_t* port) {
+  int ready[2];
+  if (::pipe(ready) != 0) return -1;
+  std::string spec = "GEV_SERVER_PROCESS=" + std::to_string(descriptor_limit) + "," +
+                     (reuse_port ? "1" : "0") + "," + std::to_string(ready[1]);
+  std::vector<char*> environment;
+  for (char** variable = environ; *variable != nullptr; ++variable) {
+    environment.push_back(*variable);
+  }
+  environment.push_back(spec.data());
+  environment.push_back(nullptr);
+  char program[] = "reliability_test";
+  char all[] = "--gtest_also_run_disabled_tests";
+  char filter[] = "--gtest_filter=ServerProcess.DISABLED_ServeUntilKilled";
+  char* arguments[] = {program, all, filter, nullptr};
+  // posix_spawn, not fork: no atfork handler runs in between (libkqueue's closes descriptors by
+  // numbers it may hold stale, which can be the pipe's), and nothing is allocated in a copy of a
+  // threaded process.
+  pid_t child = -1;
+  int spawned = ::posix_spawn(&child, "/proc/self/exe", nullptr, nullptr, arguments,
+                              environment.data());
+  ::close(ready[1]);
+  if (spawned != 0) {
+    ::close(ready[0]);
+    return -1;
+  }
+  pollfd readable{ready[0], POLLIN, 0};
+  bool ready_in_time = ::poll(&readable, 1, 20000) == 1 &&
+                       ::read(ready[0], port, sizeof(*port)) == static_cast<ssize_t>(sizeof(*port));
+  ::close(ready[0]);
+  if (!ready_in_time) {
+    ::kill(child, SIGKILL);
+    ::waitpid(child, nullptr, 0);
+    return -1;
+  }
+  return child;
+}
+
+// The server process's side of StartServerProcess: run only by it (disabled otherwise).
+TEST(ServerProcess, DISABLED_ServeUntilKilled) {
+  const char* spec = std::getenv("GEV_SERVER_PROCESS");
+  ASSERT_NE(spec, nullptr) << "started by StartServerProcess only";
+  int descriptor_limit = 0;
+  int reuse_port = 0;
+  int ready = -1;
+  ASSERT_EQ(std::sscanf(spec, "%d,%d,%d", &descriptor_limit, &reuse_port, &ready), 3);
+  // Only what this process needs counts against the limit.
+  for (int fd = 3; fd < 4096; ++fd) {
+    if (fd != ready) ::close(fd);
+  }
+  rlimit limit{static_cast<rlim_t>(descriptor_limit), static_cast<rlim_t>(descriptor_limit)};
+  ASSERT_EQ(::setrlimit(RLIMIT_NOFILE, &limit), 0);
+  CheckingHandler handler;
+  ServerOptions options = Loops(2);
+  options.address = "127.0.0.1:0";
+  options.reuse_port = reuse_port != 0;
+  auto server = Server::Create(&handler, options);
+  ASSERT_TRUE(server.ok()) << server.status();
+  uint16_t port = (*server)->ListenAddress().port();
+  ASSERT_EQ(::write(ready, &port, sizeof(port)), static_cast<ssize_t>(sizeof(port)));
+  ::close(ready);
+  // Until the test kills this process; a failure shows as a server that never answers.
+  (void)(*server)->Start();
+}
+
 TEST(ReliabilityTest, ManyConcurrentConnectionsEveryByteVerified) {
   ASSERT_TRUE(sockets::RaiseOpenFileLimit().ok());
   // Not shrunk under sanitizers; the soak run takes 9,000 (both ends count against the
@@ -200,7 +272,9 @@ TEST(ReliabilityTest, ChurnLeavesNoDescriptorOrConnectionBehind) {
   for (auto& client : clients) client.join();
   EXPECT_EQ(failures.load(), 0);
   EXPECT_TRUE(WaitFor([&] { return server->ConnectionCount() == 0; }, 20000));
-  EXPECT_TRUE(WaitFor([&] { return OpenDescriptorCount() == descriptors_before; }, 5000))
+  // At most as many as before: none left behind. (Fewer is possible: libkqueue releases what it
+  // held for kqueues closed by earlier tests in the background.)
+  EXPECT_TRUE(WaitFor([&] { return OpenDescriptorCount() <= descriptors_before; }, 5000))
       << OpenDescriptorCount() << " descriptors open, " << descriptors_before << " before";
   EXPECT_EQ(handler.connects(), cycles);
   EXPECT_EQ(handler.closes(), cycles);
@@ -471,29 +545,9 @@ TEST(ReliabilityTest, ResetMidWriteFinWithPendingOutputAndSimultaneousClose) {
 // 64 descriptors, a storm of 300 connections is shed without spinning, and once the storm's
 // clients go away the server serves again.
 TEST(ReliabilityTest, Gnet367_DescriptorExhaustionNeitherSpinsNorKillsTheServer) {
-  int ready_pipe[2];
-  ASSERT_EQ(::pipe(ready_pipe), 0);
-  pid_t child = ::fork();
-  ASSERT_GE(child, 0);
-  if (child == 0) {
-    ::close(ready_pipe[0]);
-    rlimit limit{64, 64};
-    ::setrlimit(RLIMIT_NOFILE, &limit);
-    CheckingHandler handler;
-    ServerOptions options = Loops(2);
-    options.address = "127.0.0.1:0";
-    auto server = Server::Create(&handler, options);
-    if (!server.ok()) ::_exit(3);
-    uint16_t port = (*server)->ListenAddress().port();
-    if (::write(ready_pipe[1], &port, sizeof(port)) != sizeof(port)) ::_exit(4);
-    // Until SIGTERM kills us; a failure shows as a server that never answers.
-    (void)(*server)->Start();
-    ::_exit(0);
-  }
-  ::close(ready_pipe[1]);
   uint16_t port = 0;
-  ASSERT_EQ(::read(ready_pipe[0], &port, sizeof(port)), static_cast<ssize_t>(sizeof(port)));
-  ::close(ready_pipe[0]);
+  pid_t child = StartServerProcess(64, false, &port);
+  ASSERT_GT(child, 0);
   InetAddress address = InetAddress::Loopback(port);
 
   auto child_cpu_ticks = [child] {
@@ -544,30 +598,9 @@ TEST(ReliabilityTest, Gnet367_DescriptorExhaustionNeitherSpinsNorKillsTheServer)
 // listener's backlog hung (608 of 2,000 attempts neither served nor shed). Every attempt must
 // end one way or the other.
 TEST(ReliabilityTest, ReusePortShedsUnderDescriptorExhaustionAndLeavesNoClientHanging) {
-  int ready_pipe[2];
-  ASSERT_EQ(::pipe(ready_pipe), 0);
-  pid_t child = ::fork();
-  ASSERT_GE(child, 0);
-  if (child == 0) {
-    ::close(ready_pipe[0]);
-    rlimit limit{128, 128};
-    ::setrlimit(RLIMIT_NOFILE, &limit);
-    CheckingHandler handler;
-    ServerOptions options = Loops(2);
-    options.address = "127.0.0.1:0";
-    options.reuse_port = true;
-    auto server = Server::Create(&handler, options);
-    if (!server.ok()) ::_exit(3);
-    uint16_t port = (*server)->ListenAddress().port();
-    if (::write(ready_pipe[1], &port, sizeof(port)) != sizeof(port)) ::_exit(4);
-    // Until SIGKILL; a failure shows as a server that never answers.
-    (void)(*server)->Start();
-    ::_exit(0);
-  }
-  ::close(ready_pipe[1]);
   uint16_t port = 0;
-  ASSERT_EQ(::read(ready_pipe[0], &port, sizeof(port)), static_cast<ssize_t>(sizeof(port)));
-  ::close(ready_pipe[0]);
+  pid_t child = StartServerProcess(128, true, &port);
+  ASSERT_GT(child, 0);
   InetAddress address = InetAddress::Loopback(port);
   std::this_thread::sleep_for(std::chrono::milliseconds(100));  // Both listeners are polled.
 

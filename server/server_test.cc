@@ -602,8 +602,8 @@ TEST(ServerTest, OnHighWaterAndOnWriteCompletePaceAProducer) {
   class Producer : public RecordingHandler {
    public:
     void OnHighWater(Connection& conn, size_t pending) override {
-      EXPECT_GT(pending, size_t{1} << 20);
-      EXPECT_GE(conn.PendingOutput(), size_t{1} << 20);
+      EXPECT_GT(pending, size_t{1} << 20);  // At the crossing; it may have drained a little since.
+      EXPECT_GT(conn.PendingOutput(), 0u);
       high_waters.fetch_add(1);
       paused.store(true);
     }
@@ -616,7 +616,11 @@ TEST(ServerTest, OnHighWaterAndOnWriteCompletePaceAProducer) {
     std::atomic<bool> paused{false};
   } handler;
   std::promise<ConnectionPtr> connected;
-  handler.on_connect = [&](Connection& conn) { connected.set_value(conn.shared_from_this()); };
+  handler.on_connect = [&](Connection& conn) {
+    int size = 65536;  // The backlog builds up in the library, not in the kernel's buffers.
+    ::setsockopt(conn.fd(), SOL_SOCKET, SO_SNDBUF, &size, sizeof(size));
+    connected.set_value(conn.shared_from_this());
+  };
   ServerOptions options = Loopback(1);
   options.high_water_mark = 1 << 20;
   auto server = MustCreate(&handler, std::move(options));
