@@ -3,6 +3,7 @@
 #
 #   tools/echo_compare.sh [--rounds=5] [--duration=5s] [--warmup=1s] [--out=bench-out] [--quick]
 #                         [--only=pingpong1,flood1,stream1,loops2,sweep,memory]
+#                         [--bazel-config=libkqueue]   (gev built with that config too: kqueue)
 #
 # Builds with --config=opt, pins server and client to different CPUs where the machine has
 # enough of them, and alternates the servers within every round (and reverses the order every
@@ -14,6 +15,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 rounds=5 duration=5s warmup=1s out=bench-out only="pingpong1,flood1,stream1,loops2,sweep,memory"
+bazel_configs=()
 for arg in "$@"; do
   case "$arg" in
     --rounds=*) rounds="${arg#*=}" ;;
@@ -22,6 +24,7 @@ for arg in "$@"; do
     --out=*) out="${arg#*=}" ;;
     --only=*) only="${arg#*=}" ;;
     --quick) rounds=3 duration=2s ;;
+    --bazel-config=*) bazel_configs+=("--config=${arg#*=}") ;;
     *) echo "unknown argument: $arg" >&2; exit 2 ;;
   esac
 done
@@ -35,8 +38,8 @@ if ! command -v gnuplot >/dev/null 2>&1; then
     echo "echo_compare: no gnuplot (sudo apt-get install gnuplot-nox): tables only" >&2
 fi
 
-tools/bazel build --config=opt //tools:echo_bench //tools:raw_epoll_echo //tools:idle_memory \
-  //examples/echo:echo_server >&2
+tools/bazel build --config=opt "${bazel_configs[@]}" //tools:echo_bench //tools:raw_epoll_echo \
+  //tools:idle_memory //examples/echo:echo_server >&2
 bin="$(mktemp -d)"
 trap 'rm -rf "$bin"; [[ -n "${server_pid:-}" ]] && kill "$server_pid" 2>/dev/null || true' EXIT
 for f in tools/echo_bench tools/raw_epoll_echo tools/idle_memory examples/echo/echo_server; do
