@@ -80,20 +80,14 @@ struct ControlHandler : EventHandler {
   std::function<void()> on_event;
 };
 
-// The server side of SurvivesDescriptorExhaustion, in the process that test starts (disabled
-// otherwise).
-TEST(AcceptorProcess, DISABLED_ShedUntilToldToStop) {
-  const char* spec = std::getenv("GEV_ACCEPTOR_PROCESS");
-  ASSERT_NE(spec, nullptr) << "started by SurvivesDescriptorExhaustion only";
-  int port_number = 0;
-  int control[2] = {-1, -1};
-  ASSERT_EQ(std::sscanf(spec, "%d,%d,%d", &port_number, &control[0], &control[1]), 3);
-  ::close(control[1]);
+// The server side of SurvivesDescriptorExhaustion, in a process of its own: accepts on `port`
+// until the control pipe closes, then exits with a code saying what went wrong (0: nothing).
+[[noreturn]] void ShedUntilToldToStop(uint16_t port, int control_read) {
+  int control[2] = {control_read, -1};
   // Only what this process needs counts against the limit set below.
   for (int fd = 3; fd < 4096; ++fd) {
     if (fd != control[0]) ::close(fd);
   }
-  uint16_t port = static_cast<uint16_t>(port_number);
   auto loop = *EventLoop::Create();
   auto acceptor = Acceptor::Create(loop.get(), InetAddress::Loopback(port), true);
   if (!acceptor.ok()) ::_exit(10);
@@ -143,6 +137,17 @@ TEST(AcceptorProcess, DISABLED_ShedUntilToldToStop) {
   ::_exit(0);
 }
 
+// ShedUntilToldToStop in the re-executed binary, on Linux (disabled otherwise).
+TEST(AcceptorProcess, DISABLED_ShedUntilToldToStop) {
+  const char* spec = std::getenv("GEV_ACCEPTOR_PROCESS");
+  ASSERT_NE(spec, nullptr) << "started by SurvivesDescriptorExhaustion only";
+  int port = 0;
+  int control[2] = {-1, -1};
+  ASSERT_EQ(std::sscanf(spec, "%d,%d,%d", &port, &control[0], &control[1]), 3);
+  ::close(control[1]);
+  ShedUntilToldToStop(static_cast<uint16_t>(port), control[0]);
+}
+
 // The server runs in a child process with a descriptor limit just above what it holds; the
 // parent connects far more clients than that. The child must shed the excess (the peer sees
 // EOF), must not spin while doing so, and must serve a new client once descriptors free up.
@@ -167,12 +172,22 @@ TEST(AcceptorTest, SurvivesDescriptorExhaustion) {
   char all[] = "--gtest_also_run_disabled_tests";
   char filter[] = "--gtest_filter=AcceptorProcess.DISABLED_ShedUntilToldToStop";
   char* arguments[] = {program, all, filter, nullptr};
+  pid_t child = -1;
+#ifdef __linux__
   // A process of its own, started by posix_spawn: a forked copy of a process that has used
   // libkqueue must exec (libkqueue's BUGS.md), and no atfork handler runs in between.
-  pid_t child = -1;
   ASSERT_EQ(::posix_spawn(&child, "/proc/self/exe", nullptr, nullptr, arguments,
                           environment.data()),
             0);
+#else
+  // A BSD kernel's kqueues are not inherited, and there may be no /proc: a plain fork.
+  child = ::fork();
+  ASSERT_GE(child, 0);
+  if (child == 0) {
+    ::close(control[1]);
+    ShedUntilToldToStop(port, control[0]);
+  }
+#endif
   ::close(control[0]);
   // Let the child start listening.
   std::vector<int> clients;

@@ -50,7 +50,12 @@ absl::Status KqueuePoller::Submit(int fd, struct kevent* changes, int count,
   if (n < 0) return absl::ErrnoToStatus(errno, absl::StrCat("kevent(fd ", fd, ")"));
   *not_found = 0;
   for (int i = 0; i < n; ++i) {
-    if ((results[i].flags & EV_ERROR) == 0 || results[i].data == 0) continue;
+    if ((results[i].flags & EV_ERROR) == 0) {
+      // Every change carries EV_RECEIPT, so every result is a receipt; a ready event here would
+      // be lost, which a caller must hear of.
+      return absl::InternalError(absl::StrCat("kevent(fd ", fd, "): an event, not a receipt"));
+    }
+    if (results[i].data == 0) continue;
     if (results[i].data == ENOENT && (changes[i].flags & EV_DELETE) != 0) {
       ++*not_found;  // Deleting a filter that was not added: expected, see Apply().
       continue;
@@ -81,6 +86,8 @@ absl::Status KqueuePoller::Apply(int fd, Interest interest, uint64_t tag) {
     if (wanted) EV_SET(&changes[count++], fd, filter, EV_ADD | EV_RECEIPT, 0, 0, udata);
   }
   int not_found = 0;
+  // Not atomic as epoll's MOD is: if an add fails after its delete succeeded, the descriptor is
+  // left with fewer filters than asked, and the error says so; the loop then closes it.
   return Submit(fd, changes, count, &not_found);
 }
 

@@ -15,7 +15,13 @@
 //   - A changelist's errors can be lost when the same call also waits: changes go in a call of
 //     their own, with a zero timeout and EV_RECEIPT.
 //   - close() does not drop a descriptor's filters on libkqueue: the loop removes a descriptor
-//     before closing it (EventLoop::RemoveHandler, then Connection's teardown), always.
+//     before its teardown closes it (a connection destroyed after its loop stopped closes
+//     without; a later Add of that number deletes stale filters first).
+//   - Hang-up differs from epoll: `hangup` comes only with the write filter (EV_EOF), so with
+//     it `writable` is set too, and a descriptor with no interest has no filter and hears
+//     nothing (epoll reports EPOLLHUP and EPOLLERR regardless). A connection that neither
+//     reads nor writes is therefore not woken by a hang-up here; one that writes sees it as a
+//     failing write.
 //   - A process that has used libkqueue must exec after fork (its BUGS.md): the tests start
 //     their server processes with posix_spawn.
 //
@@ -23,7 +29,9 @@
 //   - that a BSD kernel accepts the delete-then-add changelist for a filter that exists, and
 //     reports level-triggered readiness again after it (expected: it does; kevent(2));
 //   - EV_EOF/fflags error codes for refused and reset connections on each BSD;
-//   - EVFILT_USER wakeups on OpenBSD (which lacks EVFILT_USER before 7.5);
+//   - EVFILT_USER wakeups on OpenBSD (which lacks EVFILT_USER before 7.5), and whether it
+//     honours EV_RECEIPT (Submit() fails loudly if a result is not a receipt);
+//   - whether a BSD kernel's write filter reports EV_EOF after our own shutdown(SHUT_WR);
 //   - the build itself on macOS and the BSDs (no such machine here);
 //   - speed: libkqueue is an emulation over epoll, so no figure from it says anything about a
 //     BSD kernel.

@@ -602,8 +602,8 @@ TEST(ServerTest, OnHighWaterAndOnWriteCompletePaceAProducer) {
   class Producer : public RecordingHandler {
    public:
     void OnHighWater(Connection& conn, size_t pending) override {
-      EXPECT_GT(pending, size_t{1} << 20);  // At the crossing; it may have drained a little since.
-      EXPECT_GT(conn.PendingOutput(), 0u);
+      EXPECT_GT(pending, size_t{1} << 20);  // At the crossing; it may have drained since,
+      EXPECT_GE(conn.PendingOutput(), size_t{1} << 19);  // but not below the low-water mark.
       high_waters.fetch_add(1);
       paused.store(true);
     }

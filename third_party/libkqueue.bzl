@@ -13,7 +13,7 @@ def _libkqueue_repository_impl(ctx):
         ctx.file("BUILD.bazel", """
 genrule(
     name = "missing",
-    outs = ["missing.txt"],
+    outs = ["missing.cc"],
     cmd = "echo 'set GEV_LIBKQUEUE_SRC to a libkqueue source tree (or use --config=libkqueue)' >&2; exit 1",
 )
 
