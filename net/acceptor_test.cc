@@ -4,7 +4,6 @@
 #include <poll.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
-#include <spawn.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -20,8 +19,7 @@
 #include "eventloop/event_loop.h"
 #include "gtest/gtest.h"
 #include "net/socket_ops.h"
-
-extern char** environ;
+#include "net/testing/test_process.h"
 
 namespace gev {
 namespace {
@@ -162,32 +160,12 @@ TEST(AcceptorTest, SurvivesDescriptorExhaustion) {
   ASSERT_EQ(::pipe(control), 0);
   std::string spec = "GEV_ACCEPTOR_PROCESS=" + std::to_string(port) + "," +
                      std::to_string(control[0]) + "," + std::to_string(control[1]);
-  std::vector<char*> environment;
-  for (char** variable = environ; *variable != nullptr; ++variable) {
-    environment.push_back(*variable);
-  }
-  environment.push_back(spec.data());
-  environment.push_back(nullptr);
-  char program[] = "acceptor_test";
-  char all[] = "--gtest_also_run_disabled_tests";
-  char filter[] = "--gtest_filter=AcceptorProcess.DISABLED_ShedUntilToldToStop";
-  char* arguments[] = {program, all, filter, nullptr};
-  pid_t child = -1;
-#ifdef __linux__
-  // A process of its own, started by posix_spawn: a forked copy of a process that has used
-  // libkqueue must exec (libkqueue's BUGS.md), and no atfork handler runs in between.
-  ASSERT_EQ(::posix_spawn(&child, "/proc/self/exe", nullptr, nullptr, arguments,
-                          environment.data()),
-            0);
-#else
-  // A BSD kernel's kqueues are not inherited, and there may be no /proc: a plain fork.
-  child = ::fork();
-  ASSERT_GE(child, 0);
-  if (child == 0) {
-    ::close(control[1]);
-    ShedUntilToldToStop(port, control[0]);
-  }
-#endif
+  pid_t child = testing::StartTestProcess("AcceptorProcess.DISABLED_ShedUntilToldToStop", spec,
+                                          [&] {
+                                            ::close(control[1]);
+                                            ShedUntilToldToStop(port, control[0]);
+                                          });
+  ASSERT_GT(child, 0);
   ::close(control[0]);
   // Let the child start listening.
   std::vector<int> clients;

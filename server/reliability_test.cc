@@ -7,7 +7,6 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
-#include <spawn.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
@@ -36,10 +35,9 @@
 #include "gtest/gtest.h"
 #include "net/socket_ops.h"
 #include "ringbuffer/block_queue.h"
+#include "net/testing/test_process.h"
 #include "server/server.h"
 #include "server/testing/loopback_client.h"
-
-extern char** environ;
 
 namespace gev {
 namespace {
@@ -57,6 +55,31 @@ using ::gev::testing::WriteAll;
 int Scaled(int normal) {
   const char* soak = std::getenv("GEV_SOAK");
   return soak != nullptr && std::string(soak) == "1" ? normal * 10 : normal;
+}
+
+// One of `kept` (guarded by `mutex`), at random.
+ConnectionPtr PickAtRandom(std::mutex& mutex, const std::vector<ConnectionPtr>& kept,
+                           std::mt19937& random) {
+  std::lock_guard<std::mutex> lock(mutex);
+  return kept[random() % kept.size()];
+}
+
+// For `choice` 0, 1 or 2, ends `target` one of the three ways (Close, ForceClose,
+// ShutdownWrite) and returns true; otherwise does nothing and returns false.
+bool EndOneWay(const ConnectionPtr& target, uint32_t choice) {
+  switch (choice) {
+    case 0:
+      target->Close();
+      return true;
+    case 1:
+      target->ForceClose();
+      return true;
+    case 2:
+      target->ShutdownWrite();
+      return true;
+    default:
+      return false;
+  }
 }
 
 // Open descriptors that are sockets.
@@ -150,10 +173,8 @@ ServerOptions Loops(int n) {
   return options;
 }
 
-// An echo server in a process of its own, with its own descriptor limit: this test binary run
-// again (exec, not only fork: a forked child of a process that has used libkqueue must exec,
-// see its BUGS.md; and a fresh process counts only its own descriptors). Returns its pid and
-// port, or -1.
+// An echo server in a process of its own (testing::StartTestProcess), with its own descriptor
+// limit: a fresh process counts only its own descriptors. Returns its pid and port, or -1.
 void ServeUntilKilled(int descriptor_limit, bool reuse_port, int ready);
 
 pid_t StartServerProcess(int descriptor_limit, bool reuse_port, uint16_t* port) {
@@ -161,34 +182,12 @@ pid_t StartServerProcess(int descriptor_limit, bool reuse_port, uint16_t* port) 
   if (::pipe(ready) != 0) return -1;
   std::string spec = "GEV_SERVER_PROCESS=" + std::to_string(descriptor_limit) + "," +
                      (reuse_port ? "1" : "0") + "," + std::to_string(ready[1]);
-  std::vector<char*> environment;
-  for (char** variable = environ; *variable != nullptr; ++variable) {
-    environment.push_back(*variable);
-  }
-  environment.push_back(spec.data());
-  environment.push_back(nullptr);
-  char program[] = "reliability_test";
-  char all[] = "--gtest_also_run_disabled_tests";
-  char filter[] = "--gtest_filter=ServerProcess.DISABLED_ServeUntilKilled";
-  char* arguments[] = {program, all, filter, nullptr};
-  pid_t child = -1;
-#ifdef __linux__
-  // posix_spawn of this binary, not fork: no atfork handler runs in between (libkqueue's closes
-  // descriptors by numbers it may hold stale, which can be the pipe's), and nothing is
-  // allocated in a copy of a threaded process.
-  int spawned = ::posix_spawn(&child, "/proc/self/exe", nullptr, nullptr, arguments,
-                              environment.data());
-#else
-  // A BSD kernel's kqueues are not inherited, and there may be no /proc: a plain fork.
-  child = ::fork();
-  if (child == 0) {
+  pid_t child = testing::StartTestProcess("ServerProcess.DISABLED_ServeUntilKilled", spec, [&] {
     ::close(ready[0]);
     ServeUntilKilled(descriptor_limit, reuse_port, ready[1]);
-  }
-  int spawned = child < 0 ? errno : 0;
-#endif
+  });
   ::close(ready[1]);
-  if (spawned != 0) {
+  if (child < 0) {
     ::close(ready[0]);
     return -1;
   }
@@ -708,11 +707,7 @@ TEST(ReliabilityTest, StopUnderLoadWithSendAndCloseFromOtherThreads) {
     meddlers.emplace_back([&, t] {
       std::mt19937 random(static_cast<unsigned>(t));
       while (!done.load()) {
-        ConnectionPtr target;
-        {
-          std::lock_guard<std::mutex> lock(kept_mutex);
-          target = kept[random() % kept.size()];
-        }
+        ConnectionPtr target = PickAtRandom(kept_mutex, kept, random);
         if (random() % 50 == 0) {
           target->Close();
         } else {
@@ -772,29 +767,14 @@ TEST(ReliabilityTest, CrossThreadStormOnSharedConnections) {
     storm.emplace_back([&, t] {
       std::mt19937 random(static_cast<unsigned>(t) + 100);
       for (int i = 0; i < operations; ++i) {
-        ConnectionPtr target;
-        {
-          std::lock_guard<std::mutex> lock(kept_mutex);
-          target = kept[random() % kept.size()];
-        }
-        switch (random() % 1000) {
-          case 0:
-            target->Close();
-            break;
-          case 1:
-            target->ForceClose();
-            break;
-          case 2:
-            target->ShutdownWrite();
-            break;
-          default:
-            if (i % 3 == 0) {
-              target->SetContext(std::string("thread ") + std::to_string(t));
-            } else if (i % 3 == 1) {
-              (void)target->Context();
-            } else {
-              (void)target->Send("storm ");
-            }
+        ConnectionPtr target = PickAtRandom(kept_mutex, kept, random);
+        if (EndOneWay(target, random() % 1000)) continue;
+        if (i % 3 == 0) {
+          target->SetContext(std::string("thread ") + std::to_string(t));
+        } else if (i % 3 == 1) {
+          (void)target->Context();
+        } else {
+          (void)target->Send("storm ");
         }
       }
     });
@@ -838,27 +818,14 @@ TEST(ReliabilityTest, HeldConnectionsStaySafeWhileTheServerStopsAndIsDestroyed) 
       users.emplace_back([&, t] {
         std::mt19937 random(static_cast<unsigned>(t + round * 10));
         while (!done.load()) {
-          ConnectionPtr target;
-          {
-            std::lock_guard<std::mutex> lock(kept_mutex);
-            target = kept[random() % kept.size()];
-          }
-          switch (random() % 64) {
-            case 0:
-              target->Close();
-              break;
-            case 1:
-              target->ForceClose();
-              break;
-            case 2:
-              target->ShutdownWrite();
-              break;
-            case 3:
-              // A task that holds the connection, on a loop that may have finished.
-              (void)target->loop()->QueueInLoop([target] { (void)target->Connected(); });
-              break;
-            default:
-              (void)target->Send("x");
+          ConnectionPtr target = PickAtRandom(kept_mutex, kept, random);
+          uint32_t choice = random() % 64;
+          if (EndOneWay(target, choice)) continue;
+          if (choice == 3) {
+            // A task that holds the connection, on a loop that may have finished.
+            (void)target->loop()->QueueInLoop([target] { (void)target->Connected(); });
+          } else {
+            (void)target->Send("x");
           }
         }
       });
