@@ -149,17 +149,16 @@ bool EventLoop::QueueInLoop(Task task) {
   return true;
 }
 
-bool EventLoop::RunQueuedTasks() {
+void EventLoop::RunQueuedTasks() {
   // Swapped out under the lock so tasks run unlocked and may queue more (run next round).
   {
     std::lock_guard<std::mutex> lock(tasks_mutex_);
-    if (tasks_.empty()) return false;
+    if (tasks_.empty()) return;
     running_tasks_.swap(tasks_);
   }
   for (Task& task : running_tasks_) task();
   tasks_run_.fetch_add(running_tasks_.size(), std::memory_order_relaxed);
   running_tasks_.clear();
-  return true;
 }
 
 TimerId EventLoop::ScheduleTimer(absl::Duration delay, absl::Duration interval, Task task) {

@@ -140,8 +140,7 @@ class EventLoop {
   explicit EventLoop(std::unique_ptr<Poller> poller);
   // Returns true when tasks are queued, clearing sleeping_ (which then no producer may set).
   bool PrepareToSleep();
-  // Runs the tasks queued so far; false when there were none.
-  bool RunQueuedTasks();
+  void RunQueuedTasks();
   void Wake();
   TimerId ScheduleTimer(absl::Duration delay, absl::Duration interval, Task task);
 

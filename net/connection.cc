@@ -471,7 +471,8 @@ void Connection::Teardown(absl::Status reason, bool reset) {
   ::close(fd_);
   fd_closed_ = true;
   size_t code = static_cast<size_t>(reason.code());
-  Count(config_->counters.closed[code < Counters::kCodes ? code : 2], 1);
+  if (code >= Counters::kCodes) code = static_cast<size_t>(absl::StatusCode::kUnknown);
+  Count(config_->counters.closed[code], 1);
   input_.Reset();
   output_.Reset();
   if (BlockQueue* spill = overflow()) spill->Clear();

@@ -57,13 +57,6 @@ int Scaled(int normal) {
   return soak != nullptr && std::string(soak) == "1" ? normal * 10 : normal;
 }
 
-// One of `kept` (guarded by `mutex`), at random.
-ConnectionPtr PickAtRandom(std::mutex& mutex, const std::vector<ConnectionPtr>& kept,
-                           std::mt19937& random) {
-  std::lock_guard<std::mutex> lock(mutex);
-  return kept[random() % kept.size()];
-}
-
 // For `choice` 0, 1 or 2, ends `target` one of the three ways (Close, ForceClose,
 // ShutdownWrite) and returns true; otherwise does nothing and returns false.
 bool EndOneWay(const ConnectionPtr& target, uint32_t choice) {
@@ -158,6 +151,30 @@ class CheckingHandler : public Handler {
   int connects_ = 0;
   int closes_ = 0;
   int violations_ = 0;
+};
+
+// Every connection a handler accepts, kept for other threads to use.
+class HeldConnections {
+ public:
+  // Sets `handler`'s on_connect to keep each connection here.
+  void KeepEveryConnectionOf(CheckingHandler& handler) {
+    handler.on_connect = [this](Connection& conn) {
+      std::lock_guard<std::mutex> lock(mutex_);
+      all_.push_back(conn.shared_from_this());
+    };
+  }
+  ConnectionPtr PickAtRandom(std::mt19937& random) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    return all_[random() % all_.size()];
+  }
+  std::vector<ConnectionPtr> All() {
+    std::lock_guard<std::mutex> lock(mutex_);
+    return all_;
+  }
+
+ private:
+  std::mutex mutex_;
+  std::vector<ConnectionPtr> all_;  // Guarded by mutex_.
 };
 
 std::unique_ptr<Server> StartedServer(Handler* handler, ServerOptions options) {
@@ -670,12 +687,8 @@ TEST(ReliabilityTest, ReusePortShedsUnderDescriptorExhaustionAndLeavesNoClientHa
 
 TEST(ReliabilityTest, StopUnderLoadWithSendAndCloseFromOtherThreads) {
   CheckingHandler handler;
-  std::mutex kept_mutex;
-  std::vector<ConnectionPtr> kept;
-  handler.on_connect = [&](Connection& conn) {
-    std::lock_guard<std::mutex> lock(kept_mutex);
-    kept.push_back(conn.shared_from_this());
-  };
+  HeldConnections kept;
+  kept.KeepEveryConnectionOf(handler);
   ServerOptions options = Loops(2);
   options.stop_timeout = absl::Milliseconds(500);
   auto server = StartedServer(&handler, options);
@@ -707,7 +720,7 @@ TEST(ReliabilityTest, StopUnderLoadWithSendAndCloseFromOtherThreads) {
     meddlers.emplace_back([&, t] {
       std::mt19937 random(static_cast<unsigned>(t));
       while (!done.load()) {
-        ConnectionPtr target = PickAtRandom(kept_mutex, kept, random);
+        ConnectionPtr target = kept.PickAtRandom(random);
         if (random() % 50 == 0) {
           target->Close();
         } else {
@@ -727,18 +740,13 @@ TEST(ReliabilityTest, StopUnderLoadWithSendAndCloseFromOtherThreads) {
   EXPECT_LT(took, std::chrono::seconds(10));  // Bounded: stop_timeout plus scheduling.
   EXPECT_EQ(handler.closes(), handler.connects());
   EXPECT_EQ(handler.violations(), 0);
-  std::lock_guard<std::mutex> lock(kept_mutex);
-  for (const ConnectionPtr& conn : kept) EXPECT_FALSE(conn->Connected());
+  for (const ConnectionPtr& conn : kept.All()) EXPECT_FALSE(conn->Connected());
 }
 
 TEST(ReliabilityTest, CrossThreadStormOnSharedConnections) {
   CheckingHandler handler;
-  std::mutex kept_mutex;
-  std::vector<ConnectionPtr> kept;
-  handler.on_connect = [&](Connection& conn) {
-    std::lock_guard<std::mutex> lock(kept_mutex);
-    kept.push_back(conn.shared_from_this());
-  };
+  HeldConnections kept;
+  kept.KeepEveryConnectionOf(handler);
   handler.on_message = [](Connection& conn, RingBuffer& buffer) {
     conn.SetContext(static_cast<int>(buffer.Length()));  // The loop thread joins in.
     return Reply::FromBuffer(buffer.Length());
@@ -767,7 +775,7 @@ TEST(ReliabilityTest, CrossThreadStormOnSharedConnections) {
     storm.emplace_back([&, t] {
       std::mt19937 random(static_cast<unsigned>(t) + 100);
       for (int i = 0; i < operations; ++i) {
-        ConnectionPtr target = PickAtRandom(kept_mutex, kept, random);
+        ConnectionPtr target = kept.PickAtRandom(random);
         if (EndOneWay(target, random() % 1000)) continue;
         if (i % 3 == 0) {
           target->SetContext(std::string("thread ") + std::to_string(t));
@@ -795,12 +803,8 @@ TEST(ReliabilityTest, HeldConnectionsStaySafeWhileTheServerStopsAndIsDestroyed) 
   for (int round = 0; round < rounds; ++round) {
     SCOPED_TRACE(round);
     CheckingHandler handler;
-    std::mutex kept_mutex;
-    std::vector<ConnectionPtr> kept;
-    handler.on_connect = [&](Connection& conn) {
-      std::lock_guard<std::mutex> lock(kept_mutex);
-      kept.push_back(conn.shared_from_this());
-    };
+    HeldConnections kept;
+    kept.KeepEveryConnectionOf(handler);
     ServerOptions options = Loops(2);
     options.reuse_port = round % 2 == 1;
     options.stop_timeout = absl::Milliseconds(50);
@@ -818,7 +822,7 @@ TEST(ReliabilityTest, HeldConnectionsStaySafeWhileTheServerStopsAndIsDestroyed) 
       users.emplace_back([&, t] {
         std::mt19937 random(static_cast<unsigned>(t + round * 10));
         while (!done.load()) {
-          ConnectionPtr target = PickAtRandom(kept_mutex, kept, random);
+          ConnectionPtr target = kept.PickAtRandom(random);
           uint32_t choice = random() % 64;
           if (EndOneWay(target, choice)) continue;
           if (choice == 3) {
@@ -838,8 +842,7 @@ TEST(ReliabilityTest, HeldConnectionsStaySafeWhileTheServerStopsAndIsDestroyed) 
     for (auto& user : users) user.join();
     EXPECT_EQ(handler.closes(), kConnections);
     EXPECT_EQ(handler.violations(), 0);
-    std::lock_guard<std::mutex> lock(kept_mutex);
-    for (const ConnectionPtr& connection : kept) {
+    for (const ConnectionPtr& connection : kept.All()) {
       EXPECT_FALSE(connection->Connected());
       EXPECT_FALSE(connection->Send("after").ok());
       EXPECT_FALSE(connection->loop()->QueueInLoop([] {}));
