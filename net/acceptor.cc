@@ -2,6 +2,7 @@
 
 #include <fcntl.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -53,11 +54,11 @@ int AcceptNonBlocking(int listen_fd, sockaddr_storage* peer, socklen_t* length) 
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<Acceptor>> Acceptor::Create(EventLoop* loop,
-                                                           const InetAddress& address,
+                                                           const SocketAddress& address,
                                                            bool reuse_port) {
   absl::StatusOr<int> fd = sockets::Listen(address, reuse_port);
   if (!fd.ok()) return fd.status();
-  absl::StatusOr<InetAddress> bound = sockets::LocalAddress(*fd);
+  absl::StatusOr<SocketAddress> bound = sockets::LocalSocketAddress(*fd);
   if (!bound.ok()) {
     ::close(*fd);
     return bound.status();
@@ -65,11 +66,19 @@ absl::StatusOr<std::unique_ptr<Acceptor>> Acceptor::Create(EventLoop* loop,
   return std::unique_ptr<Acceptor>(new Acceptor(loop, *fd, *bound));
 }
 
-Acceptor::Acceptor(EventLoop* loop, int listen_fd, const InetAddress& listen_address)
+Acceptor::Acceptor(EventLoop* loop, int listen_fd, const SocketAddress& listen_address)
     : loop_(loop),
       listen_fd_(listen_fd),
       listen_address_(listen_address),
-      spare_fd_(OpenSpareDescriptor()) {}
+      spare_fd_(OpenSpareDescriptor()) {
+  struct stat file {};
+  if (listen_address_.is_unix() && !listen_address_.is_abstract() &&
+      !listen_address_.unix_path().empty() &&
+      ::stat(listen_address_.unix_path().c_str(), &file) == 0) {
+    socket_file_device_ = static_cast<uint64_t>(file.st_dev);
+    socket_file_inode_ = static_cast<uint64_t>(file.st_ino);
+  }
+}
 
 Acceptor::~Acceptor() {
   if (listening_) {
@@ -80,6 +89,13 @@ Acceptor::~Acceptor() {
   if (backoff_timer_ != 0) loop_->Cancel(backoff_timer_);
   ::close(listen_fd_);
   if (spare_fd_ >= 0) ::close(spare_fd_);
+  struct stat file {};
+  if (socket_file_inode_ != 0 && ::stat(listen_address_.unix_path().c_str(), &file) == 0 &&
+      static_cast<uint64_t>(file.st_dev) == socket_file_device_ &&
+      static_cast<uint64_t>(file.st_ino) == socket_file_inode_) {
+    // Best effort: a file left behind is replaced by the next listener as stale.
+    (void)::unlink(listen_address_.unix_path().c_str());
+  }
 }
 
 absl::Status Acceptor::Listen() {

@@ -2,8 +2,10 @@
 // File: net/acceptor.h
 // -----------------------------------------------------------------------------
 //
-// `gev::Acceptor` owns a listening socket on one event loop and hands each accepted connection
-// (a non-blocking, close-on-exec descriptor and the peer's address) to a callback. On each
+// `gev::Acceptor` owns a listening socket (TCP or Unix) on one event loop and hands each
+// accepted connection (a non-blocking, close-on-exec descriptor and the peer's address) to a
+// callback. A Unix socket's file is replaced if stale (see sockets::Listen) and removed when
+// the acceptor is destroyed, unless another listener has replaced it meanwhile. On each
 // readiness event it accepts until the backlog is empty (gev accepts one per event).
 //
 // Descriptor exhaustion (EMFILE/ENFILE) neither kills nor spins the listener: the acceptor
@@ -36,6 +38,7 @@
 #include "absl/status/statusor.h"
 #include "eventloop/event_loop.h"
 #include "net/inet_address.h"
+#include "net/socket_address.h"
 
 namespace gev {
 
@@ -45,9 +48,9 @@ class Acceptor final : public EventHandler {
   using NewConnectionCallback = absl::AnyInvocable<void(int fd, const InetAddress& peer)>;
 
   // Acceptor::Create() — binds and listens on `address` (port 0 picks a free port; see
-  // listen_address()). Several acceptors may share a port when all set `reuse_port`.
+  // listen_address()). Several acceptors may share a port when all set `reuse_port` (TCP).
   static absl::StatusOr<std::unique_ptr<Acceptor>> Create(EventLoop* loop,
-                                                          const InetAddress& address,
+                                                          const SocketAddress& address,
                                                           bool reuse_port);
   ~Acceptor() override;
 
@@ -57,7 +60,7 @@ class Acceptor final : public EventHandler {
   // Acceptor::Listen() — starts accepting. Loop thread only.
   absl::Status Listen();
   // The bound address, with the real port when 0 was asked for.
-  const InetAddress& listen_address() const { return listen_address_; }
+  const SocketAddress& listen_address() const { return listen_address_; }
 
   uint64_t accepted_count() const { return accepted_.load(std::memory_order_relaxed); }
   // Connections accepted and closed at once because the process was out of descriptors.
@@ -68,7 +71,7 @@ class Acceptor final : public EventHandler {
   void HandleEvent(const PollEvent& event) override;
 
  private:
-  Acceptor(EventLoop* loop, int listen_fd, const InetAddress& listen_address);
+  Acceptor(EventLoop* loop, int listen_fd, const SocketAddress& listen_address);
   // Out of descriptors: sheds one pending connection through the spare descriptor. Returns
   // false when it could not (no spare), after pausing the listener for a back-off.
   bool ShedOneConnection();
@@ -77,7 +80,10 @@ class Acceptor final : public EventHandler {
 
   EventLoop* const loop_;
   const int listen_fd_;
-  const InetAddress listen_address_;
+  const SocketAddress listen_address_;
+  // The socket file this acceptor created (a Unix path), to remove only that one.
+  uint64_t socket_file_device_ = 0;
+  uint64_t socket_file_inode_ = 0;
   std::atomic<uint64_t> accepted_{0};
   std::atomic<uint64_t> shed_{0};
   std::atomic<uint64_t> spares_reopened_{0};

@@ -45,7 +45,8 @@ Connection::Connection(PrivateTag, std::shared_ptr<const Config> config, int fd,
       shutdown_requested_(false),
       write_shut_(false),
       above_high_water_(false),
-      fd_closed_(false) {
+      fd_closed_(false),
+      read_paused_(false) {
   input_.set_limit(options().max_input_bytes);
 }
 
@@ -197,7 +198,8 @@ void Connection::HandleWrite() {
   MarkActive();
   if (above_high_water_ && OutputLength() < options().low_water_mark) {
     above_high_water_ = false;
-    if (options().pause_reading_at_high_water && !peer_closed_ && state() == State::kConnected) {
+    if (options().pause_reading_at_high_water && !peer_closed_ && !read_paused_ &&
+        state() == State::kConnected) {
       SetReading(true);
     }
   }
@@ -356,6 +358,28 @@ void Connection::SetReading(bool on) {
   if (reading_ == on) return;
   reading_ = on;
   UpdateInterest();
+}
+
+void Connection::PauseReading() {
+  loop()->AssertInLoopThread();
+  read_paused_ = true;
+  SetReading(false);
+}
+
+void Connection::ResumeReading() {
+  loop()->AssertInLoopThread();
+  read_paused_ = false;
+  bool held_by_high_water = above_high_water_ && options().pause_reading_at_high_water;
+  if (state() == State::kConnected && !peer_closed_ && !held_by_high_water) SetReading(true);
+}
+
+absl::StatusOr<PeerCredentials> Connection::PeerCredentials() const {
+  loop()->AssertInLoopThread();
+  if (fd_closed_) return absl::FailedPreconditionError("connection closed");
+  if (peer_.family() != AF_UNIX) {
+    return absl::FailedPreconditionError("peer credentials exist for unix sockets only");
+  }
+  return sockets::GetPeerCredentials(fd_);
 }
 
 void Connection::UpdateInterest() {
@@ -526,7 +550,7 @@ void Connection::SetContext(std::any context) {
   // Destroyed after the lock is released: a user destructor may take its time.
   std::any previous;
   {
-    SpinLockGuard lock(context_locked_);
+    SpinLockGuard lock(cold->context_locked);
     previous = std::exchange(cold->context, std::move(context));
   }
 }
@@ -534,7 +558,7 @@ void Connection::SetContext(std::any context) {
 std::any Connection::Context() const {
   ColdState* cold = cold_.load(std::memory_order_acquire);
   if (cold == nullptr) return std::any();
-  SpinLockGuard lock(context_locked_);
+  SpinLockGuard lock(cold->context_locked);
   return cold->context;
 }
 

@@ -70,9 +70,11 @@
 
 #include "absl/functional/any_invocable.h"
 #include "absl/status/status.h"
+#include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "eventloop/event_loop.h"
 #include "net/inet_address.h"
+#include "net/socket_address.h"
 #include "ringbuffer/block_queue.h"
 #include "ringbuffer/ring_buffer.h"
 
@@ -208,6 +210,22 @@ class Connection final : public EventHandler, public std::enable_shared_from_thi
     return reading_;
   }
 
+  // Connection::PauseReading() / ResumeReading() — stop and restart reading from the peer, as
+  // a proxy does to the side whose bytes the other side cannot take yet. Bytes the peer sends
+  // meanwhile wait in the kernel (its window then closes), none are lost; a peer's FIN is seen
+  // once reading resumes. Independent of the high-water pause: reading runs only when neither
+  // holds it. Loop thread only.
+  void PauseReading();
+  void ResumeReading();
+
+  // Connection::PeerCredentials() — the process on the other end of a Unix socket (pid, uid,
+  // gid, as at connect); an error for TCP. Loop thread only.
+  absl::StatusOr<gev::PeerCredentials> PeerCredentials() const;
+
+  // The loop as a shared pointer: to run another connection on this one's loop (a proxy's
+  // upstream beside its downstream). Thread-safe.
+  const std::shared_ptr<EventLoop>& shared_loop() const { return config_->loop; }
+
   void HandleEvent(const PollEvent& event) override;
 
  private:
@@ -220,7 +238,10 @@ class Connection final : public EventHandler, public std::enable_shared_from_thi
  private:
   // What few connections need; see cold_.
   struct ColdState {
-    std::any context;            // Guarded by context_locked_.
+    // A spin lock rather than a mutex: the critical sections only swap the value (SetContext)
+    // or copy it out (Context).
+    mutable std::atomic<bool> context_locked{false};
+    std::any context;            // Guarded by context_locked.
     BlockQueue output_overflow;  // Loop thread only: output past the ring, in order after it.
   };
   // The ring holds up to this much output (its doublings copy at most half of it); more spills
@@ -286,9 +307,6 @@ class Connection final : public EventHandler, public std::enable_shared_from_thi
   const InetAddress peer_;
   const int fd_;
   std::atomic<State> state_{State::kConnecting};
-  // A spin lock rather than a mutex: 1 byte instead of 40, and the critical sections only
-  // swap a pointer (SetContext) or copy the value out (Context).
-  mutable std::atomic<bool> context_locked_{false};
   // ShutdownWrite() was called: Send refuses from then on (any thread).
   std::atomic<bool> write_closing_{false};
 
@@ -301,6 +319,7 @@ class Connection final : public EventHandler, public std::enable_shared_from_thi
   bool write_shut_ : 1;
   bool above_high_water_ : 1;
   bool fd_closed_ : 1;
+  bool read_paused_ : 1;  // PauseReading(), until ResumeReading().
   // Bytes accepted and not yet written or dropped; at most max_pending_output (<= 2 GiB). In
   // what would otherwise be padding.
   std::atomic<uint32_t> pending_output_{0};

@@ -74,7 +74,7 @@ class TestServer {
     acceptor_ = std::move(*acceptor);
     acceptor_->set_new_connection_callback(
         [this](int fd, const InetAddress& peer) { OnNewConnection(fd, peer); });
-    acceptor_address_ = acceptor_->listen_address();
+    acceptor_address_ = acceptor_->listen_address().inet();
     port_ = acceptor_address_.port();
     thread_ = std::thread([this] { loop_->Run(); });
     RunAndWait([this] { ASSERT_TRUE(acceptor_->Listen().ok()); });
@@ -234,6 +234,60 @@ TEST(ConnectionTest, CloseInOnConnectStillCallsOnCloseAfterOnConnect) {
   EXPECT_TRUE(SeesEndOfStream(client));
   ASSERT_TRUE(server->WaitForCloses(1));
   EXPECT_EQ(server->events(), (std::vector<std::string>{"connect", "close:OK"}));
+  ::close(client);
+}
+
+TEST(ConnectionTest, PauseReadingHoldsInputUntilResumed) {
+  std::atomic<Connection*> paused{nullptr};
+  ConnectionPtr held;
+  auto server = StartServer({.on_connect = [&](const ConnectionPtr& c) {
+    c->PauseReading();
+    EXPECT_FALSE(c->reading());
+    held = c;
+    paused = c.get();
+  }});
+  int client = Connect(server->address());
+  ASSERT_TRUE(WaitFor([&] { return paused.load() != nullptr; }));
+  ASSERT_TRUE(WriteAll(client, "held"));
+  std::this_thread::sleep_for(milliseconds(100));
+  EXPECT_EQ(server->events(), (std::vector<std::string>{"connect"}));
+  server->RunAndWait([&] { held->ResumeReading(); });
+  EXPECT_EQ(ReadExactly(client, 4), "held");
+  EXPECT_EQ(server->events(), (std::vector<std::string>{"connect", "message"}));
+  server->RunAndWait([&] { held.reset(); });
+  ::close(client);
+}
+
+TEST(ConnectionTest, DrainingBelowLowWaterDoesNotLiftAUserPause) {
+  Connection::Options options;
+  options.high_water_mark = 64 * 1024;
+  options.low_water_mark = 32 * 1024;
+  const std::string payload = Pattern(1 << 20, 7);
+  ConnectionPtr held;
+  std::atomic<bool> ready{false};
+  auto server = StartServer({.on_connect =
+                                 [&](const ConnectionPtr& c) {
+                                   int size = 4096;
+                                   ::setsockopt(c->fd(), SOL_SOCKET, SO_SNDBUF, &size,
+                                                sizeof(size));
+                                   EXPECT_TRUE(c->Send(payload).ok());  // Crosses the mark.
+                                   c->PauseReading();
+                                   held = c;
+                                   ready = true;
+                                 }},
+                            options);
+  int client = Connect(server->address(), 4096);
+  ASSERT_TRUE(WaitFor([&] { return ready.load(); }));
+  ASSERT_TRUE(WriteAll(client, "x"));
+  ASSERT_EQ(ReadExactly(client, payload.size()), payload);  // Drains past the low mark.
+  std::this_thread::sleep_for(milliseconds(100));
+  bool reading = true;
+  server->RunAndWait([&] { reading = held->reading(); });
+  EXPECT_FALSE(reading) << "the high-water resume lifted the user's pause";
+  EXPECT_EQ(server->events(), (std::vector<std::string>{"connect"}));
+  server->RunAndWait([&] { held->ResumeReading(); });
+  EXPECT_EQ(ReadExactly(client, 1), "x");
+  server->RunAndWait([&] { held.reset(); });
   ::close(client);
 }
 

@@ -15,7 +15,7 @@ absl::StatusOr<NetworkType> ParseNetwork(absl::string_view name) {
   if (name == "tcp4") return NetworkType::kTcp4;
   if (name == "tcp6") return NetworkType::kTcp6;
   return absl::InvalidArgumentError(
-      absl::StrCat("unknown network \"", name, "\" (want tcp, tcp4 or tcp6)"));
+      absl::StrCat("unknown network \"", name, "\" (want tcp, tcp4, tcp6 or unix)"));
 }
 
 absl::StatusOr<InetAddress> InetAddress::Parse(absl::string_view host_port, NetworkType network) {
@@ -74,7 +74,14 @@ absl::StatusOr<InetAddress> InetAddress::Parse(absl::string_view host_port, Netw
 
 InetAddress InetAddress::FromSockaddr(const struct sockaddr* address, socklen_t length) {
   InetAddress result;
-  std::memcpy(&result.storage_, address, std::min<size_t>(length, sizeof(result.storage_)));
+  if (length < sizeof(sa_family_t)) return result;
+  int family = address->sa_family;
+  if (family == AF_INET || family == AF_INET6) {
+    std::memcpy(&result.storage_, address, std::min<size_t>(length, sizeof(result.storage_)));
+  } else {
+    // A Unix socket's path does not fit; SocketAddress keeps it where it is needed.
+    result.storage_.any.sa_family = static_cast<sa_family_t>(family);
+  }
   return result;
 }
 
@@ -95,14 +102,15 @@ InetAddress InetAddress::Loopback(uint16_t port, int family) {
 }
 
 uint16_t InetAddress::port() const {
-  if (family() == AF_INET6) {
-    return ntohs(storage_.v6.sin6_port);
-  }
-  return ntohs(storage_.v4.sin_port);
+  if (family() == AF_INET6) return ntohs(storage_.v6.sin6_port);
+  if (family() == AF_INET) return ntohs(storage_.v4.sin_port);
+  return 0;
 }
 
 socklen_t InetAddress::length() const {
-  return family() == AF_INET6 ? sizeof(sockaddr_in6) : sizeof(sockaddr_in);
+  if (family() == AF_INET6) return sizeof(sockaddr_in6);
+  if (family() == AF_UNIX) return sizeof(sa_family_t);
+  return sizeof(sockaddr_in);
 }
 
 std::string InetAddress::ToString() const {
@@ -117,6 +125,7 @@ std::string InetAddress::ToString() const {
                 sizeof(text));
     return absl::StrCat(text, ":", port());
   }
+  if (family() == AF_UNIX) return "unix";
   return "(unset)";
 }
 

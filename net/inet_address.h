@@ -2,7 +2,8 @@
 // File: net/inet_address.h
 // -----------------------------------------------------------------------------
 //
-// `gev::InetAddress` is an IPv4 or IPv6 socket address, parsed from the forms gev and Go accept:
+// `gev::InetAddress` is an IPv4 or IPv6 socket address (a Unix socket's peer is one that says
+// only AF_UNIX: `SocketAddress` holds paths), parsed from the forms gev and Go accept:
 // ":1833" (every local address), "127.0.0.1:1833", "[::1]:1833" and "localhost:1833" (resolved
 // from the hosts database by getaddrinfo; no other name service is asked for loopback names).
 //
@@ -48,7 +49,7 @@ class InetAddress {
     return &storage_.any;
   }
   socklen_t length() const;
-  // "127.0.0.1:1833" or "[::1]:1833".
+  // "127.0.0.1:1833", "[::1]:1833", or "unix".
   std::string ToString() const;
 
  private:

@@ -6,6 +6,8 @@
 #include <poll.h>
 #include <signal.h>
 #include <sys/resource.h>
+#include <sys/stat.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -51,10 +53,10 @@ absl::Status SetNonBlockingCloseOnExec(int fd) {
 absl::StatusOr<int> CreateNonBlockingSocket(int family) {
   IgnoreSigPipe();
 #ifdef SOCK_NONBLOCK
-  int fd = ::socket(family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, IPPROTO_TCP);
+  int fd = ::socket(family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
   if (fd < 0) return absl::ErrnoToStatus(errno, "socket");
 #else
-  int fd = ::socket(family, SOCK_STREAM, IPPROTO_TCP);
+  int fd = ::socket(family, SOCK_STREAM, 0);
   if (fd < 0) return absl::ErrnoToStatus(errno, "socket");
   absl::Status status = SetNonBlockingCloseOnExec(fd);
   if (!status.ok()) {
@@ -92,13 +94,55 @@ absl::Status SetReusePort(int fd, bool on) {
   return SetIntOption(fd, SOL_SOCKET, SO_REUSEPORT, on ? 1 : 0, "SO_REUSEPORT");
 }
 
-absl::StatusOr<int> Listen(const InetAddress& address, bool reuse_port, int backlog) {
+namespace {
+
+// Binds a Unix socket to its path, replacing a stale socket file: one nobody accepts on (its
+// listener died without unlinking it). A live listener's file is left alone.
+absl::Status BindUnix(int fd, const SocketAddress& address) {
+  sockaddr_storage storage;
+  socklen_t length = address.Fill(&storage);
+  const sockaddr* raw = reinterpret_cast<const sockaddr*>(&storage);
+  if (::bind(fd, raw, length) == 0) return absl::OkStatus();
+  int error = errno;
+  std::string text = absl::StrCat("bind ", address.ToString());
+  if (error != EADDRINUSE || address.is_abstract()) return absl::ErrnoToStatus(error, text);
+  struct stat file {};
+  if (::lstat(address.unix_path().c_str(), &file) != 0 || !S_ISSOCK(file.st_mode)) {
+    return absl::ErrnoToStatus(error, absl::StrCat(text, " (the path exists, not a socket)"));
+  }
+  absl::StatusOr<int> probe = CreateNonBlockingSocket(AF_UNIX);
+  if (!probe.ok()) return probe.status();
+  int probed = ::connect(*probe, raw, length) == 0 ? 0 : errno;
+  ::close(*probe);
+  // Connected, or the listener's backlog is full (EAGAIN): somebody is listening.
+  if (probed != ECONNREFUSED) {
+    return absl::ErrnoToStatus(error, absl::StrCat(text, ": a live listener has it"));
+  }
+  if (::unlink(address.unix_path().c_str()) != 0 && errno != ENOENT) {
+    return absl::ErrnoToStatus(errno, absl::StrCat("unlink stale ", address.ToString()));
+  }
+  if (::bind(fd, raw, length) != 0) return absl::ErrnoToStatus(errno, text);
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::StatusOr<int> Listen(const SocketAddress& address, bool reuse_port, int backlog) {
+  if (address.is_unix() && reuse_port) {
+    return absl::InvalidArgumentError("SO_REUSEPORT is for TCP; a unix socket has one listener");
+  }
   absl::StatusOr<int> fd = CreateNonBlockingSocket(address.family());
   if (!fd.ok()) return fd;
-  absl::Status status = SetReuseAddr(*fd, true);
-  if (status.ok() && reuse_port) status = SetReusePort(*fd, true);
-  if (status.ok() && ::bind(*fd, address.sockaddr(), address.length()) != 0) {
-    status = absl::ErrnoToStatus(errno, absl::StrCat("bind ", address.ToString()));
+  absl::Status status;
+  if (address.is_unix()) {
+    status = BindUnix(*fd, address);
+  } else {
+    status = SetReuseAddr(*fd, true);
+    if (status.ok() && reuse_port) status = SetReusePort(*fd, true);
+    const InetAddress& inet = address.inet();
+    if (status.ok() && ::bind(*fd, inet.sockaddr(), inet.length()) != 0) {
+      status = absl::ErrnoToStatus(errno, absl::StrCat("bind ", address.ToString()));
+    }
   }
   if (status.ok() && ::listen(*fd, backlog) != 0) {
     status = absl::ErrnoToStatus(errno, absl::StrCat("listen ", address.ToString()));
@@ -110,10 +154,13 @@ absl::StatusOr<int> Listen(const InetAddress& address, bool reuse_port, int back
   return fd;
 }
 
-absl::StatusOr<int> ConnectBlocking(const InetAddress& address) {
+absl::StatusOr<int> ConnectBlocking(const SocketAddress& address) {
   absl::StatusOr<int> fd = CreateNonBlockingSocket(address.family());
   if (!fd.ok()) return fd;
-  if (::connect(*fd, address.sockaddr(), address.length()) != 0 && errno != EINPROGRESS) {
+  sockaddr_storage storage;
+  socklen_t length = address.Fill(&storage);
+  if (::connect(*fd, reinterpret_cast<const sockaddr*>(&storage), length) != 0 &&
+      errno != EINPROGRESS) {
     int saved = errno;
     ::close(*fd);
     return absl::ErrnoToStatus(saved, absl::StrCat("connect ", address.ToString()));
@@ -149,6 +196,36 @@ absl::StatusOr<InetAddress> LocalAddress(int fd) {
 
 absl::StatusOr<InetAddress> PeerAddress(int fd) {
   return QueryAddress(fd, ::getpeername, "getpeername");
+}
+
+absl::StatusOr<SocketAddress> LocalSocketAddress(int fd) {
+  sockaddr_storage storage{};
+  socklen_t length = sizeof(storage);
+  if (::getsockname(fd, reinterpret_cast<sockaddr*>(&storage), &length) != 0) {
+    return absl::ErrnoToStatus(errno, "getsockname");
+  }
+  return SocketAddress::FromSockaddr(reinterpret_cast<sockaddr*>(&storage), length);
+}
+
+absl::StatusOr<PeerCredentials> GetPeerCredentials(int fd) {
+  PeerCredentials credentials;
+#if defined(__linux__)
+  ucred peer{};
+  socklen_t length = sizeof(peer);
+  if (::getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &peer, &length) != 0) {
+    return absl::ErrnoToStatus(errno, "getsockopt(SO_PEERCRED)");
+  }
+  credentials.pid = peer.pid;
+  credentials.uid = peer.uid;
+  credentials.gid = peer.gid;
+#else
+  uid_t uid = 0;
+  gid_t gid = 0;
+  if (::getpeereid(fd, &uid, &gid) != 0) return absl::ErrnoToStatus(errno, "getpeereid");
+  credentials.uid = uid;
+  credentials.gid = gid;
+#endif
+  return credentials;
 }
 
 void SetLingerZero(int fd) {

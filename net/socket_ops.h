@@ -15,10 +15,11 @@
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "net/inet_address.h"
+#include "net/socket_address.h"
 
 namespace gev::sockets {
 
-// A non-blocking, close-on-exec TCP socket of `family`.
+// A non-blocking, close-on-exec stream socket of `family` (TCP, or a Unix socket).
 absl::StatusOr<int> CreateNonBlockingSocket(int family);
 // Makes an accepted or otherwise obtained descriptor non-blocking and close-on-exec.
 absl::Status SetNonBlockingCloseOnExec(int fd);
@@ -29,13 +30,21 @@ absl::Status SetKeepAlive(int fd, bool on, absl::Duration interval);
 absl::Status SetReuseAddr(int fd, bool on);
 absl::Status SetReusePort(int fd, bool on);
 
-// A listening socket bound to `address` (SO_REUSEADDR always, SO_REUSEPORT if asked).
-absl::StatusOr<int> Listen(const InetAddress& address, bool reuse_port, int backlog = SOMAXCONN);
+// A listening socket bound to `address`. TCP: SO_REUSEADDR always, SO_REUSEPORT if asked. A
+// Unix socket path left by a process that died (nothing accepts on it) is replaced; one a live
+// listener holds is not, and that is an error, as is a path that is not a socket.
+absl::StatusOr<int> Listen(const SocketAddress& address, bool reuse_port,
+                           int backlog = SOMAXCONN);
 // A blocking-style connect for tools and tests: returns a non-blocking connected socket.
-absl::StatusOr<int> ConnectBlocking(const InetAddress& address);
+absl::StatusOr<int> ConnectBlocking(const SocketAddress& address);
 
 absl::StatusOr<InetAddress> LocalAddress(int fd);
 absl::StatusOr<InetAddress> PeerAddress(int fd);
+// The socket's own address with a Unix socket's path (LocalAddress() says only the family).
+absl::StatusOr<SocketAddress> LocalSocketAddress(int fd);
+
+// Who is on the other end of a Unix socket (SO_PEERCRED on Linux, getpeereid elsewhere).
+absl::StatusOr<PeerCredentials> GetPeerCredentials(int fd);
 // SO_LINGER with a zero timeout: the next close() sends RST instead of FIN and drops what the
 // kernel still holds. For ending a stream that is known to be truncated.
 void SetLingerZero(int fd);

@@ -33,9 +33,12 @@ class Protocol;
 
 
 struct ServerOptions {
-  // "tcp" (IPv4 or IPv6 as the address says), "tcp4" or "tcp6".
+  // "tcp" (IPv4 or IPv6 as the address says), "tcp4", "tcp6", or "unix" (a Unix domain socket;
+  // not with ReusePort).
   std::string network = "tcp";
-  // "host:port", ":port" (every interface), "[::1]:port"; port 0 picks a free one.
+  // TCP: "host:port", ":port" (every interface), "[::1]:port"; port 0 picks a free one. Unix:
+  // a path (a stale socket file is replaced, a live listener's is not) or, on Linux, "@name"
+  // (abstract: no file).
   std::string address = ":1388";
   // Worker loops (threads); zero or less means one per CPU.
   int num_loops = 0;

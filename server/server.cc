@@ -63,8 +63,9 @@ struct Worker {
     }
     // Best effort: a socket that refuses an option (its peer already reset it, say) still
     // works, and its first read or write reports any real failure as the close reason.
-    if (options->tcp_no_delay) (void)sockets::SetTcpNoDelay(fd, true);
-    if (options->tcp_keep_alive > absl::ZeroDuration()) {
+    bool tcp = peer.family() != AF_UNIX;
+    if (tcp && options->tcp_no_delay) (void)sockets::SetTcpNoDelay(fd, true);
+    if (tcp && options->tcp_keep_alive > absl::ZeroDuration()) {
       (void)sockets::SetKeepAlive(fd, true, options->tcp_keep_alive);
     }
     ConnectionPtr connection = Connection::Create(config, fd, peer);
@@ -214,10 +215,11 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Create(Handler* handler, ServerO
         "MaxPendingOutput(", options.max_pending_output, ") is below HighWaterMark(",
         options.high_water_mark, "): the mark could never be reached"));
   }
-  absl::StatusOr<NetworkType> network = ParseNetwork(options.network);
-  if (!network.ok()) return network.status();
-  absl::StatusOr<InetAddress> address = InetAddress::Parse(options.address, *network);
+  absl::StatusOr<SocketAddress> address = SocketAddress::Parse(options.network, options.address);
   if (!address.ok()) return address.status();
+  if (address->is_unix() && options.reuse_port) {
+    return absl::InvalidArgumentError("ReusePort is for TCP; a unix socket has one listener");
+  }
 
   sockets::IgnoreSigPipe();
   std::unique_ptr<Server> server(new Server(handler, std::move(options)));
@@ -229,7 +231,7 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Create(Handler* handler, ServerO
 Server::Server(Handler* handler, ServerOptions options)
     : handler_(handler), options_(std::move(options)) {}
 
-absl::Status Server::Init(const InetAddress& address) {
+absl::Status Server::Init(const SocketAddress& address) {
   absl::StatusOr<std::unique_ptr<EventLoop>> main_loop = EventLoop::Create();
   if (!main_loop.ok()) return main_loop.status();
   main_loop_ = std::move(*main_loop);
@@ -242,7 +244,7 @@ absl::Status Server::Init(const InetAddress& address) {
   connection_options.max_pending_output = options_.max_pending_output;
   connection_options.idle_timeout = options_.idle_time;
 
-  InetAddress bind_address = address;
+  SocketAddress bind_address = address;
   for (int i = 0; i < options_.num_loops; ++i) {
     auto worker = std::make_unique<Worker>();
     Worker* w = worker.get();

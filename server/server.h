@@ -2,7 +2,7 @@
 // File: server/server.h
 // -----------------------------------------------------------------------------
 //
-// `gev::Server` is a TCP server: a listener, N worker event loops (one thread each) that own
+// `gev::Server` is a TCP or Unix socket server: a listener, N worker event loops (one thread each) that own
 // the connections, and a `Handler` called on them. It is gev's `Server` in C++:
 //
 //   class Echo : public gev::Handler {
@@ -53,6 +53,7 @@
 #include "net/acceptor.h"
 #include "net/connection.h"
 #include "net/inet_address.h"
+#include "net/socket_address.h"
 #include "server/handler.h"
 #include "server/options.h"
 #include "server/protocol.h"
@@ -108,8 +109,10 @@ class Server {
   TimerId RunEvery(absl::Duration interval, absl::AnyInvocable<void()> task);
   void Cancel(TimerId id);
 
-  // The bound address (port 0 resolved).
-  const InetAddress& ListenAddress() const { return listen_address_; }
+  // The bound address (port 0 resolved); for a Unix socket one that says only AF_UNIX.
+  const InetAddress& ListenAddress() const { return listen_address_.inet(); }
+  // The bound address with a Unix socket's path.
+  const SocketAddress& ListenSocketAddress() const { return listen_address_; }
   size_t NumLoops() const;
   // Open connections in total and on loop `loop`. Thread-safe.
   size_t ConnectionCount() const;
@@ -123,7 +126,7 @@ class Server {
   enum class RunState { kCreated, kRunning, kStopping, kStopped };
 
   Server(Handler* handler, ServerOptions options);
-  absl::Status Init(const InetAddress& address);
+  absl::Status Init(const SocketAddress& address);
   void Dispatch(int fd, const InetAddress& peer);
   // A listener failed to start: remembered for Start() to return, logged, the server stops.
   void FailToListen(const absl::Status& status);
@@ -133,7 +136,7 @@ class Server {
 
   Handler* const handler_;
   const ServerOptions options_;
-  InetAddress listen_address_;
+  SocketAddress listen_address_;
   std::unique_ptr<EventLoop> main_loop_;
   std::unique_ptr<Acceptor> acceptor_;  // Acceptor mode only; main loop thread.
   std::vector<std::unique_ptr<server_internal::Worker>> workers_;

@@ -847,5 +847,92 @@ TEST(ServerTest, ConnectionsOutliveTheServerSafely) {
   ::close(client);
 }
 
+// A path short enough for sun_path (Bazel's TEST_TMPDIR may not be).
+std::string UnixSocketPath(const std::string& name) {
+  std::string path = "/tmp/gev-" + name + "-" + std::to_string(::getpid()) + ".sock";
+  ::unlink(path.c_str());
+  return path;
+}
+
+TEST(ServerUnixTest, ServesAUnixSocketWithPeerCredentials) {
+  RecordingHandler handler;
+  std::mutex credentials_mutex;
+  std::vector<PeerCredentials> credentials;
+  handler.on_connect = [&](Connection& conn) {
+    EXPECT_EQ(conn.PeerAddr().family(), AF_UNIX);
+    absl::StatusOr<PeerCredentials> peer = conn.PeerCredentials();
+    EXPECT_TRUE(peer.ok()) << peer.status();
+    std::lock_guard<std::mutex> lock(credentials_mutex);
+    if (peer.ok()) credentials.push_back(*peer);
+  };
+  std::string path = UnixSocketPath("server");
+  ServerOptions options;
+  options.network = "unix";
+  options.address = path;
+  options.num_loops = 2;
+  auto server = MustCreate(&handler, options);
+  ASSERT_NE(server, nullptr);
+  EXPECT_EQ(server->ListenSocketAddress().ToString(), path);
+  EXPECT_EQ(server->ListenAddress().family(), AF_UNIX);
+  {
+    ServerThread running(server.get());
+    std::vector<int> clients;
+    for (int i = 0; i < 4; ++i) {
+      int fd = Connect(server->ListenSocketAddress());
+      ASSERT_GE(fd, 0);
+      clients.push_back(fd);
+    }
+    for (size_t i = 0; i < clients.size(); ++i) {
+      std::string message = Pattern(100000 + i, static_cast<int>(i));
+      ASSERT_TRUE(WriteAll(clients[i], message));
+      EXPECT_EQ(ReadExactly(clients[i], message.size()), message);
+    }
+    for (int fd : clients) ::close(fd);
+    EXPECT_TRUE(WaitFor([&] { return handler.closes() == 4; }));
+  }
+  std::lock_guard<std::mutex> lock(credentials_mutex);
+  ASSERT_EQ(credentials.size(), 4u);
+  for (const PeerCredentials& peer : credentials) {
+    EXPECT_EQ(peer.uid, ::getuid());
+#ifdef __linux__
+    EXPECT_EQ(peer.pid, ::getpid());
+#endif
+  }
+  for (const absl::Status& reason : handler.reasons()) EXPECT_TRUE(reason.ok()) << reason;
+  server.reset();
+  EXPECT_NE(::access(path.c_str(), F_OK), 0) << "the socket file outlived its server";
+}
+
+TEST(ServerUnixTest, RefusesReusePortAndALivePath) {
+  RecordingHandler handler;
+  std::string path = UnixSocketPath("exclusive");
+  ServerOptions options;
+  options.network = "unix";
+  options.address = path;
+  options.reuse_port = true;
+  EXPECT_TRUE(absl::IsInvalidArgument(Server::Create(&handler, options).status()));
+  options.reuse_port = false;
+  auto first = MustCreate(&handler, options);
+  ASSERT_NE(first, nullptr);
+  absl::StatusOr<std::unique_ptr<Server>> second = Server::Create(&handler, options);
+  EXPECT_FALSE(second.ok());
+  EXPECT_EQ(::access(path.c_str(), F_OK), 0);
+}
+
+TEST(ServerUnixTest, PeerCredentialsAreRefusedForTcp) {
+  RecordingHandler handler;
+  std::atomic<bool> refused{false};
+  handler.on_connect = [&](Connection& conn) {
+    refused = absl::IsFailedPrecondition(conn.PeerCredentials().status());
+  };
+  auto server = MustCreate(&handler, Loopback(1));
+  ASSERT_NE(server, nullptr);
+  ServerThread running(server.get());
+  int client = Connect(server->ListenAddress());
+  ASSERT_TRUE(WaitFor([&] { return handler.connects() == 1; }));
+  EXPECT_TRUE(refused.load());
+  ::close(client);
+}
+
 }  // namespace
 }  // namespace gev

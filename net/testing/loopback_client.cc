@@ -12,7 +12,7 @@
 
 namespace gev::testing {
 
-int Connect(const InetAddress& address, int receive_buffer) {
+int Connect(const SocketAddress& address, int receive_buffer) {
   int fd = ::socket(address.family(), SOCK_STREAM | SOCK_CLOEXEC, 0);
   if (fd < 0) return -1;
   if (receive_buffer > 0) {
@@ -21,7 +21,9 @@ int Connect(const InetAddress& address, int receive_buffer) {
   timeval timeout{5, 0};
   ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof(timeout));
   ::setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &timeout, sizeof(timeout));
-  if (::connect(fd, address.sockaddr(), address.length()) != 0) {
+  sockaddr_storage storage;
+  socklen_t length = address.Fill(&storage);
+  if (::connect(fd, reinterpret_cast<const sockaddr*>(&storage), length) != 0) {
     ::close(fd);
     return -1;
   }

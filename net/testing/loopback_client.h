@@ -20,12 +20,13 @@
 #include <thread>
 
 #include "net/inet_address.h"
+#include "net/socket_address.h"
 
 namespace gev::testing {
 
 // A blocking client connected to `address`, with 5 s send and receive timeouts (and the given
 // receive buffer size, if positive); -1 on failure.
-int Connect(const InetAddress& address, int receive_buffer = 0);
+int Connect(const SocketAddress& address, int receive_buffer = 0);
 // Writes all of `data`; false on error or timeout.
 bool WriteAll(int fd, std::string_view data);
 // Reads until `n` bytes, EOF, error or timeout, and returns what came; at most `chunk` bytes
