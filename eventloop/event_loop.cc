@@ -56,6 +56,11 @@ uint64_t EventLoop::NowMs() const {
                                    .count());
 }
 
+bool EventLoop::Finished() const {
+  std::lock_guard<std::mutex> lock(tasks_mutex_);
+  return finished_;
+}
+
 bool EventLoop::IsInLoopThread() const {
   return loop_thread_.load(std::memory_order_acquire) == std::this_thread::get_id();
 }

@@ -77,6 +77,10 @@ class EventLoop {
   // callable from a callback on the loop thread, and before Run() (which then returns at once).
   void Stop();
 
+  // EventLoop::Finished() — Run() has returned (or is returning, its tasks all run): the loop
+  // refuses tasks and no callback of it runs again. Thread-safe.
+  bool Finished() const;
+
   // EventLoop::IsInLoopThread() — true on the thread running Run(). Thread-safe.
   bool IsInLoopThread() const;
   // EventLoop::AssertInLoopThread() — aborts when called off the loop thread.
@@ -121,6 +125,12 @@ class EventLoop {
     return handler_count_;
   }
 
+  // Timers pending (one-shot ones not yet fired, periodic ones not cancelled). Loop thread only.
+  size_t timer_count() const {
+    DcheckInLoopThread();
+    return timers_.size();
+  }
+
   // EventLoop::scratch_buffer() — a kScratchSize buffer shared by the loop's connections for
   // reads beyond their ring buffers' free space. Loop thread only, and only within one call.
   char* scratch_buffer() {
@@ -156,7 +166,7 @@ class EventLoop {
   std::atomic<uint64_t> wakeup_count_{0};
   std::atomic<uint64_t> tasks_run_{0};
 
-  std::mutex tasks_mutex_;
+  mutable std::mutex tasks_mutex_;
   std::vector<Task> tasks_;  // Guarded by tasks_mutex_.
   bool finished_ = false;    // Guarded by tasks_mutex_: Run() has returned.
 

@@ -102,8 +102,15 @@ TEST(EventLoopTest, AFinishedLoopRefusesTasksAndDropsItsTimers) {
   std::weak_ptr<int> watch = held;
   loop->RunAfter(absl::Hours(1), [held] { ADD_FAILURE() << "a timer of a finished loop ran"; });
   held.reset();
-  loop->QueueInLoop([&] { loop->Stop(); });
+  size_t timers_pending = 0;
+  loop->QueueInLoop([&] {
+    timers_pending = loop->timer_count();
+    loop->Stop();
+  });
+  EXPECT_FALSE(loop->Finished());
   loop->Run();
+  EXPECT_TRUE(loop->Finished());
+  EXPECT_EQ(timers_pending, 1u);
   EXPECT_TRUE(watch.expired());  // The pending timer's callback was destroyed.
   auto captured = std::make_shared<int>(8);
   std::weak_ptr<int> refused = captured;

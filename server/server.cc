@@ -12,6 +12,7 @@
 #include "absl/strings/str_cat.h"
 #include "eventloop/log.h"
 #include "net/socket_ops.h"
+#include "server/internal/handler_dispatch.h"
 
 namespace gev {
 namespace server_internal {
@@ -34,9 +35,11 @@ class OwnedFd {
 
 // One worker loop, its thread and its connections.
 struct Worker {
-  Handler* handler = nullptr;
-  Protocol* protocol = nullptr;
-  const ServerOptions* options = nullptr;
+  Worker(Handler* handler, Protocol* protocol, const ServerOptions* options)
+      : handler(handler), options(options), dispatch(handler, protocol) {}
+
+  Handler* const handler;
+  const ServerOptions* const options;
   // Shared with the connections' Config: a ConnectionPtr kept past the server still reaches a
   // (finished) loop.
   std::shared_ptr<EventLoop> loop;
@@ -49,8 +52,7 @@ struct Worker {
 
   // Loop-thread-only state.
   absl::flat_hash_set<ConnectionPtr> connections;
-  Frame frame;         // The frame being handled (protocol mode).
-  RingBuffer packet;   // A reply being encoded (protocol mode).
+  HandlerDispatch dispatch;
   bool draining = false;
 
   // Takes over an accepted descriptor. `counted`: the acceptor already counted it.
@@ -77,81 +79,6 @@ struct Worker {
     handler->OnClose(*connection, reason);
     connections.erase(connection);
     connection_count.fetch_sub(1, std::memory_order_relaxed);
-  }
-
-  void OnMessage(const ConnectionPtr& connection, RingBuffer& input) {
-    if (protocol == nullptr) {
-      Reply reply = handler->OnMessage(*connection, input);
-      SendReply(*connection, input, reply);
-      return;
-    }
-    // Frames keep coming until the input holds no whole one, or the handler closed.
-    while (connection->state() == Connection::State::kConnected) {
-      absl::StatusOr<bool> decoded = protocol->UnPacket(*connection, input, frame);
-      if (!decoded.ok()) {
-        ResetFrame();
-        connection->ForceClose(decoded.status());
-        return;
-      }
-      if (!*decoded) return;
-      Reply reply = handler->OnFrame(*connection, frame);
-      SendFramedReply(*connection, reply);
-      ResetFrame();
-    }
-  }
-
-  void SendReply(Connection& connection, RingBuffer& buffer, const Reply& reply) {
-    switch (reply.kind()) {
-      case Reply::Kind::kNothing:
-        return;
-      case Reply::Kind::kFromBuffer:
-        EndIfRefused(connection, connection.SendFromBuffer(buffer, reply.from_buffer()));
-        return;
-      case Reply::Kind::kView:
-      case Reply::Kind::kOwned:
-        EndIfRefused(connection, connection.SendSlices({reply.bytes(), {}}));
-        return;
-    }
-  }
-
-  // A reply the connection refused (pending output at its limit) would be a hole in the
-  // stream: the connection ends with that reason instead (RST). A reply after the write side
-  // was shut down cannot reach the peer any more: said in the log. Other failures mean the
-  // connection is already closed, with its own reason.
-  static void EndIfRefused(Connection& connection, const absl::Status& sent) {
-    if (absl::IsResourceExhausted(sent)) {
-      connection.ForceClose(sent);
-    } else if (!sent.ok() && connection.state() != Connection::State::kDisconnected) {
-      Log(LogSeverity::kWarning,
-          absl::StrCat("reply to ", connection.PeerAddr().ToString(), " dropped: ", sent.message()));
-    }
-  }
-
-  void SendFramedReply(Connection& connection, const Reply& reply) {
-    RingBuffer::Slices payload;
-    switch (reply.kind()) {
-      case Reply::Kind::kNothing:
-        return;
-      case Reply::Kind::kFromBuffer:
-        payload = frame.payload.Peek(reply.from_buffer());
-        break;
-      case Reply::Kind::kView:
-      case Reply::Kind::kOwned:
-        payload = {reply.bytes(), {}};
-        break;
-    }
-    if (!protocol->Packet(connection, payload, packet)) {
-      packet.Reset();
-      connection.ForceClose(absl::ResourceExhaustedError("reply too large to encode"));
-      return;
-    }
-    EndIfRefused(connection, connection.SendFromBuffer(packet, packet.Length()));
-    packet.Reset();
-  }
-
-  void ResetFrame() {
-    frame.payload.Reset();
-    frame.context.reset();
   }
 
   // Shutdown, on this loop: stop accepting, close every connection after its output is
@@ -190,31 +117,17 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Create(Handler* handler, ServerO
     return absl::InvalidArgumentError(absl::StrCat("NumLoops(", options.num_loops,
                                                    ") is more than 1024"));
   }
-  if (options.idle_time < absl::ZeroDuration()) {
-    return absl::InvalidArgumentError("IdleTime must not be negative");
-  }
   if (options.tcp_keep_alive < absl::ZeroDuration()) {
     return absl::InvalidArgumentError("TCPKeepAlive must not be negative");
   }
   if (options.stop_timeout < absl::ZeroDuration()) {
     return absl::InvalidArgumentError("StopTimeout must not be negative");
   }
-  if (options.high_water_mark == 0) return absl::InvalidArgumentError("HighWaterMark is 0");
-  if (options.max_input_bytes == 0) return absl::InvalidArgumentError("MaxInputBytes is 0");
-  if (options.max_pending_output == 0) {
-    // Room for the mark's backlog and a few reads past it (a read can bring 128 KiB).
-    options.max_pending_output = std::min<size_t>(
-        std::max<size_t>(options.high_water_mark * 4, 4 << 20), RingBuffer::kMaxLimit);
-  }
-  if (options.max_pending_output > RingBuffer::kMaxLimit) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("MaxPendingOutput(", options.max_pending_output, ") is more than 2 GiB"));
-  }
-  if (options.max_pending_output < options.high_water_mark) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "MaxPendingOutput(", options.max_pending_output, ") is below HighWaterMark(",
-        options.high_water_mark, "): the mark could never be reached"));
-  }
+  absl::StatusOr<Connection::Options> connection_options = server_internal::ConnectionOptionsFor(
+      options.high_water_mark, options.max_pending_output, options.max_input_bytes,
+      options.idle_time);
+  if (!connection_options.ok()) return connection_options.status();
+  options.max_pending_output = connection_options->max_pending_output;
   absl::StatusOr<SocketAddress> address = SocketAddress::Parse(options.network, options.address);
   if (!address.ok()) return address.status();
   if (address->is_unix() && options.reuse_port) {
@@ -223,7 +136,7 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Create(Handler* handler, ServerO
 
   sockets::IgnoreSigPipe();
   std::unique_ptr<Server> server(new Server(handler, std::move(options)));
-  absl::Status status = server->Init(*address);
+  absl::Status status = server->Init(*address, *connection_options);
   if (!status.ok()) return status;
   return server;
 }
@@ -231,26 +144,17 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Create(Handler* handler, ServerO
 Server::Server(Handler* handler, ServerOptions options)
     : handler_(handler), options_(std::move(options)) {}
 
-absl::Status Server::Init(const SocketAddress& address) {
+absl::Status Server::Init(const SocketAddress& address,
+                          const Connection::Options& connection_options) {
   absl::StatusOr<std::unique_ptr<EventLoop>> main_loop = EventLoop::Create();
   if (!main_loop.ok()) return main_loop.status();
   main_loop_ = std::move(*main_loop);
   balancer_ = options_.load_balancer ? options_.load_balancer : RoundRobin();
 
-  Connection::Options connection_options;
-  connection_options.high_water_mark = options_.high_water_mark;
-  connection_options.low_water_mark = options_.high_water_mark / 2;
-  connection_options.max_input_bytes = options_.max_input_bytes;
-  connection_options.max_pending_output = options_.max_pending_output;
-  connection_options.idle_timeout = options_.idle_time;
-
   SocketAddress bind_address = address;
   for (int i = 0; i < options_.num_loops; ++i) {
-    auto worker = std::make_unique<Worker>();
+    auto worker = std::make_unique<Worker>(handler_, options_.protocol.get(), &options_);
     Worker* w = worker.get();
-    w->handler = handler_;
-    w->protocol = options_.protocol.get();
-    w->options = &options_;
     absl::StatusOr<std::unique_ptr<EventLoop>> loop = EventLoop::Create();
     if (!loop.ok()) return loop.status();
     w->loop = std::move(*loop);
@@ -263,7 +167,7 @@ absl::Status Server::Init(const SocketAddress& address) {
     config->options = connection_options;
     config->callbacks.on_connect = [w](const ConnectionPtr& c) { w->handler->OnConnect(*c); };
     config->callbacks.on_message = [w](const ConnectionPtr& c, RingBuffer& input) {
-      w->OnMessage(c, input);
+      w->dispatch.OnMessage(c, input);
     };
     config->callbacks.on_close = [w](const ConnectionPtr& c, const absl::Status& reason) {
       w->OnClose(c, reason);

@@ -126,7 +126,7 @@ class Server {
   enum class RunState { kCreated, kRunning, kStopping, kStopped };
 
   Server(Handler* handler, ServerOptions options);
-  absl::Status Init(const SocketAddress& address);
+  absl::Status Init(const SocketAddress& address, const Connection::Options& connection_options);
   void Dispatch(int fd, const InetAddress& peer);
   // A listener failed to start: remembered for Start() to return, logged, the server stops.
   void FailToListen(const absl::Status& status);

@@ -1,0 +1,549 @@
+#include "server/client.h"
+
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <chrono>
+#include <future>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/time/time.h"
+#include "gtest/gtest.h"
+#include "net/socket_ops.h"
+#include "server/protocol.h"
+#include "server/server.h"
+#include "server/testing/loopback_client.h"
+
+namespace gev {
+namespace {
+
+using ::gev::testing::Pattern;
+using ::gev::testing::ServerThread;
+using ::gev::testing::WaitFor;
+using Clock = std::chrono::steady_clock;
+
+std::string TakeAll(RingBuffer& buffer) {
+  std::string bytes = buffer.Bytes();
+  buffer.RetrieveAll();
+  return bytes;
+}
+
+// Records what a client's connection sees; optionally sends `greeting` on connect.
+class RecordingHandler : public Handler {
+ public:
+  std::string greeting;
+  std::function<Reply(Connection&, RingBuffer&)> on_message;
+
+  void OnConnect(Connection& conn) override {
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      events_.push_back("connect");
+      loop_threads_.push_back(std::this_thread::get_id());
+    }
+    if (!greeting.empty()) {
+      EXPECT_TRUE(conn.Send(greeting).ok());
+    }
+  }
+  Reply OnMessage(Connection& conn, RingBuffer& buffer) override {
+    if (on_message) return on_message(conn, buffer);
+    std::lock_guard<std::mutex> lock(mutex_);
+    if (events_.empty() || events_.back() != "message") events_.push_back("message");
+    received_ += TakeAll(buffer);
+    return {};
+  }
+  void OnClose(Connection&, const absl::Status& reason) override {
+    std::lock_guard<std::mutex> lock(mutex_);
+    events_.push_back("close:" + std::string(absl::StatusCodeToString(reason.code())));
+    reasons_.push_back(reason);
+  }
+
+  std::vector<std::string> events() {
+    std::lock_guard<std::mutex> lock(mutex_);
+    return events_;
+  }
+  std::string received() {
+    std::lock_guard<std::mutex> lock(mutex_);
+    return received_;
+  }
+  size_t closes() {
+    std::lock_guard<std::mutex> lock(mutex_);
+    return reasons_.size();
+  }
+  std::vector<absl::Status> reasons() {
+    std::lock_guard<std::mutex> lock(mutex_);
+    return reasons_;
+  }
+
+ private:
+  std::mutex mutex_;
+  std::vector<std::string> events_;
+  std::vector<std::thread::id> loop_threads_;
+  std::string received_;
+  std::vector<absl::Status> reasons_;
+};
+
+class EchoHandler : public Handler {
+ public:
+  Reply OnMessage(Connection&, RingBuffer& buffer) override {
+    return Reply::FromBuffer(buffer.Length());
+  }
+};
+
+std::unique_ptr<Server> EchoServer(Handler* handler, std::string address = "127.0.0.1:0",
+                                   std::string network = "tcp") {
+  ServerOptions options;
+  options.network = std::move(network);
+  options.address = std::move(address);
+  options.num_loops = 1;
+  absl::StatusOr<std::unique_ptr<Server>> server = Server::Create(handler, options);
+  EXPECT_TRUE(server.ok()) << server.status();
+  return server.ok() ? std::move(*server) : nullptr;
+}
+
+// A port nothing listens on.
+std::string ClosedPort() {
+  absl::StatusOr<int> fd = sockets::Listen(InetAddress::Loopback(0), false);
+  std::string address = sockets::LocalAddress(*fd)->ToString();
+  ::close(*fd);
+  return address;
+}
+
+// Failed attempts as the client reports them, with when.
+struct AttemptLog {
+  std::mutex mutex;
+  std::vector<Clock::time_point> times;
+  std::vector<absl::Status> errors;
+  std::vector<bool> retrying;
+
+  void Attach(ClientOptions& options) {
+    options.on_connect_error = [this](const absl::Status& error, bool again) {
+      std::lock_guard<std::mutex> lock(mutex);
+      times.push_back(Clock::now());
+      errors.push_back(error);
+      retrying.push_back(again);
+    };
+  }
+  size_t size() {
+    std::lock_guard<std::mutex> lock(mutex);
+    return errors.size();
+  }
+};
+
+TEST(ClientTest, ConnectsEchoesAndClosesOnceOnItsOwnLoop) {
+  EchoHandler echo;
+  auto server = EchoServer(&echo);
+  ASSERT_NE(server, nullptr);
+  ServerThread running(server.get());
+  RecordingHandler handler;
+  handler.greeting = Pattern(200000, 3);
+  absl::StatusOr<std::unique_ptr<Client>> client =
+      Dial(&handler, server->ListenAddress().ToString());
+  ASSERT_TRUE(client.ok()) << client.status();
+  ASSERT_TRUE(WaitFor([&] { return handler.received().size() == handler.greeting.size(); }));
+  EXPECT_EQ(handler.received(), handler.greeting);
+  ClientStats stats = (*client)->Stats();
+  EXPECT_TRUE(stats.connected);
+  EXPECT_EQ(stats.attempts, 1u);
+  EXPECT_EQ(stats.connects, 1u);
+  ConnectionPtr connection = (*client)->connection();
+  ASSERT_NE(connection, nullptr);
+  EXPECT_EQ(connection->PeerAddr().ToString(), server->ListenAddress().ToString());
+  EXPECT_EQ(connection->shared_loop(), (*client)->loop());
+  (*client)->Stop();  // Off the loop: returns after OnClose.
+  EXPECT_EQ(handler.events(), (std::vector<std::string>{"connect", "message", "close:OK"}));
+  EXPECT_EQ((*client)->connection(), nullptr);
+  EXPECT_FALSE((*client)->Stats().connected);
+  client->reset();
+  EXPECT_EQ(handler.closes(), 1u);
+}
+
+TEST(ClientTest, SendsFromAnyThreadInOrder) {
+  EchoHandler echo;
+  auto server = EchoServer(&echo);
+  ASSERT_NE(server, nullptr);
+  ServerThread running(server.get());
+  RecordingHandler handler;
+  auto client = Dial(&handler, server->ListenAddress().ToString());
+  ASSERT_TRUE(client.ok());
+  ASSERT_TRUE(WaitFor([&] { return (*client)->connection() != nullptr; }));
+  ConnectionPtr connection = (*client)->connection();
+  std::string expected;
+  for (int i = 0; i < 200; ++i) {
+    std::string chunk = Pattern(1000, i);
+    ASSERT_TRUE(connection->Send(chunk).ok());
+    expected += chunk;
+  }
+  ASSERT_TRUE(WaitFor([&] { return handler.received().size() == expected.size(); }));
+  EXPECT_TRUE(handler.received() == expected);
+}
+
+TEST(ClientTest, RefusedRetriesWithGrowingDelays) {
+  RecordingHandler handler;
+  ClientOptions options;
+  options.reconnect.enabled = true;
+  options.reconnect.initial_delay = absl::Milliseconds(20);
+  options.reconnect.multiplier = 2.0;
+  options.reconnect.jitter = 0.2;
+  options.reconnect.max_delay = absl::Seconds(1);
+  options.reconnect.max_attempts = 6;
+  AttemptLog log;
+  log.Attach(options);
+  auto client = Dial(&handler, ClosedPort(), options);
+  ASSERT_TRUE(client.ok()) << client.status();
+  ASSERT_TRUE(WaitFor([&] { return (*client)->Stats().gave_up; }, 10000));
+  std::lock_guard<std::mutex> lock(log.mutex);
+  ASSERT_EQ(log.errors.size(), 6u);
+  for (size_t i = 0; i < log.errors.size(); ++i) {
+    EXPECT_TRUE(absl::IsUnavailable(log.errors[i])) << log.errors[i];
+    EXPECT_EQ(log.retrying[i], i + 1 < log.errors.size()) << i;
+  }
+  // The waits between attempts: 20, 40, 80, 160, 320 ms, each cut by up to 20% of jitter.
+  double previous_ms = 0;
+  for (size_t i = 1; i < log.times.size(); ++i) {
+    double gap_ms = std::chrono::duration<double, std::milli>(log.times[i] - log.times[i - 1])
+                        .count();
+    double base_ms = 20.0 * (1 << (i - 1));
+    EXPECT_GE(gap_ms, 0.8 * base_ms - 2) << "attempt " << i;
+    EXPECT_LE(gap_ms, base_ms + 150) << "attempt " << i;
+    EXPECT_GT(gap_ms, previous_ms) << "the waits must grow";
+    previous_ms = gap_ms;
+  }
+  ClientStats stats = (*client)->Stats();
+  EXPECT_EQ(stats.attempts, 6u);
+  EXPECT_EQ(stats.failures_in_a_row, 6u);
+  EXPECT_EQ(stats.connects, 0u);
+  EXPECT_TRUE(absl::IsUnavailable(stats.last_error));
+  EXPECT_EQ(handler.closes(), 0u);  // No connection, no OnClose.
+}
+
+TEST(ClientTest, JitterSpreadsClientsThatFailTogether) {
+  RecordingHandler handler;
+  std::string refused = ClosedPort();
+  std::vector<std::unique_ptr<AttemptLog>> logs;
+  std::vector<std::unique_ptr<Client>> clients;
+  for (int i = 0; i < 8; ++i) {
+    ClientOptions options;
+    options.reconnect.enabled = true;
+    options.reconnect.initial_delay = absl::Milliseconds(100);
+    options.reconnect.jitter = 0.5;
+    options.reconnect.max_attempts = 2;
+    logs.push_back(std::make_unique<AttemptLog>());
+    logs.back()->Attach(options);
+    auto client = Dial(&handler, refused, options);
+    ASSERT_TRUE(client.ok());
+    clients.push_back(std::move(*client));
+  }
+  for (auto& log : logs) ASSERT_TRUE(WaitFor([&] { return log->size() == 2; }));
+  std::vector<double> waits;
+  for (auto& log : logs) {
+    std::lock_guard<std::mutex> lock(log->mutex);
+    waits.push_back(std::chrono::duration<double, std::milli>(log->times[1] - log->times[0])
+                        .count());
+  }
+  double low = *std::min_element(waits.begin(), waits.end());
+  double high = *std::max_element(waits.begin(), waits.end());
+  // Drawn from [50, 100] ms: eight draws all within 2 ms of each other would be a broken draw.
+  EXPECT_GT(high - low, 2.0);
+  EXPECT_GE(low, 48.0);
+}
+
+TEST(ClientTest, TimesOutAgainstAListenerWhoseBacklogIsFull) {
+  absl::StatusOr<int> listener = sockets::Listen(InetAddress::Loopback(0), false, 0);
+  ASSERT_TRUE(listener.ok());
+  InetAddress address = *sockets::LocalAddress(*listener);
+  std::vector<int> fillers;
+  for (int i = 0; i < 4; ++i) {
+    absl::StatusOr<int> fd = sockets::CreateNonBlockingSocket(AF_INET);
+    (void)::connect(*fd, address.sockaddr(), address.length());
+    fillers.push_back(*fd);
+  }
+  std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  RecordingHandler handler;
+  ClientOptions options;
+  options.connect_timeout = absl::Milliseconds(200);
+  AttemptLog log;
+  log.Attach(options);
+  auto client = Dial(&handler, address.ToString(), options);
+  ASSERT_TRUE(client.ok());
+  ASSERT_TRUE(WaitFor([&] { return log.size() == 1; }));
+  {
+    std::lock_guard<std::mutex> lock(log.mutex);
+    EXPECT_TRUE(absl::IsDeadlineExceeded(log.errors[0])) << log.errors[0];
+    EXPECT_FALSE(log.retrying[0]);
+  }
+  EXPECT_TRUE((*client)->Stats().gave_up);
+  for (int fd : fillers) ::close(fd);
+  ::close(*listener);
+}
+
+// A loop on a thread of the test's, to watch what a client leaves on it.
+class LoopThread {
+ public:
+  LoopThread() : loop_(*EventLoop::Create()), thread_([this] { loop_->Run(); }) {}
+  ~LoopThread() {
+    loop_->Stop();
+    thread_.join();
+  }
+  const std::shared_ptr<EventLoop>& loop() { return loop_; }
+  template <typename T>
+  T Get(std::function<T()> f) {
+    std::promise<T> result;
+    loop_->RunInLoop([&] { result.set_value(f()); });
+    return result.get_future().get();
+  }
+
+ private:
+  std::shared_ptr<EventLoop> loop_;
+  std::thread thread_;
+};
+
+TEST(ClientTest, StoppedMidBackoffLeavesNoTimerAndNoAttempt) {
+  LoopThread loop;
+  size_t timers_before = loop.Get<size_t>([&] { return loop.loop()->timer_count(); });
+  RecordingHandler handler;
+  ClientOptions options;
+  options.loop = loop.loop();
+  options.reconnect.enabled = true;
+  options.reconnect.initial_delay = absl::Milliseconds(300);
+  AttemptLog log;
+  log.Attach(options);
+  auto client = Dial(&handler, ClosedPort(), options);
+  ASSERT_TRUE(client.ok());
+  ASSERT_TRUE(WaitFor([&] { return log.size() == 1; }));  // Now waiting to retry.
+  EXPECT_EQ(loop.Get<size_t>([&] { return loop.loop()->timer_count(); }), timers_before + 1);
+  client->reset();  // Stops it mid-backoff.
+  EXPECT_EQ(loop.Get<size_t>([&] { return loop.loop()->timer_count(); }), timers_before);
+  std::this_thread::sleep_for(std::chrono::milliseconds(500));  // Past the retry's time.
+  EXPECT_EQ(log.size(), 1u);
+}
+
+TEST(ClientTest, StoppedWhileConnectingRunsNoCallback) {
+  absl::StatusOr<int> listener = sockets::Listen(InetAddress::Loopback(0), false, 0);
+  ASSERT_TRUE(listener.ok());
+  InetAddress address = *sockets::LocalAddress(*listener);
+  std::vector<int> fillers;
+  for (int i = 0; i < 4; ++i) {
+    absl::StatusOr<int> fd = sockets::CreateNonBlockingSocket(AF_INET);
+    (void)::connect(*fd, address.sockaddr(), address.length());
+    fillers.push_back(*fd);
+  }
+  std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  RecordingHandler handler;
+  ClientOptions options;
+  options.connect_timeout = absl::Milliseconds(200);
+  AttemptLog log;
+  log.Attach(options);
+  auto client = Dial(&handler, address.ToString(), options);
+  ASSERT_TRUE(client.ok());
+  std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  (*client)->Stop();
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));  // Past the timeout.
+  EXPECT_EQ(log.size(), 0u);
+  EXPECT_TRUE(handler.events().empty());
+  for (int fd : fillers) ::close(fd);
+  ::close(*listener);
+}
+
+TEST(ClientTest, ReconnectsWhenTheServerComesBack) {
+  EchoHandler echo;
+  auto first = EchoServer(&echo);
+  ASSERT_NE(first, nullptr);
+  std::string address = first->ListenAddress().ToString();
+  auto running = std::make_unique<ServerThread>(first.get());
+  RecordingHandler handler;
+  handler.greeting = "hello";
+  ClientOptions options;
+  options.reconnect.enabled = true;
+  options.reconnect.initial_delay = absl::Milliseconds(10);
+  options.reconnect.max_delay = absl::Milliseconds(50);
+  AttemptLog log;
+  log.Attach(options);
+  auto client = Dial(&handler, address, options);
+  ASSERT_TRUE(client.ok());
+  ASSERT_TRUE(WaitFor([&] { return handler.received() == "hello"; }));
+  running.reset();  // The server goes away: the client's connection closes.
+  first.reset();
+  ASSERT_TRUE(WaitFor([&] { return handler.closes() == 1 && log.size() >= 2; }));
+  EXPECT_FALSE((*client)->Stats().gave_up);
+  auto second = EchoServer(&echo, address);
+  ASSERT_NE(second, nullptr);
+  ServerThread running_again(second.get());
+  ASSERT_TRUE(WaitFor([&] { return handler.received() == "hellohello"; }));
+  ClientStats stats = (*client)->Stats();
+  EXPECT_EQ(stats.connects, 2u);
+  EXPECT_EQ(stats.failures_in_a_row, 0u);  // Reset by the connection.
+  EXPECT_GE(stats.attempts, 3u);
+  (*client)->Stop();
+  EXPECT_EQ(handler.closes(), 2u);
+}
+
+TEST(ClientTest, BadAddressesFailAtCreation) {
+  RecordingHandler handler;
+  EXPECT_TRUE(absl::IsInvalidArgument(Dial(&handler, "127.0.0.1").status()));  // No port.
+  EXPECT_TRUE(absl::IsInvalidArgument(Dial(&handler, "127.0.0.1:99999").status()));
+  EXPECT_TRUE(absl::IsInvalidArgument(Dial(&handler, "").status()));
+  ClientOptions udp;
+  udp.network = "udp";
+  EXPECT_TRUE(absl::IsInvalidArgument(Dial(&handler, "127.0.0.1:1", udp).status()));
+  EXPECT_TRUE(absl::IsInvalidArgument(Dial(&handler, "example.invalid:1", udp).status()));
+  ClientOptions bad_policy;
+  bad_policy.reconnect.enabled = true;
+  bad_policy.reconnect.jitter = 2;
+  EXPECT_TRUE(absl::IsInvalidArgument(Dial(&handler, "127.0.0.1:1", bad_policy).status()));
+  EXPECT_TRUE(absl::IsInvalidArgument(Dial(nullptr, "127.0.0.1:1").status()));
+}
+
+TEST(ClientTest, ResolvesNamesOffTheLoopAndReportsUnknownOnes) {
+  EchoHandler echo;
+  auto server = EchoServer(&echo);
+  ASSERT_NE(server, nullptr);
+  ServerThread running(server.get());
+  RecordingHandler handler;
+  handler.greeting = "named";
+  ClientOptions tcp4;
+  tcp4.network = "tcp4";
+  auto named = Dial(&handler, "localhost:" + std::to_string(server->ListenAddress().port()), tcp4);
+  ASSERT_TRUE(named.ok()) << named.status();
+  ASSERT_TRUE(WaitFor([&] { return handler.received() == "named"; }));
+
+  RecordingHandler unknown_handler;
+  ClientOptions unknown;
+  AttemptLog log;
+  log.Attach(unknown);
+  unknown.resolve = [](const std::string&, const std::string& address)
+      -> absl::StatusOr<SocketAddress> {
+    return absl::NotFoundError("no such host: " + address);
+  };
+  auto client = Dial(&unknown_handler, "db.example:5432", unknown);
+  ASSERT_TRUE(client.ok());
+  ASSERT_TRUE(WaitFor([&] { return log.size() == 1; }));
+  std::lock_guard<std::mutex> lock(log.mutex);
+  EXPECT_TRUE(absl::IsNotFound(log.errors[0])) << log.errors[0];
+}
+
+TEST(ClientTest, ConnectsOverAUnixSocket) {
+  EchoHandler echo;
+  std::string path = "/tmp/gev-client-" + std::to_string(::getpid()) + ".sock";
+  ::unlink(path.c_str());
+  auto server = EchoServer(&echo, path, "unix");
+  ASSERT_NE(server, nullptr);
+  ServerThread running(server.get());
+  RecordingHandler handler;
+  handler.greeting = Pattern(300000, 5);
+  ClientOptions options;
+  options.network = "unix";
+  auto client = Dial(&handler, path, options);
+  ASSERT_TRUE(client.ok()) << client.status();
+  ASSERT_TRUE(WaitFor([&] { return handler.received().size() == handler.greeting.size(); }));
+  EXPECT_TRUE(handler.received() == handler.greeting);
+  ConnectionPtr connection = (*client)->connection();
+  ASSERT_NE(connection, nullptr);
+  EXPECT_EQ(connection->PeerAddr().family(), AF_UNIX);
+  std::promise<absl::StatusOr<PeerCredentials>> credentials;
+  connection->loop()->RunInLoop([&] { credentials.set_value(connection->PeerCredentials()); });
+  absl::StatusOr<PeerCredentials> peer = credentials.get_future().get();
+  ASSERT_TRUE(peer.ok()) << peer.status();
+  EXPECT_EQ(peer->uid, ::getuid());
+}
+
+TEST(ClientTest, FramesWithAProtocolAndTimesOutWhenIdle) {
+  // A server that answers one length-framed message, then stays quiet.
+  class FramedEcho : public Handler {
+   public:
+    Reply OnMessage(Connection&, RingBuffer& buffer) override {
+      return Reply::FromBuffer(buffer.Length());
+    }
+  } framed_echo;
+  ServerOptions server_options;
+  server_options.address = "127.0.0.1:0";
+  server_options.num_loops = 1;
+  server_options.protocol = std::make_shared<LengthFieldProtocol>();
+  auto server = Server::Create(&framed_echo, server_options);
+  ASSERT_TRUE(server.ok());
+  ServerThread running(server->get());
+
+  std::mutex mutex;
+  std::vector<std::string> frames;
+  RecordingHandler handler;
+  handler.on_message = [&](Connection&, RingBuffer& payload) -> Reply {
+    std::lock_guard<std::mutex> lock(mutex);
+    frames.push_back(TakeAll(payload));
+    return {};
+  };
+  ClientOptions options;
+  options.protocol = std::make_shared<LengthFieldProtocol>();
+  options.idle_time = absl::Milliseconds(200);
+  auto client = Dial(&handler, (*server)->ListenAddress().ToString(), options);
+  ASSERT_TRUE(client.ok());
+  ASSERT_TRUE(WaitFor([&] { return (*client)->connection() != nullptr; }));
+  ConnectionPtr connection = (*client)->connection();
+  // Send() writes raw bytes; a framed reply comes from OnMessage. Frame it by hand.
+  ASSERT_TRUE(connection->Send(gev::testing::LengthFramed("one")).ok());
+  ASSERT_TRUE(connection->Send(gev::testing::LengthFramed("two")).ok());
+  ASSERT_TRUE(WaitFor([&] {
+    std::lock_guard<std::mutex> lock(mutex);
+    return frames.size() == 2;
+  }));
+  {
+    std::lock_guard<std::mutex> lock(mutex);
+    EXPECT_EQ(frames, (std::vector<std::string>{"one", "two"}));
+  }
+  ASSERT_TRUE(WaitFor([&] { return handler.closes() == 1; }));
+  EXPECT_TRUE(absl::IsDeadlineExceeded(handler.reasons()[0])) << handler.reasons()[0];
+}
+
+// The proxy's arrangement: a server connection dials out on its own loop.
+TEST(ClientTest, RunsOnAServerConnectionsLoop) {
+  EchoHandler echo;
+  auto upstream = EchoServer(&echo);
+  ASSERT_NE(upstream, nullptr);
+  ServerThread upstream_running(upstream.get());
+
+  struct Front : Handler {
+    std::string upstream_address;
+    RecordingHandler upstream_handler;
+    std::mutex mutex;
+    std::vector<std::unique_ptr<Client>> clients;
+    std::atomic<bool> same_thread{false};
+    std::thread::id front_thread;
+
+    void OnConnect(Connection& conn) override {
+      ClientOptions options;
+      options.loop = conn.shared_loop();
+      front_thread = std::this_thread::get_id();
+      upstream_handler.greeting = "via";
+      auto client = Dial(&upstream_handler, upstream_address, options);
+      EXPECT_TRUE(client.ok());
+      std::lock_guard<std::mutex> lock(mutex);
+      clients.push_back(std::move(*client));
+    }
+    Reply OnMessage(Connection&, RingBuffer&) override { return {}; }
+    void OnClose(Connection&, const absl::Status&) override {
+      std::lock_guard<std::mutex> lock(mutex);
+      for (auto& client : clients) {
+        same_thread = client->loop()->IsInLoopThread();
+        client.reset();  // On the loop thread: returns at once; OnClose follows.
+      }
+    }
+  } front;
+  front.upstream_address = upstream->ListenAddress().ToString();
+  auto server = EchoServer(&front);
+  ASSERT_NE(server, nullptr);
+  ServerThread running(server.get());
+  int fd = gev::testing::Connect(server->ListenAddress());
+  ASSERT_GE(fd, 0);
+  ASSERT_TRUE(WaitFor([&] { return front.upstream_handler.received() == "via"; }));
+  ::close(fd);
+  ASSERT_TRUE(WaitFor([&] { return front.upstream_handler.closes() == 1; }));
+  EXPECT_TRUE(front.same_thread.load());
+  EXPECT_EQ(front.upstream_handler.events(),
+            (std::vector<std::string>{"connect", "message", "close:OK"}));
+}
+
+}  // namespace
+}  // namespace gev
