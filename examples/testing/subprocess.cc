@@ -74,6 +74,7 @@ absl::StatusOr<ExampleProcess> ExampleProcess::Start(const std::string& path,
     if (n <= 0) return absl::UnavailableError(absl::StrCat(path, " exited before listening"));
     line.append(buffer, static_cast<size_t>(n));
   }
+  process.unread_ = line.substr(line.find('\n') + 1);
   line = line.substr(0, line.find('\n'));
   size_t colon = line.rfind(':');
   int port = 0;
@@ -86,10 +87,47 @@ absl::StatusOr<ExampleProcess> ExampleProcess::Start(const std::string& path,
   return process;
 }
 
+absl::StatusOr<ExampleProcess> ExampleProcess::StartClient(const std::string& path,
+                                                           const std::vector<std::string>& args) {
+  int pipe_fds[2];
+  if (::pipe2(pipe_fds, O_CLOEXEC) != 0) return absl::ErrnoToStatus(errno, "pipe2");
+  pid_t pid = Spawn(path, args, pipe_fds[1]);
+  ::close(pipe_fds[1]);
+  if (pid < 0) {
+    ::close(pipe_fds[0]);
+    return absl::ErrnoToStatus(errno, "fork");
+  }
+  return ExampleProcess(pid, pipe_fds[0]);
+}
+
+absl::StatusOr<std::string> ExampleProcess::WaitForLine(const std::string& text, int timeout_ms) {
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
+  while (true) {
+    size_t newline;
+    while ((newline = unread_.find('\n')) != std::string::npos) {
+      std::string line = unread_.substr(0, newline);
+      unread_.erase(0, newline + 1);
+      if (line.find(text) != std::string::npos) return line;
+    }
+    int left = static_cast<int>(std::chrono::duration_cast<std::chrono::milliseconds>(
+                                    deadline - std::chrono::steady_clock::now())
+                                    .count());
+    pollfd readable{stdout_fd_, POLLIN, 0};
+    if (left <= 0 || ::poll(&readable, 1, left) <= 0) {
+      return absl::DeadlineExceededError(absl::StrCat("no line with \"", text, "\""));
+    }
+    char buffer[4096];
+    ssize_t n = ::read(stdout_fd_, buffer, sizeof(buffer));
+    if (n <= 0) return absl::UnavailableError(absl::StrCat("exited before \"", text, "\""));
+    unread_.append(buffer, static_cast<size_t>(n));
+  }
+}
+
 ExampleProcess::ExampleProcess(ExampleProcess&& other) noexcept
     : pid_(std::exchange(other.pid_, -1)),
       stdout_fd_(std::exchange(other.stdout_fd_, -1)),
-      address_(other.address_) {}
+      address_(other.address_),
+      unread_(std::move(other.unread_)) {}
 
 ExampleProcess::~ExampleProcess() {
   if (pid_ > 0) Terminate();

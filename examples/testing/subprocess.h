@@ -38,6 +38,13 @@ class ExampleProcess {
   ExampleProcess& operator=(ExampleProcess&&) = delete;
   ~ExampleProcess();
 
+  // Starts `path` without waiting for anything: for a client, which does not listen.
+  static absl::StatusOr<ExampleProcess> StartClient(const std::string& path,
+                                                    const std::vector<std::string>& args);
+  // Reads the process's output up to the next line containing `text` (lines before it are
+  // skipped) and returns that line; DeadlineExceeded after `timeout_ms`, Unavailable at EOF.
+  absl::StatusOr<std::string> WaitForLine(const std::string& text, int timeout_ms = 10000);
+
   // A loopback address for the port the example listens on.
   const InetAddress& address() const { return address_; }
   pid_t pid() const { return pid_; }
@@ -50,6 +57,7 @@ class ExampleProcess {
   pid_t pid_ = -1;
   int stdout_fd_ = -1;
   InetAddress address_;
+  std::string unread_;  // Output read but not yet returned by WaitForLine.
 };
 
 // Runs `path` with `args` to completion (at most `timeout_seconds`) and returns its exit code,
