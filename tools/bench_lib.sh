@@ -1,0 +1,44 @@
+# Shared by the benchmark runners (echo_compare.sh, proxy_compare.sh): CPU time from
+# /proc/PID/stat, JSON fields of echo_bench's output, medians, and the Markdown table of a
+# results.tsv (name, label, round, msgs/s, bytes/s, p99 us, CPU ns/msg, ok) against its first
+# label. Source it; it reads $results, $rounds and $clk_tck, and $subject names the first column.
+
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+seconds_of() { local d="$1"; d="${d%s}"; echo "$d"; }
+
+json_field() { sed -n "s/.*\"$2\":\([^,}]*\).*/\1/p" <<<"$1"; }
+
+median() {  # values on stdin
+  sort -g | awk '{ v[NR] = $1 } END { if (NR == 0) print 0; else if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
+}
+
+# Markdown table for configuration $1 against baseline label $2.
+table() {
+  local name="$1" base="$2"
+  local base_rate base_p99 base_cpu
+  base_rate=$(awk -F'\t' -v n="$name" -v l="$base" '$1 == n && $2 == l { print $5 }' "$results" | median)
+  base_p99=$(awk -F'\t' -v n="$name" -v l="$base" '$1 == n && $2 == l { print $6 }' "$results" | median)
+  base_cpu=$(awk -F'\t' -v n="$name" -v l="$base" '$1 == n && $2 == l { print $7 }' "$results" | median)
+  echo
+  echo "**$name** (medians of $rounds rounds)"
+  echo
+  echo "| ${subject:-server} | msgs/s | MiB/s | vs baseline | p99 us | p99 vs baseline | ${subject:-server} CPU ns/msg | vs baseline |"
+  echo "|---|---|---|---|---|---|---|---|"
+  while IFS= read -r label; do
+    local rate bytes p99 cpu
+    rate=$(awk -F'\t' -v n="$name" -v l="$label" '$1 == n && $2 == l { print $4 }' "$results" | median)
+    bytes=$(awk -F'\t' -v n="$name" -v l="$label" '$1 == n && $2 == l { print $5 }' "$results" | median)
+    p99=$(awk -F'\t' -v n="$name" -v l="$label" '$1 == n && $2 == l { print $6 }' "$results" | median)
+    cpu=$(awk -F'\t' -v n="$name" -v l="$label" '$1 == n && $2 == l { print $7 }' "$results" | median)
+    awk -v l="$label" -v r="$rate" -v b="$bytes" -v br="$base_rate" -v p="$p99" -v bp="$base_p99" \
+      -v c="$cpu" -v bc="$base_cpu" 'BEGIN {
+        ratio = (br > 0) ? b / br : 0; cr = (bc > 0) ? c / bc : 0
+        p99 = (p > 0) ? sprintf("%.0f", p) : "-"; pr = (bp > 0) ? sprintf("%.2fx", p / bp) : "-"
+        cpu = (c >= 100) ? sprintf("%.0f", c) : sprintf("%.2f", c)
+        printf "| %s | %.0f | %.1f | %.3fx | %s | %s | %s | %.2fx |\n", l, r, b / 1048576, ratio, p99, pr, cpu, cr }'
+  done < <(labels_of "$name")
+}
+
+labels_of() { awk -F'\t' -v n="$1" '$1 == n { print $2 }' "$results" | awk '!seen[$0]++'; }
+names() { cut -f1 "$results" | awk '!seen[$0]++'; }
+
