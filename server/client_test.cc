@@ -545,5 +545,53 @@ TEST(ClientTest, RunsOnAServerConnectionsLoop) {
             (std::vector<std::string>{"connect", "message", "close:OK"}));
 }
 
+// A server's Stop() lets a client connection on its loops (a proxy's upstream) flush and
+// close before the loop stops, so its OnClose runs and nothing it was given is lost.
+TEST(ClientTest, AServerStoppingLetsClientsOnItsLoopsFlushAndClose) {
+  // The upstream reads nothing for its first 300 ms, then counts what arrives.
+  struct SlowSink : Handler {
+    std::atomic<size_t> received{0};
+    void OnConnect(Connection& conn) override {
+      conn.PauseReading();
+      conn.loop()->RunAfter(absl::Milliseconds(300),
+                            [held = conn.shared_from_this()] { held->ResumeReading(); });
+    }
+    Reply OnMessage(Connection&, RingBuffer& buffer) override {
+      received += buffer.Length();
+      buffer.RetrieveAll();
+      return {};
+    }
+  } sink;
+  auto upstream = EchoServer(&sink);
+  ASSERT_NE(upstream, nullptr);
+  ServerThread upstream_running(upstream.get());
+
+  constexpr size_t kBytes = 8 << 20;
+  struct Front : Handler {
+    std::string upstream_address;
+    RecordingHandler upstream_handler;
+    std::unique_ptr<Client> client;  // Loop thread only.
+    void OnConnect(Connection& conn) override {
+      ClientOptions options;
+      options.loop = conn.shared_loop();
+      upstream_handler.greeting = Pattern(kBytes, 1);
+      client = std::move(*Dial(&upstream_handler, upstream_address, options));
+    }
+    Reply OnMessage(Connection&, RingBuffer&) override { return {}; }
+    void OnClose(Connection&, const absl::Status&) override { client.reset(); }
+  } front;
+  front.upstream_address = upstream->ListenAddress().ToString();
+  auto server = EchoServer(&front);
+  ASSERT_NE(server, nullptr);
+  auto running = std::make_unique<ServerThread>(server.get());
+  int fd = gev::testing::Connect(server->ListenAddress());
+  ASSERT_GE(fd, 0);
+  ASSERT_TRUE(WaitFor([&] { return front.upstream_handler.events().size() == 1; }));
+  running.reset();  // Stop(): the front connection closes, its client closes after the flush.
+  EXPECT_EQ(front.upstream_handler.events(), (std::vector<std::string>{"connect", "close:OK"}));
+  EXPECT_TRUE(WaitFor([&] { return sink.received.load() == kBytes; }));
+  ::close(fd);
+}
+
 }  // namespace
 }  // namespace gev

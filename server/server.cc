@@ -92,11 +92,14 @@ struct Worker {
   }
 
   void CheckDrained(uint64_t deadline_ms) {
-    if (connections.empty()) {
+    bool past_deadline = loop->NowMs() >= deadline_ms;
+    // Descriptors still registered are other connections on this loop (a Client's, say, a
+    // proxy's upstream flushing what its downstream sent): they get until the deadline too.
+    if (connections.empty() && (loop->handler_count() == 0 || past_deadline)) {
       loop->Stop();
       return;
     }
-    if (loop->NowMs() < deadline_ms) return;
+    if (!past_deadline) return;
     std::vector<ConnectionPtr> open(connections.begin(), connections.end());
     for (const ConnectionPtr& connection : open) {
       connection->ForceClose(absl::CancelledError("server stopped before output was flushed"));

@@ -24,7 +24,9 @@
 //
 // Stop() stops accepting, lets every connection flush its pending output for at most
 // `stop_timeout`, closes what is left (OnClose runs once for each connection), joins every
-// thread and returns; Start() then returns too.
+// thread and returns; Start() then returns too. Client connections running on the server's
+// loops (a proxy's upstreams) get the same time to close, so their OnClose runs as well; one
+// still open at the deadline is not closed by the server (stop such clients first).
 //
 // Thread safety: Start() is called once, from the thread that will serve as the acceptor.
 // Stop(), RunAfter(), RunEvery(), Cancel() and the counts are thread-safe; Stop() called on one
