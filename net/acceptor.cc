@@ -87,8 +87,8 @@ Acceptor::~Acceptor() {
     (void)loop_->RemoveHandler(listen_fd_);
   }
   if (backoff_timer_ != 0) loop_->Cancel(backoff_timer_);
-  ::close(listen_fd_);
-  if (spare_fd_ >= 0) ::close(spare_fd_);
+  // Removed while still listening: until the close, a newcomer's bind fails and its probe finds
+  // this listener alive, so the file checked here is still this acceptor's own.
   struct stat file {};
   if (socket_file_inode_ != 0 && ::stat(listen_address_.unix_path().c_str(), &file) == 0 &&
       static_cast<uint64_t>(file.st_dev) == socket_file_device_ &&
@@ -96,6 +96,8 @@ Acceptor::~Acceptor() {
     // Best effort: a file left behind is replaced by the next listener as stale.
     (void)::unlink(listen_address_.unix_path().c_str());
   }
+  ::close(listen_fd_);
+  if (spare_fd_ >= 0) ::close(spare_fd_);
 }
 
 absl::Status Acceptor::Listen() {

@@ -2,7 +2,8 @@
 // File: net/connection.h
 // -----------------------------------------------------------------------------
 //
-// `gev::Connection` is one accepted TCP connection, owned by one event loop and shared
+// `gev::Connection` is one stream connection (TCP or Unix, accepted or dialed), owned by one
+// event loop and shared
 // (`std::shared_ptr`) between its owner, user code and queued tasks. It reads into an input
 // `RingBuffer`, hands that buffer to the message callback, and writes through an output
 // `RingBuffer` (spilling past 1 MiB into a `BlockQueue`) only when the socket cannot take
@@ -218,8 +219,9 @@ class Connection final : public EventHandler, public std::enable_shared_from_thi
   void PauseReading();
   void ResumeReading();
 
-  // Connection::PeerCredentials() — the process on the other end of a Unix socket (pid, uid,
-  // gid, as at connect); an error for TCP. Loop thread only.
+  // Connection::PeerCredentials() — who is on the other end of a Unix socket: for an accepted
+  // connection the process that connected, as at connect(); for a dialed one the listener, as
+  // at its listen(). FailedPrecondition for TCP. Loop thread only.
   absl::StatusOr<gev::PeerCredentials> PeerCredentials() const;
 
   // The loop as a shared pointer: to run another connection on this one's loop (a proxy's

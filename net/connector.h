@@ -22,8 +22,9 @@
 // given is the callee's. A failed socket is closed in a later task, so its number is not
 // reused while an event for it may still be in the loop's current batch.
 //
-// Thread safety: Start(), Cancel() and the callback are on the loop thread. The loop must run
-// until the callback or Cancel().
+// Thread safety: Start(), Cancel() and the callback are on the loop thread, and so is the
+// release of the last reference while the attempt is undecided (or after the loop finished).
+// The loop must run until the callback or Cancel().
 
 #ifndef GEV_NET_CONNECTOR_H_
 #define GEV_NET_CONNECTOR_H_

@@ -14,6 +14,7 @@
 #include "gtest/gtest.h"
 #include "net/socket_address.h"
 #include "net/socket_ops.h"
+#include "net/testing/loopback_client.h"
 
 namespace gev {
 namespace {
@@ -47,13 +48,7 @@ absl::StatusOr<int> ConnectOnce(const SocketAddress& address, absl::Duration tim
   return *outcome;
 }
 
-// A port nothing listens on: a listener's, closed.
-InetAddress ClosedPort() {
-  absl::StatusOr<int> fd = sockets::Listen(InetAddress::Loopback(0), false);
-  InetAddress address = *sockets::LocalAddress(*fd);
-  ::close(*fd);
-  return address;
-}
+InetAddress ClosedPort() { return ::gev::testing::UnusedLoopbackAddress(); }
 
 TEST(ConnectorTest, ConnectsOverTcp) {
   absl::StatusOr<int> listener = sockets::Listen(InetAddress::Loopback(0), false);
@@ -74,24 +69,10 @@ TEST(ConnectorTest, RefusedIsUnavailable) {
 }
 
 TEST(ConnectorTest, TimesOutAgainstAListenerWhoseBacklogIsFull) {
-  // Backlog 0 takes one connection into its accept queue; nothing accepts, so later SYNs are
-  // dropped and those connects hang.
-  absl::StatusOr<int> listener = sockets::Listen(InetAddress::Loopback(0), false, 0);
-  ASSERT_TRUE(listener.ok());
-  InetAddress address = *sockets::LocalAddress(*listener);
-  std::vector<int> fillers;
-  for (int i = 0; i < 4; ++i) {
-    absl::StatusOr<int> fd = sockets::CreateNonBlockingSocket(AF_INET);
-    ASSERT_TRUE(fd.ok());
-    (void)::connect(*fd, address.sockaddr(), address.length());
-    fillers.push_back(*fd);
-  }
-  ::usleep(100 * 1000);  // Let the handshakes that can complete do so.
-  absl::StatusOr<int> fd = ConnectOnce(address, absl::Milliseconds(300));
+  ::gev::testing::FullBacklogListener busy;
+  absl::StatusOr<int> fd = ConnectOnce(busy.address(), absl::Milliseconds(300));
   ASSERT_FALSE(fd.ok());
   EXPECT_TRUE(absl::IsDeadlineExceeded(fd.status())) << fd.status();
-  for (int filler : fillers) ::close(filler);
-  ::close(*listener);
 }
 
 TEST(ConnectorTest, BadAddressFamilyFailsWithAReason) {
@@ -119,23 +100,38 @@ TEST(ConnectorTest, ConnectsOverUnixAndReportsAMissingPath) {
 }
 
 TEST(ConnectorTest, CancelRunsNoCallbackAndLeaksNoDescriptor) {
-  absl::StatusOr<int> listener = sockets::Listen(InetAddress::Loopback(0), false, 0);
-  ASSERT_TRUE(listener.ok());
-  InetAddress address = *sockets::LocalAddress(*listener);
+  ::gev::testing::FullBacklogListener busy;  // Attempts to it hang until cancelled.
+  std::string path = "/tmp/gev-cancel-" + std::to_string(::getpid()) + ".sock";
+  ::unlink(path.c_str());
+  SocketAddress unix_address = *SocketAddress::Unix(path);
+  absl::StatusOr<int> unix_listener = sockets::Listen(unix_address, false);
+  ASSERT_TRUE(unix_listener.ok()) << unix_listener.status();
+  // Counted with a loop alive throughout: libkqueue opens descriptors of its own with the
+  // first kqueue of the process and closes them with the last.
+  auto loop = *EventLoop::Create();
   int before = OpenDescriptors();
+  int hanging_callbacks = 0;
+  int refused_callbacks = 0;
+  int unix_callbacks = 0;
   {
-    auto loop = *EventLoop::Create();
-    int callbacks = 0;
     std::vector<std::shared_ptr<Connector>> attempts;
     loop->QueueInLoop([&] {
-      // Cancelled at once, after an accepted connect, and after a refused one.
+      // A Unix connect succeeds inside Start(): the success is queued, then cancelled.
+      attempts.push_back(Connector::Start(loop.get(), unix_address, absl::Seconds(1),
+                                          [&](absl::StatusOr<int>) { ++unix_callbacks; }));
+      attempts.back()->Cancel();
+      // Hanging attempts: cancelled at once, and after 50 ms.
       for (int i = 0; i < 3; ++i) {
-        attempts.push_back(Connector::Start(loop.get(), address, absl::Seconds(1),
-                                            [&](absl::StatusOr<int>) { ++callbacks; }));
+        attempts.push_back(Connector::Start(loop.get(), busy.address(), absl::Seconds(1),
+                                            [&](absl::StatusOr<int>) { ++hanging_callbacks; }));
       }
+      attempts[1]->Cancel();
+      // Refused at once: decided (and its callback run) before the cancel at 50 ms.
       attempts.push_back(Connector::Start(loop.get(), ClosedPort(), absl::Seconds(1),
-                                          [&](absl::StatusOr<int>) { ++callbacks; }));
-      attempts[0]->Cancel();
+                                          [&](absl::StatusOr<int> fd) {
+                                            EXPECT_FALSE(fd.ok());
+                                            ++refused_callbacks;
+                                          }));
     });
     loop->RunAfter(absl::Milliseconds(50), [&] {
       for (auto& attempt : attempts) attempt->Cancel();
@@ -145,25 +141,24 @@ TEST(ConnectorTest, CancelRunsNoCallbackAndLeaksNoDescriptor) {
       loop->Stop();
     });
     loop->Run();
-    // attempts[1..3] may have been decided before the 50 ms cancel; those ran their callback.
-    EXPECT_LE(callbacks, 3);
   }
+  EXPECT_EQ(unix_callbacks, 0);
+  EXPECT_EQ(hanging_callbacks, 0);
+  EXPECT_EQ(refused_callbacks, 1);
   EXPECT_EQ(OpenDescriptors(), before);
-  ::close(*listener);
+  // The listener's queue holds the cancelled Unix connection, closed by the connector.
+  int accepted = ::accept(*unix_listener, nullptr, nullptr);
+  ASSERT_GE(accepted, 0);
+  char byte;
+  EXPECT_EQ(::read(accepted, &byte, 1), 0) << "the cancelled connection was left open";
+  ::close(accepted);
+  ::close(*unix_listener);
+  ::unlink(path.c_str());
 }
 
 TEST(ConnectorTest, CancelBeforeTheDecisionRunsNoCallback) {
-  // Backlog full: the attempt hangs until cancelled.
-  absl::StatusOr<int> listener = sockets::Listen(InetAddress::Loopback(0), false, 0);
-  ASSERT_TRUE(listener.ok());
-  InetAddress address = *sockets::LocalAddress(*listener);
-  std::vector<int> fillers;
-  for (int i = 0; i < 4; ++i) {
-    absl::StatusOr<int> fd = sockets::CreateNonBlockingSocket(AF_INET);
-    (void)::connect(*fd, address.sockaddr(), address.length());
-    fillers.push_back(*fd);
-  }
-  ::usleep(100 * 1000);
+  ::gev::testing::FullBacklogListener busy;  // The attempt hangs until cancelled.
+  InetAddress address = busy.address();
   auto loop = *EventLoop::Create();
   bool called = false;
   std::shared_ptr<Connector> attempt;
@@ -175,8 +170,6 @@ TEST(ConnectorTest, CancelBeforeTheDecisionRunsNoCallback) {
   loop->RunAfter(absl::Milliseconds(250), [&] { loop->Stop(); });  // Past the timeout.
   loop->Run();
   EXPECT_FALSE(called);
-  for (int filler : fillers) ::close(filler);
-  ::close(*listener);
 }
 
 }  // namespace

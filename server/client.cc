@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <optional>
 #include <random>
 #include <utility>
@@ -78,7 +79,12 @@ class ClientCore : public std::enable_shared_from_this<ClientCore> {
                    });
   }
 
-  void StopInLoop() {
+  // `force`: the loop is about to stop and cannot flush; the connection ends at once (RST if
+  // output is left), its OnClose running in the loop's last tasks.
+  void StopInLoop(bool force = false) {
+    if (force && connection_ != nullptr) {
+      connection_->ForceClose(absl::CancelledError("client destroyed on its own loop"));
+    }
     if (stopped_) return;
     stopped_ = true;
     ++resolve_generation_;  // An answer still on its way is ignored.
@@ -125,6 +131,8 @@ class ClientCore : public std::enable_shared_from_this<ClientCore> {
     connector_.reset();
     connection_.reset();
     config_.reset();
+    std::lock_guard<std::mutex> lock(mutex_);
+    published_connection_.reset();
   }
 
   ConnectionPtr connection() const {
@@ -174,20 +182,24 @@ class ClientCore : public std::enable_shared_from_this<ClientCore> {
     ConnectionPtr connection = Connection::Create(config_, fd, address.inet());
     if (options_.context.has_value()) connection->SetContext(options_.context);
     connection_ = connection;
-    {
+    failures_in_a_row_.store(0, std::memory_order_relaxed);
+    waits_ = 0;
+    connects_.fetch_add(1, std::memory_order_relaxed);
+    connection->Establish();
+    // Published once established (a Send from another thread then works); not if OnConnect
+    // already closed it, or the client stopped in it.
+    if (connection_ == connection && connection->Connected()) {
       std::lock_guard<std::mutex> lock(mutex_);
       published_connection_ = connection;
     }
-    failures_in_a_row_.store(0, std::memory_order_relaxed);
-    connects_.fetch_add(1, std::memory_order_relaxed);
-    connection->Establish();
   }
 
   void OnAttemptFailed(const absl::Status& error) {
     uint64_t failures = failures_in_a_row_.fetch_add(1, std::memory_order_relaxed) + 1;
     const ReconnectPolicy& policy = options_.reconnect;
-    bool retrying = !stopped_ && policy.enabled &&
-                    (policy.max_attempts <= 0 || failures < static_cast<uint64_t>(policy.max_attempts));
+    bool retrying =
+        !stopped_ && policy.enabled &&
+        (policy.max_attempts <= 0 || failures < static_cast<uint64_t>(policy.max_attempts));
     {
       std::lock_guard<std::mutex> lock(mutex_);
       last_error_ = error;
@@ -196,7 +208,7 @@ class ClientCore : public std::enable_shared_from_this<ClientCore> {
     if (options_.on_connect_error) options_.on_connect_error(error, retrying);
     if (stopped_) return;  // The callback stopped the client.
     if (retrying) {
-      ScheduleRetry(failures);
+      ScheduleRetry();
     } else {
       BecomeQuiet();
     }
@@ -217,7 +229,7 @@ class ClientCore : public std::enable_shared_from_this<ClientCore> {
     if (stopped_) {
       BecomeQuiet();
     } else if (options_.reconnect.enabled) {
-      ScheduleRetry(/*failures=*/0);
+      ScheduleRetry();
     } else {
       {
         std::lock_guard<std::mutex> lock(mutex_);
@@ -227,21 +239,19 @@ class ClientCore : public std::enable_shared_from_this<ClientCore> {
     }
   }
 
-  // The wait before the next attempt after `failures` failed ones in a row (zero: after an
-  // established connection closed).
-  absl::Duration NextDelay(uint64_t failures) {
+  // The next wait: initial_delay, then `multiplier` times the last, up to max_delay, counted
+  // from the last established connection (or the start); jittered down by up to `jitter`.
+  absl::Duration NextDelay() {
     const ReconnectPolicy& policy = options_.reconnect;
-    absl::Duration delay = policy.initial_delay;
-    for (uint64_t i = 1; i < failures && delay < policy.max_delay; ++i) {
-      delay *= policy.multiplier;
-    }
-    delay = std::min(delay, policy.max_delay);
+    double factor = std::pow(policy.multiplier, static_cast<double>(std::min<uint64_t>(waits_, 64)));
+    ++waits_;
+    absl::Duration delay = std::min(policy.initial_delay * factor, policy.max_delay);
     double draw = std::uniform_real_distribution<double>(0.0, 1.0)(random_);
     return delay * (1.0 - policy.jitter * draw);
   }
 
-  void ScheduleRetry(uint64_t failures) {
-    retry_timer_ = loop_->RunAfter(NextDelay(failures), [weak = weak_from_this()] {
+  void ScheduleRetry() {
+    retry_timer_ = loop_->RunAfter(NextDelay(), [weak = weak_from_this()] {
       std::shared_ptr<ClientCore> core = weak.lock();
       if (core == nullptr) return;
       core->retry_timer_ = 0;
@@ -275,6 +285,7 @@ class ClientCore : public std::enable_shared_from_this<ClientCore> {
   TimerId retry_timer_ = 0;
   TimerId stop_timer_ = 0;
   uint64_t resolve_generation_ = 0;
+  uint64_t waits_ = 0;  // Retry waits since the last established connection.
   bool stopped_ = false;
   std::mt19937_64 random_;
 
@@ -328,10 +339,8 @@ absl::StatusOr<std::unique_ptr<Client>> Client::Create(Handler* handler, ClientO
   std::optional<SocketAddress> address;
   if (NeedsNameLookup(options.network, options.address)) {
     // Only the network is checked now; the name is looked up before each attempt.
-    if (options.network != "unix") {
-      absl::StatusOr<NetworkType> network = ParseNetwork(options.network);
-      if (!network.ok()) return network.status();
-    }
+    absl::StatusOr<NetworkType> network = ParseNetwork(options.network);
+    if (!network.ok()) return network.status();
   } else {
     absl::StatusOr<SocketAddress> parsed = SocketAddress::Parse(options.network, options.address);
     if (!parsed.ok()) return parsed.status();
@@ -357,15 +366,19 @@ Client::Client(std::shared_ptr<EventLoop> loop, std::shared_ptr<ClientCore> core
     : loop_(std::move(loop)), core_(std::move(core)) {}
 
 Client::~Client() {
+  if (own_loop_thread_.joinable() && loop_->IsInLoopThread()) {
+    // Destroyed by one of its own callbacks: its loop stops after this callback and cannot
+    // flush, so the connection ends now and its OnClose runs in the loop's last tasks; the
+    // thread then finishes and lets the loop go.
+    core_->StopInLoop(/*force=*/true);
+    loop_->Stop();
+    own_loop_thread_.detach();
+    return;
+  }
   Stop();
   if (own_loop_thread_.joinable()) {
     loop_->Stop();
-    if (loop_->IsInLoopThread()) {
-      // Destroyed by one of its own callbacks: the thread finishes the loop and lets it go.
-      own_loop_thread_.detach();
-    } else {
-      own_loop_thread_.join();
-    }
+    own_loop_thread_.join();
   }
   if (loop_->Finished()) core_->AbandonOnFinishedLoop();
 }

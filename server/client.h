@@ -26,23 +26,32 @@
 // share one thread and talk without locks, or one loop of a set shared by many clients.
 //
 // Connecting never blocks a loop: the connect is non-blocking with `connect_timeout`, and a
-// host name is resolved on the resolver thread (net/resolver.h). A failed attempt reaches
+// host name is resolved on the process's resolver thread (net/resolver.h), one lookup at a
+// time and not bounded by connect_timeout (the lookup takes what the name service takes). A
+// malformed address fails Create/Dial with InvalidArgument; a failed attempt reaches
 // `on_connect_error` with a Status: Unavailable (refused, unreachable), DeadlineExceeded
-// (timed out), NotFound (no such Unix socket, unknown host), InvalidArgument (bad address).
+// (timed out), NotFound (no such Unix socket, or a resolver that says so), InvalidArgument (a
+// name getaddrinfo cannot resolve), or what errno says.
 //
 // Reconnect (`options.reconnect`): after a failed attempt the next waits initial_delay, then
 // each wait is `multiplier` times the last, up to max_delay, each drawn at random from
 // [(1 - jitter) x, x] so that clients that lost a server together do not return together.
-// After a connection that was established closes, the waits start again from initial_delay.
+// After a connection that was established closes, the waits start again from initial_delay
+// (so a server that accepts and drops at once is retried every initial_delay).
 // `max_attempts` failures in a row end it (zero: never). Stop() ends it at any point; no
 // retry timer outlives the client.
 //
 // Thread safety: Create, Connect, Stop, connection() and Stats() are thread-safe. Callbacks run
 // on the client's loop thread. Stop() (and the destructor) called off that thread return once
 // OnClose has run for the connection, if there was one; called on it (from a callback), they
-// return at once and OnClose follows. The handler must outlive that OnClose. A client on a
-// loop it does not own must be stopped while that loop runs (or after it has finished), since
-// Stop waits for the loop.
+// return at once and OnClose follows. The handler must outlive that OnClose. A client that
+// runs its own loop and is destroyed inside one of its callbacks cannot flush: its connection
+// ends at once (reason Cancelled) and OnClose runs before the loop's thread exits. A client on
+// a loop it does not own must be stopped while that loop runs (or after it has finished), since
+// Stop waits for the loop; if that loop finishes with the client's connection still open, the
+// connection is closed (its descriptor released) without an OnClose. A custom `resolve`
+// function may still be running when Stop returns (its answer is then dropped): it must not
+// use anything that dies with the client.
 
 #ifndef GEV_SERVER_CLIENT_H_
 #define GEV_SERVER_CLIENT_H_

@@ -7,18 +7,13 @@
 
 #include "examples/testing/subprocess.h"
 #include "gtest/gtest.h"
-#include "net/socket_ops.h"
+#include "net/testing/loopback_client.h"
 
 namespace gev::examples {
 namespace {
 
-// A free port (a listener's, closed): nothing listens on it until the test starts a server.
-int FreePort() {
-  absl::StatusOr<int> fd = sockets::Listen(InetAddress::Loopback(0), false);
-  int port = sockets::LocalAddress(*fd)->port();
-  ::close(*fd);
-  return port;
-}
+// Nothing listens on it until the test starts a server there.
+int FreePort() { return ::gev::testing::UnusedLoopbackAddress().port(); }
 
 TEST(EchoClientTest, RetriesUntilTheServerIsUpAndReconnectsAfterARestart) {
   int port = FreePort();

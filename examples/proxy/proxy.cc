@@ -107,7 +107,7 @@ void TcpProxy::OnWriteComplete(Connection& downstream) {
 
 void TcpProxy::OnClose(Connection& downstream, const absl::Status& reason) {
   Pair* pair = ContextAs<Pair>(downstream);
-  if (pair == nullptr) return;  // Never paired (the client could not be created).
+  if (pair == nullptr) return;
   downstream.SetContext(std::any());
   pair->downstream = nullptr;
   if (pair->upstream != nullptr) EndBecauseOtherSideEnded(*pair->upstream, reason, "downstream");

@@ -73,6 +73,25 @@ absl::StatusOr<ExampleProcess> StartProxy(const std::string& upstream, int loops
                                 "--loops=" + std::to_string(loops)});
 }
 
+// A backend serving `handler` on a thread of this process, and the proxy binary before it.
+class ProxiedBackend {
+ public:
+  explicit ProxiedBackend(Handler* handler, int proxy_loops = 1)
+      : server_(StartBackend(handler)),
+        running_(server_ != nullptr ? std::make_unique<ServerThread>(server_.get()) : nullptr),
+        proxy_(server_ != nullptr
+                   ? StartProxy(server_->ListenAddress().ToString(), proxy_loops)
+                   : absl::StatusOr<ExampleProcess>(absl::InternalError("no backend"))) {}
+  // OK once both run; a test asserts it first.
+  absl::Status status() const { return proxy_.status(); }
+  ExampleProcess& proxy() { return *proxy_; }
+
+ private:
+  std::unique_ptr<Server> server_;
+  std::unique_ptr<ServerThread> running_;
+  absl::StatusOr<ExampleProcess> proxy_;
+};
+
 // Reads until EOF or error; returns the errno of the error (0 at a clean EOF, -1 on timeout).
 int ReadUntilEnd(int fd, int timeout_ms = 5000) {
   char buffer[4096];
@@ -99,11 +118,9 @@ long StatusKib(pid_t pid, const std::string& field) {
 
 TEST(ProxyTest, RelaysBothWaysAndExitsCleanly) {
   Backend backend;
-  auto server = StartBackend(&backend);
-  ASSERT_NE(server, nullptr);
-  ServerThread running(server.get());
-  auto proxy = StartProxy(server->ListenAddress().ToString());
-  ASSERT_TRUE(proxy.ok()) << proxy.status();
+  ProxiedBackend relay(&backend);
+  ASSERT_TRUE(relay.status().ok()) << relay.status();
+  ExampleProcess* proxy = &relay.proxy();
   int client = Connect(proxy->address());
   ASSERT_GE(client, 0);
   for (int round = 0; round < 3; ++round) {
@@ -120,11 +137,9 @@ TEST(ProxyTest, RelaysBothWaysAndExitsCleanly) {
 TEST(ProxyTest, AThousandConcurrentConnectionsLoseNoByte) {
   ASSERT_TRUE(sockets::RaiseOpenFileLimit().ok());
   Backend backend;
-  auto server = StartBackend(&backend);
-  ASSERT_NE(server, nullptr);
-  ServerThread running(server.get());
-  auto proxy = StartProxy(server->ListenAddress().ToString(), /*loops=*/2);
-  ASSERT_TRUE(proxy.ok()) << proxy.status();
+  ProxiedBackend relay(&backend, 2);
+  ASSERT_TRUE(relay.status().ok()) << relay.status();
+  ExampleProcess* proxy = &relay.proxy();
   constexpr int kClients = 1000;
   std::vector<int> clients;
   for (int i = 0; i < kClients; ++i) {
@@ -180,11 +195,9 @@ TEST(ProxyTest, ASlowReaderCostsTheProxyAboutTheHighWaterMark) {
       std::string(asan_options != nullptr ? asan_options : "") + ":quarantine_size_mb=0";
   ::setenv("ASAN_OPTIONS", with_no_quarantine.c_str(), 1);
   StreamingBackend streaming(kStream, chunk);
-  auto server = StartBackend(&streaming);
-  ASSERT_NE(server, nullptr);
-  ServerThread running(server.get());
-  auto proxy = StartProxy(server->ListenAddress().ToString());
-  ASSERT_TRUE(proxy.ok()) << proxy.status();
+  ProxiedBackend relay(&streaming);
+  ASSERT_TRUE(relay.status().ok()) << relay.status();
+  ExampleProcess* proxy = &relay.proxy();
 
   // The first chunk relayed warms the proxy up; its resident memory then is the baseline.
   int client = Connect(proxy->address(), /*receive_buffer=*/64 * 1024);
@@ -228,11 +241,9 @@ TEST(ProxyTest, AnUpstreamResetMidRelayResetsTheDownstreamOnly) {
     }
     return Reply::FromBuffer(buffer.Length());
   };
-  auto server = StartBackend(&backend);
-  ASSERT_NE(server, nullptr);
-  ServerThread running(server.get());
-  auto proxy = StartProxy(server->ListenAddress().ToString());
-  ASSERT_TRUE(proxy.ok()) << proxy.status();
+  ProxiedBackend relay(&backend);
+  ASSERT_TRUE(relay.status().ok()) << relay.status();
+  ExampleProcess* proxy = &relay.proxy();
   int victim = Connect(proxy->address());
   int bystander = Connect(proxy->address());
   ASSERT_GE(victim, 0);
@@ -252,11 +263,9 @@ TEST(ProxyTest, AnUpstreamResetMidRelayResetsTheDownstreamOnly) {
 
 TEST(ProxyTest, ADownstreamResetResetsTheUpstream) {
   Backend backend;
-  auto server = StartBackend(&backend);
-  ASSERT_NE(server, nullptr);
-  ServerThread running(server.get());
-  auto proxy = StartProxy(server->ListenAddress().ToString());
-  ASSERT_TRUE(proxy.ok()) << proxy.status();
+  ProxiedBackend relay(&backend);
+  ASSERT_TRUE(relay.status().ok()) << relay.status();
+  ExampleProcess* proxy = &relay.proxy();
   int client = Connect(proxy->address());
   ASSERT_TRUE(WriteAll(client, "hello"));
   EXPECT_EQ(ReadExactly(client, 5), "hello");
@@ -268,11 +277,7 @@ TEST(ProxyTest, ADownstreamResetResetsTheUpstream) {
 }
 
 TEST(ProxyTest, AnUnreachableUpstreamResetsTheDownstreamAndTheProxyCarriesOn) {
-  absl::StatusOr<int> closed = sockets::Listen(InetAddress::Loopback(0), false);
-  ASSERT_TRUE(closed.ok());
-  std::string refused = sockets::LocalAddress(*closed)->ToString();
-  ::close(*closed);
-  auto proxy = StartProxy(refused);
+  auto proxy = StartProxy(::gev::testing::UnusedLoopbackAddress().ToString());
   ASSERT_TRUE(proxy.ok()) << proxy.status();
   for (int i = 0; i < 3; ++i) {
     int client = Connect(proxy->address());

@@ -50,37 +50,20 @@ int WaitWithTimeout(pid_t pid, int timeout_ms) {
 
 absl::StatusOr<ExampleProcess> ExampleProcess::Start(const std::string& path,
                                                      const std::vector<std::string>& args) {
-  int pipe_fds[2];
-  if (::pipe2(pipe_fds, O_CLOEXEC) != 0) return absl::ErrnoToStatus(errno, "pipe2");
-  pid_t pid = Spawn(path, args, pipe_fds[1]);
-  ::close(pipe_fds[1]);
-  if (pid < 0) {
-    ::close(pipe_fds[0]);
-    return absl::ErrnoToStatus(errno, "fork");
+  absl::StatusOr<ExampleProcess> started = StartClient(path, args);
+  if (!started.ok()) return started.status();
+  ExampleProcess process = std::move(*started);
+  absl::StatusOr<std::string> listening = process.WaitForLine("listening on ", 10000);
+  if (!listening.ok()) {
+    return absl::Status(listening.status().code(),
+                        absl::StrCat(path, " printed no address: ", listening.status().message()));
   }
-  ExampleProcess process(pid, pipe_fds[0]);
-  std::string line;
-  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
-  while (line.find('\n') == std::string::npos) {
-    int left = static_cast<int>(std::chrono::duration_cast<std::chrono::milliseconds>(
-                                    deadline - std::chrono::steady_clock::now())
-                                    .count());
-    pollfd readable{pipe_fds[0], POLLIN, 0};
-    if (left <= 0 || ::poll(&readable, 1, left) <= 0) {
-      return absl::DeadlineExceededError(absl::StrCat(path, " printed no address"));
-    }
-    char buffer[256];
-    ssize_t n = ::read(pipe_fds[0], buffer, sizeof(buffer));
-    if (n <= 0) return absl::UnavailableError(absl::StrCat(path, " exited before listening"));
-    line.append(buffer, static_cast<size_t>(n));
-  }
-  process.unread_ = line.substr(line.find('\n') + 1);
-  line = line.substr(0, line.find('\n'));
+  const std::string& line = *listening;
   size_t colon = line.rfind(':');
   int port = 0;
-  if (line.rfind("listening on ", 0) != 0 || colon == std::string::npos ||
+  if (colon == std::string::npos ||
       !absl::SimpleAtoi(absl::string_view(line).substr(colon + 1), &port)) {
-    return absl::InternalError(absl::StrCat("unexpected first line: ", line));
+    return absl::InternalError(absl::StrCat("no port in: ", line));
   }
   bool v6 = line.find('[') != std::string::npos;
   process.address_ = InetAddress::Loopback(static_cast<uint16_t>(port), v6 ? AF_INET6 : AF_INET);

@@ -31,7 +31,7 @@ namespace gev::examples {
 class ExampleProcess {
  public:
   // Starts `path` (relative to the test's runfiles directory) and waits up to 10 s for its
-  // "listening on" line.
+  // "listening on <address>" line.
   static absl::StatusOr<ExampleProcess> Start(const std::string& path,
                                               const std::vector<std::string>& args);
   ExampleProcess(ExampleProcess&& other) noexcept;

@@ -1,5 +1,7 @@
 #include "net/testing/loopback_client.h"
 
+#include "net/socket_ops.h"
+
 #include <sys/socket.h>
 #include <sys/time.h>
 #include <unistd.h>
@@ -28,6 +30,35 @@ int Connect(const SocketAddress& address, int receive_buffer) {
     return -1;
   }
   return fd;
+}
+
+InetAddress UnusedLoopbackAddress() {
+  absl::StatusOr<int> fd = sockets::Listen(InetAddress::Loopback(0), false);
+  if (!fd.ok()) return InetAddress::Loopback(1);
+  absl::StatusOr<InetAddress> address = sockets::LocalAddress(*fd);
+  ::close(*fd);
+  return address.ok() ? *address : InetAddress::Loopback(1);
+}
+
+FullBacklogListener::FullBacklogListener() {
+  // Backlog 0 holds one connection in the accept queue; nothing accepts, so once it is taken
+  // the SYNs of later connects are dropped.
+  absl::StatusOr<int> listener = sockets::Listen(InetAddress::Loopback(0), false, 0);
+  if (!listener.ok()) return;
+  listener_ = *listener;
+  address_ = *sockets::LocalAddress(listener_);
+  for (int i = 0; i < 4; ++i) {
+    absl::StatusOr<int> fd = sockets::CreateNonBlockingSocket(AF_INET);
+    if (!fd.ok()) continue;
+    (void)::connect(*fd, address_.sockaddr(), address_.length());  // EINPROGRESS or hanging.
+    fillers_.push_back(*fd);
+  }
+  std::this_thread::sleep_for(std::chrono::milliseconds(100));  // Handshakes that can, complete.
+}
+
+FullBacklogListener::~FullBacklogListener() {
+  for (int fd : fillers_) ::close(fd);
+  if (listener_ >= 0) ::close(listener_);
 }
 
 bool WriteAll(int fd, std::string_view data) {

@@ -18,6 +18,7 @@
 #include <string>
 #include <string_view>
 #include <thread>
+#include <vector>
 
 #include "net/inet_address.h"
 #include "net/socket_address.h"
@@ -36,6 +37,26 @@ std::string ReadExactly(int fd, size_t n, size_t chunk = 64 * 1024, int pause_ms
 bool SeesEndOfStream(int fd);
 // `n` bytes of a pattern that differs per `seed`.
 std::string Pattern(size_t n, int seed = 0);
+// A loopback address nothing listens on (a listener's, closed): connects to it are refused.
+InetAddress UnusedLoopbackAddress();
+
+// A listener that never accepts, its backlog filled: connects to it hang, as to a server too
+// busy to answer, because Linux drops their SYNs (with net.ipv4.tcp_abort_on_overflow unset,
+// its default; a BSD refuses them instead). Closes everything when destroyed.
+class FullBacklogListener {
+ public:
+  FullBacklogListener();
+  ~FullBacklogListener();
+  FullBacklogListener(const FullBacklogListener&) = delete;
+  FullBacklogListener& operator=(const FullBacklogListener&) = delete;
+  const InetAddress& address() const { return address_; }
+
+ private:
+  int listener_ = -1;
+  std::vector<int> fillers_;
+  InetAddress address_;
+};
+
 // Polls `condition` every 2 ms for up to `timeout_ms`; returns its last value.
 template <typename Condition>
 bool WaitFor(Condition condition, int timeout_ms = 5000) {
