@@ -621,5 +621,35 @@ TEST(ClientTest, DestroyedInItsOwnCallbackOnItsOwnLoopStillCallsOnClose) {
   EXPECT_TRUE(absl::IsCancelled(handler.reasons()[0])) << handler.reasons()[0];
 }
 
+TEST(ClientTest, RunsOnAServersLoopOutsideAnyConnection) {
+  EchoHandler echo;
+  auto upstream = EchoServer(&echo);
+  ASSERT_NE(upstream, nullptr);
+  ServerThread upstream_running(upstream.get());
+  RecordingHandler quiet;
+  auto server = EchoServer(&quiet);
+  ASSERT_NE(server, nullptr);
+  EXPECT_EQ(server->Loop(1), nullptr);
+  ServerThread running(server.get());
+  struct OnLoop : RecordingHandler {
+    std::shared_ptr<EventLoop> loop;
+    std::atomic<bool> on_that_loop{false};
+    void OnConnect(Connection& conn) override {
+      on_that_loop = loop->IsInLoopThread() && conn.loop() == loop.get();
+      RecordingHandler::OnConnect(conn);
+    }
+  } handler;
+  handler.loop = server->Loop(0);
+  handler.greeting = "beside";
+  ClientOptions options;
+  options.loop = server->Loop(0);
+  auto client = Dial(&handler, upstream->ListenAddress().ToString(), options);
+  ASSERT_TRUE(client.ok());
+  ASSERT_TRUE(WaitFor([&] { return handler.received() == "beside"; }));
+  EXPECT_TRUE(handler.on_that_loop.load());
+  (*client)->Stop();
+  EXPECT_EQ(handler.closes(), 1u);
+}
+
 }  // namespace
 }  // namespace gev

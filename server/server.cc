@@ -332,6 +332,10 @@ void Server::Cancel(TimerId id) { main_loop_->Cancel(id); }
 
 size_t Server::NumLoops() const { return workers_.size(); }
 
+std::shared_ptr<EventLoop> Server::Loop(size_t i) const {
+  return i < workers_.size() ? workers_[i]->loop : nullptr;
+}
+
 size_t Server::ConnectionCount() const {
   size_t total = 0;
   for (const auto& worker : workers_) {

@@ -116,6 +116,9 @@ class Server {
   // The bound address with a Unix socket's path.
   const SocketAddress& ListenSocketAddress() const { return listen_address_; }
   size_t NumLoops() const;
+  // Server::Loop() — worker loop `i` (< NumLoops()), to run a Client on beside the server's
+  // connections (ClientOptions::loop); null past the last. Thread-safe.
+  std::shared_ptr<EventLoop> Loop(size_t i) const;
   // Open connections in total and on loop `loop`. Thread-safe.
   size_t ConnectionCount() const;
   size_t ConnectionCount(size_t loop) const;
