@@ -156,7 +156,7 @@ struct Conn {
   uint64_t shift = 0;
   uint64_t sent = 0;         // Bytes written.
   uint64_t received = 0;     // Bytes echoed and verified.
-  uint64_t messages_sent = 0;
+  uint64_t messages_sent = 0;      // Messages whose first byte was written.
   uint64_t messages_received = 0;
   std::vector<uint64_t> send_times;  // Ring of `window` message start times.
   bool failed = false;
@@ -220,11 +220,9 @@ uint64_t Worker::Allowed(const Conn& conn) const {
       return UINT64_MAX;
     case Mode::kPingPong:
     case Mode::kStream: {
-      // Finish the message being written; start new ones while the window has room.
-      uint64_t in_flight = conn.messages_sent - conn.messages_received;
-      uint64_t target = conn.messages_sent * options_.size;
-      if (in_flight < options_.window) target += options_.size;
-      return target - conn.sent;
+      // Up to `window` whole messages beyond the last one echoed back.
+      uint64_t end = (conn.messages_received + options_.window) * options_.size;
+      return end > conn.sent ? end - conn.sent : 0;
     }
   }
   return 0;
@@ -234,11 +232,6 @@ void Worker::WriteAll(Conn& conn, uint64_t now) {
   while (true) {
     uint64_t allowed = Allowed(conn);
     if (allowed == 0) return;
-    // Starting a message: note when.
-    if (options_.mode != Mode::kFlood && conn.sent == conn.messages_sent * options_.size) {
-      conn.send_times[conn.messages_sent % options_.window] = now;
-      ++conn.messages_sent;
-    }
     size_t chunk = static_cast<size_t>(std::min<uint64_t>(allowed, 64 * 1024));
     ssize_t n = ::write(conn.fd, options_.pattern->At(conn.sent, conn.shift), chunk);
     if (n < 0) {
@@ -247,6 +240,13 @@ void Worker::WriteAll(Conn& conn, uint64_t now) {
       return;
     }
     conn.sent += static_cast<uint64_t>(n);
+    // Every message whose first byte went out in this write started now (one write may start
+    // several small ones); Allowed() keeps at most `window` of them unanswered, so their slots
+    // in the ring are free.
+    while (options_.mode != Mode::kFlood && conn.messages_sent * options_.size < conn.sent) {
+      conn.send_times[conn.messages_sent % options_.window] = now;
+      ++conn.messages_sent;
+    }
     if (static_cast<size_t>(n) < chunk) return;
   }
 }
