@@ -1,20 +1,30 @@
 #!/usr/bin/env bash
-# Compares gev's echo server with the baseline (tools/raw_epoll_echo) on this machine.
+# Compares gev's echo server with the baseline (tools/raw_epoll_echo) and with echo servers on
+# the libraries a C++ user would pick instead (tools/peers: libuv, libevent, Boost.Asio, Go's
+# net), on this machine, in one run.
 #
 #   tools/echo_compare.sh [--rounds=5] [--duration=5s] [--warmup=1s] [--out=bench-out] [--quick]
-#                         [--only=pingpong1,flood1,stream1,loops2,sweep,memory]
+#                         [--only=pingpong1,pingpong4k,stream1,stream512,flood1,loops,sweep,memory]
+#                         [--peers=all|none] [--loops=2]
+#                         [--server-cpus=0-3 --client-cpus=4-7]
 #                         [--bazel-config=libkqueue]   (gev built with that config too: kqueue)
 #
-# Builds with --config=opt, pins server and client to different CPUs where the machine has
-# enough of them, and alternates the servers within every round (and reverses the order every
-# other round) so drift hits all alike. For each configuration it prints a Markdown table of
-# medians over the rounds, with ratios to the baseline, and the server's CPU time per message
-# (utime+stime from /proc/PID/stat over the timed window). Writes results.tsv, results.md and
-# chart PNGs (gnuplot, installed from Debian when run as root) to --out.
+# Builds gev and the baseline with --config=opt and the peers with tools/peers/build.sh (which
+# installs their Debian packages when missing). Pins server and client to different CPUs: by
+# default one-loop servers get CPU 0 and the client the rest, and --loops servers get the first
+# --loops CPUs where the machine has one more; --server-cpus/--client-cpus set both for every
+# configuration (for a bigger machine). Alternates the servers within every round (and reverses
+# the order every other round) so drift hits all alike. For each configuration it prints a
+# Markdown table of medians over the rounds, with ratios to the baseline and to the fastest, and
+# the server's CPU time per message (utime+stime from /proc/PID/stat over the timed window).
+# Writes results.tsv, results.md and chart PNGs (gnuplot, installed from Debian when run as
+# root) to --out.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-rounds=5 duration=5s warmup=1s out=bench-out only="pingpong1,flood1,stream1,loops2,sweep,memory"
+rounds=5 duration=5s warmup=1s out=bench-out
+only="pingpong1,pingpong4k,stream1,stream512,flood1,loops,sweep,memory"
+peers=all loops=2 server_cpus="" client_cpus=""
 bazel_configs=()
 for arg in "$@"; do
   case "$arg" in
@@ -25,10 +35,20 @@ for arg in "$@"; do
     --only=*) only="${arg#*=}" ;;
     --quick) rounds=3 duration=2s ;;
     --bazel-config=*) bazel_configs+=("--config=${arg#*=}") ;;
+    --peers=*) peers="${arg#*=}" ;;
+    --loops=*) loops="${arg#*=}" ;;
+    --server-cpus=*) server_cpus="${arg#*=}" ;;
+    --client-cpus=*) client_cpus="${arg#*=}" ;;
     *) echo "unknown argument: $arg" >&2; exit 2 ;;
   esac
 done
+only="${only//loops2/loops}"  # The old name of the multi-loop configuration.
 wants() { [[ ",$only," == *",$1,"* ]]; }
+[[ "$peers" == all || "$peers" == none ]] || { echo "--peers must be all or none" >&2; exit 2; }
+if [[ -n "$server_cpus" && -z "$client_cpus" ]] || [[ -z "$server_cpus" && -n "$client_cpus" ]]; then
+  echo "--server-cpus and --client-cpus go together" >&2
+  exit 2
+fi
 
 if ! command -v gnuplot >/dev/null 2>&1; then
   if [[ "$(id -u)" == 0 ]]; then
@@ -45,6 +65,19 @@ trap 'rm -rf "$bin"; [[ -n "${server_pid:-}" ]] && kill "$server_pid" 2>/dev/nul
 for f in tools/echo_bench tools/raw_epoll_echo tools/idle_memory examples/echo/echo_server; do
   cp "bazel-bin/$f" "$bin/"
 done
+if [[ "$peers" == all ]]; then
+  tools/peers/build.sh "$bin" >&2
+fi
+# LABEL=COMMAND entries of the peers with N threads (none with --peers=none).
+peers_with() {  # $1 = threads
+  [[ "$peers" == all ]] || return 0
+  local t="$1" unit="thread"
+  ((t > 1)) && unit="threads"
+  echo "libuv $t $unit=uv_echo --port=0 --threads=$t"
+  echo "libevent $t $unit=event_echo --port=0 --threads=$t"
+  echo "Boost.Asio $t $unit=asio_echo --port=0 --threads=$t"
+  echo "Go net, GOMAXPROCS $t=go_echo --port=0 --threads=$t"
+}
 mkdir -p "$out"
 results="$out/results.tsv"
 : >"$results"
@@ -56,7 +89,10 @@ cpus=$(nproc)
 clk_tck=$(getconf CLK_TCK)
 # taskset prefixes: server CPUs, client CPUs (empty when the machine has too few).
 pin_for() {  # $1 = server threads
-  if ((cpus >= $1 + 1)); then
+  if [[ -n "$server_cpus" ]]; then
+    server_pin="taskset -c $server_cpus"
+    client_pin="taskset -c $client_cpus"
+  elif ((cpus >= $1 + 1)); then
     server_pin="taskset -c 0-$(($1 - 1))"
     client_pin="taskset -c $1-$((cpus - 1))"
   else
@@ -133,20 +169,24 @@ run_config() {
 }
 
 pingpong="--mode=pingpong --size=512 --connections=50"
-wants pingpong1 && run_config "1 loop, pingpong 512 B x 50" 1 "$pingpong" \
-  "raw_epoll_echo 1 thread=raw_epoll_echo --port=0 --threads=1" \
-  "gev 1 loop=echo_server --port=0 --loops=1"
-wants flood1 && run_config "1 loop, flood 6 B x 50" 1 "--mode=flood --connections=50" \
-  "raw_epoll_echo 1 thread=raw_epoll_echo --port=0 --threads=1" \
-  "gev 1 loop=echo_server --port=0 --loops=1"
+one_loop=("raw_epoll_echo 1 thread=raw_epoll_echo --port=0 --threads=1"
+  "gev 1 loop=echo_server --port=0 --loops=1")
+mapfile -t -O "${#one_loop[@]}" one_loop < <(peers_with 1)
+wants pingpong1 && run_config "1 loop, pingpong 512 B x 50" 1 "$pingpong" "${one_loop[@]}"
+wants pingpong4k && run_config "1 loop, pingpong 4 KiB x 1000" 1 \
+  "--mode=pingpong --size=4096 --connections=1000" "${one_loop[@]}"
 wants stream1 && run_config "1 loop, stream 64 KiB window 16 x 20" 1 \
-  "--mode=stream --size=65536 --window=16 --connections=20" \
-  "raw_epoll_echo 1 thread=raw_epoll_echo --port=0 --threads=1" \
-  "gev 1 loop=echo_server --port=0 --loops=1"
-wants loops2 && run_config "2 loops, pingpong 512 B x 50" 2 "$pingpong --threads=2" \
-  "raw_epoll_echo 2 threads=raw_epoll_echo --port=0 --threads=2" \
-  "gev 2 loops acceptor=echo_server --port=0 --loops=2" \
-  "gev 2 loops reuseport=echo_server --port=0 --loops=2 --reuseport"
+  "--mode=stream --size=65536 --window=16 --connections=20" "${one_loop[@]}"
+wants stream512 && run_config "1 loop, stream 512 B window 16 x 4" 1 \
+  "--mode=stream --size=512 --window=16 --connections=4" "${one_loop[@]}"
+wants flood1 && run_config "1 loop, flood 6 B x 50" 1 "--mode=flood --connections=50" "${one_loop[@]}"
+if wants loops; then
+  many=("raw_epoll_echo $loops threads=raw_epoll_echo --port=0 --threads=$loops"
+    "gev $loops loops acceptor=echo_server --port=0 --loops=$loops"
+    "gev $loops loops reuseport=echo_server --port=0 --loops=$loops --reuseport")
+  mapfile -t -O "${#many[@]}" many < <(peers_with "$loops")
+  run_config "$loops loops, pingpong 512 B x 50" "$loops" "$pingpong --threads=$loops" "${many[@]}"
+fi
 sweep=(10 100 1000 5000)
 if wants sweep; then
   for n in "${sweep[@]}"; do
@@ -160,7 +200,11 @@ fi
   echo "Machine: $(nproc) CPUs, $(sed -n 's/^model name\s*: //p' /proc/cpuinfo | head -1), $(uname -r)."
   echo "Command: tools/echo_compare.sh $*; rounds $rounds, duration $duration, warmup $warmup."
   if [[ -n "$(taskset -c 0 true 2>/dev/null && echo yes)" && "$cpus" -ge 2 ]]; then
-    echo "One-thread servers pinned to CPU 0 and the client to the others; two-thread servers pinned only where $cpus CPUs allow."
+    if [[ -n "$server_cpus" ]]; then
+      echo "Servers pinned to CPUs $server_cpus and the client to CPUs $client_cpus."
+    else
+      echo "One-thread servers pinned to CPU 0 and the client to the others; $loops-thread servers pinned only where $cpus CPUs allow."
+    fi
   fi
   while IFS= read -r name; do
     table "$name" "$(labels_of "$name" | head -1)"
@@ -174,10 +218,10 @@ if wants memory; then
     echo
     echo "| server | bytes per connection |"
     echo "|---|---|"
-    for entry in "raw_epoll_echo 1 thread=raw_epoll_echo --port=0 --threads=1" \
-      "gev 1 loop=echo_server --port=0 --loops=1" \
-      "gev 2 loops acceptor=echo_server --port=0 --loops=2" \
-      "gev 2 loops reuseport=echo_server --port=0 --loops=2 --reuseport"; do
+    memory_servers=("${one_loop[@]}"
+      "gev 2 loops acceptor=echo_server --port=0 --loops=2"
+      "gev 2 loops reuseport=echo_server --port=0 --loops=2 --reuseport")
+    for entry in "${memory_servers[@]}"; do
       server_pin=""
       # shellcheck disable=SC2086
       start_server $bin/${entry#*=}
@@ -239,5 +283,35 @@ set xlabel "connections"
 plot "$sweepdat" using 2:xtic(1) title "raw_epoll_echo", "" using 3 title "gev"
 EOF
   fi
+  # One chart per configuration: every server's messages/s (medians), labelled with its ratio to
+  # the fastest.
+  while IFS= read -r name; do
+    slug=$(tr 'A-Z' 'a-z' <<<"$name" | sed 's/[^a-z0-9]\{1,\}/-/g; s/^-//; s/-$//')
+    dat="$bin/$slug.dat"
+    : >"$dat"
+    best=0
+    while IFS= read -r label; do
+      r=$(awk -F'\t' -v n="$name" -v l="$label" '$1 == n && $2 == l { print $4 }' "$results" | median)
+      best=$(awk -v a="$best" -v b="$r" 'BEGIN { print (b > a) ? b : a }')
+      printf '"%s"\t%s\n' "$label" "$r" >>"$dat"
+    done < <(labels_of "$name")
+    awk -F'\t' -v best="$best" '{ printf "%s\t%s\t%.2fx\n", $1, $2, (best > 0) ? $2 / best : 0 }' "$dat" >"$dat.r"
+    gnuplot <<EOF
+set terminal png size 900,460 noenhanced
+set output "$out/chart-$slug.png"
+set datafile separator "\t"
+set title "$name: messages/s (medians of $rounds rounds; label: ratio to the fastest)"
+set style fill solid 0.6
+set boxwidth 0.6
+set yrange [0:*]
+set offsets 0.5, 0.5, graph 0.12, 0
+set grid ytics
+set format y "%.0s%c"
+set xtics rotate by -20 font ",9"
+set bmargin 6
+plot "$dat.r" using 0:2:xtic(1) with boxes notitle, \
+     "" using 0:2:3 with labels offset 0,0.8 notitle
+EOF
+  done < <(names)
 fi
 cat "$out/results.md"

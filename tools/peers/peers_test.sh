@@ -1,0 +1,74 @@
+#!/usr/bin/env bash
+# End to end for the peer echo servers of tools/echo_compare.sh: builds them (tools/peers/build.sh
+# installs their Debian packages when missing) and drives each, with 1 and 2 threads, through
+# echo_bench's pingpong, stream and flood modes (every echoed byte verified) and idle_memory. A
+# peer that cannot be built or loses a byte fails; nothing is skipped. Prints "ok: PEER" or
+# "FAIL: PEER" per peer, as .ci/run counts them.
+#
+#   tools/peers/peers_test.sh
+set -uo pipefail
+cd "$(dirname "$0")/../.."
+
+work="$(mktemp -d)"
+server_pid=""
+trap '[[ -n "$server_pid" ]] && kill "$server_pid" 2>/dev/null; rm -rf "$work"' EXIT
+
+if ! tools/peers/build.sh "$work/peers" >"$work/build.log" 2>&1; then
+  cat "$work/build.log"
+  for peer in uv_echo event_echo asio_echo go_echo; do echo "FAIL: $peer (build)"; done
+  exit 1
+fi
+if ! tools/bazel build //tools:echo_bench //tools:idle_memory >"$work/bazel.log" 2>&1; then
+  cat "$work/bazel.log"
+  echo "FAIL: echo_bench (build)"
+  exit 1
+fi
+cp bazel-bin/tools/echo_bench bazel-bin/tools/idle_memory "$work/"
+
+start() {  # start COMMAND...: sets server_pid and port
+  local log="$work/server.out"
+  : >"$log"
+  "$@" >"$log" 2>&1 &
+  server_pid=$!
+  port=""
+  for _ in $(seq 200); do
+    grep -q "listening on" "$log" && break
+    sleep 0.05
+  done
+  port=$(sed -n 's/^listening on 127\.0\.0\.1:\([0-9]*\)$/\1/p' "$log" | head -1)
+  [[ -n "$port" ]] || { echo "  did not start: $*"; cat "$log"; return 1; }
+}
+stop() { kill "$server_pid" 2>/dev/null; wait "$server_pid" 2>/dev/null; server_pid=""; }
+
+failed=0
+for peer in uv_echo event_echo asio_echo go_echo; do
+  problems=0
+  for threads in 1 2; do
+    start "$work/peers/$peer" --port=0 --threads="$threads" || { problems=$((problems + 1)); continue; }
+    common=(--addr="127.0.0.1:$port" --duration=0.5s --warmup=0.1s --json)
+    for mode in "--mode=pingpong --connections=20 --size=700" \
+      "--mode=stream --connections=5 --size=100000 --window=4 --threads=2" \
+      "--mode=stream --connections=4 --size=512 --window=16" \
+      "--mode=flood --connections=10"; do
+      # shellcheck disable=SC2086
+      output=$(timeout 30 "$work/echo_bench" "${common[@]}" $mode 2>&1)
+      if [[ $? -ne 0 || "$output" != *'"ok":true'* || "$output" == *'"messages":0,'* ]]; then
+        echo "  $peer --threads=$threads $mode: $output"
+        problems=$((problems + 1))
+      fi
+    done
+    output=$(timeout 30 "$work/idle_memory" --addr="127.0.0.1:$port" --pid="$server_pid" --connections=300 --json 2>&1)
+    if [[ "$output" != *'"connections":300'* ]]; then
+      echo "  $peer --threads=$threads idle_memory: $output"
+      problems=$((problems + 1))
+    fi
+    stop
+  done
+  if ((problems)); then
+    echo "FAIL: $peer"
+    failed=$((failed + 1))
+  else
+    echo "ok: $peer"
+  fi
+done
+exit "$failed"
