@@ -161,32 +161,15 @@ void Connection::HandleEvent(const PollEvent& event) {
 }
 
 void Connection::HandleRead(const ConnectionPtr& self) {
-  ssize_t n = 0;
-  for (int reads = 0; reads < kMaxReadsPerEvent; ++reads) {
-    // A buffer that owns no storage (an empty one) reads into one pooled 64 KiB block and
-    // copies nothing; only a buffer holding a partial frame reads past its free space into the
-    // loop's scratch (and grows).
-    // Measured on loopback (tools/echo_compare.sh flood), 128 KiB reads into block + scratch
-    // cost the kernel more per byte than 64 KiB ones: 0.75x the echoed bytes/s at equal CPU.
-    size_t scratch_size = input_.Capacity() == 0 ? 0 : EventLoop::kScratchSize;
-    n = input_.ReadFromFd(fd_, loop()->scratch_buffer(), scratch_size);
-    if (n <= 0) break;
+  ssize_t n = input_.ReadFromFd(fd_, loop()->scratch_buffer(), EventLoop::kScratchSize);
+  if (n > 0) {
     Count(config_->counters.bytes_read, static_cast<uint64_t>(n));
     MarkActive();
     if (callbacks().on_message) callbacks().on_message(self, input_);
     // Leftover bytes (a partial frame) should not pin a burst-sized block.
     if (!input_.IsEmpty()) input_.ShrinkToFit();
-    // A read of 64 KiB or more likely left bytes in the socket. Reading
-    // them now, while the replies went straight out (nothing left to write), keeps a streaming
-    // peer's receive queue from filling, where the kernel's cost per byte rises (it collapses
-    // and prunes a full queue); a peer that is not reading its replies, a pause, a close, or
-    // the bound gives the other connections their turn.
-    if (static_cast<size_t>(n) < EventLoop::kScratchSize || writing_ || !reading_ ||
-        state() != State::kConnected) {
-      return;
-    }
+    return;
   }
-  if (n > 0) return;  // The bound: level-triggered polling reports the rest next iteration.
   if (n == 0) {  // The peer's FIN: deliver what is pending, then close.
     peer_closed_ = true;
     SetReading(false);

@@ -269,9 +269,7 @@ class Connection final : public EventHandler, public std::enable_shared_from_thi
   ssize_t WriteOutput();
   const Callbacks& callbacks() const { return config_->callbacks; }
 
-  // Reads and delivers until the socket has no more, up to kMaxReadsPerEvent large reads.
   void HandleRead(const ConnectionPtr& self);
-  static constexpr int kMaxReadsPerEvent = 16;
   void HandleWrite();
   // Writes what it can of `slices` now (if nothing is pending), buffers the rest. When the
   // slices are all of `whole_source`, the rest is buffered by taking that buffer's storage.
