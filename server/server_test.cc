@@ -218,6 +218,38 @@ TEST(ServerTest, MaxInputBytesClosesAPeerWhoseBytesAreNeverConsumed) {
   ::close(client);
 }
 
+// A limit smaller than one storage block (1 KiB): input still arrives and echoes, up to the
+// limit at a time, and a peer past it is closed as over the limit, never as if it had sent FIN.
+TEST(ServerTest, MaxInputBytesBelowOneBlockStillReadsAndEnforcesTheLimit) {
+  for (bool consume : {true, false}) {
+    SCOPED_TRACE(consume ? "echo" : "keeps everything");
+    RecordingHandler handler;
+    handler.on_message = [consume](Connection&, RingBuffer& buffer) {
+      return consume ? Reply::FromBuffer(buffer.Length()) : Reply();
+    };
+    ServerOptions options = Loopback(1);
+    options.max_input_bytes = 100;
+    auto server = MustCreate(&handler, options);
+    ASSERT_NE(server, nullptr);
+    ServerThread running(server.get());
+    int client = Connect(server->ListenAddress());
+    if (consume) {
+      for (int i = 0; i < 20; ++i) {
+        std::string message = Pattern(60, i);
+        ASSERT_TRUE(WriteAll(client, message));
+        EXPECT_EQ(ReadExactly(client, message.size()), message);
+      }
+      EXPECT_EQ(handler.closes(), 0);
+    } else {
+      (void)WriteAll(client, Pattern(4096));  // May fail once the server closes.
+      EXPECT_TRUE(SeesEndOfStream(client));
+      ASSERT_TRUE(WaitFor([&] { return handler.closes() == 1; }));
+      EXPECT_EQ(handler.reasons()[0].code(), absl::StatusCode::kResourceExhausted);
+    }
+    ::close(client);
+  }
+}
+
 TEST(ServerTest, BadOptionsAreErrorsNotCrashes) {
   RecordingHandler handler;
   EXPECT_EQ(NewServer(&handler, Address("not an address")).status().code(),

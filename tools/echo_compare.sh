@@ -8,6 +8,8 @@
 #                         [--peers=all|none] [--loops=2]
 #                         [--server-cpus=0-3 --client-cpus=4-7]
 #                         [--bazel-config=libkqueue]   (gev built with that config too: kqueue)
+#                         [--render=OLD_OUT/results.tsv]  (tables and charts from an earlier run's
+#                                                         rows, besides what --only runs now)
 #
 # Builds gev and the baseline with --config=opt and the peers with tools/peers/build.sh (which
 # installs their Debian packages when missing). Pins server and client to different CPUs: by
@@ -24,7 +26,7 @@ cd "$(dirname "$0")/.."
 
 rounds=5 duration=5s warmup=1s out=bench-out
 only="pingpong1,pingpong4k,stream1,stream512,flood1,loops,sweep,memory"
-peers=all loops=2 server_cpus="" client_cpus=""
+peers=all loops=2 server_cpus="" client_cpus="" render=""
 bazel_configs=()
 for arg in "$@"; do
   case "$arg" in
@@ -39,6 +41,7 @@ for arg in "$@"; do
     --loops=*) loops="${arg#*=}" ;;
     --server-cpus=*) server_cpus="${arg#*=}" ;;
     --client-cpus=*) client_cpus="${arg#*=}" ;;
+    --render=*) render="${arg#*=}" ;;
     *) echo "unknown argument: $arg" >&2; exit 2 ;;
   esac
 done
@@ -81,6 +84,10 @@ peers_with() {  # $1 = threads
 mkdir -p "$out"
 results="$out/results.tsv"
 : >"$results"
+if [[ -n "$render" ]]; then
+  cp "$render" "$results.old"
+  mv "$results.old" "$results"
+fi
 
 # shellcheck source=tools/bench_lib.sh
 source tools/bench_lib.sh
@@ -142,11 +149,11 @@ run_config() {
       local client=$!
       sleep "$(seconds_of "$warmup")"
       local t0
-      t0=$(cpu_ticks "$server_pid")
+      t0=$(cpu_ticks "$server_pid" || echo 0)
       local status=0
       wait "$client" || status=$?
       local t1
-      t1=$(cpu_ticks "$server_pid")
+      t1=$(cpu_ticks "$server_pid" || { echo "  ! $label round $round: the server exited" >&2; echo 0; })
       stop_server
       local json
       json=$(cat "$bin/client.json")
@@ -249,10 +256,10 @@ if command -v gnuplot >/dev/null 2>&1; then
   gnuplot <<EOF
 set terminal png size 1100,560 noenhanced
 set output "$out/ratios.png"
-set title "gev echo throughput relative to raw_epoll_echo (1.0 = baseline; medians of $rounds rounds)"
+set title "echo throughput relative to raw_epoll_echo (1.0 = baseline; medians of $rounds rounds)"
 set style fill solid 0.6
 set boxwidth 0.6
-set yrange [0:1.3]
+set yrange [0:*]
 set offsets 0.5, 0.5, 0, 0
 set grid ytics
 set xtics rotate by -25 font ",8"

@@ -1,8 +1,10 @@
 // event_echo: the libevent peer in tools/echo_compare.sh. The echo of libevent's own book: an
 // evconnlistener hands each connection to a bufferevent, whose read callback moves the input
-// buffer into the output buffer (evbuffer_add_buffer, no copy). The one tuning: a single read
-// takes up to 64 KiB (libevent's default is 16 KiB), as the other servers' buffers do. A
-// connection whose output passes 1 MiB stops reading until it drains. TCP_NODELAY as gev.
+// buffer into the output buffer (evbuffer_add_buffer, no copy). libevent's defaults stand: in
+// 2.1 evbuffer_read takes at most 4 KiB per read(2) (EVBUFFER_MAX_READ; no setting lifts it
+// before 2.2) and a bufferevent writes at most 16 KiB per write event. A connection whose
+// output passes 1 MiB stops reading until it drains; on the peer's FIN the output is written
+// before the connection is freed. TCP_NODELAY as gev.
 //
 // --threads=N runs N event_bases on N threads, each with its own listener opened with
 // LEV_OPT_REUSEABLE_PORT, libevent's way of spreading one port over loops.
@@ -30,7 +32,6 @@
 
 namespace {
 
-constexpr size_t kMaxSingleRead = 64 * 1024;
 constexpr size_t kMaxQueuedWrite = 1 << 20;
 
 void OnRead(bufferevent* connection, void*) {
@@ -42,8 +43,20 @@ void OnRead(bufferevent* connection, void*) {
 // Runs when the output drains to its low-water mark (0): reading resumes if it was stopped.
 void OnWritten(bufferevent* connection, void*) { bufferevent_enable(connection, EV_READ); }
 
+void FreeWhenWritten(bufferevent* connection, void*) { bufferevent_free(connection); }
+
 void OnEvent(bufferevent* connection, short events, void*) {
-  if (events & (BEV_EVENT_EOF | BEV_EVENT_ERROR)) bufferevent_free(connection);
+  if (events & BEV_EVENT_ERROR) {
+    bufferevent_free(connection);
+  } else if (events & BEV_EVENT_EOF) {
+    // The peer's FIN: free once the echo of what it sent has gone out.
+    if (evbuffer_get_length(bufferevent_get_output(connection)) == 0) {
+      bufferevent_free(connection);
+      return;
+    }
+    bufferevent_disable(connection, EV_READ);
+    bufferevent_setcb(connection, nullptr, FreeWhenWritten, OnEvent, nullptr);
+  }
 }
 
 void OnAccept(evconnlistener* listener, evutil_socket_t fd, sockaddr*, int, void*) {
@@ -51,7 +64,6 @@ void OnAccept(evconnlistener* listener, evutil_socket_t fd, sockaddr*, int, void
   setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &on, sizeof(on));
   event_base* base = evconnlistener_get_base(listener);
   bufferevent* connection = bufferevent_socket_new(base, fd, BEV_OPT_CLOSE_ON_FREE);
-  bufferevent_set_max_single_read(connection, kMaxSingleRead);
   bufferevent_setcb(connection, OnRead, OnWritten, OnEvent, nullptr);
   bufferevent_enable(connection, EV_READ | EV_WRITE);
 }

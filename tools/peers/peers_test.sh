@@ -44,7 +44,11 @@ failed=0
 for peer in uv_echo event_echo asio_echo go_echo; do
   problems=0
   for threads in 1 2; do
-    start "$work/peers/$peer" --port=0 --threads="$threads" || { problems=$((problems + 1)); continue; }
+    if ! start "$work/peers/$peer" --port=0 --threads="$threads"; then
+      problems=$((problems + 1))
+      stop
+      continue
+    fi
     common=(--addr="127.0.0.1:$port" --duration=0.5s --warmup=0.1s --json)
     for mode in "--mode=pingpong --connections=20 --size=700" \
       "--mode=stream --connections=5 --size=100000 --window=4 --threads=2" \

@@ -2,7 +2,8 @@
  * when speed matters: reads land in one per-loop buffer (handed out by the alloc callback, as
  * Node.js does), uv_try_write sends them straight back, and only what the socket did not take is
  * copied into a uv_write request. A connection whose queued writes pass 1 MiB stops reading until
- * they drain, so no byte is lost and memory stays bounded. TCP_NODELAY as gev.
+ * they drain, so memory stays bounded; the peer's FIN waits for the queued writes (uv_shutdown),
+ * so no byte is lost. TCP_NODELAY as gev.
  *
  * libuv has no multi-loop listener of its own; --threads=N runs N loops on N threads, each
  * listening on its own SO_REUSEPORT socket handed to libuv with uv_tcp_open, the usual way.
@@ -65,7 +66,23 @@ static void OnWritten(uv_write_t* request, int status) {
   }
 }
 
+static void OnShutdown(uv_shutdown_t* request, int status) {
+  (void)status;
+  CloseOnce(request->handle);
+  free(request);
+}
+
 static void OnRead(uv_stream_t* stream, ssize_t nread, const uv_buf_t* buffer) {
+  if (nread == UV_EOF) {
+    /* The peer's FIN: uv_shutdown runs after the queued writes, so every echo byte goes out. */
+    uv_read_stop(stream);
+    uv_shutdown_t* request = malloc(sizeof(uv_shutdown_t));
+    if (uv_shutdown(request, stream, OnShutdown) != 0) {
+      free(request);
+      CloseOnce(stream);
+    }
+    return;
+  }
   if (nread < 0) {
     CloseOnce(stream);
     return;
