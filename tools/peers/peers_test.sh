@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # End to end for the peer echo servers of tools/echo_compare.sh: builds them (tools/peers/build.sh
 # installs their Debian packages when missing) and drives each, with 1 and 2 threads, through
-# echo_bench's pingpong, stream and flood modes (every echoed byte verified) and idle_memory. A
+# echo_bench's pingpong, stream and flood modes (every echoed byte verified), a slow reader of a
+# 64 MiB stream (the peer's memory must stay bounded) and idle_memory. A
 # peer that cannot be built or loses a byte fails; nothing is skipped. Prints "ok: PEER" or
 # "FAIL: PEER" per peer, as .ci/run counts them.
 #
@@ -61,6 +62,34 @@ for peer in uv_echo event_echo asio_echo go_echo; do
         problems=$((problems + 1))
       fi
     done
+    # A client that writes 64 MiB and only starts reading its echo a second later: the peer
+    # must hold its buffering bounded (reading pauses, or the write blocks) and lose nothing.
+    output=$(timeout 60 python3 - "$port" "$server_pid" <<'PYEOF' 2>&1
+import socket, sys, threading, time
+port, pid = int(sys.argv[1]), sys.argv[2]
+def rss_kib():
+    with open(f"/proc/{pid}/status") as status:
+        return next(int(l.split()[1]) for l in status if l.startswith("VmRSS:"))
+payload = bytes(range(251)) * (64 * 1024 * 1024 // 251)
+conn = socket.create_connection(("127.0.0.1", port))
+conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+before = rss_kib()
+writer = threading.Thread(target=conn.sendall, args=(payload,))
+writer.start()
+time.sleep(1.0)
+growth = rss_kib() - before
+received = bytearray()
+while len(received) < len(payload):
+    chunk = conn.recv(1 << 20)
+    if not chunk:
+        break
+    received += chunk
+writer.join()
+ok = bytes(received) == payload and growth < 32 * 1024
+print(f"slow reader: {len(received)} of {len(payload)} bytes back, RSS grew {growth} KiB: {'ok' if ok else 'FAIL'}")
+sys.exit(0 if ok else 1)
+PYEOF
+    ) || { echo "  $peer --threads=$threads: $output"; problems=$((problems + 1)); }
     output=$(timeout 30 "$work/idle_memory" --addr="127.0.0.1:$port" --pid="$server_pid" --connections=300 --json 2>&1)
     if [[ "$output" != *'"connections":300'* ]]; then
       echo "  $peer --threads=$threads idle_memory: $output"
