@@ -12,20 +12,22 @@ median() {  # values on stdin
   sort -g | awk '{ v[NR] = $1 } END { if (NR == 0) print 0; else if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
 }
 
+# Median of column $3 of results.tsv over the rounds of configuration $1, label $2.
+column_median() { awk -F'\t' -v n="$1" -v l="$2" -v c="$3" '$1 == n && $2 == l { print $c }' "$results" | median; }
+
 # Markdown table for configuration $1 against baseline label $2, and against the fastest row
 # (bytes/s) and the row with the lowest CPU per message.
 table() {
   local name="$1" base="$2"
   local base_rate base_p99 base_cpu best_rate best_cpu
-  column_median() { awk -F'\t' -v n="$name" -v l="$1" -v c="$2" '$1 == n && $2 == l { print $c }' "$results" | median; }
-  base_rate=$(column_median "$base" 5)
-  base_p99=$(column_median "$base" 6)
-  base_cpu=$(column_median "$base" 7)
+  base_rate=$(column_median "$name" "$base" 5)
+  base_p99=$(column_median "$name" "$base" 6)
+  base_cpu=$(column_median "$name" "$base" 7)
   best_rate=0 best_cpu=0
   while IFS= read -r label; do
     local r c
-    r=$(column_median "$label" 5)
-    c=$(column_median "$label" 7)
+    r=$(column_median "$name" "$label" 5)
+    c=$(column_median "$name" "$label" 7)
     best_rate=$(awk -v a="$best_rate" -v b="$r" 'BEGIN { print (b > a) ? b : a }')
     best_cpu=$(awk -v a="$best_cpu" -v b="$c" 'BEGIN { print (a == 0 || (b > 0 && b < a)) ? b : a }')
   done < <(labels_of "$name")
@@ -36,10 +38,10 @@ table() {
   echo "|---|---|---|---|---|---|---|---|---|---|"
   while IFS= read -r label; do
     local rate bytes p99 cpu
-    rate=$(column_median "$label" 4)
-    bytes=$(column_median "$label" 5)
-    p99=$(column_median "$label" 6)
-    cpu=$(column_median "$label" 7)
+    rate=$(column_median "$name" "$label" 4)
+    bytes=$(column_median "$name" "$label" 5)
+    p99=$(column_median "$name" "$label" 6)
+    cpu=$(column_median "$name" "$label" 7)
     awk -v l="$label" -v r="$rate" -v b="$bytes" -v br="$base_rate" -v p="$p99" -v bp="$base_p99" \
       -v c="$cpu" -v bc="$base_cpu" -v fr="$best_rate" -v fc="$best_cpu" 'BEGIN {
         ratio = (br > 0) ? b / br : 0; cr = (bc > 0) ? c / bc : 0

@@ -83,10 +83,10 @@ peers_with() {  # $1 = threads
 }
 mkdir -p "$out"
 results="$out/results.tsv"
-: >"$results"
-if [[ -n "$render" ]]; then
-  cp "$render" "$results.old"
-  mv "$results.old" "$results"
+if [[ -z "$render" ]]; then
+  : >"$results"
+elif [[ ! "$render" -ef "$results" ]]; then
+  cp "$render" "$results"
 fi
 
 # shellcheck source=tools/bench_lib.sh
@@ -298,7 +298,7 @@ EOF
     : >"$dat"
     best=0
     while IFS= read -r label; do
-      r=$(awk -F'\t' -v n="$name" -v l="$label" '$1 == n && $2 == l { print $4 }' "$results" | median)
+      r=$(column_median "$name" "$label" 4)
       best=$(awk -v a="$best" -v b="$r" 'BEGIN { print (b > a) ? b : a }')
       printf '"%s"\t%s\n' "$label" "$r" >>"$dat"
     done < <(labels_of "$name")

@@ -24,6 +24,14 @@ start() {  # start COMMAND...: sets server_pid and port
   [[ -n "$port" ]] || { echo "server did not start: $*"; cat "$log"; exit 1; }
 }
 stop() { kill "$server_pid"; wait "$server_pid" || true; server_pid=""; }
+# A stream message's latency runs from its first byte written to its last byte echoed: on
+# loopback, well under 10 s (a message whose start went unrecorded would show the clock's epoch).
+check_stream_latency() {  # after a check of a stream run: $1 = description
+  local p99
+  p99=$(sed -n 's/.*"p99_us":\([0-9.]*\).*/\1/p' <<<"$output")
+  awk -v p="$p99" 'BEGIN { exit !(p > 0 && p < 1e7) }' ||
+    { echo "FAIL: $1 p99 ${p99} us: $output"; failures=$((failures + 1)); }
+}
 check() {  # check DESCRIPTION EXPECTED_STATUS COMMAND...
   local description="$1" expected="$2"
   shift 2
@@ -45,15 +53,9 @@ for server in "$baseline --port=0 --threads=2" "$gev_echo --port=0 --loops=2"; d
   check "$server pingpong" 0 "$bench" "${common[@]}" --mode=pingpong --connections=20 --size=700
   [[ "$output" == *'"ok":true'* && "$output" == *'"p99_us":'* ]] || { echo "FAIL: JSON: $output"; failures=$((failures + 1)); }
   check "$server stream" 0 "$bench" "${common[@]}" --mode=stream --connections=5 --size=100000 --window=4 --threads=2
-  # A message's latency runs from its first byte written to its last byte echoed: on loopback,
-  # well under 10 s (a message whose start went unrecorded would show the clock's epoch).
-  stream_p99=$(sed -n 's/.*"p99_us":\([0-9.]*\).*/\1/p' <<<"$output")
-  awk -v p="$stream_p99" 'BEGIN { exit !(p > 0 && p < 1e7) }' ||
-    { echo "FAIL: stream p99 ${stream_p99} us: $output"; failures=$((failures + 1)); }
+  check_stream_latency "$server stream"
   check "$server small-message stream" 0 "$bench" "${common[@]}" --mode=stream --connections=4 --size=512 --window=16
-  stream_p99=$(sed -n 's/.*"p99_us":\([0-9.]*\).*/\1/p' <<<"$output")
-  awk -v p="$stream_p99" 'BEGIN { exit !(p > 0 && p < 1e7) }' ||
-    { echo "FAIL: small-message stream p99 ${stream_p99} us: $output"; failures=$((failures + 1)); }
+  check_stream_latency "$server small-message stream"
   check "$server flood" 0 "$bench" "${common[@]}" --mode=flood --connections=10
   stop
 done
