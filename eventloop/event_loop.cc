@@ -91,10 +91,12 @@ void EventLoop::Run() {
     }
     timers_.Advance(NowMs());
     RunQueuedTasks();
+    RunBeforePollTasks();
   }
   // Tasks queued by these tasks run too (a connection's teardown follows its close as a task),
   // and so do tasks other threads queue until the loop is marked finished.
   while (true) {
+    RunBeforePollTasks();
     {
       std::lock_guard<std::mutex> lock(tasks_mutex_);
       if (tasks_.empty()) {
@@ -164,6 +166,15 @@ void EventLoop::RunQueuedTasks() {
   for (Task& task : running_tasks_) task();
   tasks_run_.fetch_add(running_tasks_.size(), std::memory_order_relaxed);
   running_tasks_.clear();
+}
+
+void EventLoop::RunBeforePollTasks() {
+  // Swapped out so a task may queue another, which runs in a further turn of this loop.
+  while (!before_poll_.empty()) {
+    running_before_poll_.swap(before_poll_);
+    for (Task& task : running_before_poll_) task();
+    running_before_poll_.clear();
+  }
 }
 
 TimerId EventLoop::ScheduleTimer(absl::Duration delay, absl::Duration interval, Task task) {

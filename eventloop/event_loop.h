@@ -101,6 +101,16 @@ class EventLoop {
   // unrun on the calling thread, once Run() has returned. Thread-safe.
   bool QueueInLoop(Task task);
 
+  // EventLoop::QueueBeforePoll() — runs `task` at the end of the current iteration, after the
+  // poll batch, the timers and the queued tasks, before the loop next polls (Redis's
+  // beforeSleep). Connections gather what a batch sends this way and write it once. Such tasks
+  // run in the order they were queued; one that queues another has it run in the same pass.
+  // Loop thread only, and only while Run() runs (until it returns).
+  void QueueBeforePoll(Task task) {
+    DcheckInLoopThread();
+    before_poll_.push_back(std::move(task));
+  }
+
   // EventLoop::RunAfter() — runs `task` once on the loop thread after `delay` (millisecond
   // resolution, at least one tick). Thread-safe.
   TimerId RunAfter(absl::Duration delay, Task task);
@@ -151,6 +161,7 @@ class EventLoop {
   // Returns true when tasks are queued, clearing sleeping_ (which then no producer may set).
   bool PrepareToSleep();
   void RunQueuedTasks();
+  void RunBeforePollTasks();
   void Wake();
   TimerId ScheduleTimer(absl::Duration delay, absl::Duration interval, Task task);
 
@@ -175,6 +186,8 @@ class EventLoop {
   std::vector<EventHandler*> handlers_;  // Indexed by descriptor.
   size_t handler_count_ = 0;
   std::vector<Task> running_tasks_;
+  std::vector<Task> before_poll_;
+  std::vector<Task> running_before_poll_;
   std::unique_ptr<char[]> scratch_;
 };
 

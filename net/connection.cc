@@ -46,7 +46,8 @@ Connection::Connection(PrivateTag, std::shared_ptr<const Config> config, int fd,
       write_shut_(false),
       above_high_water_(false),
       fd_closed_(false),
-      read_paused_(false) {
+      read_paused_(false),
+      flush_queued_(false) {
   input_.set_limit(options().max_input_bytes);
 }
 
@@ -186,16 +187,31 @@ void Connection::HandleRead(const ConnectionPtr& self) {
   CloseInLoop(absl::ErrnoToStatus(errno, "read"));
 }
 
-void Connection::HandleWrite() {
+void Connection::HandleWrite() { WriteBuffered(/*drained_callback=*/true); }
+
+void Connection::FlushGathered() {
+  flush_queued_ = false;
+  // Closed meanwhile (Teardown owns the output now), or the output already waits for the
+  // socket, or a larger send wrote it at once.
+  if (state() == State::kDisconnected || writing_ || OutputLength() == 0) return;
+  WriteBuffered(/*drained_callback=*/false);
+}
+
+void Connection::CountWrite(size_t n) {
+  Count(config_->counters.writes, 1);
+  Count(config_->counters.bytes_written, n);
+  ReleaseOutput(n);
+  MarkActive();
+}
+
+void Connection::WriteBuffered(bool drained_callback) {
   ssize_t n = WriteOutput();
-  if (n < 0) {
-    if (errno == EAGAIN || errno == EWOULDBLOCK) return;
+  if (n >= 0) {
+    CountWrite(static_cast<size_t>(n));
+  } else if (errno != EAGAIN && errno != EWOULDBLOCK) {
     CloseInLoop(absl::ErrnoToStatus(errno, "write"));
     return;
   }
-  ReleaseOutput(static_cast<size_t>(n));
-  Count(config_->counters.bytes_written, static_cast<uint64_t>(n));
-  MarkActive();
   if (above_high_water_ && OutputLength() < options().low_water_mark) {
     above_high_water_ = false;
     if (options().pause_reading_at_high_water && !peer_closed_ && !read_paused_ &&
@@ -203,11 +219,44 @@ void Connection::HandleWrite() {
       SetReading(true);
     }
   }
-  if (OutputLength() == 0) {
-    writing_ = false;
-    UpdateInterest();
-    AfterOutputDrained();
+  if (OutputLength() != 0) {
+    if (!writing_) {
+      writing_ = true;
+      UpdateInterest();
+    }
+    return;
   }
+  if (!writing_) {
+    // Gathered output that the socket took whole: as a send written at once.
+    FinishIfFlushed();
+    return;
+  }
+  writing_ = false;
+  UpdateInterest();
+  if (drained_callback) {
+    AfterOutputDrained();
+  } else {
+    FinishIfFlushed();
+  }
+}
+
+ssize_t Connection::WriteGatheredAnd(const RingBuffer::Slices& slices) {
+  RingBuffer::Slices gathered = output_.PeekAll();
+  if (gathered.empty()) return slices.WriteToFd(fd_);
+  iovec views[4];
+  int count = 0;
+  for (std::string_view part : {gathered.first, gathered.second, slices.first, slices.second}) {
+    if (part.empty()) continue;
+    views[count].iov_base = const_cast<char*>(part.data());
+    views[count].iov_len = part.size();
+    ++count;
+  }
+  ssize_t n;
+  do {
+    n = ::writev(fd_, views, count);
+  } while (n < 0 && errno == EINTR);
+  if (n > 0) output_.Retrieve(std::min(static_cast<size_t>(n), gathered.size()));
+  return n;
 }
 
 void Connection::AfterOutputDrained() {
@@ -254,6 +303,44 @@ absl::Status Connection::Send(std::string_view data) {
   return absl::OkStatus();
 }
 
+absl::Status Connection::SendAll(std::initializer_list<std::string_view> pieces) {
+  size_t total = 0;
+  for (std::string_view piece : pieces) total += piece.size();
+  if (!AcceptsSends()) return absl::FailedPreconditionError("connection is closing or closed");
+  if (!ReserveOutput(total)) return PendingOutputExhausted(total);
+  if (!AcceptsSends()) {  // As in Send.
+    ReleaseOutput(total);
+    return absl::FailedPreconditionError("connection is closing or closed");
+  }
+  if (!loop()->IsInLoopThread()) {
+    std::string joined;
+    joined.reserve(total);
+    for (std::string_view piece : pieces) joined.append(piece);
+    bool queued = loop()->QueueInLoop([self = shared_from_this(), bytes = std::move(joined)] {
+      // As in Send: a failure here closes the connection with the reason.
+      (void)self->SendSlicesInLoop({bytes, {}}, nullptr, /*reserved=*/true);
+      self->FinishIfFlushed();
+    });
+    if (!queued) {
+      ReleaseOutput(total);
+      return absl::FailedPreconditionError("the connection's loop has stopped");
+    }
+    return absl::OkStatus();
+  }
+  // Each piece reserved already; pieces after one that fails would leave a hole, so the first
+  // failure (which closes the connection) releases the rest.
+  size_t left = total;
+  for (std::string_view piece : pieces) {
+    absl::Status sent = SendSlicesInLoop({piece, {}}, nullptr, /*reserved=*/true);
+    left -= piece.size();
+    if (!sent.ok()) {
+      ReleaseOutput(left);
+      return sent;
+    }
+  }
+  return absl::OkStatus();
+}
+
 bool Connection::ReserveOutput(size_t n) {
   size_t cap = options().max_pending_output;
   uint32_t pending = pending_output_.load(std::memory_order_relaxed);
@@ -291,27 +378,40 @@ absl::Status Connection::SendSlicesInLoop(const RingBuffer::Slices& slices,
   if (total == 0) return absl::OkStatus();
   if (!reserved && !ReserveOutput(total)) return PendingOutputExhausted(total);
   size_t written = 0;
-  if (!writing_ && OutputLength() == 0) {
-    ssize_t n = slices.WriteToFd(fd_);
-    if (n >= 0) {
-      written = static_cast<size_t>(n);
-      ReleaseOutput(written);
-      Count(config_->counters.bytes_written, written);
-      MarkActive();
-    } else if (errno != EAGAIN && errno != EWOULDBLOCK) {
-      ReleaseOutput(total);
-      absl::Status reason = absl::ErrnoToStatus(errno, "write");
-      CloseInLoop(reason);
-      return reason;
+  bool gathering = false;
+  if (!writing_) {
+    // Not writing_: nothing waits for the socket, and what the output holds was gathered in
+    // this iteration (less than the gather limit, all in the ring).
+    size_t gathered = output_.Length();
+    if (gathered + total <= std::min(kGatherBytes, options().high_water_mark)) {
+      gathering = true;
+      if (!flush_queued_) {
+        flush_queued_ = true;
+        loop()->QueueBeforePoll([self = shared_from_this()] { self->FlushGathered(); });
+      }
+    } else {
+      ssize_t n = WriteGatheredAnd(slices);
+      if (n >= 0) {
+        CountWrite(static_cast<size_t>(n));
+        written = static_cast<size_t>(n) - std::min(static_cast<size_t>(n), gathered);
+      } else if (errno != EAGAIN && errno != EWOULDBLOCK) {
+        // The gathered bytes stay counted as pending: Teardown reports them unsent.
+        ReleaseOutput(total);
+        absl::Status reason = absl::ErrnoToStatus(errno, "write");
+        CloseInLoop(reason);
+        return reason;
+      }
     }
   }
   if (written == total) return absl::OkStatus();
 
   size_t before = OutputLength();
   bool buffered = true;
-  if (whole_source != nullptr && before == 0) {
+  if (whole_source != nullptr && before == 0 && !gathering) {
     // A bulk echo's path: the output buffer takes the source's storage, tail and all, instead
-    // of a copy of the tail.
+    // of a copy of the tail. Not for gathered bytes, which are few: the source (an input
+    // buffer, holding a read-sized block) keeps its block for the next read, and the output
+    // takes a block of the reply's size.
     whole_source->Retrieve(written);
     output_.TakeFrom(*whole_source);
   } else if (written < slices.first.size()) {
@@ -326,7 +426,7 @@ absl::Status Connection::SendSlicesInLoop(const RingBuffer::Slices& slices,
     CloseInLoop(reason, /*reset=*/true);
     return reason;
   }
-  if (!writing_) {
+  if (!writing_ && !gathering) {
     writing_ = true;
     UpdateInterest();
   }
@@ -443,6 +543,13 @@ void Connection::ForceClose(absl::Status reason) {
 void Connection::CloseInLoop(absl::Status reason, bool reset) {
   loop()->AssertInLoopThread();
   if (state() == State::kDisconnected) return;
+  if (flush_queued_ && !writing_ && !reset && !output_.IsEmpty()) {
+    // Gathered replies were as good as written when they were sent (a send that is not
+    // gathered reaches the kernel at once): one try, as that send would have made. What the
+    // socket does not take counts as unsent in the reason.
+    ssize_t n = WriteOutput();
+    if (n > 0) CountWrite(static_cast<size_t>(n));
+  }
   state_.store(State::kDisconnected, std::memory_order_release);
   if (idle_timer_ != 0) {
     loop()->Cancel(idle_timer_);

@@ -18,6 +18,7 @@
 #include <thread>
 #include <vector>
 
+#include "absl/strings/str_cat.h"
 #include "absl/time/time.h"
 #include "eventloop/event_loop.h"
 #include "gtest/gtest.h"
@@ -108,6 +109,7 @@ class TestServer {
     return release;
   }
   InetAddress address() const { return acceptor_address_; }
+  const Connection::Counters& counters() const { return config_->counters; }
 
   template <typename F>
   void RunAndWait(F f) {
@@ -555,6 +557,8 @@ TEST(ConnectionTest, OnCloseNeverRunsInsideAnotherCallback) {
   std::atomic<int> failed_sends{0};
   std::atomic<int> connects{0};
   ConnectionPtr broadcast_target;  // Loop thread only.
+  // Past the gather limit, so the write (and its failure) happens inside the callback.
+  const std::string to_reset_peer(Connection::kGatherBytes + 1, 'r');
   auto server = StartServer({
       .on_connect = [&](const ConnectionPtr& c) {
         ++connects;
@@ -562,11 +566,11 @@ TEST(ConnectionTest, OnCloseNeverRunsInsideAnotherCallback) {
           broadcast_target = c;
           return;
         }
-        if (!broadcast_target->Send("to a reset peer").ok()) ++failed_sends;
+        if (!broadcast_target->Send(to_reset_peer).ok()) ++failed_sends;
       },
       .on_message = [&](const ConnectionPtr& c, RingBuffer& input) {
         input.RetrieveAll();
-        if (!broadcast_target->Send("to a reset peer").ok()) ++failed_sends;
+        if (!broadcast_target->Send(to_reset_peer).ok()) ++failed_sends;
         (void)c->Send("ok");
       },
   });
@@ -623,7 +627,10 @@ TEST(ConnectionTest, ADescriptorClosedInABatchIsNotReusedInThatBatch) {
         ++accepted_count;
       },
       .on_message = [&](const ConnectionPtr& c, RingBuffer& input) {
-        if (c == accepted[0] && accepted.size() >= 2) (void)accepted[1]->Send(input.Bytes());
+        // Past the gather limit: written (and failing) at once, inside this callback.
+        if (c == accepted[0] && accepted.size() >= 2) {
+          (void)accepted[1]->Send(std::string(Connection::kGatherBytes + 1, 'b'));
+        }
         (void)c->SendFromBuffer(input, input.Length());
       },
   });
@@ -776,6 +783,112 @@ TEST(ConnectionDeathTest, LoopOnlyMethodsAbortOffTheLoopThread) {
 TEST(ConnectionTest, TheObjectStaysSmall) {
   EXPECT_LE(sizeof(Connection), 168u);
   EXPECT_LE(sizeof(RingBuffer), 32u);
+}
+
+// Write gathering: what one callback, or one iteration's tasks, send to a connection goes out in
+// one system call before the loop polls again.
+TEST(ConnectionTest, RepliesSentInOneCallbackAreWrittenWithOneWrite) {
+  auto server = StartServer({.on_message = [](const ConnectionPtr& c, RingBuffer& input) {
+    input.RetrieveAll();
+    for (int i = 0; i < 100; ++i) EXPECT_TRUE(c->Send(absl::StrCat("reply ", i, "\n")).ok());
+  }});
+  std::string expected;
+  for (int i = 0; i < 100; ++i) absl::StrAppend(&expected, "reply ", i, "\n");
+  int client = Connect(server->address());
+  uint64_t writes_before = server->counters().writes.load();
+  ASSERT_TRUE(WriteAll(client, "go"));
+  EXPECT_EQ(ReadExactly(client, expected.size()), expected);
+  server->RunAndWait([] {});
+  EXPECT_EQ(server->counters().writes.load() - writes_before, 1u);
+  ::close(client);
+}
+
+TEST(ConnectionTest, SendsQueuedFromAnotherThreadInOneIterationAreWrittenTogether) {
+  std::promise<ConnectionPtr> connected;
+  auto server = StartServer({.on_connect = [&](const ConnectionPtr& c) { connected.set_value(c); }});
+  int client = Connect(server->address());
+  ConnectionPtr conn = connected.get_future().get();
+  std::string expected;
+  uint64_t writes_before = server->counters().writes.load();
+  {
+    std::promise<void> release = server->BlockLoop();
+    for (int i = 0; i < 200; ++i) {
+      std::string piece = absl::StrCat("piece ", i, ";");
+      expected += piece;
+      ASSERT_TRUE(conn->Send(piece).ok());
+    }
+    release.set_value();
+  }
+  EXPECT_EQ(ReadExactly(client, expected.size()), expected);
+  server->RunAndWait([] {});
+  EXPECT_EQ(server->counters().writes.load() - writes_before, 1u);
+  conn.reset();
+  ::close(client);
+}
+
+// A send past the gather limit goes out at once, after what was gathered before it and before
+// what is sent after it.
+TEST(ConnectionTest, GatheredAndLargeSendsKeepTheirOrder) {
+  const std::string large = Pattern(Connection::kGatherBytes * 3, 9);
+  auto server = StartServer({.on_message = [&](const ConnectionPtr& c, RingBuffer& input) {
+    input.RetrieveAll();
+    EXPECT_TRUE(c->Send("head;").ok());
+    EXPECT_TRUE(c->Send(large).ok());
+    EXPECT_TRUE(c->SendAll({"tail", ";", "end"}).ok());
+  }});
+  int client = Connect(server->address());
+  for (int round = 0; round < 3; ++round) {
+    ASSERT_TRUE(WriteAll(client, "go"));
+    EXPECT_EQ(ReadExactly(client, 5 + large.size() + 8), "head;" + large + "tail;end");
+  }
+  ::close(client);
+}
+
+// Replies gathered before a ForceClose(OK) or a Close() reach the peer before its FIN, as
+// replies written at once would.
+TEST(ConnectionTest, GatheredRepliesBeforeACloseAreDelivered) {
+  for (bool force : {false, true}) {
+    SCOPED_TRACE(force ? "ForceClose" : "Close");
+    auto server = StartServer({.on_message = [&](const ConnectionPtr& c, RingBuffer& input) {
+      input.RetrieveAll();
+      EXPECT_TRUE(c->Send("bye").ok());
+      if (force) {
+        c->ForceClose();
+      } else {
+        c->Close();
+      }
+    }});
+    int client = Connect(server->address());
+    ASSERT_TRUE(WriteAll(client, "x"));
+    bool reset = false;
+    EXPECT_EQ(ReadToEnd(client, &reset), "bye");
+    EXPECT_FALSE(reset);
+    ASSERT_TRUE(server->WaitForCloses(1));
+    EXPECT_TRUE(server->last_close_reason().ok()) << server->last_close_reason();
+    ::close(client);
+  }
+}
+
+// Gathered bytes count as pending output: the cap refuses a send that would pass it, whole.
+TEST(ConnectionTest, GatheredBytesCountAgainstThePendingCap) {
+  Connection::Options options;
+  options.max_pending_output = 1000;
+  options.high_water_mark = 1000;
+  options.low_water_mark = 500;
+  auto server = StartServer(
+      {.on_message =
+           [](const ConnectionPtr& c, RingBuffer& input) {
+             input.RetrieveAll();
+             EXPECT_TRUE(c->Send(std::string(600, 'a')).ok());
+             EXPECT_EQ(c->PendingOutput(), 600u);
+             EXPECT_TRUE(absl::IsResourceExhausted(c->Send(std::string(600, 'b'))));
+             EXPECT_TRUE(c->Send(std::string(400, 'c')).ok());
+           }},
+      options);
+  int client = Connect(server->address());
+  ASSERT_TRUE(WriteAll(client, "x"));
+  EXPECT_EQ(ReadExactly(client, 1000), std::string(600, 'a') + std::string(400, 'c'));
+  ::close(client);
 }
 
 }  // namespace

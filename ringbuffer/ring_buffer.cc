@@ -3,6 +3,7 @@
 #include <sys/uio.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <new>
@@ -172,6 +173,50 @@ bool RingBuffer::WriteGrowing(const void* data, size_t n) {
   if (!Reserve(n)) return false;
   Append(static_cast<const char*>(data), n);
   return true;
+}
+
+size_t RingBuffer::Find(char c, size_t from) const {
+  if (from >= size_) return npos;
+  Slices slices = SlicesAt((read_index_ + from) & Mask(), size_ - from);
+  if (const void* hit = std::memchr(slices.first.data(), c, slices.first.size())) {
+    return from + static_cast<size_t>(static_cast<const char*>(hit) - slices.first.data());
+  }
+  if (const void* hit = std::memchr(slices.second.data(), c, slices.second.size())) {
+    return from + slices.first.size() +
+           static_cast<size_t>(static_cast<const char*>(hit) - slices.second.data());
+  }
+  return npos;
+}
+
+size_t RingBuffer::Find(std::string_view needle, size_t from) const {
+  if (needle.empty() || needle.size() > size_ || from > size_ - needle.size()) return npos;
+  const size_t last_start = size_ - needle.size();
+  // Candidates by their first byte (memchr), each checked byte by byte across the wrap.
+  for (size_t at = Find(needle[0], from); at != npos && at <= last_start;
+       at = Find(needle[0], at + 1)) {
+    size_t i = 1;
+    while (i < needle.size() && At(at + i) == needle[i]) ++i;
+    if (i == needle.size()) return at;
+  }
+  return npos;
+}
+
+std::string_view RingBuffer::Contiguous(size_t n, char* scratch, size_t scratch_size) const {
+  Slices slices = Peek(n);
+  if (slices.second.empty()) return slices.first;
+  size_t length = std::min(slices.size(), scratch_size);
+  size_t from_first = std::min(length, slices.first.size());
+  std::memcpy(scratch, slices.first.data(), from_first);
+  std::memcpy(scratch + from_first, slices.second.data(), length - from_first);
+  return std::string_view(scratch, length);
+}
+
+std::string_view RingBuffer::Contiguous(size_t n, std::string* scratch) const {
+  Slices slices = Peek(n);
+  if (slices.second.empty()) return slices.first;
+  scratch->resize(slices.size());
+  slices.CopyTo(scratch->data());
+  return *scratch;
 }
 
 size_t RingBuffer::Read(void* dst, size_t n) {

@@ -144,6 +144,34 @@ class RingBuffer {
   std::optional<uint32_t> PeekUint32() const;
   std::optional<uint64_t> PeekUint64() const;
 
+  // ---- Looking inside, across the wrap (for parsers) --------------------------------------
+  //
+  // Offsets count from the read position. A request parser finds its delimiters and takes a
+  // contiguous view without caring where the storage wraps:
+  //
+  //   size_t eol = buffer.Find("\r\n");
+  //   if (eol == gev::RingBuffer::npos) return {};       // incomplete: wait for more
+  //   char scratch[256];
+  //   std::string_view line = buffer.Contiguous(eol, scratch, sizeof(scratch));
+  //   ...
+  //   buffer.Retrieve(eol + 2);                           // skip the line and its CRLF
+
+  static constexpr size_t npos = static_cast<size_t>(-1);
+  // RingBuffer::At() — the byte at `offset` (< Length()).
+  char At(size_t offset) const { return storage_[(read_index_ + offset) & Mask()]; }
+  // RingBuffer::Find() — the offset of the first `c` at or after `from`, or npos.
+  size_t Find(char c, size_t from = 0) const;
+  // RingBuffer::Find() — the offset of the first occurrence of `needle` (non-empty) starting
+  // at or after `from`, matched across the wrap; npos when there is none.
+  size_t Find(std::string_view needle, size_t from = 0) const;
+  // RingBuffer::Contiguous() — the first min(n, Length()) bytes as one view: into the storage
+  // when they do not wrap, else copied to `scratch` (`scratch_size` >= that many bytes; fewer
+  // returns only what fits, so compare the size). Valid as Peek's views are, and as long as
+  // `scratch`.
+  std::string_view Contiguous(size_t n, char* scratch, size_t scratch_size) const;
+  // As above, copying into `*scratch` (resized) only when the bytes wrap.
+  std::string_view Contiguous(size_t n, std::string* scratch) const;
+
   // ---- Consume -------------------------------------------------------------------------------
 
   // RingBuffer::Retrieve() — discards the first min(n, Length()) readable bytes.

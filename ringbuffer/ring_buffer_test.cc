@@ -467,5 +467,74 @@ TEST(RingBufferTest, LimitIsClampedToTheLargestPositionKept) {
   EXPECT_EQ(buffer.limit(), 100u);
 }
 
+// A 1 KiB buffer whose readable bytes are `text`, starting `offset_from_end` bytes before the
+// end of its storage (so they wrap when longer than that).
+void FillWrapped(RingBuffer& buffer, std::string_view text, size_t offset_from_end) {
+  ASSERT_LE(text.size(), RingBuffer::kMinCapacity);
+  const size_t start = RingBuffer::kMinCapacity - offset_from_end;
+  ASSERT_TRUE(buffer.WriteString(std::string(start, '-')));
+  buffer.Retrieve(start - 1);  // Not emptied: emptying would release the storage.
+  ASSERT_TRUE(buffer.WriteString(text));
+  buffer.Retrieve(1);
+  ASSERT_EQ(buffer.Capacity(), RingBuffer::kMinCapacity);
+  ASSERT_EQ(buffer.Bytes(), text);
+}
+
+TEST(RingBufferTest, FindSeesBytesAndStringsAcrossTheWrap) {
+  RingBuffer buffer;
+  FillWrapped(buffer, "GET / HTTP/1.1\r\nHost: x\r\n\r\n", 15);  // The CRLF straddles the end.
+  ASSERT_FALSE(buffer.Peek(buffer.Length()).second.empty());
+  EXPECT_EQ(buffer.Find('\r'), 14u);
+  EXPECT_EQ(buffer.Find("\r\n"), 14u);
+  EXPECT_EQ(buffer.Find("\r\n", 15), 23u);
+  EXPECT_EQ(buffer.Find("\r\n\r\n"), 23u);
+  EXPECT_EQ(buffer.Find("Host"), 16u);
+  EXPECT_EQ(buffer.Find('z'), RingBuffer::npos);
+  EXPECT_EQ(buffer.Find("\r\n\r\n\r"), RingBuffer::npos);
+  EXPECT_EQ(buffer.Find('G', 1), RingBuffer::npos);
+  EXPECT_EQ(buffer.Find("GET", buffer.Length()), RingBuffer::npos);
+  EXPECT_EQ(buffer.Find(""), RingBuffer::npos);
+  EXPECT_EQ(buffer.At(14), '\r');
+  EXPECT_EQ(buffer.At(15), '\n');
+}
+
+TEST(RingBufferTest, FindMatchesAStringModelAtEveryWrapPoint) {
+  const std::string text = "ab\r\nabc\r\n\r\naab$3\r\nfoo\r\nabcab";
+  const std::vector<std::string> needles = {"\r\n", "ab", "abc", "\r\n\r\n", "aab", "$3\r\nfoo",
+                                            "b", "cab", "x", "abcabc"};
+  for (size_t offset = 1; offset <= text.size(); ++offset) {
+    RingBuffer buffer;
+    FillWrapped(buffer, text, offset);
+    for (const std::string& needle : needles) {
+      for (size_t from = 0; from <= text.size(); ++from) {
+        size_t want = text.find(needle, from);
+        EXPECT_EQ(buffer.Find(needle, from), want == std::string::npos ? RingBuffer::npos : want)
+            << "offset " << offset << " needle " << needle << " from " << from;
+      }
+    }
+    for (char c : std::string("a\r$fz")) {
+      size_t want = text.find(c);
+      EXPECT_EQ(buffer.Find(c), want == std::string::npos ? RingBuffer::npos : want);
+    }
+  }
+}
+
+TEST(RingBufferTest, ContiguousCopiesOnlyWhenTheBytesWrap) {
+  RingBuffer buffer;
+  FillWrapped(buffer, "0123456789", 4);
+  char scratch[16];
+  std::string_view whole = buffer.Contiguous(10, scratch, sizeof(scratch));
+  EXPECT_EQ(whole, "0123456789");
+  EXPECT_EQ(whole.data(), scratch);
+  std::string_view head = buffer.Contiguous(3, scratch, sizeof(scratch));
+  EXPECT_EQ(head, "012");
+  EXPECT_NE(head.data(), scratch);  // In the storage: no copy.
+  EXPECT_EQ(buffer.Contiguous(100, scratch, 6), "012345");  // Scratch-bounded.
+  std::string owned;
+  EXPECT_EQ(buffer.Contiguous(8, &owned), "01234567");
+  EXPECT_EQ(owned, "01234567");
+  EXPECT_EQ(buffer.Length(), 10u);  // Nothing consumed.
+}
+
 }  // namespace
 }  // namespace gev

@@ -355,6 +355,7 @@ LoopStats& LoopStats::operator+=(const LoopStats& other) {
   accepted += other.accepted;
   bytes_read += other.bytes_read;
   bytes_written += other.bytes_written;
+  writes += other.writes;
   polls += other.polls;
   wakeups += other.wakeups;
   tasks += other.tasks;
@@ -377,6 +378,7 @@ ServerStats Server::Stats() const {
     loop.accepted = counters.opened.load(std::memory_order_relaxed);
     loop.bytes_read = counters.bytes_read.load(std::memory_order_relaxed);
     loop.bytes_written = counters.bytes_written.load(std::memory_order_relaxed);
+    loop.writes = counters.writes.load(std::memory_order_relaxed);
     loop.polls = worker->loop->poll_count();
     loop.wakeups = worker->loop->wakeup_count();
     loop.tasks = worker->loop->tasks_run();

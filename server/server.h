@@ -73,6 +73,8 @@ struct LoopStats {
   uint64_t accepted = 0;
   uint64_t bytes_read = 0;
   uint64_t bytes_written = 0;
+  // Write system calls to sockets (replies gathered per iteration take one).
+  uint64_t writes = 0;
   uint64_t polls = 0;
   uint64_t wakeups = 0;
   uint64_t tasks = 0;

@@ -10,6 +10,8 @@
 #                         [--bazel-config=libkqueue]   (gev built with that config too: kqueue)
 #                         [--render=OLD_OUT/results.tsv]  (tables and charts from an earlier run's
 #                                                         rows, besides what --only runs now)
+#                         [--gev-before=PATH]  (another build of examples/echo:echo_server, say
+#                                              main's before a change, run beside this one)
 #
 # Builds gev and the baseline with --config=opt and the peers with tools/peers/build.sh (which
 # installs their Debian packages when missing). Pins server and client to different CPUs: by
@@ -26,7 +28,7 @@ cd "$(dirname "$0")/.."
 
 rounds=5 duration=5s warmup=1s out=bench-out
 only="pingpong1,pingpong4k,stream1,stream512,flood1,loops,sweep,memory"
-peers=all loops=2 server_cpus="" client_cpus="" render=""
+peers=all loops=2 server_cpus="" client_cpus="" render="" gev_before=""
 bazel_configs=()
 for arg in "$@"; do
   case "$arg" in
@@ -42,6 +44,7 @@ for arg in "$@"; do
     --server-cpus=*) server_cpus="${arg#*=}" ;;
     --client-cpus=*) client_cpus="${arg#*=}" ;;
     --render=*) render="${arg#*=}" ;;
+    --gev-before=*) gev_before="${arg#*=}" ;;
     *) echo "unknown argument: $arg" >&2; exit 2 ;;
   esac
 done
@@ -71,6 +74,16 @@ done
 if [[ "$peers" == all ]]; then
   tools/peers/build.sh "$bin" >&2
 fi
+if [[ -n "$gev_before" ]]; then
+  cp "$gev_before" "$bin/echo_server_before"
+fi
+# LABEL=COMMAND entries of the --gev-before build with N loops (and ARGS), or none.
+before_with() {  # $1 = loops, $2 = label suffix, $3... = extra arguments
+  [[ -n "$gev_before" ]] || return 0
+  local n="$1" suffix="$2"
+  shift 2
+  echo "gev before $suffix=echo_server_before --port=0 --loops=$n $*"
+}
 # LABEL=COMMAND entries of the peers with N threads (none with --peers=none).
 peers_with() {  # $1 = threads
   [[ "$peers" == all ]] || return 0
@@ -178,6 +191,7 @@ run_config() {
 pingpong="--mode=pingpong --size=512 --connections=50"
 one_loop=("raw_epoll_echo 1 thread=raw_epoll_echo --port=0 --threads=1"
   "gev 1 loop=echo_server --port=0 --loops=1")
+mapfile -t -O "${#one_loop[@]}" one_loop < <(before_with 1 "1 loop")
 mapfile -t -O "${#one_loop[@]}" one_loop < <(peers_with 1)
 wants pingpong1 && run_config "1 loop, pingpong 512 B x 50" 1 "$pingpong" "${one_loop[@]}"
 wants pingpong4k && run_config "1 loop, pingpong 4 KiB x 1000" 1 \
@@ -191,6 +205,7 @@ if wants loops; then
   many=("raw_epoll_echo $loops threads=raw_epoll_echo --port=0 --threads=$loops"
     "gev $loops loops acceptor=echo_server --port=0 --loops=$loops"
     "gev $loops loops reuseport=echo_server --port=0 --loops=$loops --reuseport")
+  mapfile -t -O "${#many[@]}" many < <(before_with "$loops" "$loops loops acceptor")
   mapfile -t -O "${#many[@]}" many < <(peers_with "$loops")
   run_config "$loops loops, pingpong 512 B x 50" "$loops" "$pingpong --threads=$loops" "${many[@]}"
 fi
