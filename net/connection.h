@@ -69,6 +69,7 @@
 #include <initializer_list>
 #include <memory>
 #include <string_view>
+#include <utility>
 
 #include "absl/functional/any_invocable.h"
 #include "absl/status/status.h"
@@ -138,6 +139,8 @@ class Connection final : public EventHandler, public std::enable_shared_from_thi
   // until the loop has stopped.
   struct Config {
     std::shared_ptr<EventLoop> loop;
+    // Which of its owner's loops this is (a server's worker index); see LoopIndex().
+    size_t loop_index = 0;
     Options options;
     Callbacks callbacks;
     mutable Counters counters;
@@ -206,6 +209,24 @@ class Connection final : public EventHandler, public std::enable_shared_from_thi
   // Connection::SetContext() / Context() — any user value. Thread-safe.
   void SetContext(std::any context);
   std::any Context() const;
+  // Connection::ContextAs() — the context in place, typed: null when there is none or it holds
+  // another type. For per-connection state (a parser, a session) used on every message without
+  // copying the std::any. Loop thread only, and the pointer is good until the context is set
+  // again: do not call SetContext from another thread while a callback uses it.
+  template <typename T>
+  T* ContextAs() {
+    loop()->DcheckInLoopThread();
+    ColdState* cold = cold_.load(std::memory_order_acquire);
+    return cold != nullptr ? std::any_cast<T>(&cold->context) : nullptr;
+  }
+  // Connection::EmplaceContext() — makes a T the context (in OnConnect, say) and returns it.
+  // Loop thread only, as ContextAs.
+  template <typename T, typename... Args>
+  T& EmplaceContext(Args&&... args) {
+    loop()->DcheckInLoopThread();
+    SetContext(std::any(std::in_place_type<T>, std::forward<Args>(args)...));
+    return *ContextAs<T>();
+  }
 
   bool Connected() const { return state_.load(std::memory_order_acquire) == State::kConnected; }
   State state() const { return state_.load(std::memory_order_acquire); }
@@ -215,6 +236,10 @@ class Connection final : public EventHandler, public std::enable_shared_from_thi
   InetAddress LocalAddr() const;
   int fd() const { return fd_; }
   EventLoop* loop() const { return config_->loop.get(); }
+  // Connection::LoopIndex() — which of the server's worker loops serves this connection (0 ..
+  // NumLoops-1; Config::loop_index), to reach per-loop state (see Handler::OnLoopStart).
+  // Thread-safe.
+  size_t LoopIndex() const { return config_->loop_index; }
 
   // Buffered bytes, and whether the connection reads now. Loop thread only (checked in debug
   // builds).

@@ -33,6 +33,7 @@
 #include <cstddef>
 
 #include "absl/status/status.h"
+#include "eventloop/event_loop.h"
 #include "net/connection.h"
 #include "ringbuffer/ring_buffer.h"
 #include "server/frame.h"
@@ -43,6 +44,15 @@ namespace gev {
 class Handler {
  public:
   virtual ~Handler() = default;
+
+  // Handler::OnLoopStart() — worker loop `loop_index` (0 .. NumLoops-1) is starting, on its
+  // own thread, before it serves any connection. Per-loop state goes here, indexed by
+  // `Connection::LoopIndex()` later, without thread_local: a cache, a store shard, a timer
+  // (`loop.RunEvery`) that refreshes what the loop's replies share.
+  virtual void OnLoopStart(EventLoop& loop, size_t loop_index) {
+    (void)loop;
+    (void)loop_index;
+  }
 
   // Handler::OnConnect() — the connection is open; runs before any OnMessage. `Send` works
   // here. Keep `conn.shared_from_this()` to use the connection later from any thread.

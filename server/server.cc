@@ -167,6 +167,7 @@ absl::Status Server::Init(const SocketAddress& address,
     // called again.
     auto config = std::make_shared<Connection::Config>();
     config->loop = w->loop;
+    config->loop_index = static_cast<size_t>(i);
     config->options = connection_options;
     config->callbacks.on_connect = [w](const ConnectionPtr& c) { w->handler->OnConnect(*c); };
     config->callbacks.on_message = [w](const ConnectionPtr& c, RingBuffer& input) {
@@ -234,9 +235,11 @@ void Server::Dispatch(int fd, const InetAddress& peer) {
 absl::Status Server::Start() {
   RunState expected = RunState::kCreated;
   if (!run_state_.compare_exchange_strong(expected, RunState::kRunning)) return absl::OkStatus();
-  // Queued before the loops run: never refused.
-  for (auto& worker : workers_) {
-    Worker* w = worker.get();
+  // Queued before the loops run: never refused. OnLoopStart first, so it runs before any
+  // connection reaches the loop (handed over or accepted there).
+  for (size_t i = 0; i < workers_.size(); ++i) {
+    Worker* w = workers_[i].get();
+    (void)w->loop->RunInLoop([w, i] { w->handler->OnLoopStart(*w->loop, i); });
     if (w->acceptor) {
       (void)w->loop->RunInLoop([this, w] {
         absl::Status status = w->acceptor->Listen();

@@ -13,11 +13,13 @@
 #include <map>
 #include <optional>
 #include <mutex>
+#include <set>
 #include <string>
 #include <thread>
 #include <vector>
 
 #include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
 #include "eventloop/log.h"
 #include "absl/time/time.h"
 #include "gtest/gtest.h"
@@ -109,6 +111,73 @@ TEST_P(ServerModeTest, EchoesOnEveryLoopAndCountsConnections) {
   EXPECT_TRUE(WaitFor([&] { return server->ConnectionCount() == 0; }));
   EXPECT_TRUE(WaitFor([&] { return handler.closes() == 16; }));
   EXPECT_EQ(handler.connects(), 16);
+}
+
+// Per-loop state without thread_local: OnLoopStart runs on each worker's thread before any of
+// its connections, and LoopIndex() finds that state; ContextAs gives the connection's state in
+// place.
+class PerLoopHandler : public Handler {
+ public:
+  explicit PerLoopHandler(size_t loops) : per_loop_(loops) {}
+
+  void OnLoopStart(EventLoop& loop, size_t loop_index) override {
+    EXPECT_TRUE(loop.IsInLoopThread());
+    EXPECT_LT(loop_index, per_loop_.size());
+    per_loop_[loop_index].thread = std::this_thread::get_id();
+    per_loop_[loop_index].started = true;
+    started_.fetch_add(1);
+  }
+  void OnConnect(Connection& conn) override {
+    LoopState& state = per_loop_[conn.LoopIndex()];
+    if (!state.started || state.thread != std::this_thread::get_id()) wrong_loop_.fetch_add(1);
+    conn.EmplaceContext<int>(0);
+  }
+  Reply OnMessage(Connection& conn, RingBuffer& buffer) override {
+    int* count = conn.ContextAs<int>();
+    if (count == nullptr || conn.ContextAs<std::string>() != nullptr) return "bad context\n";
+    buffer.RetrieveAll();
+    ++*count;
+    ++per_loop_[conn.LoopIndex()].messages;
+    return absl::StrCat(conn.LoopIndex(), ":", *count, "\n");
+  }
+  int started() const { return started_.load(); }
+  int wrong_loop() const { return wrong_loop_.load(); }
+
+ private:
+  struct LoopState {
+    bool started = false;
+    std::thread::id thread;
+    int messages = 0;
+  };
+  std::vector<LoopState> per_loop_;  // One per loop, each touched only by its loop's thread.
+  std::atomic<int> started_{0};
+  std::atomic<int> wrong_loop_{0};
+};
+
+TEST_P(ServerModeTest, OnLoopStartAndLoopIndexGivePerLoopStateAndContextAsTypedState) {
+  PerLoopHandler handler(3);
+  auto server = MustCreate(&handler, Loopback(3, GetParam()));
+  ASSERT_NE(server, nullptr);
+  // Connections queue in the backlog before Start: they still reach loops that have started.
+  std::vector<int> clients;
+  for (int i = 0; i < 9; ++i) clients.push_back(Connect(server->ListenAddress()));
+  ServerThread running(server.get());
+  std::set<std::string> loops_seen;
+  for (int round = 1; round <= 3; ++round) {
+    for (int fd : clients) {
+      ASSERT_TRUE(WriteAll(fd, "x"));
+      std::string reply = ReadExactly(fd, 4);
+      ASSERT_EQ(reply.size(), 4u) << reply;
+      EXPECT_EQ(reply.substr(1), absl::StrCat(":", round, "\n"));
+      loops_seen.insert(reply.substr(0, 1));
+    }
+  }
+  EXPECT_EQ(handler.started(), 3);
+  EXPECT_EQ(handler.wrong_loop(), 0);
+  if (!GetParam()) {
+    EXPECT_EQ(loops_seen.size(), 3u);  // Round robin reaches every loop.
+  }
+  for (int fd : clients) ::close(fd);
 }
 
 // max_connection_server's refusal: a client that spoke first got "too many connections"

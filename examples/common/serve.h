@@ -2,9 +2,8 @@
 // File: examples/common/serve.h
 // -----------------------------------------------------------------------------
 //
-// What every example's main() does after building its server: print where it listens (so a
-// script or test that asked for port 0 learns the port), serve, and stop cleanly on SIGINT or
-// SIGTERM (every connection gets its OnClose; pending output is flushed).
+// The examples' command-line helpers around gev::ServeUntilSignal (server/serve.h): print an
+// error and exit 1, the address flag for a port.
 //
 //   auto server = gev::NewServer(&handler, gev::Address(...));
 //   if (!server.ok()) return gev::examples::Fail(server.status());
@@ -29,8 +28,7 @@ int Fail(const absl::Status& status);
 // The address flag value for a port: every interface, as gev's examples listen.
 std::string AddressForPort(int port);
 
-// Raises the descriptor limit to its hard limit, blocks SIGINT/SIGTERM, prints "listening on <address>", runs server.Start() until a signal
-// arrives or the server stops, and returns the exit code 0.
+// gev::ServeUntilSignal(server) as an exit code: 0, or 1 with the error printed.
 int ServeUntilSignal(Server& server);
 
 }  // namespace gev::examples

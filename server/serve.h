@@ -1,0 +1,37 @@
+// -----------------------------------------------------------------------------
+// File: server/serve.h
+// -----------------------------------------------------------------------------
+//
+// `gev::ServeUntilSignal()` is what a server's main() does after building its server: raise
+// the descriptor limit, print where it listens (so a script or test that asked for port 0
+// learns the port), serve, and stop cleanly on SIGINT or SIGTERM (every connection gets its
+// OnClose; pending output is flushed for the server's StopTimeout).
+//
+//   int main() {
+//     MyHandler handler;
+//     auto server = gev::NewServer(&handler, gev::Address(":6380"), gev::NumLoops(4));
+//     if (!server.ok()) return Report(server.status());
+//     absl::Status served = gev::ServeUntilSignal(**server);
+//     return served.ok() ? 0 : Report(served);
+//   }
+//
+// Thread safety: call from main(), before any other thread exists: it blocks SIGINT and
+// SIGTERM in the calling thread, and the server's threads inherit that mask, so only its own
+// waiting thread sees them.
+
+#ifndef GEV_SERVER_SERVE_H_
+#define GEV_SERVER_SERVE_H_
+
+#include "absl/status/status.h"
+#include "server/server.h"
+
+namespace gev {
+
+// ServeUntilSignal() — raises the open-file limit to its hard limit (best effort), blocks
+// SIGINT/SIGTERM, prints "listening on <address>" to stdout, runs server.Start() until one of
+// them arrives or the server stops, and returns what Start() returned.
+absl::Status ServeUntilSignal(Server& server);
+
+}  // namespace gev
+
+#endif  // GEV_SERVER_SERVE_H_
