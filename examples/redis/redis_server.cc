@@ -1,0 +1,127 @@
+// A Redis server (RESP2) on gev: the commands of commands.h over a sharded store, for real
+// clients (redis-cli, redis-benchmark, any Redis client library). Pipelined and split requests
+// are answered in order; all the replies one read brings are built into one buffer and leave
+// in one write.
+//
+//   tools/bazel run //examples/redis:redis_server -- --port=6380 --loops=2
+//   redis-cli -p 6380 set greeting hello
+//
+// Unlike redis-server: no persistence, no other data types, and a connection's unparsed input
+// is bounded by --max_input_mib (Redis allows a 512 MiB bulk string; past the bound the
+// connection is closed with that reason).
+
+#include <memory>
+#include <string>
+#include <string_view>
+#include <thread>
+#include <vector>
+
+#include "absl/flags/flag.h"
+#include "absl/flags/parse.h"
+#include "absl/flags/usage.h"
+#include "absl/time/time.h"
+#include "examples/common/serve.h"
+#include "examples/redis/commands.h"
+#include "examples/redis/resp.h"
+#include "examples/redis/store.h"
+#include "server/server.h"
+
+ABSL_FLAG(int, port, 6380, "TCP port to listen on (0: any free port)");
+ABSL_FLAG(int, loops, 1, "worker loops (<= 0: one per CPU)");
+ABSL_FLAG(bool, reuseport, false, "one SO_REUSEPORT listener per loop instead of one acceptor");
+ABSL_FLAG(int, max_input_mib, 64, "most unparsed input per connection, in MiB");
+
+namespace gev::redis {
+namespace {
+
+// What a connection needs between reads: how many bytes its incomplete command needs before
+// parsing it again is worth it (a large value arriving in many reads is parsed once).
+struct ConnectionState {
+  size_t needed = 0;
+};
+
+class RedisHandler : public Handler {
+ public:
+  explicit RedisHandler(size_t loops) : loops_(loops) {}
+
+  void OnLoopStart(EventLoop& loop, size_t loop_index) override {
+    per_loop_[loop_index] = std::make_unique<LoopState>();
+    // Keys with an expiry that nobody reads again: each loop sweeps its share of the shards.
+    loop.RunEvery(absl::Milliseconds(100), [this, loop_index] {
+      store_.SweepExpired(loop_index, loops_, Store::NowMs());
+    });
+  }
+
+  void OnConnect(Connection& conn) override { conn.EmplaceContext<ConnectionState>(); }
+
+  Reply OnMessage(Connection& conn, RingBuffer& buffer) override {
+    ConnectionState* state = conn.ContextAs<ConnectionState>();
+    if (buffer.Length() < state->needed) return {};
+    LoopState& loop = *per_loop_[conn.LoopIndex()];
+    loop.Trim();
+    loop.out.clear();
+    std::string_view input = buffer.Contiguous(buffer.Length(), &loop.wrapped);
+    size_t pos = 0;
+    bool close = false;
+    state->needed = 0;
+    while (pos < input.size() && !close) {
+      ParseResult parsed = ParseCommand(input.substr(pos), &loop.args, &loop.unquoted);
+      if (parsed.outcome == ParseResult::Outcome::kIncomplete) {
+        state->needed = parsed.needed;
+        break;
+      }
+      if (parsed.outcome == ParseResult::Outcome::kError) {
+        // As Redis: the commands before it are answered, then the error, then the close.
+        AppendError(&loop.out, "ERR " + parsed.error);
+        pos = input.size();
+        close = true;
+        break;
+      }
+      pos += parsed.consumed;
+      if (loop.args.empty()) continue;
+      close = Execute(store_, loop.args, &loop.out) == After::kClose;
+    }
+    buffer.Retrieve(close ? buffer.Length() : pos);
+    if (close) conn.Close();  // After the reply below: Close() lets it out first.
+    // The loop's buffer is rewritten only by the next OnMessage on this loop, after the server
+    // has taken these bytes.
+    return Reply::View(loop.out);
+  }
+
+ private:
+  struct LoopState {
+    std::string out;       // Every reply of one OnMessage call.
+    std::string wrapped;   // The input, when it wraps around its ring.
+    std::string unquoted;  // An inline command's arguments.
+    std::vector<std::string_view> args;
+
+    // A burst's large buffers are not kept for the replies after it.
+    void Trim() {
+      constexpr size_t kKeep = 1 << 20;
+      if (out.capacity() > kKeep) std::string().swap(out);
+      if (wrapped.capacity() > kKeep) std::string().swap(wrapped);
+    }
+  };
+
+  const size_t loops_;
+  Store store_;
+  // One per loop, created and used on that loop's thread only.
+  std::vector<std::unique_ptr<LoopState>> per_loop_{loops_};
+};
+
+}  // namespace
+}  // namespace gev::redis
+
+int main(int argc, char** argv) {
+  absl::SetProgramUsageMessage("A Redis (RESP2) server. Usage: redis_server --port=6380 --loops=1");
+  absl::ParseCommandLine(argc, argv);
+  int loops = absl::GetFlag(FLAGS_loops);
+  if (loops <= 0) loops = static_cast<int>(std::thread::hardware_concurrency());
+  gev::redis::RedisHandler handler(static_cast<size_t>(loops));
+  auto server = gev::NewServer(
+      &handler, gev::Address(gev::examples::AddressForPort(absl::GetFlag(FLAGS_port))),
+      gev::NumLoops(loops), gev::ReusePort(absl::GetFlag(FLAGS_reuseport)),
+      gev::MaxInputBytes(static_cast<size_t>(absl::GetFlag(FLAGS_max_input_mib)) << 20));
+  if (!server.ok()) return gev::examples::Fail(server.status());
+  return gev::examples::ServeUntilSignal(**server);
+}
