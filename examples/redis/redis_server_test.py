@@ -177,7 +177,7 @@ PROTOCOL_ERRORS = [
     b"*1\r\n$-1\r\n",
     b"*1\r\n$600000000\r\n",
     b"PING\r\nget \"abc\r\nPING\r\n",
-    b"set a\"b\" c\r\n",
+    b'set "a"b c\r\n',  # A closing quote must end its argument.
     b"*1\r\n$4\r\nPING\r\n*x\r\n",
     b"x" * (70 * 1024),
     b"*" + b"1" * (70 * 1024),
@@ -228,7 +228,8 @@ def main():
             print("FAIL: %s is missing: apt-get install redis-server redis-tools "
                   "(tools/bazel installs them)" % tool)
             return 1
-    directory = tempfile.mkdtemp(dir=os.environ.get("TEST_TMPDIR"))
+    # In /tmp: a Unix socket's path must fit 108 bytes, and Bazel's TEST_TMPDIR may not.
+    directory = tempfile.mkdtemp(prefix="gev-redis-", dir="/tmp")
     redis, redis_path = start_redis(directory)
     try:
         for mode in (["--loops=1"], ["--loops=2", "--reuseport"]):
@@ -245,6 +246,7 @@ def main():
     finally:
         redis.terminate()
         redis.wait(timeout=20)
+        shutil.rmtree(directory, ignore_errors=True)
     print("%d failures" % len(FAILURES))
     return 1 if FAILURES else 0
 
