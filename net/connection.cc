@@ -383,7 +383,8 @@ absl::Status Connection::SendSlicesInLoop(const RingBuffer::Slices& slices,
     // Not writing_: nothing waits for the socket, and what the output holds was gathered in
     // this iteration (less than the gather limit, all in the ring).
     size_t gathered = output_.Length();
-    if (gathered + total <= std::min(kGatherBytes, options().high_water_mark)) {
+    if (options().gather_writes &&
+        gathered + total <= std::min(kGatherBytes, options().high_water_mark)) {
       gathering = true;
       if (!flush_queued_) {
         flush_queued_ = true;

@@ -105,6 +105,10 @@ class Connection final : public EventHandler, public std::enable_shared_from_thi
     // threads or waiting in the output buffer). A Send that would pass it is refused whole with
     // ResourceExhausted. At most RingBuffer::kMaxLimit.
     size_t max_pending_output = RingBuffer::kMaxLimit;
+    // Gather small sends made on the loop thread and write them once per loop iteration (see
+    // Send). False writes each at once, as muduo does: more system calls, and the peer may see
+    // the first reply of a batch a little sooner.
+    bool gather_writes = true;
   };
 
   // Called on the connection's loop thread; one set serves every connection of a server, on

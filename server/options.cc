@@ -44,4 +44,8 @@ Option StopTimeout(absl::Duration timeout) {
   return [timeout](ServerOptions& o) { o.stop_timeout = timeout; };
 }
 
+Option GatherWrites(bool on) {
+  return [on](ServerOptions& o) { o.gather_writes = on; };
+}
+
 }  // namespace gev

@@ -64,6 +64,9 @@ struct ServerOptions {
   size_t max_pending_output = 0;
   // Most unconsumed input bytes kept per connection; a peer that sends more is closed.
   size_t max_input_bytes = 64 * 1024 * 1024;
+  // Replies and other small sends made on a loop are gathered per connection and written once
+  // per loop iteration (Connection::Send); false writes each at once.
+  bool gather_writes = true;
   // How long Stop() lets connections flush pending output before closing them anyway.
   absl::Duration stop_timeout = absl::Seconds(5);
 };
@@ -84,6 +87,7 @@ Option HighWaterMark(size_t bytes);
 Option MaxInputBytes(size_t bytes);
 Option MaxPendingOutput(size_t bytes);
 Option StopTimeout(absl::Duration timeout);
+Option GatherWrites(bool on);
 
 }  // namespace gev
 

@@ -131,6 +131,7 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Create(Handler* handler, ServerO
       options.idle_time);
   if (!connection_options.ok()) return connection_options.status();
   options.max_pending_output = connection_options->max_pending_output;
+  connection_options->gather_writes = options.gather_writes;
   absl::StatusOr<SocketAddress> address = SocketAddress::Parse(options.network, options.address);
   if (!address.ok()) return address.status();
   if (address->is_unix() && options.reuse_port) {

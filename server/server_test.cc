@@ -180,6 +180,39 @@ TEST_P(ServerModeTest, OnLoopStartAndLoopIndexGivePerLoopStateAndContextAsTypedS
   for (int fd : clients) ::close(fd);
 }
 
+// Several replies built in one OnMessage leave in one write; GatherWrites(false) writes each.
+class ThreeSendsAndAReply : public Handler {
+ public:
+  Reply OnMessage(Connection& conn, RingBuffer& buffer) override {
+    buffer.RetrieveAll();
+    for (const char* part : {"a;", "b;", "c;"}) EXPECT_TRUE(conn.Send(part).ok());
+    return "d\n";
+  }
+};
+
+TEST(ServerTest, RepliesOfOneMessageAreGatheredIntoOneWriteUnlessTurnedOff) {
+  for (bool gather : {true, false}) {
+    SCOPED_TRACE(gather ? "gathered" : "not gathered");
+    ThreeSendsAndAReply handler;
+    ServerOptions options = Loopback(1);
+    options.gather_writes = gather;
+    auto server = MustCreate(&handler, options);
+    ASSERT_NE(server, nullptr);
+    ServerThread running(server.get());
+    int fd = Connect(server->ListenAddress());
+    ASSERT_GE(fd, 0);
+    for (int i = 0; i < 5; ++i) {
+      ASSERT_TRUE(WriteAll(fd, "go"));
+      ASSERT_EQ(ReadExactly(fd, 8), "a;b;c;d\n");
+    }
+    // Counted just after each write, so possibly after the client has read it.
+    const uint64_t expected = gather ? 5u : 20u;
+    EXPECT_TRUE(WaitFor([&] { return server->Stats().Total().writes >= expected; }));
+    EXPECT_EQ(server->Stats().Total().writes, expected);
+    ::close(fd);
+  }
+}
+
 // max_connection_server's refusal: a client that spoke first got "too many connections"
 // followed by the echo of its request, since the close was queued behind the next poll.
 TEST_P(ServerModeTest, CloseInOnConnectStopsInput) {

@@ -30,6 +30,7 @@ ABSL_FLAG(int, port, 6380, "TCP port to listen on (0: any free port)");
 ABSL_FLAG(int, loops, 1, "worker loops (<= 0: one per CPU)");
 ABSL_FLAG(bool, reuseport, false, "one SO_REUSEPORT listener per loop instead of one acceptor");
 ABSL_FLAG(int, max_input_mib, 64, "most unparsed input per connection, in MiB");
+ABSL_FLAG(bool, gather_writes, true, "write each loop iteration's replies once per connection");
 
 namespace gev::redis {
 namespace {
@@ -121,7 +122,8 @@ int main(int argc, char** argv) {
   auto server = gev::NewServer(
       &handler, gev::Address(gev::examples::AddressForPort(absl::GetFlag(FLAGS_port))),
       gev::NumLoops(loops), gev::ReusePort(absl::GetFlag(FLAGS_reuseport)),
-      gev::MaxInputBytes(static_cast<size_t>(absl::GetFlag(FLAGS_max_input_mib)) << 20));
+      gev::MaxInputBytes(static_cast<size_t>(absl::GetFlag(FLAGS_max_input_mib)) << 20),
+      gev::GatherWrites(absl::GetFlag(FLAGS_gather_writes)));
   if (!server.ok()) return gev::examples::Fail(server.status());
   return gev::examples::ServeUntilSignal(**server);
 }

@@ -1,0 +1,140 @@
+#include "examples/http/http_request.h"
+
+#include <charconv>
+
+namespace gev::http {
+namespace {
+
+// tchar of RFC 9110: what a method and a field name are made of.
+bool IsTokenChar(char c) {
+  if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9')) return true;
+  switch (c) {
+    case '!': case '#': case '$': case '%': case '&': case '\'': case '*': case '+': case '-':
+    case '.': case '^': case '_': case '`': case '|': case '~':
+      return true;
+    default:
+      return false;
+  }
+}
+
+bool IsToken(std::string_view s) {
+  if (s.empty()) return false;
+  for (char c : s) {
+    if (!IsTokenChar(c)) return false;
+  }
+  return true;
+}
+
+// Field values: visible characters, spaces, tabs and obs-text; no other control bytes.
+bool IsFieldValue(std::string_view s) {
+  for (char c : s) {
+    unsigned char u = static_cast<unsigned char>(c);
+    if ((u < 0x20 && c != '\t') || u == 0x7f) return false;
+  }
+  return true;
+}
+
+bool EqualsIgnoreCase(std::string_view a, std::string_view b) {
+  if (a.size() != b.size()) return false;
+  for (size_t i = 0; i < a.size(); ++i) {
+    char x = a[i], y = b[i];
+    if (x >= 'A' && x <= 'Z') x = static_cast<char>(x - 'A' + 'a');
+    if (y >= 'A' && y <= 'Z') y = static_cast<char>(y - 'A' + 'a');
+    if (x != y) return false;
+  }
+  return true;
+}
+
+std::string_view TrimSpaces(std::string_view s) {
+  while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) s.remove_prefix(1);
+  while (!s.empty() && (s.back() == ' ' || s.back() == '\t')) s.remove_suffix(1);
+  return s;
+}
+
+// Does the comma-separated list `value` hold `token` (case-insensitive)?
+bool ListHas(std::string_view value, std::string_view token) {
+  while (!value.empty()) {
+    size_t comma = value.find(',');
+    if (EqualsIgnoreCase(TrimSpaces(value.substr(0, comma)), token)) return true;
+    if (comma == std::string_view::npos) break;
+    value.remove_prefix(comma + 1);
+  }
+  return false;
+}
+
+HeadStatus ParseRequestLine(std::string_view line, Request* request) {
+  size_t first_space = line.find(' ');
+  if (first_space == std::string_view::npos) return HeadStatus::kBadRequest;
+  size_t second_space = line.find(' ', first_space + 1);
+  if (second_space == std::string_view::npos) return HeadStatus::kBadRequest;
+  request->method = line.substr(0, first_space);
+  request->target = line.substr(first_space + 1, second_space - first_space - 1);
+  std::string_view version = line.substr(second_space + 1);
+  if (!IsToken(request->method) || request->target.empty()) return HeadStatus::kBadRequest;
+  for (char c : request->target) {
+    unsigned char u = static_cast<unsigned char>(c);
+    if (u <= 0x20 || u == 0x7f) return HeadStatus::kBadRequest;
+  }
+  // HTTP-version = "HTTP/" DIGIT "." DIGIT
+  if (version.size() != 8 || version.substr(0, 5) != "HTTP/" || version[6] != '.' ||
+      version[5] < '0' || version[5] > '9' || version[7] < '0' || version[7] > '9') {
+    return HeadStatus::kBadRequest;
+  }
+  if (version[5] != '1') {
+    return version[5] == '0' ? HeadStatus::kBadRequest : HeadStatus::kVersionNotSupported;
+  }
+  request->minor_version = version[7] - '0';
+  request->keep_alive = request->minor_version >= 1;
+  return HeadStatus::kOk;
+}
+
+}  // namespace
+
+HeadStatus ParseHead(std::string_view head, Request* request) {
+  *request = Request();
+  while (head.substr(0, 2) == "\r\n") head.remove_prefix(2);
+  size_t line_end = head.find("\r\n");
+  if (line_end == std::string_view::npos) return HeadStatus::kBadRequest;
+  HeadStatus status = ParseRequestLine(head.substr(0, line_end), request);
+  if (status != HeadStatus::kOk) return status;
+  bool seen_length = false, close = false, keep_alive = false;
+  size_t pos = line_end + 2;
+  while (true) {
+    line_end = head.find("\r\n", pos);
+    if (line_end == std::string_view::npos) return HeadStatus::kBadRequest;
+    std::string_view line = head.substr(pos, line_end - pos);
+    pos = line_end + 2;
+    if (line.empty()) break;  // The blank line: the head ends here.
+    // No obs-fold (a line that starts with a space continues nothing here), no bare CR or LF.
+    size_t colon = line.find(':');
+    if (colon == std::string_view::npos) return HeadStatus::kBadRequest;
+    std::string_view name = line.substr(0, colon);
+    std::string_view value = TrimSpaces(line.substr(colon + 1));
+    if (!IsToken(name) || !IsFieldValue(value)) return HeadStatus::kBadRequest;
+    if (EqualsIgnoreCase(name, "content-length")) {
+      uint64_t length = 0;
+      auto [end, error] = std::from_chars(value.data(), value.data() + value.size(), length);
+      if (value.empty() || error != std::errc() || end != value.data() + value.size() ||
+          (seen_length && length != request->content_length)) {
+        return HeadStatus::kBadRequest;  // Not digits, or two lengths that disagree.
+      }
+      seen_length = true;
+      request->content_length = length;
+    } else if (EqualsIgnoreCase(name, "transfer-encoding")) {
+      return HeadStatus::kNotImplemented;
+    } else if (EqualsIgnoreCase(name, "connection")) {
+      close |= ListHas(value, "close");
+      keep_alive |= ListHas(value, "keep-alive");
+    }
+  }
+  if (pos != head.size()) return HeadStatus::kBadRequest;  // A blank line inside the head.
+  if (close) {
+    request->keep_alive = false;
+  } else if (keep_alive) {
+    request->keep_alive = true;
+  }
+  if (request->content_length > kMaxBodyBytes) return HeadStatus::kBodyTooLarge;
+  return HeadStatus::kOk;
+}
+
+}  // namespace gev::http

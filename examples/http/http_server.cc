@@ -1,0 +1,157 @@
+// An HTTP/1.1 server on gev in TechEmpower's plaintext shape: GET /plaintext answers
+// "Hello, World!", with keep-alive, pipelining (every complete request of a read is answered,
+// in order, in one write), Content-Length bodies (read and discarded), HTTP/1.0's close by
+// default, and a Date header each loop refreshes once a second. Malformed requests get a 400,
+// oversized heads a 431, and the connection closes after either.
+//
+//   tools/bazel run //examples/http:http_server -- --port=8080 --loops=2
+//   curl -i http://127.0.0.1:8080/plaintext
+
+#include <ctime>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <thread>
+#include <vector>
+
+#include "absl/flags/flag.h"
+#include "absl/flags/parse.h"
+#include "absl/flags/usage.h"
+#include "absl/time/time.h"
+#include "examples/common/serve.h"
+#include "examples/http/http_request.h"
+#include "server/server.h"
+
+ABSL_FLAG(int, port, 8080, "TCP port to listen on (0: any free port)");
+ABSL_FLAG(int, loops, 1, "worker loops (<= 0: one per CPU)");
+ABSL_FLAG(bool, reuseport, false, "one SO_REUSEPORT listener per loop instead of one acceptor");
+ABSL_FLAG(bool, gather_writes, true, "write each loop iteration's responses once per connection");
+
+namespace gev::http {
+namespace {
+
+constexpr std::string_view kHelloWorld = "Hello, World!";
+
+std::string_view StatusLine(HeadStatus status) {
+  switch (status) {
+    case HeadStatus::kOk: return "200 OK";
+    case HeadStatus::kBadRequest: return "400 Bad Request";
+    case HeadStatus::kVersionNotSupported: return "505 HTTP Version Not Supported";
+    case HeadStatus::kNotImplemented: return "501 Not Implemented";
+    case HeadStatus::kBodyTooLarge: return "413 Content Too Large";
+  }
+  return "500 Internal Server Error";
+}
+
+class HttpHandler : public Handler {
+ public:
+  explicit HttpHandler(size_t loops) : per_loop_(loops) {}
+
+  void OnLoopStart(EventLoop& loop, size_t loop_index) override {
+    auto state = std::make_unique<LoopState>();
+    state->RefreshDate();
+    // The loop's timer, on the loop's thread: the Date its responses share, without a lock.
+    LoopState* raw = state.get();
+    loop.RunEvery(absl::Seconds(1), [raw] { raw->RefreshDate(); });
+    per_loop_[loop_index] = std::move(state);
+  }
+
+  Reply OnMessage(Connection& conn, RingBuffer& buffer) override {
+    LoopState& loop = *per_loop_[conn.LoopIndex()];
+    loop.out.clear();
+    bool close = false;
+    while (!close) {
+      // Empty lines before a request line are skipped (RFC 9112, section 2.2).
+      while (buffer.Length() >= 2 && buffer.At(0) == '\r' && buffer.At(1) == '\n') {
+        buffer.Retrieve(2);
+      }
+      size_t blank_line = buffer.Find("\r\n\r\n");
+      if (blank_line == RingBuffer::npos || blank_line + 4 > kMaxHeadBytes) {
+        if (buffer.Length() < kMaxHeadBytes) break;  // More of the head is on its way.
+        AppendStatus(loop, "431 Request Header Fields Too Large");
+        close = true;
+        break;
+      }
+      size_t head_length = blank_line + 4;
+      Request request;
+      HeadStatus status =
+          ParseHead(buffer.Contiguous(head_length, loop.head, sizeof(loop.head)), &request);
+      if (status != HeadStatus::kOk) {
+        AppendStatus(loop, StatusLine(status));
+        close = true;
+        break;
+      }
+      if (buffer.Length() - head_length < request.content_length) break;  // The body's coming.
+      Respond(loop, request);
+      buffer.Retrieve(head_length + request.content_length);
+      close = !request.keep_alive;
+    }
+    if (close) {
+      buffer.RetrieveAll();  // Nothing after the response that ends the connection is read.
+      conn.Close();          // After the responses below are written.
+    }
+    // The loop's buffer is rewritten only by its next OnMessage, after these bytes are taken.
+    return Reply::View(loop.out);
+  }
+
+ private:
+  struct LoopState {
+    std::string out;           // Every response of one OnMessage call.
+    std::string date;          // "Date: <IMF-fixdate>\r\n"
+    char head[kMaxHeadBytes];  // A request head that wraps around the input ring.
+
+    void RefreshDate() {
+      std::time_t now = std::time(nullptr);
+      std::tm utc;
+      gmtime_r(&now, &utc);
+      char text[64];
+      size_t n = std::strftime(text, sizeof(text), "Date: %a, %d %b %Y %H:%M:%S GMT\r\n", &utc);
+      date.assign(text, n);
+    }
+  };
+
+  static void Respond(LoopState& loop, const Request& request) {
+    bool found = request.target == "/plaintext" || request.target == "/";
+    std::string_view body = found ? kHelloWorld : "Not Found";
+    std::string& out = loop.out;
+    out.append(found ? "HTTP/1.1 200 OK\r\n" : "HTTP/1.1 404 Not Found\r\n");
+    out.append("Server: gev\r\n");
+    out.append(loop.date);
+    out.append("Content-Type: text/plain\r\nContent-Length: ");
+    out.append(std::to_string(body.size()));
+    out.append("\r\n");
+    if (!request.keep_alive) {
+      out.append("Connection: close\r\n");
+    } else if (request.minor_version == 0) {
+      out.append("Connection: keep-alive\r\n");
+    }
+    out.append("\r\n");
+    if (request.method != "HEAD") out.append(body.data(), body.size());
+  }
+
+  static void AppendStatus(LoopState& loop, std::string_view status) {
+    loop.out.append("HTTP/1.1 ").append(status.data(), status.size()).append("\r\nServer: gev\r\n");
+    loop.out.append(loop.date);
+    loop.out.append("Content-Length: 0\r\nConnection: close\r\n\r\n");
+  }
+
+  // One per loop, created and used on that loop's thread only.
+  std::vector<std::unique_ptr<LoopState>> per_loop_;
+};
+
+}  // namespace
+}  // namespace gev::http
+
+int main(int argc, char** argv) {
+  absl::SetProgramUsageMessage("An HTTP/1.1 plaintext server. Usage: http_server --port=8080");
+  absl::ParseCommandLine(argc, argv);
+  int loops = absl::GetFlag(FLAGS_loops);
+  if (loops <= 0) loops = static_cast<int>(std::thread::hardware_concurrency());
+  gev::http::HttpHandler handler(static_cast<size_t>(loops));
+  auto server = gev::NewServer(
+      &handler, gev::Address(gev::examples::AddressForPort(absl::GetFlag(FLAGS_port))),
+      gev::NumLoops(loops), gev::ReusePort(absl::GetFlag(FLAGS_reuseport)),
+      gev::GatherWrites(absl::GetFlag(FLAGS_gather_writes)));
+  if (!server.ok()) return gev::examples::Fail(server.status());
+  return gev::examples::ServeUntilSignal(**server);
+}

@@ -1,0 +1,178 @@
+"""End-to-end checks of examples/http with curl and raw sockets.
+
+curl: a GET with its headers, connection reuse over keep-alive, HTTP/1.0's close, a POST body,
+a 404, HEAD. Raw sockets: pipelined requests answered in order in one read, a request split
+byte by byte, a body split from its head, garbage (400 and a close), an oversized head (431
+and a close), an HTTP/1.0 keep-alive, the Date header's format and its refresh. Each runs
+against one loop and against two loops with SO_REUSEPORT. curl comes from Debian (tools/bazel
+installs it); missing, the test fails. Loopback only; every wait is bounded.
+"""
+
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import time
+
+FAILURES = []
+DATE = re.compile(rb"Date: (Mon|Tue|Wed|Thu|Fri|Sat|Sun), \d\d "
+                  rb"(Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec) \d{4} "
+                  rb"\d\d:\d\d:\d\d GMT\r\n")
+
+
+def check(condition, message):
+    if not condition:
+        FAILURES.append(message)
+        print("FAIL:", message, flush=True)
+
+
+def start(binary, args):
+    process = subprocess.Popen([binary, "--port=0"] + args, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE)
+    line = process.stdout.readline().decode()
+    if "listening on" not in line:
+        raise RuntimeError("http_server did not start: %r" % line)
+    return process, int(line.rsplit(":", 1)[1])
+
+
+def connect(port):
+    sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    return sock
+
+
+def read_responses(sock, count):
+    """Reads `count` whole responses (heads with a Content-Length body); returns them."""
+    data = b""
+    responses = []
+    while len(responses) < count:
+        end = data.find(b"\r\n\r\n")
+        if end >= 0:
+            length = int(re.search(rb"Content-Length: (\d+)", data[:end]).group(1))
+            if len(data) >= end + 4 + length:
+                responses.append(data[:end + 4 + length])
+                data = data[end + 4 + length:]
+                continue
+        chunk = sock.recv(65536)
+        if not chunk:
+            break
+        data += chunk
+    return responses, data
+
+
+def closed_after(sock):
+    sock.settimeout(5)
+    try:
+        rest = sock.recv(65536)
+        return rest == b""
+    except ConnectionResetError:
+        return True
+    except socket.timeout:
+        return False
+
+
+def curl(*args):
+    return subprocess.run(["curl", "-sS", "--max-time", "10"] + list(args), capture_output=True,
+                          timeout=30)
+
+
+def with_curl(port):
+    url = "http://127.0.0.1:%d/plaintext" % port
+    got = curl("-i", url)
+    check(got.returncode == 0 and got.stdout.endswith(b"\r\n\r\nHello, World!"),
+          "curl GET: %r %r" % (got.stdout, got.stderr))
+    check(b"Content-Length: 13\r\n" in got.stdout and b"Content-Type: text/plain" in got.stdout,
+          "curl GET headers: %r" % got.stdout)
+    check(DATE.search(got.stdout) is not None, "a Date header in IMF-fixdate: %r" % got.stdout)
+    twice = curl("-v", url, url)
+    check(twice.stdout == b"Hello, World!Hello, World!", "two GETs: %r" % twice.stdout)
+    check(b"Re-using existing connection" in twice.stderr or b"Reusing existing" in twice.stderr,
+          "curl reuses the kept-alive connection: %r" % twice.stderr[-400:])
+    old = curl("-i", "--http1.0", url)
+    check(b"Connection: close\r\n" in old.stdout and old.stdout.endswith(b"Hello, World!"),
+          "HTTP/1.0 closes: %r" % old.stdout)
+    posted = curl("-i", "--data-binary", "x" * 100000, url)
+    check(posted.stdout.startswith(b"HTTP/1.1 200 OK") and posted.stdout.endswith(b"World!"),
+          "POST with a body: %r" % posted.stdout[:200])
+    missing = curl("-i", "http://127.0.0.1:%d/nothing" % port)
+    check(missing.stdout.startswith(b"HTTP/1.1 404 Not Found"), "404: %r" % missing.stdout)
+    head = curl("-I", url)
+    check(head.stdout.startswith(b"HTTP/1.1 200 OK") and b"Content-Length: 13" in head.stdout,
+          "HEAD: %r" % head.stdout)
+
+
+def with_sockets(port):
+    request = b"GET /plaintext HTTP/1.1\r\nHost: x\r\n\r\n"
+    sock = connect(port)
+    sock.sendall(request * 20)
+    responses, rest = read_responses(sock, 20)
+    check(len(responses) == 20 and not rest, "20 pipelined requests: %d answered" % len(responses))
+    check(all(r.endswith(b"Hello, World!") for r in responses), "pipelined bodies")
+    for byte in request:  # Split byte by byte.
+        sock.sendall(bytes([byte]))
+        time.sleep(0.001)
+    responses, _ = read_responses(sock, 1)
+    check(len(responses) == 1, "a request split byte by byte")
+    body = b"y" * 5000
+    sock.sendall(b"POST /plaintext HTTP/1.1\r\nContent-Length: %d\r\n\r\n" % len(body) + body[:10])
+    time.sleep(0.05)
+    sock.sendall(body[10:] + request)
+    responses, _ = read_responses(sock, 2)
+    check(len(responses) == 2, "a body split from its head, then a request after it")
+    sock.close()
+
+    for garbage, status in ((b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03" + b"\x00" * 40, b"400"),
+                            (b"GET / HTTP/1.1\r\nBad Header\r\n\r\n", b"400"),
+                            (b"GET / HTTP/3.0\r\n\r\n", b"505"),
+                            (b"GET /" + b"a" * 9000 + b" HTTP/1.1\r\n\r\n", b"431"),
+                            (b"GET / HTTP/1.1\r\nX: " + b"b" * 9000, b"431")):
+        sock = connect(port)
+        sock.sendall(garbage + b"\r\n\r\n")
+        responses, _ = read_responses(sock, 1)
+        check(len(responses) == 1 and responses[0].startswith(b"HTTP/1.1 " + status),
+              "%r... answered %s: %r" % (garbage[:20], status, responses[:1]))
+        check(responses and b"Connection: close" in responses[0], "the error says close")
+        check(closed_after(sock), "%r...: the connection closes after the error" % garbage[:20])
+        sock.close()
+
+    sock = connect(port)
+    sock.sendall(b"GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n" * 2)
+    responses, _ = read_responses(sock, 2)
+    check(len(responses) == 2 and b"Connection: keep-alive" in responses[1],
+          "HTTP/1.0 keep-alive keeps the connection")
+    sock.sendall(b"GET / HTTP/1.0\r\n\r\n")
+    responses, _ = read_responses(sock, 1)
+    check(len(responses) == 1 and closed_after(sock), "HTTP/1.0 without keep-alive closes")
+    sock.close()
+
+    sock = connect(port)
+    sock.sendall(request)
+    first = DATE.search(read_responses(sock, 1)[0][0]).group(0)
+    time.sleep(2.1)
+    sock.sendall(request)
+    second = DATE.search(read_responses(sock, 1)[0][0]).group(0)
+    check(first != second, "the Date header is refreshed: %r then %r" % (first, second))
+    sock.close()
+
+
+def main():
+    binary = sys.argv[1]
+    if shutil.which("curl") is None:
+        print("FAIL: curl is missing: apt-get install curl (tools/bazel installs it)")
+        return 1
+    for mode in (["--loops=1"], ["--loops=2", "--reuseport"]):
+        print("== http_server", " ".join(mode), flush=True)
+        process, port = start(binary, mode)
+        try:
+            with_curl(port)
+            with_sockets(port)
+        finally:
+            process.terminate()
+            check(process.wait(timeout=20) == 0, "http_server %s exits cleanly" % mode)
+    print("%d failures" % len(FAILURES))
+    return 1 if FAILURES else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

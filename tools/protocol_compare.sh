@@ -1,0 +1,210 @@
+#!/usr/bin/env bash
+# Compares the protocol examples with the servers people run, driven by real clients nobody
+# here wrote, on this machine, in one run:
+#
+#   examples/redis vs redis-server (--save "" --appendonly no), with redis-benchmark
+#     -t set / -t get, -n 200000 -c 50, at -P 1 and -P 16;
+#   examples/http vs nginx (1 worker, keepalive_requests raised so both keep connections),
+#     with wrk -t1 -c100 on /plaintext, without pipelining and with 16 requests pipelined.
+#
+#   tools/protocol_compare.sh [--rounds=5] [--only=redis,http] [--out=bench-out/protocols]
+#                             [--requests=200000] [--duration=5s]
+#
+# Each gev example runs twice: as built (writes gathered per loop iteration) and with
+# --gather_writes=false (each reply written at once, as before gathering), so the effect of
+# gathering is measured in the same run. Servers get CPU 0 and the client the others (when the
+# machine has two or more); within a round the servers alternate, in reverse order every other
+# round. For each test it prints a Markdown table of medians over the rounds: requests/s and
+# the ratio to the reference server, the server's CPU time per request (utime+stime of all its
+# threads from /proc/PID/stat over the client's run) and its context switches per request
+# (voluntary and involuntary, from /proc/PID/task/*/status). Writes results.tsv and results.md
+# to --out. Installs redis-server, redis-tools, wrk and nginx-light when missing (as root).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+rounds=5 only="redis,http" out="bench-out/protocols" requests=200000 duration=5s
+for arg in "$@"; do
+  case "$arg" in
+    --rounds=*) rounds="${arg#*=}" ;;
+    --only=*) only="${arg#*=}" ;;
+    --out=*) out="${arg#*=}" ;;
+    --requests=*) requests="${arg#*=}" ;;
+    --duration=*) duration="${arg#*=}" ;;
+    *) echo "unknown argument: $arg" >&2; exit 2 ;;
+  esac
+done
+wants() { [[ ",$only," == *",$1,"* ]]; }
+
+need=()
+command -v redis-server >/dev/null || need+=(redis-server)
+command -v redis-benchmark >/dev/null || need+=(redis-tools)
+command -v wrk >/dev/null || need+=(wrk)
+[[ -x /usr/sbin/nginx ]] || need+=(nginx-light)
+if ((${#need[@]} > 0)); then
+  if [[ "$(id -u)" != 0 ]]; then
+    echo "protocol_compare: needs: sudo apt-get install -y ${need[*]}" >&2
+    exit 1
+  fi
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${need[@]}" >&2
+fi
+
+tools/bazel build --config=opt //examples/redis:redis_server //examples/http:http_server >&2
+bin="$(mktemp -d)"
+server_pid=""
+trap '[[ -n "$server_pid" ]] && kill "$server_pid" 2>/dev/null; rm -rf "$bin"' EXIT
+cp bazel-bin/examples/redis/redis_server bazel-bin/examples/http/http_server "$bin/"
+cp tools/protocols/pipeline.lua "$bin/"
+
+mkdir -p "$out"
+results="$out/results.tsv"
+: >"$results"
+# shellcheck source=tools/bench_lib.sh
+source tools/bench_lib.sh
+clk_tck=$(getconf CLK_TCK)
+if (($(nproc) >= 2)); then
+  server_pin="taskset -c 0" client_pin="taskset -c 1-$(($(nproc) - 1))"
+else
+  server_pin="" client_pin=""
+fi
+
+free_port() {
+  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
+}
+wait_for_port() {  # $1 = port
+  for _ in $(seq 200); do
+    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
+    sleep 0.05
+  done
+  echo "protocol_compare: nothing listens on port $1" >&2
+  return 1
+}
+context_switches() {  # all threads of $1
+  cat /proc/"$1"/task/*/status 2>/dev/null |
+    awk '/^(voluntary|nonvoluntary)_ctxt_switches/ { n += $2 } END { print n + 0 }'
+}
+
+# start LABEL: starts that server on a free port; sets server_pid and port.
+start() {
+  local label="$1"
+  port=$(free_port)
+  case "$label" in
+    "redis-server")
+      $server_pin redis-server --port "$port" --bind 127.0.0.1 --save "" --appendonly no \
+        --dir "$bin" >/dev/null 2>&1 &
+      ;;
+    "nginx, 1 worker")
+      sed "s/@PORT@/$port/; s|@DIR@|$bin|g" tools/protocols/nginx.conf >"$bin/nginx.conf"
+      $server_pin /usr/sbin/nginx -c "$bin/nginx.conf" -p "$bin" >/dev/null 2>&1 &
+      ;;
+    "gev redis") $server_pin "$bin/redis_server" --port="$port" --loops=1 >/dev/null 2>&1 & ;;
+    "gev redis, not gathered")
+      $server_pin "$bin/redis_server" --port="$port" --loops=1 --gather_writes=false \
+        >/dev/null 2>&1 &
+      ;;
+    "gev http") $server_pin "$bin/http_server" --port="$port" --loops=1 >/dev/null 2>&1 & ;;
+    "gev http, not gathered")
+      $server_pin "$bin/http_server" --port="$port" --loops=1 --gather_writes=false \
+        >/dev/null 2>&1 &
+      ;;
+  esac
+  server_pid=$!
+  wait_for_port "$port"
+}
+stop() {
+  kill "$server_pid" 2>/dev/null || true
+  wait "$server_pid" 2>/dev/null || true
+  server_pid=""
+}
+
+# measure NAME LABEL ROUND COMMAND...: runs the client command against the started server,
+# which prints the requests it made and their rate as "REQUESTS RATE"; records a row.
+measure() {
+  local name="$1" label="$2" round="$3"
+  shift 3
+  local t0 c0 t1 c1 line
+  t0=$(cpu_ticks "$server_pid")
+  c0=$(context_switches "$server_pid")
+  line=$("$@")
+  t1=$(cpu_ticks "$server_pid")
+  c1=$(context_switches "$server_pid")
+  local count="${line% *}" rate="${line#* }"
+  awk -v n="$name" -v l="$label" -v r="$round" -v q="$rate" -v c="$count" -v t=$((t1 - t0)) \
+    -v hz="$clk_tck" -v s=$((c1 - c0)) 'BEGIN {
+      printf "%s\t%s\t%d\t%.0f\t%.3f\t%.3f\n", n, l, r, q, (c > 0) ? t / hz * 1e6 / c : 0,
+        (c > 0) ? s / c : 0 }' >>"$results"
+  echo "  round $round $label: $rate req/s" >&2
+}
+
+redis_client() {  # $1 = test (set/get), $2 = pipeline
+  local csv
+  csv=$($client_pin redis-benchmark -p "$port" -t "$1" -n "$requests" -c 50 -P "$2" -q --csv)
+  # "test","rps",...: the second field of the data line.
+  echo "$requests $(awk -F'"' 'NR == 2 { print $4 }' <<<"$csv")"
+}
+
+http_client() {  # $1 = pipeline depth (1: none)
+  local args=(-t1 -c100 -d"$duration" --latency)
+  ((${1} > 1)) && args+=(-s "$bin/pipeline.lua")
+  local report
+  report=$($client_pin wrk "${args[@]}" "http://127.0.0.1:$port/plaintext" -- "$1")
+  local total rate
+  total=$(awk '/requests in/ { print $1 }' <<<"$report")
+  rate=$(awk '/^Requests\/sec/ { print $2 }' <<<"$report")
+  if grep -q "Non-2xx\|Socket errors" <<<"$report"; then
+    echo "  ! wrk reported errors: $(grep 'Non-2xx\|Socket errors' <<<"$report")" >&2
+  fi
+  echo "$total $rate"
+}
+
+# run NAME CLIENT_FUNCTION ARGS -- LABEL...
+run() {
+  local name="$1" client="$2" args=()
+  shift 2
+  while [[ "$1" != "--" ]]; do args+=("$1"); shift; done
+  shift
+  local labels=("$@")
+  echo "== $name" >&2
+  for ((round = 1; round <= rounds; round++)); do
+    local order=("${labels[@]}")
+    if ((round % 2 == 0)); then
+      order=()
+      for ((i = ${#labels[@]} - 1; i >= 0; i--)); do order+=("${labels[$i]}"); done
+    fi
+    for label in "${order[@]}"; do
+      start "$label"
+      measure "$name" "$label" "$round" "$client" "${args[@]}"
+      stop
+    done
+  done
+}
+
+if wants redis; then
+  redis_servers=("redis-server" "gev redis" "gev redis, not gathered")
+  for p in 1 16; do
+    run "redis-benchmark SET, -P $p, 50 clients" redis_client set "$p" -- "${redis_servers[@]}"
+    run "redis-benchmark GET, -P $p, 50 clients" redis_client get "$p" -- "${redis_servers[@]}"
+  done
+fi
+if wants http; then
+  http_servers=("nginx, 1 worker" "gev http" "gev http, not gathered")
+  run "wrk plaintext, 100 connections" http_client 1 -- "${http_servers[@]}"
+  run "wrk plaintext, 100 connections, 16 pipelined" http_client 16 -- "${http_servers[@]}"
+fi
+
+{
+  echo "Command: tools/protocol_compare.sh $*; rounds $rounds; $(nproc) CPUs, server pinned to CPU 0."
+  while IFS= read -r name; do
+    base=$(labels_of "$name" | head -1)
+    base_rate=$(column_median "$name" "$base" 4)
+    echo
+    echo "**$name** (medians of $rounds rounds)"
+    echo
+    echo "| server | requests/s | vs $base | server CPU us/request | context switches/request |"
+    echo "|---|---|---|---|---|"
+    while IFS= read -r label; do
+      awk -v l="$label" -v r="$(column_median "$name" "$label" 4)" -v b="$base_rate" \
+        -v c="$(column_median "$name" "$label" 5)" -v s="$(column_median "$name" "$label" 6)" \
+        'BEGIN { printf "| %s | %.0f | %.2fx | %.2f | %.3f |\n", l, r, (b > 0) ? r / b : 0, c, s }'
+    done < <(labels_of "$name")
+  done < <(names)
+} | tee "$out/results.md"
