@@ -18,6 +18,10 @@
 #ifndef GEV_EVENTLOOP_LOG_H_
 #define GEV_EVENTLOOP_LOG_H_
 
+#if __cplusplus < 201703L
+#error "gev needs C++17: compile with -std=c++17 (with Bazel: build --cxxopt=-std=c++17 in .bazelrc)"
+#endif
+
 #include <functional>
 #include <string_view>
 

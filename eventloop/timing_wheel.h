@@ -25,6 +25,10 @@
 #ifndef GEV_EVENTLOOP_TIMING_WHEEL_H_
 #define GEV_EVENTLOOP_TIMING_WHEEL_H_
 
+#if __cplusplus < 201703L
+#error "gev needs C++17: compile with -std=c++17 (with Bazel: build --cxxopt=-std=c++17 in .bazelrc)"
+#endif
+
 #include <cstddef>
 #include <cstdint>
 #include <vector>

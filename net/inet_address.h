@@ -15,6 +15,10 @@
 #ifndef GEV_NET_INET_ADDRESS_H_
 #define GEV_NET_INET_ADDRESS_H_
 
+#if __cplusplus < 201703L
+#error "gev needs C++17: compile with -std=c++17 (with Bazel: build --cxxopt=-std=c++17 in .bazelrc)"
+#endif
+
 #include <netinet/in.h>
 #include <sys/socket.h>
 

@@ -17,6 +17,10 @@
 #ifndef GEV_NET_SOCKET_ADDRESS_H_
 #define GEV_NET_SOCKET_ADDRESS_H_
 
+#if __cplusplus < 201703L
+#error "gev needs C++17: compile with -std=c++17 (with Bazel: build --cxxopt=-std=c++17 in .bazelrc)"
+#endif
+
 #include <sys/socket.h>
 
 #include <cstdint>

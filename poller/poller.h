@@ -26,6 +26,10 @@
 #ifndef GEV_POLLER_POLLER_H_
 #define GEV_POLLER_POLLER_H_
 
+#if __cplusplus < 201703L
+#error "gev needs C++17: compile with -std=c++17 (with Bazel: build --cxxopt=-std=c++17 in .bazelrc)"
+#endif
+
 #include <cstdint>
 #include <memory>
 

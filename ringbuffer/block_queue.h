@@ -32,6 +32,10 @@
 #ifndef GEV_RINGBUFFER_BLOCK_QUEUE_H_
 #define GEV_RINGBUFFER_BLOCK_QUEUE_H_
 
+#if __cplusplus < 201703L
+#error "gev needs C++17: compile with -std=c++17 (with Bazel: build --cxxopt=-std=c++17 in .bazelrc)"
+#endif
+
 #include <sys/uio.h>
 
 #include <cstddef>

@@ -42,6 +42,10 @@
 #ifndef GEV_RINGBUFFER_RING_BUFFER_H_
 #define GEV_RINGBUFFER_RING_BUFFER_H_
 
+#if __cplusplus < 201703L
+#error "gev needs C++17: compile with -std=c++17 (with Bazel: build --cxxopt=-std=c++17 in .bazelrc)"
+#endif
+
 #include <sys/types.h>
 
 #include <cstddef>
@@ -123,7 +127,7 @@ class RingBuffer {
         storage_ = block;
         capacity_ = static_cast<uint32_t>(kMinCapacity << size_class);
         CopyBytes(storage_, static_cast<const char*>(data), n);
-        size_ = n;
+        size_ = static_cast<uint32_t>(n);  // n <= kLargestPooledBlock.
         return true;
       }
     }
@@ -176,9 +180,9 @@ class RingBuffer {
 
   // RingBuffer::Retrieve() — discards the first min(n, Length()) readable bytes.
   void Retrieve(size_t n) {
-    if (n < size_) {
-      read_index_ = (read_index_ + n) & Mask();
-      size_ -= n;
+    if (n < size_) {  // So n fits the 32-bit positions.
+      read_index_ = static_cast<uint32_t>((read_index_ + n) & Mask());
+      size_ -= static_cast<uint32_t>(n);
       virtual_consumed_ = 0;
     } else {
       Reset();
@@ -292,7 +296,7 @@ class RingBuffer {
       std::memcpy(storage_ + write_index, data, until_end);
       std::memcpy(storage_, data + until_end, n - until_end);
     }
-    size_ += n;
+    size_ += static_cast<uint32_t>(n);  // The caller made room: size_ + n <= capacity_.
   }
   // Write()'s slow path: grows the storage (or takes it) first.
   bool WriteGrowing(const void* data, size_t n);

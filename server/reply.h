@@ -13,6 +13,10 @@
 #ifndef GEV_SERVER_REPLY_H_
 #define GEV_SERVER_REPLY_H_
 
+#if __cplusplus < 201703L
+#error "gev needs C++17: compile with -std=c++17 (with Bazel: build --cxxopt=-std=c++17 in .bazelrc)"
+#endif
+
 #include <cstddef>
 #include <cstdint>
 #include <string>

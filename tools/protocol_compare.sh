@@ -9,6 +9,8 @@
 #
 #   tools/protocol_compare.sh [--rounds=5] [--only=redis,http] [--out=bench-out/protocols]
 #                             [--requests=200000] [--duration=5s]
+#                             [--render=OLD_OUT/results.tsv]  (tables and chart of an earlier
+#                                                             run's rows; nothing is run)
 #
 # Each gev example runs twice: as built (writes gathered per loop iteration) and with
 # --gather_writes=false (each reply written at once, as before gathering), so the effect of
@@ -18,11 +20,11 @@
 # the ratio to the reference server, the server's CPU time per request (utime+stime of all its
 # threads from /proc/PID/stat over the client's run) and its context switches per request
 # (voluntary and involuntary, from /proc/PID/task/*/status). Writes results.tsv and results.md
-# to --out. Installs redis-server, redis-tools, wrk and nginx-light when missing (as root).
+# to --out, and chart.png (requests/s against the reference, per test; gnuplot). Installs redis-server, redis-tools, wrk and nginx-light when missing (as root).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-rounds=5 only="redis,http" out="bench-out/protocols" requests=200000 duration=5s
+rounds=5 only="redis,http" out="bench-out/protocols" requests=200000 duration=5s render=""
 for arg in "$@"; do
   case "$arg" in
     --rounds=*) rounds="${arg#*=}" ;;
@@ -30,16 +32,19 @@ for arg in "$@"; do
     --out=*) out="${arg#*=}" ;;
     --requests=*) requests="${arg#*=}" ;;
     --duration=*) duration="${arg#*=}" ;;
+    --render=*) render="${arg#*=}" ;;
     *) echo "unknown argument: $arg" >&2; exit 2 ;;
   esac
 done
 wants() { [[ ",$only," == *",$1,"* ]]; }
 
+if [[ -n "$render" ]]; then only=""; fi
 need=()
-command -v redis-server >/dev/null || need+=(redis-server)
-command -v redis-benchmark >/dev/null || need+=(redis-tools)
-command -v wrk >/dev/null || need+=(wrk)
-[[ -x /usr/sbin/nginx ]] || need+=(nginx-light)
+[[ -n "$render" ]] || command -v redis-server >/dev/null || need+=(redis-server)
+[[ -n "$render" ]] || command -v redis-benchmark >/dev/null || need+=(redis-tools)
+[[ -n "$render" ]] || command -v wrk >/dev/null || need+=(wrk)
+[[ -n "$render" || -x /usr/sbin/nginx ]] || need+=(nginx-light)
+command -v gnuplot >/dev/null || need+=(gnuplot-nox)
 if ((${#need[@]} > 0)); then
   if [[ "$(id -u)" != 0 ]]; then
     echo "protocol_compare: needs: sudo apt-get install -y ${need[*]}" >&2
@@ -48,16 +53,22 @@ if ((${#need[@]} > 0)); then
   DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${need[@]}" >&2
 fi
 
-tools/bazel build --config=opt //examples/redis:redis_server //examples/http:http_server >&2
 bin="$(mktemp -d)"
 server_pid=""
 trap '[[ -n "$server_pid" ]] && kill "$server_pid" 2>/dev/null; rm -rf "$bin"' EXIT
-cp bazel-bin/examples/redis/redis_server bazel-bin/examples/http/http_server "$bin/"
-cp tools/protocols/pipeline.lua "$bin/"
+if [[ -z "$render" ]]; then
+  tools/bazel build --config=opt //examples/redis:redis_server //examples/http:http_server >&2
+  cp bazel-bin/examples/redis/redis_server bazel-bin/examples/http/http_server "$bin/"
+  cp tools/protocols/pipeline.lua "$bin/"
+fi
 
 mkdir -p "$out"
 results="$out/results.tsv"
-: >"$results"
+if [[ -z "$render" ]]; then
+  : >"$results"
+elif [[ ! "$render" -ef "$results" ]]; then
+  cp "$render" "$results"
+fi
 # shellcheck source=tools/bench_lib.sh
 source tools/bench_lib.sh
 clk_tck=$(getconf CLK_TCK)
@@ -78,8 +89,16 @@ wait_for_port() {  # $1 = port
   echo "protocol_compare: nothing listens on port $1" >&2
   return 1
 }
-context_switches() {  # all threads of $1
-  cat /proc/"$1"/task/*/status 2>/dev/null |
+# The server's processes: $1 and its children (nginx's worker is the master's child).
+server_pids() { echo "$1" $(pgrep -P "$1" || true); }
+server_cpu_ticks() {  # utime+stime of every thread of every process of the server
+  local total=0 pid
+  for pid in $(server_pids "$1"); do total=$((total + $(cpu_ticks "$pid" 2>/dev/null || echo 0))); done
+  echo "$total"
+}
+context_switches() {  # voluntary and involuntary, every thread of every process of the server
+  local pid
+  for pid in $(server_pids "$1"); do cat /proc/"$pid"/task/*/status 2>/dev/null; done |
     awk '/^(voluntary|nonvoluntary)_ctxt_switches/ { n += $2 } END { print n + 0 }'
 }
 
@@ -95,6 +114,11 @@ start() {
     "nginx, 1 worker")
       sed "s/@PORT@/$port/; s|@DIR@|$bin|g" tools/protocols/nginx.conf >"$bin/nginx.conf"
       $server_pin /usr/sbin/nginx -c "$bin/nginx.conf" -p "$bin" >/dev/null 2>&1 &
+      server_pid=$!
+      wait_for_port "$port"
+      # The worker does the serving; wait until the master has forked it.
+      for _ in $(seq 100); do [[ -n "$(pgrep -P "$server_pid")" ]] && break; sleep 0.02; done
+      return
       ;;
     "gev redis") $server_pin "$bin/redis_server" --port="$port" --loops=1 >/dev/null 2>&1 & ;;
     "gev redis, not gathered")
@@ -122,10 +146,10 @@ measure() {
   local name="$1" label="$2" round="$3"
   shift 3
   local t0 c0 t1 c1 line
-  t0=$(cpu_ticks "$server_pid")
+  t0=$(server_cpu_ticks "$server_pid")
   c0=$(context_switches "$server_pid")
   line=$("$@")
-  t1=$(cpu_ticks "$server_pid")
+  t1=$(server_cpu_ticks "$server_pid")
   c1=$(context_switches "$server_pid")
   local count="${line% *}" rate="${line#* }"
   awk -v n="$name" -v l="$label" -v r="$round" -v q="$rate" -v c="$count" -v t=$((t1 - t0)) \
@@ -208,3 +232,41 @@ fi
     done < <(labels_of "$name")
   done < <(names)
 } | tee "$out/results.md"
+
+# One bar per server and test: its requests/s over the reference's (the first server).
+if command -v gnuplot >/dev/null; then
+  chart_data="$bin/chart.dat"
+  {
+    printf 'test'
+    while IFS= read -r name; do :; done < <(names)
+    first=$(names | head -1)
+    mapfile -t labels < <(labels_of "$first")
+    printf '\t"%s"' "${labels[@]:1}"
+    printf '\n'
+    while IFS= read -r name; do
+      mapfile -t labels < <(labels_of "$name")
+      base_rate=$(column_median "$name" "${labels[0]}" 4)
+      short=$(sed 's/redis-benchmark //; s/, 50 clients//; s/wrk plaintext, 100 connections/HTTP/; s/, 16 pipelined/, -P 16/' <<<"$name")
+      printf '"%s"' "$short"
+      for label in "${labels[@]:1}"; do
+        awk -v r="$(column_median "$name" "$label" 4)" -v b="$base_rate" 'BEGIN { printf "\t%.3f", (b > 0) ? r / b : 0 }'
+      done
+      printf '\n'
+    done < <(names)
+  } >"$chart_data"
+  gnuplot <<GNUPLOT
+set terminal pngcairo size 1000,420 font ",10"
+set output "$out/chart.png"
+set title "gev's examples against redis-server and nginx (1 worker): requests/s over theirs, medians of $rounds rounds"
+set style data histograms
+set style histogram clustered gap 1
+set style fill solid 0.8 border -1
+set yrange [0:*]
+set ylabel "x the reference server"
+set xtics rotate by -20 scale 0
+set key top left
+set grid ytics
+set arrow from graph 0, first 1 to graph 1, first 1 nohead dt 2 lw 2
+plot "$chart_data" using 2:xtic(1) title "gev (replies gathered)", '' using 3 title "gev, each reply written at once"
+GNUPLOT
+fi
