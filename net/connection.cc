@@ -192,8 +192,14 @@ void Connection::HandleWrite() { WriteBuffered(/*drained_callback=*/true); }
 void Connection::FlushGathered() {
   flush_queued_ = false;
   // Closed meanwhile (Teardown owns the output now), or the output already waits for the
-  // socket, or a larger send wrote it at once.
-  if (state() == State::kDisconnected || writing_ || OutputLength() == 0) return;
+  // socket.
+  if (state() == State::kDisconnected || writing_) return;
+  if (OutputLength() == 0) {
+    // A larger send wrote the gathered bytes at once; a close or shutdown that waited for
+    // them (the peer's FIN came in between) happens now.
+    FinishIfFlushed();
+    return;
+  }
   WriteBuffered(/*drained_callback=*/false);
 }
 
@@ -327,6 +333,13 @@ absl::Status Connection::SendAll(std::initializer_list<std::string_view> pieces)
     }
     return absl::OkStatus();
   }
+  size_t gathered = output_.Length();
+  bool gather = options().gather_writes &&
+                gathered + total <= std::min(kGatherBytes, options().high_water_mark);
+  if (!gather && !writing_ && total > 0 && pieces.size() <= kMaxSendAllPieces &&
+      state() != State::kDisconnected && !write_shut_) {
+    return WriteAllNow(pieces, total);
+  }
   // Each piece reserved already; pieces after one that fails would leave a hole, so the first
   // failure (which closes the connection) releases the rest.
   size_t left = total;
@@ -338,6 +351,63 @@ absl::Status Connection::SendAll(std::initializer_list<std::string_view> pieces)
       return sent;
     }
   }
+  return absl::OkStatus();
+}
+
+absl::Status Connection::WriteAllNow(std::initializer_list<std::string_view> pieces,
+                                     size_t total) {
+  // One writev of what this iteration gathered and every piece; what the socket does not take
+  // is buffered in order.
+  RingBuffer::Slices gathered = output_.PeekAll();
+  iovec views[2 + kMaxSendAllPieces];
+  int count = 0;
+  for (std::string_view part : {gathered.first, gathered.second}) {
+    if (part.empty()) continue;
+    views[count].iov_base = const_cast<char*>(part.data());
+    views[count].iov_len = part.size();
+    ++count;
+  }
+  for (std::string_view piece : pieces) {
+    if (piece.empty()) continue;
+    views[count].iov_base = const_cast<char*>(piece.data());
+    views[count].iov_len = piece.size();
+    ++count;
+  }
+  ssize_t n;
+  do {
+    n = ::writev(fd_, views, count);
+  } while (n < 0 && errno == EINTR);
+  size_t skip = 0;
+  if (n >= 0) {
+    CountWrite(static_cast<size_t>(n));
+    size_t from_gathered = std::min(static_cast<size_t>(n), gathered.size());
+    output_.Retrieve(from_gathered);
+    skip = static_cast<size_t>(n) - from_gathered;
+  } else if (errno != EAGAIN && errno != EWOULDBLOCK) {
+    // The gathered bytes stay counted as pending: Teardown reports them unsent.
+    ReleaseOutput(total);
+    absl::Status reason = absl::ErrnoToStatus(errno, "write");
+    CloseInLoop(reason);
+    return reason;
+  }
+  size_t before = OutputLength();
+  for (std::string_view piece : pieces) {
+    if (skip >= piece.size()) {
+      skip -= piece.size();
+      continue;
+    }
+    if (!BufferOutput(piece.substr(skip))) {
+      absl::Status reason = absl::ResourceExhaustedError("no memory for pending output");
+      CloseInLoop(reason, /*reset=*/true);  // As in SendSlicesInLoop: no hole in the stream.
+      return reason;
+    }
+    skip = 0;
+  }
+  if (OutputLength() != 0 && !writing_) {
+    writing_ = true;
+    UpdateInterest();
+  }
+  CheckHighWater(before);
   return absl::OkStatus();
 }
 
@@ -534,7 +604,8 @@ void Connection::ForceClose(absl::Status reason) {
     return;
   }
   // Refused only by a loop that has finished (see Close()). Sends accepted until the task runs
-  // are dropped with the rest and counted in the reason.
+  // are dropped with the rest (an OK reason gives gathered ones one write) and counted in the
+  // reason.
   (void)loop()->QueueInLoop(
       [self = shared_from_this(), reason = std::move(reason), reset]() mutable {
         self->CloseInLoop(std::move(reason), reset);
@@ -544,10 +615,11 @@ void Connection::ForceClose(absl::Status reason) {
 void Connection::CloseInLoop(absl::Status reason, bool reset) {
   loop()->AssertInLoopThread();
   if (state() == State::kDisconnected) return;
-  if (flush_queued_ && !writing_ && !reset && !output_.IsEmpty()) {
-    // Gathered replies were as good as written when they were sent (a send that is not
-    // gathered reaches the kernel at once): one try, as that send would have made. What the
-    // socket does not take counts as unsent in the reason.
+  if (reason.ok() && flush_queued_ && !writing_ && !reset && !output_.IsEmpty()) {
+    // An orderly close (ForceClose() with no reason): gathered replies were as good as written
+    // when they were sent (a send that is not gathered reaches the kernel at once), so they get
+    // the one try that send would have made. What the socket does not take counts as unsent in
+    // the reason. Closes for errors (a failed write, a reset, a timeout) drop them as before.
     ssize_t n = WriteOutput();
     if (n > 0) CountWrite(static_cast<size_t>(n));
   }

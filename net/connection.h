@@ -173,7 +173,9 @@ class Connection final : public EventHandler, public std::enable_shared_from_thi
   // Options::max_pending_output. Thread-safe.
   absl::Status Send(std::string_view data);
   // Connection::SendAll() — Send() of several pieces, in order: all of them or none, written
-  // as one stream (a header and a body without joining them first). Thread-safe.
+  // as one stream (a header and a body without joining them first). On the loop thread, pieces
+  // too large to gather (and at most kMaxSendAllPieces of them) leave in one writev with what
+  // was gathered before them. Thread-safe.
   absl::Status SendAll(std::initializer_list<std::string_view> pieces);
 
   // Most bytes a connection gathers before it writes without waiting for the end of the
@@ -184,6 +186,8 @@ class Connection final : public EventHandler, public std::enable_shared_from_thi
   // tools/echo_compare.sh --gev-before). It also bounds what a loop holds gathered: this much
   // per connection of its batch.
   static constexpr size_t kGatherBytes = 2 * 1024;
+  // Most pieces SendAll writes with one writev (more are sent one after another).
+  static constexpr size_t kMaxSendAllPieces = 16;
   // Connection::SendFromBuffer() — sends and consumes the first `n` bytes of `buffer` without
   // an intermediate copy when the socket takes them (an echo's path). Errors as Send's.
   // Loop thread only.
@@ -206,8 +210,9 @@ class Connection final : public EventHandler, public std::enable_shared_from_thi
   void Close();
   // Connection::ForceClose() — closes without flushing: on the loop thread it stops input and
   // output at once, from another thread when its task runs; the descriptor is closed (RST if
-  // output was left, counted in the reason) after the current callback. `reason` reaches
-  // on_close (a protocol error, say). Thread-safe.
+  // output was left, counted in the reason) after the current callback. With an OK `reason`,
+  // small sends this loop iteration gathered get one write first, as they would have had
+  // without gathering. `reason` reaches on_close (a protocol error, say). Thread-safe.
   void ForceClose(absl::Status reason = absl::OkStatus());
 
   // Connection::SetContext() / Context() — any user value. Thread-safe.
@@ -324,6 +329,8 @@ class Connection final : public EventHandler, public std::enable_shared_from_thi
   // some left, write interest until it drains. `drained_callback`: call on_write_complete when
   // output that waited for the socket has drained (not for output only gathered).
   void WriteBuffered(bool drained_callback);
+  // SendAll's one writev of the gathered output and `pieces` (`total` bytes, reserved).
+  absl::Status WriteAllNow(std::initializer_list<std::string_view> pieces, size_t total);
   // The before-poll task: writes what the batch gathered.
   void FlushGathered();
   // Counts one write system call of `n` bytes.

@@ -891,5 +891,73 @@ TEST(ConnectionTest, GatheredBytesCountAgainstThePendingCap) {
   ::close(client);
 }
 
+// SendAll of pieces too large to gather: one writev with the bytes gathered before them.
+TEST(ConnectionTest, SendAllWritesLargePiecesWithWhatWasGatheredInOneWrite) {
+  const std::string first = Pattern(20000, 1), second = Pattern(30000, 2), third = Pattern(10, 3);
+  auto server = StartServer({.on_message = [&](const ConnectionPtr& c, RingBuffer& input) {
+    input.RetrieveAll();
+    EXPECT_TRUE(c->Send("head;").ok());
+    EXPECT_TRUE(c->SendAll({first, second, third}).ok());
+  }});
+  int client = Connect(server->address());
+  uint64_t writes_before = server->counters().writes.load();
+  ASSERT_TRUE(WriteAll(client, "go"));
+  EXPECT_EQ(ReadExactly(client, 5 + first.size() + second.size() + third.size()),
+            "head;" + first + second + third);
+  server->RunAndWait([] {});
+  EXPECT_EQ(server->counters().writes.load() - writes_before, 1u);
+  ::close(client);
+}
+
+// In one batch: A's callback gathers bytes for B; B's FIN arrives (its close waits for them);
+// C's callback sends B more than the gather limit, which writes everything at once. B's close
+// must still happen (it used to wait for a flush that found nothing to write).
+TEST(ConnectionTest, AFinThatWaitedForGatheredBytesClosesWhenALargerSendWritesThem) {
+  std::vector<ConnectionPtr> accepted;  // Loop thread only.
+  std::atomic<int> accepted_count{0};
+  const std::string large = Pattern(Connection::kGatherBytes * 4, 4);
+  auto server = StartServer({
+      .on_connect = [&](const ConnectionPtr& c) {
+        accepted.push_back(c);
+        ++accepted_count;
+      },
+      .on_message = [&](const ConnectionPtr& c, RingBuffer& input) {
+        input.RetrieveAll();
+        if (c == accepted[0]) {
+          EXPECT_TRUE(accepted[1]->Send("small;").ok());
+        }
+        if (c == accepted[2]) {
+          EXPECT_TRUE(accepted[1]->SendSlices({large, {}}).ok());
+        }
+      },
+  });
+  int a = Connect(server->address());
+  ASSERT_TRUE(WaitFor([&] { return accepted_count.load() == 1; }));
+  int b = Connect(server->address());
+  ASSERT_TRUE(WaitFor([&] { return accepted_count.load() == 2; }));
+  int c = Connect(server->address());
+  ASSERT_TRUE(WaitFor([&] { return accepted_count.load() == 3; }));
+  server->RunAndWait([] {});
+  {
+    // Ready in this order, so handled in this order in one batch.
+    std::promise<void> release = server->BlockLoop();
+    ASSERT_TRUE(WriteAll(a, "x"));
+    std::this_thread::sleep_for(milliseconds(20));
+    ::shutdown(b, SHUT_WR);
+    std::this_thread::sleep_for(milliseconds(20));
+    ASSERT_TRUE(WriteAll(c, "x"));
+    std::this_thread::sleep_for(milliseconds(20));
+    release.set_value();
+  }
+  bool reset = false;
+  EXPECT_EQ(ReadToEnd(b, &reset), "small;" + large);
+  EXPECT_FALSE(reset);
+  EXPECT_TRUE(server->WaitForCloses(1));
+  server->RunAndWait([&] { accepted.clear(); });
+  ::close(a);
+  ::close(b);
+  ::close(c);
+}
+
 }  // namespace
 }  // namespace gev

@@ -181,6 +181,7 @@ size_t RingBuffer::Find(char c, size_t from) const {
   if (const void* hit = std::memchr(slices.first.data(), c, slices.first.size())) {
     return from + static_cast<size_t>(static_cast<const char*>(hit) - slices.first.data());
   }
+  if (slices.second.empty()) return npos;  // memchr may not be given its null data().
   if (const void* hit = std::memchr(slices.second.data(), c, slices.second.size())) {
     return from + slices.first.size() +
            static_cast<size_t>(static_cast<const char*>(hit) - slices.second.data());

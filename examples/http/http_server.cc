@@ -2,7 +2,8 @@
 // "Hello, World!", with keep-alive, pipelining (every complete request of a read is answered,
 // in order, in one write), Content-Length bodies (read and discarded), HTTP/1.0's close by
 // default, and a Date header each loop refreshes once a second. Malformed requests get a 400,
-// oversized heads a 431, and the connection closes after either.
+// oversized heads a 431, and the connection closes after either (half-closed first, its
+// further input dropped, so that the response is not lost to a reset).
 //
 //   tools/bazel run //examples/http:http_server -- --port=8080 --loops=2
 //   curl -i http://127.0.0.1:8080/plaintext
@@ -31,6 +32,12 @@ namespace gev::http {
 namespace {
 
 constexpr std::string_view kHelloWorld = "Hello, World!";
+// How long a connection that got its last response may go on sending before it is closed.
+constexpr absl::Duration kLingerTime = absl::Seconds(2);
+
+struct ConnectionState {
+  bool closing = false;  // The last response is out (or on its way); the write side is shut.
+};
 
 std::string_view StatusLine(HeadStatus status) {
   switch (status) {
@@ -56,7 +63,14 @@ class HttpHandler : public Handler {
     per_loop_[loop_index] = std::move(state);
   }
 
+  void OnConnect(Connection& conn) override { conn.EmplaceContext<ConnectionState>(); }
+
   Reply OnMessage(Connection& conn, RingBuffer& buffer) override {
+    ConnectionState* state = conn.ContextAs<ConnectionState>();
+    if (state->closing) {  // Half-closed after a last response: what comes now is dropped.
+      buffer.RetrieveAll();
+      return {};
+    }
     LoopState& loop = *per_loop_[conn.LoopIndex()];
     loop.out.clear();
     bool close = false;
@@ -87,8 +101,16 @@ class HttpHandler : public Handler {
       close = !request.keep_alive;
     }
     if (close) {
-      buffer.RetrieveAll();  // Nothing after the response that ends the connection is read.
-      conn.Close();          // After the responses below are written.
+      // A close with the peer's bytes unread would reset the connection, and a reset can
+      // destroy the response in flight before the client reads it. So, as RFC 9112 (9.6) and
+      // nginx's lingering close do: half-close after the responses below, drop what else
+      // arrives until the peer closes, and close anyway after kLingerTime.
+      buffer.RetrieveAll();
+      state->closing = true;
+      conn.ShutdownWrite();
+      conn.loop()->RunAfter(kLingerTime, [weak = std::weak_ptr<Connection>(conn.shared_from_this())] {
+        if (ConnectionPtr kept = weak.lock()) kept->Close();
+      });
     }
     // The loop's buffer is rewritten only by its next OnMessage, after these bytes are taken.
     return Reply::View(loop.out);

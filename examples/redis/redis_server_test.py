@@ -242,7 +242,9 @@ def main():
                 protocol_errors(address, redis_path)
             finally:
                 ours.terminate()
-                check(ours.wait(timeout=20) == 0, "redis_server %s exits cleanly" % mode)
+                code = ours.wait(timeout=20)
+                check(code == 0, "redis_server %s exits cleanly: %s, %r" %
+                      (mode, code, ours.stderr.read()[-3000:]))
     finally:
         redis.terminate()
         redis.wait(timeout=20)
