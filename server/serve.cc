@@ -18,7 +18,8 @@ absl::Status ServeUntilSignal(Server& server) {
   sigaddset(&signals, SIGINT);
   sigaddset(&signals, SIGTERM);
   // Blocked here, inherited by every thread the server starts: only sigwait() sees them.
-  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+  sigset_t previous;
+  pthread_sigmask(SIG_BLOCK, &signals, &previous);
 
   std::atomic<bool> serving{true};
   std::thread waiter([&] {
@@ -32,6 +33,12 @@ absl::Status ServeUntilSignal(Server& server) {
   serving.store(false);
   pthread_kill(waiter.native_handle(), SIGTERM);  // Ends the wait if no signal came.
   waiter.join();
+  // The waiter has taken its SIGTERM; a signal that came meanwhile is still pending here and
+  // would arrive once unblocked, so it is taken first.
+  timespec no_wait = {0, 0};
+  while (sigtimedwait(&signals, nullptr, &no_wait) > 0) {
+  }
+  pthread_sigmask(SIG_SETMASK, &previous, nullptr);
   return served;
 }
 

@@ -16,8 +16,8 @@
 //   }
 //
 // Thread safety: call from main(), before any other thread exists: it blocks SIGINT and
-// SIGTERM in the calling thread, and the server's threads inherit that mask, so only its own
-// waiting thread sees them.
+// SIGTERM in the calling thread while it serves, and the server's threads inherit that mask,
+// so only its own waiting thread sees them. The calling thread's mask is restored on return.
 
 #ifndef GEV_SERVER_SERVE_H_
 #define GEV_SERVER_SERVE_H_

@@ -98,6 +98,7 @@ HeadStatus ParseHead(std::string_view head, Request* request) {
   HeadStatus status = ParseRequestLine(head.substr(0, line_end), request);
   if (status != HeadStatus::kOk) return status;
   bool seen_length = false, close = false, keep_alive = false;
+  int hosts = 0;
   size_t pos = line_end + 2;
   while (true) {
     line_end = head.find("\r\n", pos);
@@ -120,6 +121,8 @@ HeadStatus ParseHead(std::string_view head, Request* request) {
       }
       seen_length = true;
       request->content_length = length;
+    } else if (EqualsIgnoreCase(name, "host")) {
+      ++hosts;
     } else if (EqualsIgnoreCase(name, "transfer-encoding")) {
       return HeadStatus::kNotImplemented;
     } else if (EqualsIgnoreCase(name, "connection")) {
@@ -128,6 +131,8 @@ HeadStatus ParseHead(std::string_view head, Request* request) {
     }
   }
   if (pos != head.size()) return HeadStatus::kBadRequest;  // A blank line inside the head.
+  // RFC 9112, 3.2: an HTTP/1.1 request without a Host field, or with more than one, is a 400.
+  if (hosts > 1 || (request->minor_version >= 1 && hosts == 0)) return HeadStatus::kBadRequest;
   if (close) {
     request->keep_alive = false;
   } else if (keep_alive) {

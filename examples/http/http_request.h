@@ -4,7 +4,7 @@
 //
 // The HTTP example's request parser: HTTP/1.0 and 1.1 request heads (request line, header
 // fields) as RFC 9112 reads them, strictly: anything malformed is a 400, a head longer than
-// kMaxHeadBytes a 431. `ParseHead` takes a contiguous view of one whole head, up to and
+// kMaxHeadBytes a 431 (an HTTP/1.1 request needs exactly one Host field, as RFC 9112 says). `ParseHead` takes a contiguous view of one whole head, up to and
 // including the blank line that ends it; finding that line (across a ring buffer's wrap) is
 // the caller's part.
 //

@@ -22,7 +22,7 @@ TEST(HttpRequestTest, ParsesARequestHead) {
 
 TEST(HttpRequestTest, KeepAliveFollowsTheVersionAndTheConnectionField) {
   Request request;
-  ASSERT_EQ(ParseHead("GET / HTTP/1.1\r\n\r\n", &request), HeadStatus::kOk);
+  ASSERT_EQ(ParseHead("GET / HTTP/1.1\r\nHost: x\r\n\r\n", &request), HeadStatus::kOk);
   EXPECT_TRUE(request.keep_alive);
   ASSERT_EQ(ParseHead("GET / HTTP/1.0\r\n\r\n", &request), HeadStatus::kOk);
   EXPECT_FALSE(request.keep_alive);
@@ -37,21 +37,23 @@ TEST(HttpRequestTest, RefusesWhatIsMalformed) {
            "GET /\r\n\r\n",                                      // No version.
            "GET  / HTTP/1.1\r\n\r\n",                            // Empty target.
            "G(T / HTTP/1.1\r\n\r\n",                             // Not a token.
-           "GET / HTTP/1.1\r\nNo colon\r\n\r\n",
-           "GET / HTTP/1.1\r\nBad Name: x\r\n\r\n",
-           "GET / HTTP/1.1\r\n folded: x\r\n\r\n",
-           "GET / HTTP/1.1\r\nContent-Length: 12x\r\n\r\n",
-           "GET / HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n",
-           "GET / HTTP/1.1\r\nX: a\x01b\r\n\r\n",
+           "GET / HTTP/1.1\r\nHost: x\r\nNo colon\r\n\r\n",
+           "GET / HTTP/1.1\r\nHost: x\r\nBad Name: x\r\n\r\n",
+           "GET / HTTP/1.1\r\nHost: x\r\n folded: x\r\n\r\n",
+           "GET / HTTP/1.1\r\nHost: x\r\nContent-Length: 12x\r\n\r\n",
+           "GET / HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n",
+           "GET / HTTP/1.1\r\nHost: x\r\nX: a\x01b\r\n\r\n",
            "GET / HTTP/0.9\r\n\r\n",
            "GET / http/1.1\r\n\r\n",
+           "GET / HTTP/1.1\r\n\r\n",                                // No Host.
+           "GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",
        }) {
     EXPECT_EQ(ParseHead(bad, &request), HeadStatus::kBadRequest) << bad;
   }
   EXPECT_EQ(ParseHead("GET / HTTP/2.0\r\n\r\n", &request), HeadStatus::kVersionNotSupported);
-  EXPECT_EQ(ParseHead("POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n", &request),
+  EXPECT_EQ(ParseHead("POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n", &request),
             HeadStatus::kNotImplemented);
-  EXPECT_EQ(ParseHead("POST / HTTP/1.1\r\nContent-Length: 99999999\r\n\r\n", &request),
+  EXPECT_EQ(ParseHead("POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 99999999\r\n\r\n", &request),
             HeadStatus::kBodyTooLarge);
 }
 

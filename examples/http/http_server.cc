@@ -8,6 +8,7 @@
 //   tools/bazel run //examples/http:http_server -- --port=8080 --loops=2
 //   curl -i http://127.0.0.1:8080/plaintext
 
+#include <algorithm>
 #include <ctime>
 #include <memory>
 #include <string>
@@ -168,7 +169,7 @@ int main(int argc, char** argv) {
   absl::SetProgramUsageMessage("An HTTP/1.1 plaintext server. Usage: http_server --port=8080");
   absl::ParseCommandLine(argc, argv);
   int loops = absl::GetFlag(FLAGS_loops);
-  if (loops <= 0) loops = static_cast<int>(std::thread::hardware_concurrency());
+  if (loops <= 0) loops = std::max(1, static_cast<int>(std::thread::hardware_concurrency()));
   gev::http::HttpHandler handler(static_cast<size_t>(loops));
   auto server = gev::NewServer(
       &handler, gev::Address(gev::examples::AddressForPort(absl::GetFlag(FLAGS_port))),

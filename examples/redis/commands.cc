@@ -93,15 +93,16 @@ void Set(Store& store, const Args& args, std::string* out) {
       return;
     }
     int64_t ms = seconds ? *amount * 1000 : *amount;
+    // Redis keeps absolute Unix milliseconds and refuses what overflows them; here they are
+    // turned into the monotonic clock, and one in the past deletes the key.
+    int64_t unix_now = absl::ToUnixMillis(absl::Now());
     if (flags & (kEx | kPx)) {
-      if (ms > LLONG_MAX - now) {
+      if (ms > LLONG_MAX - unix_now) {
         AppendError(out, "ERR invalid expire time in 'set' command");
         return;
       }
       expires_at = now + ms;
     } else {
-      // An absolute Unix time: turned into our monotonic clock; one in the past deletes.
-      int64_t unix_now = absl::ToUnixMillis(absl::Now());
       expires_at = ms <= unix_now ? -1 : now + (ms - unix_now);
     }
   }
@@ -192,8 +193,8 @@ void CountKeys(Store& store, const Args& args, bool erase, std::string* out) {
 
 void Config(const Args& args, std::string* out) {
   if (!Is(args[1], "get")) {
-    AppendError(out, "ERR unknown subcommand '" + std::string(args[1].substr(0, 128)) +
-                         "'. Try CONFIG HELP.");
+    std::string_view name = args[1].substr(0, std::min(args[1].find('\0'), size_t{128}));
+    AppendError(out, "ERR unknown subcommand '" + std::string(name) + "'. Try CONFIG HELP.");
     return;
   }
   if (args.size() < 3) {
@@ -274,8 +275,13 @@ After Execute(Store& store, const Args& args, std::string* out) {
   } else if (which == "dbsize") {
     AppendInteger(out, static_cast<int64_t>(store.Size()));
   } else if (which == "flushall" || which == "flushdb") {
-    store.Clear();
-    AppendSimple(out, "OK");
+    // FLUSHALL [ASYNC|SYNC]; anything else is Redis's syntax error.
+    if (argc > 2 || (argc == 2 && !Is(args[1], "async") && !Is(args[1], "sync"))) {
+      AppendError(out, "ERR syntax error");
+    } else {
+      store.Clear();
+      AppendSimple(out, "OK");
+    }
   } else if (which == "command") {
     AppendArrayHeader(out, 0);
   } else if (which == "quit") {

@@ -10,6 +10,7 @@
 // is bounded by --max_input_mib (Redis allows a 512 MiB bulk string; past the bound the
 // connection is closed with that reason).
 
+#include <algorithm>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -39,6 +40,7 @@ namespace {
 // parsing it again is worth it (a large value arriving in many reads is parsed once).
 struct ConnectionState {
   size_t needed = 0;
+  MultibulkProgress progress;
 };
 
 class RedisHandler : public Handler {
@@ -66,7 +68,7 @@ class RedisHandler : public Handler {
     bool close = false;
     state->needed = 0;
     while (pos < input.size() && !close) {
-      ParseResult parsed = ParseCommand(input.substr(pos), &loop.args, &loop.unquoted);
+      ParseResult parsed = ParseCommand(input.substr(pos), &loop.args, &loop.unquoted, &state->progress);
       if (parsed.outcome == ParseResult::Outcome::kIncomplete) {
         state->needed = parsed.needed;
         break;
@@ -117,7 +119,7 @@ int main(int argc, char** argv) {
   absl::SetProgramUsageMessage("A Redis (RESP2) server. Usage: redis_server --port=6380 --loops=1");
   absl::ParseCommandLine(argc, argv);
   int loops = absl::GetFlag(FLAGS_loops);
-  if (loops <= 0) loops = static_cast<int>(std::thread::hardware_concurrency());
+  if (loops <= 0) loops = std::max(1, static_cast<int>(std::thread::hardware_concurrency()));
   gev::redis::RedisHandler handler(static_cast<size_t>(loops));
   auto server = gev::NewServer(
       &handler, gev::Address(gev::examples::AddressForPort(absl::GetFlag(FLAGS_port))),

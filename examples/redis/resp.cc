@@ -98,9 +98,17 @@ bool SplitInlineArgs(std::string_view line, std::vector<std::string_view>* args,
   }
 }
 
+// Redis finds line ends with strchr on its query buffer, which stops at a NUL: a line end
+// after a NUL is not seen (the request waits, and then is too big).
+size_t FindBeforeNul(std::string_view input, char c, size_t from) {
+  size_t found = input.find(c, from);
+  size_t nul = input.find('\0', from);
+  return nul < found ? std::string_view::npos : found;
+}
+
 ParseResult ParseInline(std::string_view input, std::vector<std::string_view>* args,
                         std::string* unquoted) {
-  size_t newline = input.find('\n');
+  size_t newline = FindBeforeNul(input, '\n', 0);
   if (newline == std::string_view::npos) {
     if (input.size() > kMaxInlineLength) return Error("Protocol error: too big inline request");
     return Incomplete(input.size() + 1);
@@ -134,51 +142,65 @@ std::optional<int64_t> ParseInt64(std::string_view text) {
 }
 
 ParseResult ParseCommand(std::string_view input, std::vector<std::string_view>* args,
-                         std::string* unquoted) {
+                         std::string* unquoted, MultibulkProgress* progress) {
   args->clear();
   if (input.empty()) return Incomplete(1);
   if (input[0] != '*') return ParseInline(input, args, unquoted);
-
-  // A multibulk: "*<count>\r\n" then <count> times "$<length>\r\n<bytes>\r\n". As Redis does,
-  // each line is taken once its '\r' and one byte after it have arrived.
-  size_t count_end = input.find('\r');
-  if (count_end == std::string_view::npos) {
-    if (input.size() > kMaxInlineLength) return Error("Protocol error: too big mbulk count string");
-    return Incomplete(input.size() + 1);
-  }
-  if (count_end + 1 >= input.size()) return Incomplete(count_end + 2);
-  std::optional<int64_t> count = ParseInt64(input.substr(1, count_end - 1));
-  if (!count || *count > INT_MAX) return Error("Protocol error: invalid multibulk length");
-  size_t pos = count_end + 2;
   ParseResult command;
   command.outcome = ParseResult::Outcome::kCommand;
-  if (*count <= 0) {  // "*0" and "*-1" are skipped.
-    command.consumed = pos;
-    return command;
+  if (!progress->active) {
+    // A multibulk: "*<count>\r\n" then <count> times "$<length>\r\n<bytes>\r\n". As Redis
+    // does, each line is taken once its '\r' and one byte after it have arrived.
+    size_t count_end = FindBeforeNul(input, '\r', 0);
+    if (count_end == std::string_view::npos) {
+      if (input.size() > kMaxInlineLength) {
+        return Error("Protocol error: too big mbulk count string");
+      }
+      return Incomplete(input.size() + 1);
+    }
+    if (count_end + 1 >= input.size()) return Incomplete(count_end + 2);
+    std::optional<int64_t> count = ParseInt64(input.substr(1, count_end - 1));
+    if (!count || *count > INT_MAX) return Error("Protocol error: invalid multibulk length");
+    if (*count <= 0) {  // "*0" and "*-1" are skipped.
+      command.consumed = count_end + 2;
+      return command;
+    }
+    progress->active = true;
+    progress->count = *count;
+    progress->resume = count_end + 2;
   }
-  for (int64_t i = 0; i < *count; ++i) {
-    size_t line_end = input.find('\r', pos);
+  size_t pos = progress->resume;
+  while (static_cast<int64_t>(progress->spans.size()) < progress->count) {
+    size_t line_end = FindBeforeNul(input, '\r', pos);
     if (line_end == std::string_view::npos) {
       if (input.size() - pos > kMaxInlineLength) {
+        progress->Reset();
         return Error("Protocol error: too big bulk count string");
       }
       return Incomplete(input.size() + 1);
     }
     if (line_end + 1 >= input.size()) return Incomplete(line_end + 2);
     if (input[pos] != '$') {
+      progress->Reset();
       return Error(std::string("Protocol error: expected '$', got '") + input[pos] + "'");
     }
     std::optional<int64_t> length = ParseInt64(input.substr(pos + 1, line_end - pos - 1));
     if (!length || *length < 0 || *length > kMaxBulkLength) {
+      progress->Reset();
       return Error("Protocol error: invalid bulk length");
     }
     pos = line_end + 2;
     size_t bulk = static_cast<size_t>(*length);
     // The bulk and the two bytes after it (Redis skips them without looking).
     if (input.size() - pos < bulk + 2) return Incomplete(pos + bulk + 2);
-    args->push_back(input.substr(pos, bulk));
+    // Offsets fit 32 bits: a connection's input is at most 2 GiB (RingBuffer::kMaxLimit).
+    progress->spans.emplace_back(static_cast<uint32_t>(pos), static_cast<uint32_t>(bulk));
     pos += bulk + 2;
+    progress->resume = pos;
   }
+  args->reserve(progress->spans.size());
+  for (auto [offset, length] : progress->spans) args->push_back(input.substr(offset, length));
+  progress->Reset();
   command.consumed = pos;
   return command;
 }

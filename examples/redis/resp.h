@@ -21,6 +21,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 namespace gev::redis {
@@ -42,11 +43,32 @@ struct ParseResult {
   std::string error;
 };
 
+// How far ParseCommand got into a multibulk command that was not whole yet: the next call,
+// given the same command at the front of its input with more bytes after, goes on from there
+// instead of parsing the arguments again (a command of a million arguments arriving in a
+// thousand reads is parsed once, as Redis parses it). One per connection.
+struct MultibulkProgress {
+  bool active = false;
+  int64_t count = 0;     // Arguments the command has.
+  size_t resume = 0;     // Where the next argument's "$<length>" line starts.
+  // Offset and length of each argument parsed so far, from the command's start.
+  std::vector<std::pair<uint32_t, uint32_t>> spans;
+
+  void Reset() {
+    active = false;
+    count = 0;
+    resume = 0;
+    spans.clear();
+    if (spans.capacity() > 1024) spans.shrink_to_fit();
+  }
+};
+
 // ParseCommand() — one command from the front of `input`. Arguments are views into `input`,
 // except an inline command's quoted ones, which are unescaped into `*unquoted` (cleared first;
 // its storage must not move while the views are used, so it is reserved for the line).
+// `progress` carries a multibulk command's parsing from one call to the next.
 ParseResult ParseCommand(std::string_view input, std::vector<std::string_view>* args,
-                         std::string* unquoted);
+                         std::string* unquoted, MultibulkProgress* progress);
 
 // Redis's string2ll: a decimal int64 with no sign but '-', no spaces, no leading zeros, no
 // overflow; nullopt otherwise.

@@ -17,13 +17,14 @@ TEST(RespTest, MultibulkCommandsParseWholeAndWaitWhenSplit) {
   const std::string command = "*3\r\n$3\r\nSET\r\n$3\r\nkey\r\n$5\r\nva\r\nl\r\n";
   std::vector<std::string_view> args;
   std::string unquoted;
+  MultibulkProgress progress;
   const std::string with_more = command + "*1\r\n";
-  ParseResult whole = ParseCommand(with_more, &args, &unquoted);
+  ParseResult whole = ParseCommand(with_more, &args, &unquoted, &progress);
   ASSERT_EQ(whole.outcome, Outcome::kCommand);
   EXPECT_EQ(whole.consumed, command.size());
   EXPECT_EQ(args, (std::vector<std::string_view>{"SET", "key", "va\r\nl"}));
   for (size_t cut = 0; cut < command.size(); ++cut) {
-    ParseResult part = ParseCommand(std::string_view(command).substr(0, cut), &args, &unquoted);
+    ParseResult part = ParseCommand(std::string_view(command).substr(0, cut), &args, &unquoted, &progress);
     EXPECT_EQ(part.outcome, Outcome::kIncomplete) << cut;
     EXPECT_GT(part.needed, cut);
     EXPECT_LE(part.needed, command.size());
@@ -33,34 +34,64 @@ TEST(RespTest, MultibulkCommandsParseWholeAndWaitWhenSplit) {
 TEST(RespTest, InlineCommandsSplitAsRedisDoes) {
   std::vector<std::string_view> args;
   std::string unquoted;
+  MultibulkProgress progress;
   ParseResult parsed =
-      ParseCommand("set \"a b\\x41\\n\" 'c\\'d'  e\r\nrest", &args, &unquoted);
+      ParseCommand("set \"a b\\x41\\n\" 'c\\'d'  e\r\nrest", &args, &unquoted, &progress);
   ASSERT_EQ(parsed.outcome, Outcome::kCommand);
   EXPECT_EQ(args, (std::vector<std::string_view>{"set", "a bA\n", "c'd", "e"}));
   EXPECT_EQ(parsed.consumed, std::string_view("set \"a b\\x41\\n\" 'c\\'d'  e\r\n").size());
-  EXPECT_EQ(ParseCommand("\r\n", &args, &unquoted).outcome, Outcome::kCommand);
+  EXPECT_EQ(ParseCommand("\r\n", &args, &unquoted, &progress).outcome, Outcome::kCommand);
   EXPECT_TRUE(args.empty());
-  EXPECT_EQ(ParseCommand("get \"abc\r\n", &args, &unquoted).error,
+  EXPECT_EQ(ParseCommand("get \"abc\r\n", &args, &unquoted, &progress).error,
             "Protocol error: unbalanced quotes in request");
-  EXPECT_EQ(ParseCommand("get \"a\"b\r\n", &args, &unquoted).outcome, Outcome::kError);
-  EXPECT_EQ(ParseCommand("ping", &args, &unquoted).outcome, Outcome::kIncomplete);
-  EXPECT_EQ(ParseCommand(std::string(kMaxInlineLength + 1, 'a'), &args, &unquoted).error,
+  EXPECT_EQ(ParseCommand("get \"a\"b\r\n", &args, &unquoted, &progress).outcome, Outcome::kError);
+  EXPECT_EQ(ParseCommand("ping", &args, &unquoted, &progress).outcome, Outcome::kIncomplete);
+  EXPECT_EQ(ParseCommand(std::string(kMaxInlineLength + 1, 'a'), &args, &unquoted, &progress).error,
             "Protocol error: too big inline request");
 }
 
 TEST(RespTest, ProtocolErrorsCarryRedisText) {
   std::vector<std::string_view> args;
   std::string unquoted;
-  EXPECT_EQ(ParseCommand("*abc\r\n", &args, &unquoted).error,
+  MultibulkProgress progress;
+  EXPECT_EQ(ParseCommand("*abc\r\n", &args, &unquoted, &progress).error,
             "Protocol error: invalid multibulk length");
-  EXPECT_EQ(ParseCommand("*2\r\n$3\r\nGET\r\n+x\r\n", &args, &unquoted).error,
+  EXPECT_EQ(ParseCommand("*2\r\n$3\r\nGET\r\n+x\r\n", &args, &unquoted, &progress).error,
             "Protocol error: expected '$', got '+'");
-  EXPECT_EQ(ParseCommand("*1\r\n$-1\r\n", &args, &unquoted).error,
+  EXPECT_EQ(ParseCommand("*1\r\n$-1\r\n", &args, &unquoted, &progress).error,
             "Protocol error: invalid bulk length");
-  EXPECT_EQ(ParseCommand("*1\r\n$600000000\r\n", &args, &unquoted).error,
+  EXPECT_EQ(ParseCommand("*1\r\n$600000000\r\n", &args, &unquoted, &progress).error,
             "Protocol error: invalid bulk length");
-  EXPECT_EQ(ParseCommand("*0\r\n", &args, &unquoted).outcome, Outcome::kCommand);
+  EXPECT_EQ(ParseCommand("*0\r\n", &args, &unquoted, &progress).outcome, Outcome::kCommand);
   EXPECT_TRUE(args.empty());
+}
+
+TEST(RespTest, AMultibulkArrivingInPiecesIsParsedOnce) {
+  const std::string command = "*3\r\n$3\r\nDEL\r\n$1\r\na\r\n$2\r\nbc\r\n";
+  std::vector<std::string_view> args;
+  std::string unquoted;
+  MultibulkProgress progress;
+  // Two arguments whole, the third not yet.
+  ParseResult part = ParseCommand(std::string_view(command).substr(0, 21), &args, &unquoted,
+                                  &progress);
+  ASSERT_EQ(part.outcome, ParseResult::Outcome::kIncomplete);
+  EXPECT_TRUE(progress.active);
+  EXPECT_EQ(progress.spans.size(), 2u);  // Kept: the next call starts at the third.
+  ParseResult whole = ParseCommand(command, &args, &unquoted, &progress);
+  ASSERT_EQ(whole.outcome, ParseResult::Outcome::kCommand);
+  EXPECT_EQ(args, (std::vector<std::string_view>{"DEL", "a", "bc"}));
+  EXPECT_FALSE(progress.active);
+  EXPECT_TRUE(progress.spans.empty());
+}
+
+TEST(RespTest, ALineEndAfterANulIsNotSeenAsRedisDoesNot) {
+  std::vector<std::string_view> args;
+  std::string unquoted;
+  MultibulkProgress progress;
+  EXPECT_EQ(ParseCommand(std::string_view("PING\0\r\n", 7), &args, &unquoted, &progress).outcome,
+            ParseResult::Outcome::kIncomplete);
+  EXPECT_EQ(ParseCommand(std::string_view("*1\0\r\n", 5), &args, &unquoted, &progress).outcome,
+            ParseResult::Outcome::kIncomplete);
 }
 
 TEST(RespTest, Int64ParsingIsRedisStrict) {
@@ -108,6 +139,10 @@ TEST(CommandsTest, RepliesMatchRedis) {
   std::this_thread::sleep_for(std::chrono::milliseconds(5));
   store.SweepExpired(0, 1, Store::NowMs());
   EXPECT_EQ(run({"dbsize"}), ":1\r\n");  // "n" only: the swept key is gone.
+  EXPECT_EQ(run({"flushall", "junk"}), "-ERR syntax error\r\n");
+  EXPECT_EQ(run({"dbsize"}), ":1\r\n");
+  EXPECT_EQ(run({"flushall", "async"}), "+OK\r\n");
+  EXPECT_EQ(run({"dbsize"}), ":0\r\n");
 }
 
 }  // namespace
