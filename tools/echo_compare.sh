@@ -11,7 +11,8 @@
 #                         [--render=OLD_OUT/results.tsv]  (tables and charts from an earlier run's
 #                                                         rows, besides what --only runs now)
 #                         [--gev-before=PATH]  (another build of examples/echo:echo_server, say
-#                                              main's before a change, run beside this one)
+#                                              main's before a change, run beside this one, and
+#                                              this build with --gather_writes=false)
 #
 # Builds gev and the baseline with --config=opt and the peers with tools/peers/build.sh (which
 # installs their Debian packages when missing). Pins server and client to different CPUs: by
@@ -192,6 +193,9 @@ pingpong="--mode=pingpong --size=512 --connections=50"
 one_loop=("raw_epoll_echo 1 thread=raw_epoll_echo --port=0 --threads=1"
   "gev 1 loop=echo_server --port=0 --loops=1")
 mapfile -t -O "${#one_loop[@]}" one_loop < <(before_with 1 "1 loop")
+if [[ -n "$gev_before" ]]; then
+  one_loop+=("gev 1 loop, not gathered=echo_server --port=0 --loops=1 --gather_writes=false")
+fi
 mapfile -t -O "${#one_loop[@]}" one_loop < <(peers_with 1)
 wants pingpong1 && run_config "1 loop, pingpong 512 B x 50" 1 "$pingpong" "${one_loop[@]}"
 wants pingpong4k && run_config "1 loop, pingpong 4 KiB x 1000" 1 \

@@ -11,6 +11,7 @@
 ABSL_FLAG(int, port, 1833, "TCP port to listen on (0: any free port)");
 ABSL_FLAG(int, loops, -1, "worker loops (<= 0: one per CPU)");
 ABSL_FLAG(bool, reuseport, false, "one SO_REUSEPORT listener per loop instead of one acceptor");
+ABSL_FLAG(bool, gather_writes, true, "write each loop iteration's small replies once per connection");
 
 namespace {
 
@@ -31,7 +32,8 @@ int main(int argc, char** argv) {
   auto server = gev::NewServer(&handler,
                                gev::Address(gev::examples::AddressForPort(absl::GetFlag(FLAGS_port))),
                                gev::NumLoops(absl::GetFlag(FLAGS_loops)),
-                               gev::ReusePort(absl::GetFlag(FLAGS_reuseport)));
+                               gev::ReusePort(absl::GetFlag(FLAGS_reuseport)),
+                               gev::GatherWrites(absl::GetFlag(FLAGS_gather_writes)));
   if (!server.ok()) return gev::examples::Fail(server.status());
   return gev::examples::ServeUntilSignal(**server);
 }
