@@ -88,23 +88,43 @@ HeadStatus ParseRequestLine(std::string_view line, Request* request) {
   return HeadStatus::kOk;
 }
 
+// The line of `head` that starts at `*pos`, without its LF and a CR before it; advances `*pos`
+// past the LF. False when no LF follows.
+bool NextLine(std::string_view head, size_t* pos, std::string_view* line) {
+  size_t lf = head.find('\n', *pos);
+  if (lf == std::string_view::npos) return false;
+  *line = head.substr(*pos, lf - *pos);
+  if (!line->empty() && line->back() == '\r') line->remove_suffix(1);
+  *pos = lf + 1;
+  return true;
+}
+
 }  // namespace
+
+size_t HeadLength(std::string_view bytes) {
+  // Lines end with CRLF, or (RFC 9112, 2.2, as nginx allows) a bare LF: the head ends at the
+  // first LF that follows an LF with at most a CR between them.
+  for (size_t lf = bytes.find('\n'); lf != std::string_view::npos; lf = bytes.find('\n', lf + 1)) {
+    if (lf + 1 < bytes.size() && bytes[lf + 1] == '\n') return lf + 2;
+    if (lf + 2 < bytes.size() && bytes[lf + 1] == '\r' && bytes[lf + 2] == '\n') return lf + 3;
+  }
+  return std::string_view::npos;
+}
 
 HeadStatus ParseHead(std::string_view head, Request* request) {
   *request = Request();
-  while (head.substr(0, 2) == "\r\n") head.remove_prefix(2);
-  size_t line_end = head.find("\r\n");
-  if (line_end == std::string_view::npos) return HeadStatus::kBadRequest;
-  HeadStatus status = ParseRequestLine(head.substr(0, line_end), request);
+  size_t pos = 0;
+  std::string_view line;
+  // Empty lines before the request line are skipped (RFC 9112, 2.2).
+  do {
+    if (!NextLine(head, &pos, &line)) return HeadStatus::kBadRequest;
+  } while (line.empty());
+  HeadStatus status = ParseRequestLine(line, request);
   if (status != HeadStatus::kOk) return status;
   bool seen_length = false, close = false, keep_alive = false;
   int hosts = 0;
-  size_t pos = line_end + 2;
   while (true) {
-    line_end = head.find("\r\n", pos);
-    if (line_end == std::string_view::npos) return HeadStatus::kBadRequest;
-    std::string_view line = head.substr(pos, line_end - pos);
-    pos = line_end + 2;
+    if (!NextLine(head, &pos, &line)) return HeadStatus::kBadRequest;
     if (line.empty()) break;  // The blank line: the head ends here.
     // No obs-fold (a line that starts with a space continues nothing here), no bare CR or LF.
     size_t colon = line.find(':');

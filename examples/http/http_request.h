@@ -45,8 +45,12 @@ enum class HeadStatus {
   kBodyTooLarge,         // 413
 };
 
-// ParseHead() — parses `head` (ending with the CRLF CRLF; leading empty lines allowed, as RFC
-// 9112 asks servers to skip them). Views in `request` point into `head`.
+// HeadLength() — how many bytes of `bytes` the head takes, through the blank line that ends it
+// (lines end with CRLF or a bare LF), or npos when that line has not arrived.
+size_t HeadLength(std::string_view bytes);
+
+// ParseHead() — parses `head` (HeadLength() bytes: through the blank line; leading empty lines
+// allowed, as RFC 9112 asks servers to skip them). Views in `request` point into `head`.
 HeadStatus ParseHead(std::string_view head, Request* request);
 
 }  // namespace gev::http

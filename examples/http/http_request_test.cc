@@ -57,5 +57,20 @@ TEST(HttpRequestTest, RefusesWhatIsMalformed) {
             HeadStatus::kBodyTooLarge);
 }
 
+TEST(HttpRequestTest, LinesMayEndWithABareLf) {
+  EXPECT_EQ(HeadLength("GET / HTTP/1.1\nHost: x\n\nrest"), 24u);
+  EXPECT_EQ(HeadLength("GET / HTTP/1.1\r\nHost: x\r\n\r\nrest"), 27u);
+  EXPECT_EQ(HeadLength("GET / HTTP/1.1\r\nHost: x\n\r\n"), 26u);
+  EXPECT_EQ(HeadLength("GET / HTTP/1.1\r\nHost: x\r\n"), std::string_view::npos);
+  Request request;
+  ASSERT_EQ(ParseHead("GET /a HTTP/1.1\nHost: x\nConnection: close\n\n", &request),
+            HeadStatus::kOk);
+  EXPECT_EQ(request.target, "/a");
+  EXPECT_FALSE(request.keep_alive);
+  ASSERT_EQ(ParseHead("\n\r\nGET / HTTP/1.0\n\n", &request), HeadStatus::kOk);
+  // A CR that ends no line is still refused.
+  EXPECT_EQ(ParseHead("GET / HTTP/1.1\nHost: a\rb\n\n", &request), HeadStatus::kBadRequest);
+}
+
 }  // namespace
 }  // namespace gev::http

@@ -77,20 +77,23 @@ class HttpHandler : public Handler {
     bool close = false;
     while (!close) {
       // Empty lines before a request line are skipped (RFC 9112, section 2.2).
-      while (buffer.Length() >= 2 && buffer.At(0) == '\r' && buffer.At(1) == '\n') {
-        buffer.Retrieve(2);
+      while (!buffer.IsEmpty() && (buffer.At(0) == '\n' || (buffer.At(0) == '\r' &&
+                                                             buffer.Length() >= 2 &&
+                                                             buffer.At(1) == '\n'))) {
+        buffer.Retrieve(buffer.At(0) == '\n' ? 1 : 2);
       }
-      size_t blank_line = buffer.Find("\r\n\r\n");
-      if (blank_line == RingBuffer::npos || blank_line + 4 > kMaxHeadBytes) {
+      // Looked for in the first kMaxHeadBytes only: no head is longer.
+      std::string_view window =
+          buffer.Contiguous(std::min(buffer.Length(), kMaxHeadBytes), loop.head, sizeof(loop.head));
+      size_t head_length = HeadLength(window);
+      if (head_length == std::string_view::npos) {
         if (buffer.Length() < kMaxHeadBytes) break;  // More of the head is on its way.
         AppendStatus(loop, "431 Request Header Fields Too Large");
         close = true;
         break;
       }
-      size_t head_length = blank_line + 4;
       Request request;
-      HeadStatus status =
-          ParseHead(buffer.Contiguous(head_length, loop.head, sizeof(loop.head)), &request);
+      HeadStatus status = ParseHead(window.substr(0, head_length), &request);
       if (status != HeadStatus::kOk) {
         AppendStatus(loop, StatusLine(status));
         close = true;

@@ -144,6 +144,13 @@ def with_sockets(port):
         sock.close()
 
     sock = connect(port)
+    sock.sendall(b"GET /plaintext HTTP/1.1\nHost: x\n\n" * 2)  # Bare LF line ends, as nginx takes.
+    responses, _ = read_responses(sock, 2)
+    check(len(responses) == 2 and responses[1].endswith(b"Hello, World!"),
+          "requests with bare LF line ends are answered")
+    sock.close()
+
+    sock = connect(port)
     sock.sendall(b"GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n" * 2)
     responses, _ = read_responses(sock, 2)
     check(len(responses) == 2 and b"Connection: keep-alive" in responses[1],
