@@ -391,16 +391,21 @@ absl::Status Connection::WriteAllNow(std::initializer_list<std::string_view> pie
     return reason;
   }
   size_t before = OutputLength();
+  size_t unbuffered = total - skip;  // `skip`: what the writev took of the pieces.
   for (std::string_view piece : pieces) {
     if (skip >= piece.size()) {
       skip -= piece.size();
       continue;
     }
     if (!BufferOutput(piece.substr(skip))) {
+      // The pieces not buffered are released (as SendAll's other path does); the connection
+      // ends with RST, as in SendSlicesInLoop: no hole in the stream.
+      ReleaseOutput(unbuffered);
       absl::Status reason = absl::ResourceExhaustedError("no memory for pending output");
-      CloseInLoop(reason, /*reset=*/true);  // As in SendSlicesInLoop: no hole in the stream.
+      CloseInLoop(reason, /*reset=*/true);
       return reason;
     }
+    unbuffered -= piece.size() - skip;
     skip = 0;
   }
   if (OutputLength() != 0 && !writing_) {

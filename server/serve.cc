@@ -4,6 +4,7 @@
 #include <signal.h>
 
 #include <atomic>
+#include <cerrno>
 #include <cstdio>
 #include <thread>
 
@@ -36,7 +37,8 @@ absl::Status ServeUntilSignal(Server& server) {
   // The waiter has taken its SIGTERM; a signal that came meanwhile is still pending here and
   // would arrive once unblocked, so it is taken first.
   timespec no_wait = {0, 0};
-  while (sigtimedwait(&signals, nullptr, &no_wait) > 0) {
+  int taken;
+  while ((taken = sigtimedwait(&signals, nullptr, &no_wait)) > 0 || (taken < 0 && errno == EINTR)) {
   }
   pthread_sigmask(SIG_SETMASK, &previous, nullptr);
   return served;

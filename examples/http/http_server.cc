@@ -112,8 +112,11 @@ class HttpHandler : public Handler {
       buffer.RetrieveAll();
       state->closing = true;
       conn.ShutdownWrite();
+      // A hard limit: a peer that neither closes nor reads its responses is reset then.
       conn.loop()->RunAfter(kLingerTime, [weak = std::weak_ptr<Connection>(conn.shared_from_this())] {
-        if (ConnectionPtr kept = weak.lock()) kept->Close();
+        if (ConnectionPtr kept = weak.lock()) {
+          kept->ForceClose(absl::DeadlineExceededError("lingering close timed out"));
+        }
       });
     }
     // The loop's buffer is rewritten only by its next OnMessage, after these bytes are taken.

@@ -2,6 +2,7 @@
 
 #include <charconv>
 #include <climits>
+#include <cstring>
 
 namespace gev::redis {
 namespace {
@@ -102,8 +103,13 @@ bool SplitInlineArgs(std::string_view line, std::vector<std::string_view>* args,
 // after a NUL is not seen (the request waits, and then is too big).
 size_t FindBeforeNul(std::string_view input, char c, size_t from) {
   size_t found = input.find(c, from);
-  size_t nul = input.find('\0', from);
-  return nul < found ? std::string_view::npos : found;
+  // Only the bytes before it are searched for a NUL: the whole rest of the input, once per
+  // line of a pipelined stream, would make parsing quadratic.
+  size_t end = found == std::string_view::npos ? input.size() : found;
+  if (from < end && std::memchr(input.data() + from, '\0', end - from) != nullptr) {
+    return std::string_view::npos;
+  }
+  return found;
 }
 
 ParseResult ParseInline(std::string_view input, std::vector<std::string_view>* args,
@@ -168,6 +174,10 @@ ParseResult ParseCommand(std::string_view input, std::vector<std::string_view>* 
     progress->active = true;
     progress->count = *count;
     progress->resume = count_end + 2;
+  }
+  if (progress->resume > input.size()) {  // Not the command it belongs to: start over.
+    progress->Reset();
+    return ParseCommand(input, args, unquoted, progress);
   }
   size_t pos = progress->resume;
   while (static_cast<int64_t>(progress->spans.size()) < progress->count) {

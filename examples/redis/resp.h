@@ -8,7 +8,8 @@
 // The parser's limits and error texts are Redis's, so a client sees the same answers.
 //
 //   std::vector<std::string_view> args;
-//   gev::redis::ParseResult parsed = gev::redis::ParseCommand(input, &args, &unquoted);
+//   gev::redis::ParseResult parsed =
+//       gev::redis::ParseCommand(input, &args, &unquoted, &progress);  // one per connection
 //   switch (parsed.outcome) { ... }   // kCommand: args (views into input or unquoted) ...
 //
 // Thread safety: functions of their arguments only.
