@@ -7,7 +7,8 @@
 Defines, unless the workspace has already defined them (with pinned upstream http_archives,
 say): the offline stand-ins for Bazel 4.2.3's implicit @rules_cc, @rules_java and
 @remote_coverage_tools (third_party/bazel_offline), and @com_google_absl,
-@com_google_googletest and @com_github_google_benchmark from Debian's packages
+@com_google_googletest, @com_github_google_benchmark and @openssl (for @gev//tls only) from
+Debian's packages
 (third_party/system_libs.bzl). libkqueue (--config=libkqueue) is for this workspace's own tests
 and is not defined here.
 """
@@ -17,6 +18,7 @@ load(
     "system_absl",
     "system_benchmark",
     "system_googletest",
+    "system_openssl",
 )
 
 def _offline_standin_impl(ctx):
@@ -43,3 +45,5 @@ def gev_dependencies():
         system_googletest(name = "com_google_googletest")
     if not native.existing_rule("com_github_google_benchmark"):
         system_benchmark(name = "com_github_google_benchmark")
+    if not native.existing_rule("openssl"):
+        system_openssl(name = "openssl")

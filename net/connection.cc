@@ -47,7 +47,11 @@ Connection::Connection(PrivateTag, std::shared_ptr<const Config> config, int fd,
       above_high_water_(false),
       fd_closed_(false),
       read_paused_(false),
-      flush_queued_(false) {
+      flush_queued_(false),
+      has_transport_(false),
+      connect_reported_(false),
+      transport_shut_(false),
+      transport_read_queued_(false) {
   input_.set_limit(options().max_input_bytes);
 }
 
@@ -114,6 +118,19 @@ ssize_t Connection::WriteOutput() {
   return n;
 }
 
+int TransportIo::fd() const { return connection_->fd(); }
+
+EventLoop* TransportIo::loop() const { return connection_->loop(); }
+
+bool TransportIo::Write(std::string_view wire_bytes) {
+  return connection_->WriteFromTransport(wire_bytes);
+}
+
+void TransportIo::CountRead(size_t n) {
+  Count(connection_->config_->counters.bytes_read, n);
+  connection_->MarkActive();
+}
+
 void Connection::Establish() {
   loop()->AssertInLoopThread();
   ConnectionPtr self = shared_from_this();
@@ -123,6 +140,29 @@ void Connection::Establish() {
   registered_ = registered.ok();
   Count(config_->counters.opened, 1);
   MarkActive();
+  if (config_->transport != nullptr) {
+    if (!registered.ok()) {
+      CloseInLoop(registered);
+      return;
+    }
+    absl::StatusOr<std::unique_ptr<Transport>> transport = config_->transport->NewTransport(
+        TransportContext{config_->dialed, config_->server_name});
+    if (!transport.ok()) {
+      CloseInLoop(transport.status());
+      return;
+    }
+    EnsureColdState()->transport = std::move(*transport);
+    has_transport_ = true;
+    absl::Duration limit = this->transport()->handshake_timeout();
+    if (limit <= absl::ZeroDuration()) limit = options().idle_timeout;
+    if (limit > absl::ZeroDuration()) ArmIdleTimer(limit);
+    absl::Status started = this->transport()->Start(TransportIo(this));
+    FlushTransportOutput(0);
+    if (!started.ok()) CloseInLoop(started, /*reset=*/true);
+    // on_connect follows the handshake (HandleTransportRead).
+    return;
+  }
+  connect_reported_ = true;
   if (callbacks().on_connect) callbacks().on_connect(self);
   if (!registered.ok()) {
     CloseInLoop(registered);
@@ -131,6 +171,130 @@ void Connection::Establish() {
   if (options().idle_timeout > absl::ZeroDuration() && state() != State::kDisconnected) {
     ArmIdleTimer(options().idle_timeout);
   }
+}
+
+void Connection::OnTransportEstablished(const ConnectionPtr& self) {
+  if (idle_timer_ != 0) {
+    loop()->Cancel(idle_timer_);
+    idle_timer_ = 0;
+  }
+  connect_reported_ = true;
+  MarkActive();
+  if (callbacks().on_connect) callbacks().on_connect(self);
+  if (options().idle_timeout > absl::ZeroDuration() && state() != State::kDisconnected &&
+      idle_timer_ == 0) {
+    ArmIdleTimer(options().idle_timeout);
+  }
+}
+
+void Connection::HandleTransportRead(const ConnectionPtr& self) {
+  size_t before = OutputLength();
+  Transport::ReadResult result = transport()->Read(TransportIo(this), input_);
+  // What reading made the transport say (handshake messages, alerts, tickets) goes first.
+  FlushTransportOutput(before);
+  if (result.established && state() != State::kDisconnected) OnTransportEstablished(self);
+  // As after a plain read: what arrived is delivered unless the connection stopped reading
+  // (Close() or PauseReading() in on_connect; a paused connection gets it on ResumeReading).
+  if (!input_.IsEmpty() && connect_reported_ && state() == State::kConnected && reading_) {
+    if (callbacks().on_message) callbacks().on_message(self, input_);
+    if (!input_.IsEmpty()) input_.ShrinkToFit();
+  }
+  if (state() == State::kDisconnected) return;
+  if (!result.error.ok()) {
+    // Not a reset: the alert the transport wrote should reach the peer (the reason counts it
+    // if it does not).
+    CloseInLoop(std::move(result.error));
+    return;
+  }
+  if (result.peer_closed) {
+    if (!result.peer_close_reason.ok()) {
+      EnsureColdState()->end_reason = std::move(result.peer_close_reason);
+    }
+    if (!connect_reported_) {
+      // Ended before its handshake did: nothing to deliver or flush for the user.
+      absl::Status reason = EnsureColdState()->end_reason;
+      CloseInLoop(reason.ok() ? absl::UnavailableError(absl::StrCat(
+                                    transport()->name(), ": peer closed during the handshake"))
+                              : reason);
+      return;
+    }
+    OnPeerClosed();
+    return;
+  }
+  if (result.more) QueueTransportRead();
+}
+
+void Connection::QueueTransportRead() {
+  if (transport_read_queued_) return;
+  transport_read_queued_ = true;
+  // Never refused: this is the loop thread, before Run() has returned.
+  (void)loop()->QueueInLoop([self = shared_from_this()] {
+    self->transport_read_queued_ = false;
+    if (self->state() == State::kConnected && self->reading_) self->HandleTransportRead(self);
+  });
+}
+
+bool Connection::WriteFromTransport(std::string_view wire_bytes) {
+  if (state() == State::kDisconnected || write_shut_) return false;
+  if (wire_bytes.empty()) return true;
+  // The user's bytes these stand for were accepted (and are released by the caller), so the
+  // cap does not refuse them. Buffered only: the caller writes once for all the records of
+  // one transport call (FlushTransportOutput).
+  pending_output_.fetch_add(static_cast<uint32_t>(wire_bytes.size()), std::memory_order_seq_cst);
+  if (!BufferOutput(wire_bytes)) {
+    ReleaseOutput(wire_bytes.size());
+    // As in SendWireInLoop: no hole in the stream, so the connection ends.
+    CloseInLoop(absl::ResourceExhaustedError("no memory for pending output"), /*reset=*/true);
+    return false;
+  }
+  return true;
+}
+
+void Connection::FlushTransportOutput(size_t before) {
+  if (state() == State::kDisconnected || writing_ || OutputLength() == before) return;
+  size_t length = OutputLength();
+  if (options().gather_writes && length <= std::min(kGatherBytes, options().high_water_mark)) {
+    // Small (a record of a small reply, a ticket): gathered as a plain send would be.
+    if (!flush_queued_) {
+      flush_queued_ = true;
+      loop()->QueueBeforePoll([self = shared_from_this()] { self->FlushGathered(); });
+    }
+    return;
+  }
+  ssize_t n = WriteOutput();
+  if (n >= 0) {
+    CountWrite(static_cast<size_t>(n));
+  } else if (errno != EAGAIN && errno != EWOULDBLOCK) {
+    CloseInLoop(absl::ErrnoToStatus(errno, "write"));
+    return;
+  }
+  if (OutputLength() != 0) {
+    writing_ = true;
+    UpdateInterest();
+  }
+  CheckHighWater(before);
+}
+
+absl::Status Connection::SendThroughTransport(const RingBuffer::Slices& slices, bool reserved) {
+  size_t total = slices.size();
+  if (!reserved && !ReserveOutput(total)) return PendingOutputExhausted(total);
+  Transport* wire = transport();
+  size_t before = OutputLength();
+  absl::Status written = wire->Write(TransportIo(this), slices.first);
+  if (written.ok() && !slices.second.empty()) {
+    written = wire->Write(TransportIo(this), slices.second);
+  }
+  // The wire bytes are reserved now in their place (WriteFromTransport).
+  ReleaseOutput(total);
+  FlushTransportOutput(before);
+  if (!written.ok()) {
+    CloseInLoop(written, /*reset=*/true);
+    return written;
+  }
+  if (state() == State::kDisconnected) {
+    return absl::FailedPreconditionError("connection closed while writing");
+  }
+  return absl::OkStatus();
 }
 
 void Connection::HandleEvent(const PollEvent& event) {
@@ -162,6 +326,10 @@ void Connection::HandleEvent(const PollEvent& event) {
 }
 
 void Connection::HandleRead(const ConnectionPtr& self) {
+  if (has_transport_) {
+    HandleTransportRead(self);
+    return;
+  }
   ssize_t n = input_.ReadFromFd(fd_, loop()->scratch_buffer(), EventLoop::kScratchSize);
   if (n > 0) {
     Count(config_->counters.bytes_read, static_cast<uint64_t>(n));
@@ -171,12 +339,8 @@ void Connection::HandleRead(const ConnectionPtr& self) {
     if (!input_.IsEmpty()) input_.ShrinkToFit();
     return;
   }
-  if (n == 0) {  // The peer's FIN: deliver what is pending, then close.
-    peer_closed_ = true;
-    SetReading(false);
-    State expected = State::kConnected;
-    state_.compare_exchange_strong(expected, State::kDisconnecting);
-    FinishIfFlushed();
+  if (n == 0) {
+    OnPeerClosed();
     return;
   }
   if (errno == EAGAIN || errno == EWOULDBLOCK) return;
@@ -185,6 +349,14 @@ void Connection::HandleRead(const ConnectionPtr& self) {
     return;
   }
   CloseInLoop(absl::ErrnoToStatus(errno, "read"));
+}
+
+void Connection::OnPeerClosed() {
+  peer_closed_ = true;
+  SetReading(false);
+  State expected = State::kConnected;
+  state_.compare_exchange_strong(expected, State::kDisconnecting);
+  FinishIfFlushed();
 }
 
 void Connection::HandleWrite() { WriteBuffered(/*drained_callback=*/true); }
@@ -277,11 +449,30 @@ void Connection::FinishIfFlushed() {
   if (state() == State::kDisconnected || writing_) return;
   // Bytes other threads had accepted are still queued to this loop: they go first.
   if (pending_output_.load(std::memory_order_seq_cst) != 0) return;
+  bool ending = (shutdown_requested_ && !write_shut_) || state() == State::kDisconnecting;
+  ColdState* cold = cold_.load(std::memory_order_acquire);
+  bool peer_broke_off = cold != nullptr && !cold->end_reason.ok();
+  if (ending && has_transport_ && connect_reported_ && !transport_shut_ && !write_shut_ &&
+      !peer_broke_off) {
+    // The transport's last words (TLS close_notify) go before the FIN; once they are written
+    // this runs again (from the write path or the gathered flush). Not to a peer that broke
+    // its stream off without its own: it gets what was pending and the FIN.
+    transport_shut_ = true;
+    size_t before = OutputLength();
+    transport()->Shutdown(TransportIo(this));
+    FlushTransportOutput(before);
+    if (state() == State::kDisconnected || writing_ ||
+        pending_output_.load(std::memory_order_seq_cst) != 0) {
+      return;
+    }
+  }
   if (shutdown_requested_ && !write_shut_) {
     ::shutdown(fd_, SHUT_WR);
     write_shut_ = true;
   }
-  if (state() == State::kDisconnecting) CloseInLoop(absl::OkStatus());
+  if (state() == State::kDisconnecting) {
+    CloseInLoop(peer_broke_off ? cold->end_reason : absl::OkStatus());
+  }
 }
 
 absl::Status Connection::Send(std::string_view data) {
@@ -336,8 +527,8 @@ absl::Status Connection::SendAll(std::initializer_list<std::string_view> pieces)
   size_t gathered = output_.Length();
   bool gather = options().gather_writes &&
                 gathered + total <= std::min(kGatherBytes, options().high_water_mark);
-  if (!gather && !writing_ && total > 0 && pieces.size() <= kMaxSendAllPieces &&
-      state() != State::kDisconnected && !write_shut_) {
+  if (!gather && !writing_ && !has_transport_ && total > 0 &&
+      pieces.size() <= kMaxSendAllPieces && state() != State::kDisconnected && !write_shut_) {
     return WriteAllNow(pieces, total);
   }
   // Each piece reserved already; pieces after one that fails would leave a hole, so the first
@@ -445,6 +636,20 @@ absl::Status Connection::SendFromBuffer(RingBuffer& buffer, size_t n) {
 
 absl::Status Connection::SendSlicesInLoop(const RingBuffer::Slices& slices,
                                           RingBuffer* whole_source, bool reserved) {
+  if (has_transport_) {
+    size_t total = slices.size();
+    if (state() == State::kDisconnected || write_shut_ || transport_shut_) {
+      if (reserved) ReleaseOutput(total);
+      return absl::FailedPreconditionError("connection is closed for writing");
+    }
+    if (total == 0) return absl::OkStatus();
+    return SendThroughTransport(slices, reserved);
+  }
+  return SendWireInLoop(slices, whole_source, reserved);
+}
+
+absl::Status Connection::SendWireInLoop(const RingBuffer::Slices& slices,
+                                        RingBuffer* whole_source, bool reserved) {
   size_t total = slices.size();
   if (state() == State::kDisconnected || write_shut_) {
     if (reserved) ReleaseOutput(total);
@@ -530,12 +735,6 @@ void Connection::CheckHighWater(size_t before) {
   });
 }
 
-void Connection::SetReading(bool on) {
-  if (reading_ == on) return;
-  reading_ = on;
-  UpdateInterest();
-}
-
 void Connection::PauseReading() {
   loop()->AssertInLoopThread();
   read_paused_ = true;
@@ -547,6 +746,15 @@ void Connection::ResumeReading() {
   read_paused_ = false;
   bool held_by_high_water = above_high_water_ && options().pause_reading_at_high_water;
   if (state() == State::kConnected && !peer_closed_ && !held_by_high_water) SetReading(true);
+}
+
+void Connection::SetReading(bool on) {
+  if (reading_ == on) return;
+  reading_ = on;
+  UpdateInterest();
+  // A transport may have read (and decrypted) more than it delivered before reading stopped;
+  // the socket will not say so again.
+  if (on && has_transport_ && connect_reported_) QueueTransportRead();
 }
 
 absl::StatusOr<PeerCredentials> Connection::PeerCredentials() const {
@@ -703,6 +911,12 @@ void Connection::ArmIdleTimer(absl::Duration delay) {
 void Connection::OnIdleTimer() {
   idle_timer_ = 0;
   if (state() == State::kDisconnected) return;
+  if (has_transport_ && !connect_reported_) {
+    CloseInLoop(absl::DeadlineExceededError(
+                    absl::StrCat(transport()->name(), " handshake not completed in time")),
+                /*reset=*/true);
+    return;
+  }
   uint64_t idle_ms = static_cast<uint64_t>(absl::ToInt64Milliseconds(options().idle_timeout));
   uint64_t quiet_for = loop()->NowMs() - last_active_ms_;
   if (quiet_for >= idle_ms) {

@@ -55,6 +55,10 @@
 //   conn->Send("hello");          // from any thread
 //   conn->Close();                // flushes, then closes
 //
+// Transport (Config::transport, net/transport.h): bytes on the wire may be other bytes than
+// the user's (TLS). Everything above holds of the user's bytes, with on_connect after the
+// transport's handshake; the output's limits and PendingOutput() count wire bytes.
+//
 // Thread safety: `Send`, `ShutdownWrite`, `Close`, `ForceClose`, `Connected`, `SetContext`,
 // `Context` and the addresses are thread-safe. Everything else, callbacks included, is on
 // the loop thread.
@@ -68,6 +72,7 @@
 #include <cstdint>
 #include <initializer_list>
 #include <memory>
+#include <string>
 #include <string_view>
 #include <utility>
 
@@ -78,6 +83,7 @@
 #include "eventloop/event_loop.h"
 #include "net/inet_address.h"
 #include "net/socket_address.h"
+#include "net/transport.h"
 #include "ringbuffer/block_queue.h"
 #include "ringbuffer/ring_buffer.h"
 
@@ -148,6 +154,13 @@ class Connection final : public EventHandler, public std::enable_shared_from_thi
     Options options;
     Callbacks callbacks;
     mutable Counters counters;
+    // Null: bytes go to and from the socket as they are. Otherwise each connection gets a
+    // transport of its own (TLS, say; net/transport.h): on_connect waits for its handshake.
+    std::shared_ptr<TransportFactory> transport;
+    // What the transport is told (TransportContext): whether these connections were dialed,
+    // and the name dialed.
+    bool dialed = false;
+    std::string server_name;
   };
 
   // Connection::Create() — takes ownership of the connected, non-blocking `fd`, to be served
@@ -158,7 +171,8 @@ class Connection final : public EventHandler, public std::enable_shared_from_thi
   Connection(const Connection&) = delete;
   Connection& operator=(const Connection&) = delete;
 
-  // Connection::Establish() — registers with the loop and runs on_connect. Loop thread only.
+  // Connection::Establish() — registers with the loop and runs on_connect (with a transport,
+  // once its handshake has completed). Loop thread only.
   void Establish();
 
   // Connection::Send() — queues `data` for sending, all of it or none. On the loop thread,
@@ -238,6 +252,16 @@ class Connection final : public EventHandler, public std::enable_shared_from_thi
   }
 
   bool Connected() const { return state_.load(std::memory_order_acquire) == State::kConnected; }
+  // Whether on_connect has run: false for a connection whose transport's handshake never
+  // completed (its on_close reports why, and the owner's user saw no OnConnect). Loop thread
+  // only.
+  bool connect_reported() const { return connect_reported_; }
+  // The connection's transport (Config::transport), or null: for the layer that made it to
+  // read what it negotiated (tls::Info). It lives as long as the connection. Loop thread only.
+  Transport* transport() const {
+    ColdState* cold = has_transport_ ? cold_.load(std::memory_order_acquire) : nullptr;
+    return cold != nullptr ? cold->transport.get() : nullptr;
+  }
   State state() const { return state_.load(std::memory_order_acquire); }
   const InetAddress& PeerAddr() const { return peer_; }
   // Connection::LocalAddr() — asked of the socket (getsockname) rather than kept: it is rarely
@@ -285,6 +309,7 @@ class Connection final : public EventHandler, public std::enable_shared_from_thi
   void HandleEvent(const PollEvent& event) override;
 
  private:
+  friend class TransportIo;
   struct PrivateTag {};
 
  public:
@@ -299,6 +324,10 @@ class Connection final : public EventHandler, public std::enable_shared_from_thi
     mutable std::atomic<bool> context_locked{false};
     std::any context;            // Guarded by context_locked.
     BlockQueue output_overflow;  // Loop thread only: output past the ring, in order after it.
+    // Loop thread only: the transport (Config::transport), and the reason the connection ends
+    // with once the peer's end of stream is handled (a transport's peer_close_reason).
+    std::unique_ptr<Transport> transport;
+    absl::Status end_reason;
   };
   // The ring holds up to this much output (its doublings copy at most half of it); more spills
   // into blocks that never move.
@@ -344,6 +373,29 @@ class Connection final : public EventHandler, public std::enable_shared_from_thi
   // `reserved`: the caller has already counted the bytes in pending_output_.
   absl::Status SendSlicesInLoop(const RingBuffer::Slices& slices,
                                 RingBuffer* whole_source = nullptr, bool reserved = false);
+  // SendSlicesInLoop of bytes on their way to the socket (the transport's, or the user's when
+  // there is no transport).
+  absl::Status SendWireInLoop(const RingBuffer::Slices& slices, RingBuffer* whole_source,
+                              bool reserved);
+  // The user's bytes through the transport: its wire bytes replace their reservation.
+  absl::Status SendThroughTransport(const RingBuffer::Slices& slices, bool reserved);
+  // TransportIo::Write: buffers the bytes (FlushTransportOutput writes them).
+  bool WriteFromTransport(std::string_view wire_bytes);
+  // After a transport call that may have written: gathers what it wrote if that is small,
+  // writes it otherwise (one writev for all its records). `before`: OutputLength() before the
+  // call.
+  void FlushTransportOutput(size_t before);
+  // Reads through the transport, runs on_connect when its handshake completes, delivers what
+  // it yields.
+  void HandleTransportRead(const ConnectionPtr& self);
+  // The transport may hold input the socket will not signal again (read past its per-call
+  // limit, or delivered while reading was paused): read and deliver it in a task of its own.
+  void QueueTransportRead();
+  // The transport's handshake completed: on_connect, and the idle timer in place of the
+  // handshake timer.
+  void OnTransportEstablished(const ConnectionPtr& self);
+  // The peer's end of stream (a FIN): deliver what is pending, then close.
+  void OnPeerClosed();
   // Counts `n` more bytes as pending; false, counting nothing, if that would pass the cap.
   bool ReserveOutput(size_t n);
   absl::Status PendingOutputExhausted(size_t n) const;
@@ -391,6 +443,10 @@ class Connection final : public EventHandler, public std::enable_shared_from_thi
   bool fd_closed_ : 1;
   bool read_paused_ : 1;  // PauseReading(), until ResumeReading().
   bool flush_queued_ : 1;  // Gathered output waits for the loop's before-poll flush.
+  bool has_transport_ : 1;         // cold_->transport is set (Config::transport).
+  bool connect_reported_ : 1;      // on_connect has run.
+  bool transport_shut_ : 1;        // Transport::Shutdown has run.
+  bool transport_read_queued_ : 1; // A QueueTransportRead task is pending.
   // Bytes accepted and not yet written or dropped; at most max_pending_output (<= 2 GiB). In
   // what would otherwise be padding.
   std::atomic<uint32_t> pending_output_{0};
@@ -403,6 +459,7 @@ class Connection final : public EventHandler, public std::enable_shared_from_thi
   RingBuffer input_;
   RingBuffer output_;
   uint64_t last_active_ms_ = 0;  // Kept only while options().idle_timeout is set.
+  // The idle timer; while a transport's handshake runs, its timeout.
   TimerId idle_timer_ = 0;
 };
 

@@ -37,7 +37,7 @@ class ClientCore : public std::enable_shared_from_this<ClientCore> {
     // Raw `this` below: this callback set holds the core itself (through on_connect), and
     // callbacks run only while a connection of it is open.
     config->callbacks.on_connect = [core = shared_from_this()](const ConnectionPtr& c) {
-      core->dispatch_.handler()->OnConnect(*c);
+      core->OnEstablished(c);
     };
     config->callbacks.on_message = [this](const ConnectionPtr& c, RingBuffer& input) {
       dispatch_.OnMessage(c, input);
@@ -51,6 +51,9 @@ class ClientCore : public std::enable_shared_from_this<ClientCore> {
     config->callbacks.on_write_complete = [this](const ConnectionPtr& c) {
       dispatch_.handler()->OnWriteComplete(*c);
     };
+    config->transport = options_.transport;
+    config->dialed = true;
+    config->server_name = ServerNameFor(options_);
     config_ = std::move(config);
   }
 
@@ -182,10 +185,16 @@ class ClientCore : public std::enable_shared_from_this<ClientCore> {
     ConnectionPtr connection = Connection::Create(config_, fd, address.inet());
     if (options_.context.has_value()) connection->SetContext(options_.context);
     connection_ = connection;
+    // OnEstablished follows, inside Establish, or once a transport's handshake completes.
+    connection->Establish();
+  }
+
+  // The connection is established (a transport's handshake included): the attempt succeeded.
+  void OnEstablished(const ConnectionPtr& connection) {
     failures_in_a_row_.store(0, std::memory_order_relaxed);
     waits_ = 0;
     connects_.fetch_add(1, std::memory_order_relaxed);
-    connection->Establish();
+    dispatch_.handler()->OnConnect(*connection);
     // Published once established (a Send from another thread then works); not if OnConnect
     // already closed it, or the client stopped in it.
     if (connection_ == connection && connection->Connected()) {
@@ -215,6 +224,22 @@ class ClientCore : public std::enable_shared_from_this<ClientCore> {
   }
 
   void OnConnectionClosed(const ConnectionPtr& connection, const absl::Status& reason) {
+    if (!connection->connect_reported()) {
+      // Its transport's handshake failed (a bad certificate, a timeout): the handler saw no
+      // OnConnect, so no OnClose either; to the client it is a failed attempt.
+      if (connection != connection_) return;
+      connection_.reset();
+      if (stop_timer_ != 0) {
+        loop_->Cancel(stop_timer_);
+        stop_timer_ = 0;
+      }
+      if (stopped_) {
+        BecomeQuiet();
+      } else {
+        OnAttemptFailed(reason);
+      }
+      return;
+    }
     dispatch_.handler()->OnClose(*connection, reason);
     if (connection != connection_) return;
     connection_.reset();
@@ -300,6 +325,20 @@ class ClientCore : public std::enable_shared_from_this<ClientCore> {
 }  // namespace client_internal
 
 using client_internal::ClientCore;
+
+namespace client_internal {
+
+std::string ServerNameFor(const ClientOptions& options) {
+  if (!options.server_name.empty() || options.network == "unix") return options.server_name;
+  std::string_view address = options.address;
+  if (!address.empty() && address.front() == '[') {  // "[v6]:port"
+    size_t end = address.find(']');
+    return std::string(address.substr(1, end == std::string_view::npos ? end : end - 1));
+  }
+  return std::string(address.substr(0, address.rfind(':')));
+}
+
+}  // namespace client_internal
 
 namespace {
 

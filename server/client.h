@@ -74,6 +74,7 @@
 #include "net/connection.h"
 #include "net/resolver.h"
 #include "net/socket_address.h"
+#include "net/transport.h"
 #include "server/handler.h"
 #include "server/protocol.h"
 
@@ -105,6 +106,13 @@ struct ClientOptions {
   std::any context;
   // Name lookups; null uses getaddrinfo. Runs on the resolver thread.
   ResolveFunction resolve;
+  // What runs between the socket and the connection (TLS: tls::ClientTransport); null sends
+  // bytes as they are. With one, OnConnect follows the handshake, and a handshake that fails
+  // is a failed attempt (on_connect_error, reconnect) with no OnConnect or OnClose.
+  std::shared_ptr<TransportFactory> transport;
+  // The name the transport sends and checks the server's certificate against; empty takes the
+  // host of `address`.
+  std::string server_name;
 
   // As ServerOptions.
   bool tcp_no_delay = true;
@@ -130,6 +138,8 @@ struct ClientStats {
 
 namespace client_internal {
 class ClientCore;
+// The name a client's transport is given: options.server_name, or the host of its address.
+std::string ServerNameFor(const ClientOptions& options);
 }  // namespace client_internal
 
 class Client {

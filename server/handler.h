@@ -84,6 +84,15 @@ class Handler {
     (void)conn;
     (void)reason;
   }
+
+  // Handler::OnTransportError() — an accepted connection ended before its transport's
+  // handshake completed (ServerOptions::transport: a TLS peer that sent garbage, offered no
+  // shared protocol, or took longer than the handshake timeout), so no OnConnect ran and no
+  // OnClose follows. `reason` says why; `conn` gives the peer's address. For logs and counts.
+  virtual void OnTransportError(Connection& conn, const absl::Status& reason) {
+    (void)conn;
+    (void)reason;
+  }
 };
 
 }  // namespace gev

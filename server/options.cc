@@ -44,6 +44,10 @@ Option StopTimeout(absl::Duration timeout) {
   return [timeout](ServerOptions& o) { o.stop_timeout = timeout; };
 }
 
+Option WithTransport(std::shared_ptr<TransportFactory> transport) {
+  return [transport = std::move(transport)](ServerOptions& o) { o.transport = transport; };
+}
+
 Option GatherWrites(bool on) {
   return [on](ServerOptions& o) { o.gather_writes = on; };
 }

@@ -29,6 +29,7 @@
 #include <string>
 
 #include "absl/time/time.h"
+#include "net/transport.h"
 #include "server/load_balancer.h"
 
 namespace gev {
@@ -73,6 +74,10 @@ struct ServerOptions {
   bool gather_writes = true;
   // How long Stop() lets connections flush pending output before closing them anyway.
   absl::Duration stop_timeout = absl::Seconds(5);
+  // What runs between each accepted socket and its connection: TLS (tls::ServerTransport in
+  // //tls) or another net/transport.h; null serves bytes as they are. With one, OnConnect
+  // follows the handshake, and a handshake that fails reaches Handler::OnTransportError.
+  std::shared_ptr<TransportFactory> transport;
 };
 
 // An option function, as gev's `Option`.
@@ -92,6 +97,7 @@ Option MaxInputBytes(size_t bytes);
 Option MaxPendingOutput(size_t bytes);
 Option StopTimeout(absl::Duration timeout);
 Option GatherWrites(bool on);
+Option WithTransport(std::shared_ptr<TransportFactory> transport);
 
 }  // namespace gev
 

@@ -76,7 +76,11 @@ struct Worker {
   }
 
   void OnClose(const ConnectionPtr& connection, const absl::Status& reason) {
-    handler->OnClose(*connection, reason);
+    if (connection->connect_reported()) {
+      handler->OnClose(*connection, reason);
+    } else {
+      handler->OnTransportError(*connection, reason);
+    }
     connections.erase(connection);
     connection_count.fetch_sub(1, std::memory_order_relaxed);
   }
@@ -170,6 +174,7 @@ absl::Status Server::Init(const SocketAddress& address,
     config->loop = w->loop;
     config->loop_index = static_cast<size_t>(i);
     config->options = connection_options;
+    config->transport = options_.transport;
     config->callbacks.on_connect = [w](const ConnectionPtr& c) { w->handler->OnConnect(*c); };
     config->callbacks.on_message = [w](const ConnectionPtr& c, RingBuffer& input) {
       w->dispatch.OnMessage(c, input);

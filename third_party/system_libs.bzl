@@ -1,4 +1,4 @@
-"""Exposes Debian's prebuilt abseil, GoogleTest and Google Benchmark under their upstream labels.
+"""Exposes Debian's prebuilt abseil, GoogleTest, Google Benchmark and OpenSSL under upstream labels.
 
 Each repository is generated from the installed package: one `cc_library` per upstream label,
 carrying the link flags that the package's pkg-config file lists. Headers live in /usr/include,
@@ -136,4 +136,25 @@ system_benchmark = repository_rule(
     implementation = _system_benchmark_impl,
     local = True,
     doc = "Debian's libbenchmark-dev under @com_github_google_benchmark's labels.",
+)
+
+def _system_openssl_impl(ctx):
+    if not ctx.path("/usr/include/openssl/ssl.h").exists:
+        fail(("missing /usr/include/openssl/ssl.h (OpenSSL 3, for //tls only): install it with\n" +
+              "  apt-get install -y libssl-dev\n" +
+              "or run tools/bazel, which does so when run as root."))
+    ctx.file("WORKSPACE", 'workspace(name = "{}")\n'.format(ctx.name))
+    crypto = _pkg_config_libs(ctx, ["libcrypto"])
+    ssl = _pkg_config_libs(ctx, ["libssl"])
+    ctx.file("BUILD.bazel", "\n".join([
+        'package(default_visibility = ["//visibility:public"])\n',
+        _library("crypto", crypto),
+        _library("ssl", ssl, deps = [":crypto"]),
+    ]))
+
+system_openssl = repository_rule(
+    implementation = _system_openssl_impl,
+    local = True,
+    doc = ("Debian's libssl-dev (OpenSSL 3) under the labels of the Bazel Central Registry's " +
+           "`openssl` module: @openssl//:ssl and @openssl//:crypto. Only //tls depends on it."),
 )
