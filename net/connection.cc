@@ -201,8 +201,12 @@ void Connection::HandleTransportRead(const ConnectionPtr& self) {
   }
   if (state() == State::kDisconnected) return;
   if (!result.error.ok()) {
-    // Not a reset: the alert the transport wrote should reach the peer (the reason counts it
-    // if it does not).
+    // The alert the transport wrote gets one try now (it may have been queued to be gathered,
+    // and the close would drop it), so the peer learns why; then a FIN, not a reset.
+    if (!writing_ && OutputLength() > 0) {
+      ssize_t n = WriteOutput();
+      if (n > 0) CountWrite(static_cast<size_t>(n));
+    }
     CloseInLoop(std::move(result.error));
     return;
   }
