@@ -70,6 +70,8 @@ void TcpProxy::OnConnect(Connection& downstream) {
   client.connect_timeout = options_.connect_timeout;
   client.high_water_mark = options_.high_water_mark;
   client.context = pair;
+  client.transport = options_.upstream_transport;
+  client.server_name = options_.upstream_server_name;
   // Runs only while the client lives, and the pair owns the client.
   client.on_connect_error = [this, pair](const absl::Status& error, bool) {
     upstream_failures_.fetch_add(1, std::memory_order_relaxed);

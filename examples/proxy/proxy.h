@@ -20,6 +20,9 @@
 //   - An orderly close on one side closes the other once what it was sent is flushed; a reset
 //     or error on one side resets the other (the stream is known to be cut short), and bytes
 //     that can no longer be delivered end the side that sent them with a reason.
+//   - Either side may be TLS (Options::upstream_transport, the server's WithTransport): the
+//     relay sees plaintext, and a failed upstream handshake resets the downstream with its
+//     reason as a failed connect does.
 //   - Half-closes are not relayed as such: a FIN from either side ends the pair, as gev's
 //     connections treat a peer's FIN.
 //
@@ -31,6 +34,7 @@
 #include <atomic>
 #include <cstddef>
 #include <cstdint>
+#include <memory>
 #include <string>
 
 #include "absl/status/status.h"
@@ -49,6 +53,13 @@ class TcpProxy : public Handler {
     // Pending output per side past which the other side stops being read. The server's
     // HighWaterMark should be the same.
     size_t high_water_mark = 1 << 20;
+    // What runs over the upstream connections (TLS to originate it: tls::ClientTransport);
+    // null relays plain TCP. TLS toward the downstream side is the server's transport
+    // (gev::WithTransport): the proxy then terminates it, and sees plaintext either way.
+    std::shared_ptr<TransportFactory> upstream_transport;
+    // The name the upstream's certificate is checked against (and sent as SNI); empty takes
+    // the host of `upstream`.
+    std::string upstream_server_name;
   };
 
   explicit TcpProxy(Options options);

@@ -1,7 +1,12 @@
 // A TCP proxy: listens, dials the upstream for each connection on that connection's loop, and
-// relays both ways with backpressure (see proxy.h).
+// relays both ways with backpressure (see proxy.h). Either side may be TLS: --tls_cert and
+// --tls_key terminate TLS from clients, --upstream_tls originates it toward the upstream.
 //
 //   tools/bazel run //examples/proxy -- --port=7000 --upstream=127.0.0.1:6379 --loops=1
+//   tools/bazel run //examples/proxy -- --port=8443 --tls_cert=$PWD/cert.pem
+//       --tls_key=$PWD/key.pem --upstream=127.0.0.1:8080            (TLS terminated; one line)
+//   tools/bazel run //examples/proxy -- --port=7000 --upstream=example.com:443
+//       --upstream_tls                                              (TLS originated; one line)
 
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
@@ -10,6 +15,7 @@
 #include "examples/common/serve.h"
 #include "examples/proxy/proxy.h"
 #include "server/server.h"
+#include "tls/tls.h"
 
 ABSL_FLAG(int, port, 7000, "TCP port to listen on (0: any free port)");
 ABSL_FLAG(std::string, listen_unix, "", "listen on this Unix socket path (or @name) instead");
@@ -20,6 +26,13 @@ ABSL_FLAG(bool, reuseport, false, "one SO_REUSEPORT listener per loop instead of
 ABSL_FLAG(int64_t, high_water_mark, 1 << 20,
           "pending output per side past which the other side is not read");
 ABSL_FLAG(int, connect_timeout_ms, 5000, "upstream connect timeout");
+ABSL_FLAG(std::string, tls_cert, "", "terminate TLS from clients with this PEM chain");
+ABSL_FLAG(std::string, tls_key, "", "the private key of --tls_cert");
+ABSL_FLAG(bool, upstream_tls, false, "speak TLS to the upstream (its certificate is verified)");
+ABSL_FLAG(std::string, upstream_ca, "",
+          "PEM CAs the upstream is verified against (default: the system's)");
+ABSL_FLAG(std::string, upstream_server_name, "",
+          "name checked in the upstream's certificate and sent as SNI (default: its host)");
 
 int main(int argc, char** argv) {
   absl::SetProgramUsageMessage(
@@ -30,6 +43,25 @@ int main(int argc, char** argv) {
   options.upstream_network = absl::GetFlag(FLAGS_upstream_network);
   options.connect_timeout = absl::Milliseconds(absl::GetFlag(FLAGS_connect_timeout_ms));
   options.high_water_mark = static_cast<size_t>(absl::GetFlag(FLAGS_high_water_mark));
+  if (absl::GetFlag(FLAGS_upstream_tls)) {
+    gev::tls::ClientConfig upstream_tls;
+    upstream_tls.ca_file = absl::GetFlag(FLAGS_upstream_ca);
+    absl::StatusOr<std::shared_ptr<gev::tls::ClientContext>> context =
+        gev::tls::ClientContext::Create(upstream_tls);
+    if (!context.ok()) return gev::examples::Fail(context.status());
+    options.upstream_transport = gev::tls::ClientTransport(*context);
+    options.upstream_server_name = absl::GetFlag(FLAGS_upstream_server_name);
+  }
+  std::shared_ptr<gev::TransportFactory> downstream_transport;
+  if (!absl::GetFlag(FLAGS_tls_cert).empty() || !absl::GetFlag(FLAGS_tls_key).empty()) {
+    gev::tls::ServerConfig terminate;
+    terminate.certificate.chain_file = absl::GetFlag(FLAGS_tls_cert);
+    terminate.certificate.key_file = absl::GetFlag(FLAGS_tls_key);
+    absl::StatusOr<std::shared_ptr<gev::tls::ServerContext>> context =
+        gev::tls::ServerContext::Create(terminate);
+    if (!context.ok()) return gev::examples::Fail(context.status());
+    downstream_transport = gev::tls::ServerTransport(*context);
+  }
   gev::examples::TcpProxy proxy(options);
 
   std::string listen_unix = absl::GetFlag(FLAGS_listen_unix);
@@ -40,7 +72,7 @@ int main(int argc, char** argv) {
                        ? gev::examples::AddressForPort(absl::GetFlag(FLAGS_port))
                        : listen_unix),
       gev::NumLoops(absl::GetFlag(FLAGS_loops)), gev::ReusePort(absl::GetFlag(FLAGS_reuseport)),
-      gev::HighWaterMark(options.high_water_mark));
+      gev::HighWaterMark(options.high_water_mark), gev::WithTransport(downstream_transport));
   if (!server.ok()) return gev::examples::Fail(server.status());
   return gev::examples::ServeUntilSignal(**server);
 }
