@@ -318,6 +318,7 @@ class TlsTransport final : public Transport {
   bool established_ = false;
   bool renegotiation_attempted_ = false;
   bool saw_end_of_stream_ = false;
+  bool socket_drained_ = false;  // In this Read(), a read returned less than it asked for.
 };
 
 // The BIO method, made once.
@@ -382,12 +383,20 @@ TlsTransport::TlsTransport(SSL* ssl, bool client, std::string server_name,
 
 int TlsTransport::ReadSocket(char* data, int size, BIO* bio) {
   BIO_clear_retry_flags(bio);
+  if (socket_drained_) {
+    BIO_set_retry_read(bio);
+    return -1;
+  }
   ssize_t n;
   do {
     n = ::read(io_->fd(), data, static_cast<size_t>(size));
   } while (n < 0 && errno == EINTR);
   if (n > 0) {
     io_->CountRead(static_cast<size_t>(n));
+    // Less than asked for: the socket is empty for now. The next read of this call would only
+    // say EAGAIN (a syscall per event for nothing); the poller, level-triggered, reports what
+    // arrives later.
+    if (n < size) socket_drained_ = true;
     return static_cast<int>(n);
   }
   if (n == 0) {  // The peer's FIN: OpenSSL says whether a close_notify came first.
@@ -446,6 +455,7 @@ Transport::ReadResult TlsTransport::Read(TransportIo io, RingBuffer& input) {
   constexpr size_t kMaxPlaintextPerRead = 256 * 1024;
   ReadResult result;
   io_ = io;
+  socket_drained_ = false;
   if (!established_) {
     int handshake = SSL_do_handshake(ssl_);
     if (handshake != 1) {

@@ -16,8 +16,14 @@
 // longer than 3 s show a one-line progress display when stderr is a terminal.
 //
 // Threads (--threads) each run their own epoll loop over a share of the connections.
+//
+// --tls speaks TLS (1.3 unless --tls_version=1.2; the certificate is not checked: a benchmark
+// of the record layer, not of trust), each handshake done before the clock starts.
 
 #include <netinet/in.h>
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+#include <poll.h>
 #include <signal.h>
 #include <netinet/tcp.h>
 #include <sys/epoll.h>
@@ -57,6 +63,8 @@ ABSL_FLAG(std::string, mode, "pingpong", "pingpong, stream or flood");
 ABSL_FLAG(int, window, 16, "messages in flight per connection (stream)");
 ABSL_FLAG(std::string, message, "PING\r\n", "the message flood mode repeats");
 ABSL_FLAG(bool, json, false, "print one JSON line instead of text");
+ABSL_FLAG(bool, tls, false, "speak TLS to the server");
+ABSL_FLAG(std::string, tls_version, "1.3", "with --tls: 1.3 or 1.2");
 
 namespace {
 
@@ -160,6 +168,8 @@ struct Conn {
   uint64_t messages_received = 0;
   std::vector<uint64_t> send_times;  // Ring of `window` message start times.
   bool failed = false;
+  SSL* ssl = nullptr;        // With --tls.
+  size_t retry_write = 0;    // A TLS write to repeat with the same length (OpenSSL's rule).
 };
 
 struct Options {
@@ -233,11 +243,29 @@ void Worker::WriteAll(Conn& conn, uint64_t now) {
     uint64_t allowed = Allowed(conn);
     if (allowed == 0) return;
     size_t chunk = static_cast<size_t>(std::min<uint64_t>(allowed, 64 * 1024));
-    ssize_t n = ::write(conn.fd, options_.pattern->At(conn.sent, conn.shift), chunk);
-    if (n < 0) {
-      if (errno == EAGAIN || errno == EINTR) return;
-      Fail(conn, &totals_.errors);
-      return;
+    ssize_t n;
+    if (conn.ssl != nullptr) {
+      if (conn.retry_write != 0) chunk = conn.retry_write;
+      size_t written = 0;
+      if (SSL_write_ex(conn.ssl, options_.pattern->At(conn.sent, conn.shift), chunk, &written) !=
+          1) {
+        int error = SSL_get_error(conn.ssl, 0);
+        if (error == SSL_ERROR_WANT_WRITE || error == SSL_ERROR_WANT_READ) {
+          conn.retry_write = chunk;
+          return;
+        }
+        Fail(conn, &totals_.errors);
+        return;
+      }
+      conn.retry_write = 0;
+      n = static_cast<ssize_t>(written);
+    } else {
+      n = ::write(conn.fd, options_.pattern->At(conn.sent, conn.shift), chunk);
+      if (n < 0) {
+        if (errno == EAGAIN || errno == EINTR) return;
+        Fail(conn, &totals_.errors);
+        return;
+      }
     }
     conn.sent += static_cast<uint64_t>(n);
     // Every message whose first byte went out in this write started now (one write may start
@@ -253,9 +281,21 @@ void Worker::WriteAll(Conn& conn, uint64_t now) {
 
 void Worker::ReadAll(Conn& conn, uint64_t now) {
   while (!conn.failed) {
-    ssize_t n = ::read(conn.fd, buffer_.get(), 256 * 1024);
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0 && errno == EAGAIN) return;
+    ssize_t n;
+    if (conn.ssl != nullptr) {
+      size_t got = 0;
+      if (SSL_read_ex(conn.ssl, buffer_.get(), 256 * 1024, &got) == 1) {
+        n = static_cast<ssize_t>(got);
+      } else {
+        int error = SSL_get_error(conn.ssl, 0);
+        if (error == SSL_ERROR_WANT_READ || error == SSL_ERROR_WANT_WRITE) return;
+        n = -1;
+      }
+    } else {
+      n = ::read(conn.fd, buffer_.get(), 256 * 1024);
+      if (n < 0 && errno == EINTR) continue;
+      if (n < 0 && errno == EAGAIN) return;
+    }
     if (n <= 0) {
       Fail(conn, &totals_.errors);  // The server closed or reset the connection.
       return;
@@ -328,9 +368,29 @@ void Worker::Run() {
   }
   for (Conn& conn : conns_) {
     if (!conn.failed && conn.received < conn.sent) totals_.short_bytes += conn.sent - conn.received;
+    SSL_free(conn.ssl);
     ::close(conn.fd);
   }
   ::close(epoll_fd_);
+}
+
+// A TLS handshake on the non-blocking `fd`, waiting at most 10 s; null on failure.
+SSL* HandshakeTls(SSL_CTX* ctx, int fd) {
+  SSL* ssl = SSL_new(ctx);
+  SSL_set_fd(ssl, fd);
+  SSL_set_tlsext_host_name(ssl, "localhost");
+  for (int waited_ms = 0; waited_ms < 10000;) {
+    int result = SSL_connect(ssl);
+    if (result == 1) return ssl;
+    int error = SSL_get_error(ssl, result);
+    if (error != SSL_ERROR_WANT_READ && error != SSL_ERROR_WANT_WRITE) break;
+    pollfd wait{fd, static_cast<short>(error == SSL_ERROR_WANT_READ ? POLLIN : POLLOUT), 0};
+    ::poll(&wait, 1, 100);
+    waited_ms += 100;
+  }
+  ERR_print_errors_fp(stderr);
+  SSL_free(ssl);
+  return nullptr;
 }
 
 absl::StatusOr<Mode> ParseMode(const std::string& name) {
@@ -372,7 +432,17 @@ int main(int argc, char** argv) {
   options.window = *mode == Mode::kStream ? std::max(1, absl::GetFlag(FLAGS_window)) : 1;
   options.pattern = &pattern;
 
-  // Connect everything before the clock starts.
+  SSL_CTX* tls = nullptr;
+  if (absl::GetFlag(FLAGS_tls)) {
+    tls = SSL_CTX_new(TLS_client_method());
+    int version = absl::GetFlag(FLAGS_tls_version) == "1.2" ? TLS1_2_VERSION : TLS1_3_VERSION;
+    SSL_CTX_set_min_proto_version(tls, version);
+    SSL_CTX_set_max_proto_version(tls, version);
+    SSL_CTX_set_verify(tls, SSL_VERIFY_NONE, nullptr);
+    SSL_CTX_set_mode(tls, SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+  }
+
+  // Connect (and shake hands) before the clock starts.
   std::vector<std::vector<Conn>> shares(static_cast<size_t>(threads));
   uint64_t connect_failures = 0;
   for (int i = 0; i < connections; ++i) {
@@ -385,6 +455,14 @@ int main(int argc, char** argv) {
     ::setsockopt(*fd, IPPROTO_TCP, TCP_NODELAY, &on, sizeof(on));
     Conn conn;
     conn.fd = *fd;
+    if (tls != nullptr) {
+      conn.ssl = HandshakeTls(tls, *fd);
+      if (conn.ssl == nullptr) {
+        if (connect_failures++ == 0) std::fprintf(stderr, "TLS handshake failed\n");
+        ::close(*fd);
+        continue;
+      }
+    }
     conn.shift = *mode == Mode::kFlood ? 0 : static_cast<uint64_t>(i) * 7919 * 131;
     conn.send_times.assign(options.window, 0);
     shares[static_cast<size_t>(i % threads)].push_back(std::move(conn));
@@ -416,6 +494,7 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "\r%60s\r", "");
   }
   for (auto& thread : running) thread.join();
+  SSL_CTX_free(tls);  // The workers freed their connections' SSLs as they ended.
 
   Totals sum;
   sum.connect_failures = connect_failures;

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # End to end for the benchmark tools: echo_bench verifies a correct echo server (exit 0, JSON
-# with ok:true) in every mode and catches a wrong one (exit 1); idle_memory measures a server.
+# with ok:true) in every mode, over TLS too, and catches a wrong one (exit 1); idle_memory
+# measures a server; tls_handshake_bench completes full and resumed handshakes against the
+# HTTPS example (certificate made by openssl req here).
 set -euo pipefail
 
 bench=tools/echo_bench
@@ -8,6 +10,9 @@ baseline=tools/raw_epoll_echo
 idle_memory=tools/idle_memory
 gev_echo=examples/echo/echo_server
 not_echo=examples/pushmessage/push_server
+tls_echo=examples/tls_echo/tls_echo_server
+http_server=examples/http/http_server
+handshake_bench=tools/tls_handshake_bench
 failures=0
 server_pid=""
 trap '[[ -n "$server_pid" ]] && kill "$server_pid" 2>/dev/null || true' EXIT
@@ -69,6 +74,33 @@ stop
 start "$gev_echo" --port=0 --loops=1
 check "idle_memory" 0 "$idle_memory" --addr="127.0.0.1:$port" --pid="$server_pid" --connections=300 --json
 [[ "$output" == *'"connections":300'* ]] || { echo "FAIL: idle_memory output: $output"; failures=$((failures + 1)); }
+stop
+
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 -subj /CN=localhost \
+  -addext subjectAltName=DNS:localhost -keyout "$TEST_TMPDIR/key.pem" -out "$TEST_TMPDIR/cert.pem" \
+  2>/dev/null
+start "$tls_echo" --port=0 --loops=1 --cert="$TEST_TMPDIR/cert.pem" --key="$TEST_TMPDIR/key.pem"
+common=(--addr="127.0.0.1:$port" --duration=0.5s --warmup=0.1s --json --tls)
+check "TLS pingpong" 0 "$bench" "${common[@]}" --mode=pingpong --connections=20 --size=700
+check "TLS stream" 0 "$bench" "${common[@]}" --mode=stream --connections=5 --size=100000 --window=4
+check "TLS 1.2 stream" 0 "$bench" "${common[@]}" --tls_version=1.2 --mode=stream --connections=2 \
+  --size=100000 --window=4
+check "plain TCP against TLS is caught" 1 "$bench" --addr="127.0.0.1:$port" --duration=0.5s \
+  --warmup=0s --mode=pingpong --connections=2
+stop
+
+start "$http_server" --port=0 --loops=1 --tls_cert="$TEST_TMPDIR/cert.pem" \
+  --tls_key="$TEST_TMPDIR/key.pem"
+check "full handshakes" 0 "$handshake_bench" --addr="127.0.0.1:$port" --duration=0.5s \
+  --warmup=0.1s --concurrency=4 --brief
+read -r completed _ resumed errors <<<"$output"
+awk -v c="$completed" -v r="$resumed" -v e="$errors" 'BEGIN { exit !(c > 0 && r == 0 && e == 0) }' ||
+  { echo "FAIL: full handshakes: $output"; failures=$((failures + 1)); }
+check "resumed handshakes" 0 "$handshake_bench" --addr="127.0.0.1:$port" --duration=0.5s \
+  --warmup=0.2s --concurrency=4 --resume --brief
+read -r completed _ resumed errors <<<"$output"
+awk -v c="$completed" -v r="$resumed" -v e="$errors" 'BEGIN { exit !(c > 0 && r >= 0.99 && e == 0) }' ||
+  { echo "FAIL: resumed handshakes: $output"; failures=$((failures + 1)); }
 stop
 
 check "bad flags are refused" 2 "$bench" --mode=sideways

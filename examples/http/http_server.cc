@@ -7,6 +7,8 @@
 //
 //   tools/bazel run //examples/http:http_server -- --port=8080 --loops=2
 //   curl -i http://127.0.0.1:8080/plaintext
+//
+// With --tls_cert and --tls_key it serves HTTPS instead (TLS 1.3 or 1.2, ALPN http/1.1).
 
 #include <algorithm>
 #include <ctime>
@@ -23,11 +25,14 @@
 #include "examples/common/serve.h"
 #include "examples/http/http_request.h"
 #include "server/server.h"
+#include "tls/tls.h"
 
 ABSL_FLAG(int, port, 8080, "TCP port to listen on (0: any free port)");
 ABSL_FLAG(int, loops, 1, "worker loops (<= 0: one per CPU)");
 ABSL_FLAG(bool, reuseport, false, "one SO_REUSEPORT listener per loop instead of one acceptor");
 ABSL_FLAG(bool, gather_writes, true, "write each loop iteration's responses once per connection");
+ABSL_FLAG(std::string, tls_cert, "", "serve HTTPS with this PEM certificate chain");
+ABSL_FLAG(std::string, tls_key, "", "the private key of --tls_cert");
 
 namespace gev::http {
 namespace {
@@ -176,11 +181,22 @@ int main(int argc, char** argv) {
   absl::ParseCommandLine(argc, argv);
   int loops = absl::GetFlag(FLAGS_loops);
   if (loops <= 0) loops = std::max(1, static_cast<int>(std::thread::hardware_concurrency()));
+  std::shared_ptr<gev::TransportFactory> tls;
+  if (!absl::GetFlag(FLAGS_tls_cert).empty() || !absl::GetFlag(FLAGS_tls_key).empty()) {
+    gev::tls::ServerConfig config;
+    config.certificate.chain_file = absl::GetFlag(FLAGS_tls_cert);
+    config.certificate.key_file = absl::GetFlag(FLAGS_tls_key);
+    config.alpn = {"http/1.1"};
+    absl::StatusOr<std::shared_ptr<gev::tls::ServerContext>> context =
+        gev::tls::ServerContext::Create(config);
+    if (!context.ok()) return gev::examples::Fail(context.status());
+    tls = gev::tls::ServerTransport(*context);
+  }
   gev::http::HttpHandler handler(static_cast<size_t>(loops));
   auto server = gev::NewServer(
       &handler, gev::Address(gev::examples::AddressForPort(absl::GetFlag(FLAGS_port))),
       gev::NumLoops(loops), gev::ReusePort(absl::GetFlag(FLAGS_reuseport)),
-      gev::GatherWrites(absl::GetFlag(FLAGS_gather_writes)));
+      gev::GatherWrites(absl::GetFlag(FLAGS_gather_writes)), gev::WithTransport(tls));
   if (!server.ok()) return gev::examples::Fail(server.status());
   return gev::examples::ServeUntilSignal(**server);
 }

@@ -4,7 +4,8 @@ curl: a GET with its headers, connection reuse over keep-alive, HTTP/1.0's close
 a 404, HEAD. Raw sockets: pipelined requests answered in order in one read, a request split
 byte by byte, a body split from its head, garbage (400 and a close), an oversized head (431
 and a close), an HTTP/1.0 keep-alive, the Date header's format and its refresh. Each runs
-against one loop and against two loops with SO_REUSEPORT. curl comes from Debian (tools/bazel
+against one loop and against two loops with SO_REUSEPORT; then HTTPS (--tls_cert) with curl:
+verified, ALPN http/1.1, kept alive. curl comes from Debian (tools/bazel
 installs it); missing, the test fails. Loopback only; every wait is bounded.
 """
 
@@ -185,8 +186,39 @@ def main():
             process.terminate()
             code = process.wait(timeout=20)
             check(code == 0, "http_server %s exits cleanly: %s" % (mode, code))
+    with_https(binary)
     print("%d failures" % len(FAILURES))
     return 1 if FAILURES else 0
+
+
+def with_https(binary):
+    """HTTPS (--tls_cert/--tls_key) with curl: verified, HTTP/1.1 over ALPN, kept alive."""
+    print("== http_server over TLS", flush=True)
+    with tempfile.TemporaryDirectory() as directory:
+        cert, key = directory + "/cert.pem", directory + "/key.pem"
+        subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
+                        "ec_paramgen_curve:P-256", "-nodes", "-days", "2", "-subj", "/CN=localhost",
+                        "-addext", "subjectAltName=DNS:localhost", "-keyout", key, "-out", cert],
+                       capture_output=True, check=True, timeout=60)
+        process, port = start(binary, ["--loops=1", "--tls_cert=" + cert, "--tls_key=" + key])
+        try:
+            url = "https://localhost:%d/plaintext" % port
+            result = curl("--cacert", cert, "--resolve", "localhost:%d:127.0.0.1" % port, "-v",
+                          url, url)
+            check(result.returncode == 0, "curl https: %s" % result.stderr.decode()[-1500:])
+            check(result.stdout == b"Hello, World!Hello, World!",
+                  "curl https body: %r" % result.stdout)
+            err = result.stderr.decode()
+            check("ALPN: server accepted http/1.1" in err or "ALPN, server accepted to use http/1.1"
+                  in err, "curl https negotiated http/1.1 by ALPN")
+            check("Re-using existing connection" in err or "Reusing existing connection" in err,
+                  "curl https kept the connection for the second request")
+            plain = curl("http://127.0.0.1:%d/plaintext" % port)
+            check(plain.stdout != b"Hello, World!", "plain HTTP on the TLS port is not served")
+        finally:
+            process.terminate()
+            code = process.wait(timeout=20)
+            check(code == 0, "http_server over TLS exits cleanly: %s" % code)
 
 
 if __name__ == "__main__":

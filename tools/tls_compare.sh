@@ -1,0 +1,244 @@
+#!/usr/bin/env bash
+# What TLS costs on gev, and gev's TLS against nginx's, on this machine, in one run:
+#
+#   the cost of TLS: examples/echo (plain TCP) vs examples/tls_echo (TLS 1.3), both one loop,
+#     driven by tools:echo_bench (--tls for the second): pingpong 512 B x 50 connections and
+#     stream 64 KiB window 16 x 20;
+#   handshakes/s: examples/http with --tls_cert vs nginx (1 worker, TLS 1.3, the same
+#     certificate, tickets on), driven by tools:tls_handshake_bench (32 in flight, one GET per
+#     connection), full handshakes and resumed ones;
+#   https requests/s: the same two servers under wrk -t1 -c100 on https://.../plaintext.
+#
+#   tools/tls_compare.sh [--rounds=5] [--duration=5s] [--only=cost,handshakes,https]
+#                        [--out=bench-out/tls]
+#
+# gev's servers run with one loop; the HTTPS ones with --reuseport (the loop accepts for
+# itself, as nginx's one worker does; "acceptor" rows run the acceptor thread beside it).
+# Servers get CPU 0 and the client the others (with two or more CPUs); within a round the
+# servers alternate, in reverse order every other round. Per test a Markdown table of medians:
+# rate and its ratio to the first server, the server's CPU time per message, handshake or
+# request (utime+stime of all its threads from /proc/PID/stat over the client's run) and its
+# context switches per unit. Certificates (EC P-256, made by openssl req) are made fresh. Writes
+# results.tsv and results.md to --out. Installs wrk, nginx-light and openssl when missing (as
+# root).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+rounds=5 duration=5s only="cost,handshakes,https" out="bench-out/tls"
+for arg in "$@"; do
+  case "$arg" in
+    --rounds=*) rounds="${arg#*=}" ;;
+    --duration=*) duration="${arg#*=}" ;;
+    --only=*) only="${arg#*=}" ;;
+    --out=*) out="${arg#*=}" ;;
+    *) echo "unknown argument: $arg" >&2; exit 2 ;;
+  esac
+done
+wants() { [[ ",$only," == *",$1,"* ]]; }
+
+need=()
+command -v wrk >/dev/null || need+=(wrk)
+[[ -x /usr/sbin/nginx ]] || need+=(nginx-light)
+command -v openssl >/dev/null || need+=(openssl)
+if ((${#need[@]} > 0)); then
+  if [[ "$(id -u)" != 0 ]]; then
+    echo "tls_compare: needs: sudo apt-get install -y ${need[*]}" >&2
+    exit 1
+  fi
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${need[@]}" >&2
+fi
+
+bin="$(mktemp -d)"
+server_pid=""
+trap '[[ -n "$server_pid" ]] && kill "$server_pid" 2>/dev/null; rm -rf "$bin"' EXIT
+tools/bazel build --config=opt //examples/echo:echo_server //examples/tls_echo:tls_echo_server \
+  //examples/http:http_server //tools:echo_bench //tools:tls_handshake_bench >&2
+cp bazel-bin/examples/echo/echo_server bazel-bin/examples/tls_echo/tls_echo_server \
+  bazel-bin/examples/http/http_server bazel-bin/tools/echo_bench \
+  bazel-bin/tools/tls_handshake_bench "$bin/"
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
+  -subj /CN=localhost -addext subjectAltName=DNS:localhost,IP:127.0.0.1 \
+  -keyout "$bin/key.pem" -out "$bin/cert.pem" 2>/dev/null
+cert="$bin/cert.pem" key="$bin/key.pem"
+
+mkdir -p "$out"
+results="$out/results.tsv"
+: >"$results"
+# shellcheck source=tools/bench_lib.sh
+source tools/bench_lib.sh
+clk_tck=$(getconf CLK_TCK)
+if (($(nproc) >= 2)); then
+  server_pin="taskset -c 0" client_pin="taskset -c 1-$(($(nproc) - 1))"
+else
+  server_pin="" client_pin=""
+fi
+
+free_port() {
+  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
+}
+wait_for_port() {  # $1 = port
+  for _ in $(seq 200); do
+    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
+    sleep 0.05
+  done
+  echo "tls_compare: nothing listens on port $1" >&2
+  return 1
+}
+server_pids() { echo "$1" $(pgrep -P "$1" || true); }
+server_cpu_ticks() {
+  local total=0 pid
+  for pid in $(server_pids "$1"); do total=$((total + $(cpu_ticks "$pid" 2>/dev/null || echo 0))); done
+  echo "$total"
+}
+context_switches() {
+  local pid
+  for pid in $(server_pids "$1"); do cat /proc/"$pid"/task/*/status 2>/dev/null; done |
+    awk '/^(voluntary|nonvoluntary)_ctxt_switches/ { n += $2 } END { print n + 0 }'
+}
+
+# start LABEL: starts that server on a free port; sets server_pid and port.
+start() {
+  local label="$1"
+  port=$(free_port)
+  local tls=(--tls_cert="$cert" --tls_key="$key")
+  case "$label" in
+    "nginx, 1 worker")
+      sed "s/@PORT@/$port/; s|@DIR@|$bin|g; s|@CERT@|$cert|; s|@KEY@|$key|" \
+        tools/protocols/nginx_tls.conf >"$bin/nginx.conf"
+      $server_pin /usr/sbin/nginx -c "$bin/nginx.conf" -p "$bin" >/dev/null 2>&1 &
+      server_pid=$!
+      wait_for_port "$port"
+      for _ in $(seq 100); do [[ -n "$(pgrep -P "$server_pid")" ]] && break; sleep 0.02; done
+      return
+      ;;
+    "gev http")
+      $server_pin "$bin/http_server" --port="$port" --loops=1 --reuseport "${tls[@]}" \
+        >/dev/null 2>&1 &
+      ;;
+    "gev http, acceptor")
+      $server_pin "$bin/http_server" --port="$port" --loops=1 "${tls[@]}" >/dev/null 2>&1 &
+      ;;
+    "gev echo, plain TCP")
+      $server_pin "$bin/echo_server" --port="$port" --loops=1 >/dev/null 2>&1 &
+      ;;
+    "gev echo, TLS 1.3")
+      $server_pin "$bin/tls_echo_server" --port="$port" --loops=1 --cert="$cert" --key="$key" \
+        --watch_interval=0 >/dev/null 2>&1 &
+      ;;
+  esac
+  server_pid=$!
+  wait_for_port "$port"
+}
+stop() {
+  kill "$server_pid" 2>/dev/null || true
+  wait "$server_pid" 2>/dev/null || true
+  server_pid=""
+}
+
+# measure NAME LABEL ROUND COMMAND...: the client command prints "COUNT RATE"; records a row
+# (name, label, round, rate, server CPU us per unit, context switches per unit).
+measure() {
+  local name="$1" label="$2" round="$3"
+  shift 3
+  local t0 c0 t1 c1 line
+  t0=$(server_cpu_ticks "$server_pid")
+  c0=$(context_switches "$server_pid")
+  line=$("$@")
+  t1=$(server_cpu_ticks "$server_pid")
+  c1=$(context_switches "$server_pid")
+  local count="${line% *}" rate="${line#* }"
+  awk -v n="$name" -v l="$label" -v r="$round" -v q="$rate" -v c="$count" -v t=$((t1 - t0)) \
+    -v hz="$clk_tck" -v s=$((c1 - c0)) 'BEGIN {
+      printf "%s\t%s\t%d\t%.0f\t%.3f\t%.3f\n", n, l, r, q, (c > 0) ? t / hz * 1e6 / c : 0,
+        (c > 0) ? s / c : 0 }' >>"$results"
+  echo "  round $round $label: $rate /s" >&2
+}
+
+echo_client() {  # echo_bench arguments; --tls added for the TLS server
+  local extra=()
+  [[ "$current_label" == *TLS* ]] && extra+=(--tls)
+  local json
+  json=$($client_pin "$bin/echo_bench" --addr="127.0.0.1:$port" --duration="$duration" \
+    --json "${extra[@]}" "$@")
+  [[ "$(json_field "$json" ok)" == "true" ]] || echo "  ! echo_bench reported errors: $json" >&2
+  echo "$(json_field "$json" messages) $(json_field "$json" msgs_per_s)"
+}
+
+handshake_client() {  # tls_handshake_bench arguments
+  local line
+  line=$($client_pin "$bin/tls_handshake_bench" --addr="127.0.0.1:$port" \
+    --duration="$duration" --brief "$@") || echo "  ! tls_handshake_bench: errors ($line)" >&2
+  read -r completed rate resumed errors <<<"$line"
+  if [[ "$*" == *--resume* ]] && awk -v r="$resumed" 'BEGIN { exit !(r < 0.99) }'; then
+    echo "  ! only $resumed of the handshakes resumed" >&2
+  fi
+  echo "$completed $rate"
+}
+
+https_client() {
+  local report
+  report=$($client_pin wrk -t1 -c100 -d"$duration" "https://127.0.0.1:$port/plaintext")
+  if grep -q "Non-2xx\|Socket errors" <<<"$report"; then
+    echo "  ! wrk reported errors: $(grep 'Non-2xx\|Socket errors' <<<"$report")" >&2
+  fi
+  echo "$(awk '/requests in/ { print $1 }' <<<"$report") $(awk '/^Requests\/sec/ { print $2 }' <<<"$report")"
+}
+
+# run NAME CLIENT_FUNCTION ARGS -- LABEL...
+run() {
+  local name="$1" client="$2" args=()
+  shift 2
+  while [[ "$1" != "--" ]]; do args+=("$1"); shift; done
+  shift
+  local labels=("$@")
+  echo "== $name" >&2
+  for ((round = 1; round <= rounds; round++)); do
+    local order=("${labels[@]}")
+    if ((round % 2 == 0)); then
+      order=()
+      for ((i = ${#labels[@]} - 1; i >= 0; i--)); do order+=("${labels[$i]}"); done
+    fi
+    for label in "${order[@]}"; do
+      current_label="$label"
+      start "$label"
+      measure "$name" "$label" "$round" "$client" "${args[@]}"
+      stop
+    done
+  done
+}
+
+if wants cost; then
+  echo_servers=("gev echo, plain TCP" "gev echo, TLS 1.3")
+  run "echo pingpong 512 B x 50" echo_client --mode=pingpong --size=512 --connections=50 \
+    -- "${echo_servers[@]}"
+  run "echo stream 64 KiB window 16 x 20" echo_client --mode=stream --size=65536 --window=16 \
+    --connections=20 -- "${echo_servers[@]}"
+fi
+https_servers=("nginx, 1 worker" "gev http" "gev http, acceptor")
+if wants handshakes; then
+  run "full TLS 1.3 handshakes, 32 in flight" handshake_client --concurrency=32 \
+    -- "${https_servers[@]}"
+  run "resumed TLS 1.3 handshakes (tickets), 32 in flight" handshake_client --concurrency=32 \
+    --resume -- "${https_servers[@]}"
+fi
+if wants https; then
+  run "wrk https plaintext, 100 connections" https_client -- "${https_servers[@]}"
+fi
+
+{
+  echo "Command: tools/tls_compare.sh $*; rounds $rounds; $(nproc) CPUs, server pinned to CPU 0."
+  while IFS= read -r name; do
+    base=$(labels_of "$name" | head -1)
+    base_rate=$(column_median "$name" "$base" 4)
+    echo
+    echo "**$name** (medians of $rounds rounds)"
+    echo
+    echo "| server | per second | vs $base | server CPU us each | context switches each |"
+    echo "|---|---|---|---|---|"
+    while IFS= read -r label; do
+      awk -v l="$label" -v r="$(column_median "$name" "$label" 4)" -v b="$base_rate" \
+        -v c="$(column_median "$name" "$label" 5)" -v s="$(column_median "$name" "$label" 6)" \
+        'BEGIN { printf "| %s | %.0f | %.2fx | %.2f | %.3f |\n", l, r, (b > 0) ? r / b : 0, c, s }'
+    done < <(labels_of "$name")
+  done < <(names)
+} | tee "$out/results.md"
