@@ -381,10 +381,10 @@ class Connection final : public EventHandler, public std::enable_shared_from_thi
   absl::Status SendThroughTransport(const RingBuffer::Slices& slices, bool reserved);
   // TransportIo::Write: buffers the bytes (FlushTransportOutput writes them).
   bool WriteFromTransport(std::string_view wire_bytes);
-  // After a transport call that may have written: gathers what it wrote if that is small,
-  // writes it otherwise (one writev for all its records). `before`: OutputLength() before the
-  // call.
-  void FlushTransportOutput(size_t before);
+  // After a transport call that may have written: gathers what it wrote if that is small and
+  // `may_gather`, writes it otherwise (one writev for all its records). `before`:
+  // OutputLength() before the call.
+  void FlushTransportOutput(size_t before, bool may_gather = true);
   // Reads through the transport, runs on_connect when its handshake completes, delivers what
   // it yields.
   void HandleTransportRead(const ConnectionPtr& self);

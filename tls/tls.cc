@@ -615,6 +615,9 @@ absl::StatusOr<CtxPtr> NewServerCtx(const ServerConfig& config, const Certificat
   // Idle connections keep no record buffers; reads take what the socket has, not a header and
   // then a body.
   SSL_CTX_set_mode(c, SSL_MODE_RELEASE_BUFFERS);
+  // The chain is the PEM's, leaf first: OpenSSL would otherwise try to build one from the
+  // trust store in every handshake.
+  SSL_CTX_set_mode(c, SSL_MODE_NO_AUTO_CHAIN);
   SSL_CTX_set_read_ahead(c, 1);
   // No server-side session cache: resumption is by tickets, which cost the server no memory
   // per session (a flood of handshakes fills nothing).

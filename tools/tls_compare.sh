@@ -6,7 +6,11 @@
 #     stream 64 KiB window 16 x 20;
 #   handshakes/s: examples/http with --tls_cert vs nginx (1 worker, TLS 1.3, the same
 #     certificate, tickets on), driven by tools:tls_handshake_bench (32 in flight, one GET per
-#     connection), full handshakes and resumed ones;
+#     connection): full handshakes with an RSA 2048 certificate (the server's signature is the
+#     dearest step, so the server is the bottleneck) and with an EC P-256 one (the client's
+#     check of the signature costs more than the server's signing: on two cores the client
+#     saturates first, and the server's CPU per handshake is the figure to read), and resumed
+#     ones;
 #   https requests/s: the same two servers under wrk -t1 -c100 on https://.../plaintext.
 #
 #   tools/tls_compare.sh [--rounds=5] [--duration=5s] [--only=cost,handshakes,https]
@@ -59,6 +63,9 @@ cp bazel-bin/examples/echo/echo_server bazel-bin/examples/tls_echo/tls_echo_serv
 openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
   -subj /CN=localhost -addext subjectAltName=DNS:localhost,IP:127.0.0.1 \
   -keyout "$bin/key.pem" -out "$bin/cert.pem" 2>/dev/null
+openssl req -x509 -newkey rsa:2048 -nodes -days 2 \
+  -subj /CN=localhost -addext subjectAltName=DNS:localhost,IP:127.0.0.1 \
+  -keyout "$bin/rsa_key.pem" -out "$bin/rsa_cert.pem" 2>/dev/null
 cert="$bin/cert.pem" key="$bin/key.pem"
 
 mkdir -p "$out"
@@ -216,7 +223,11 @@ if wants cost; then
 fi
 https_servers=("nginx, 1 worker" "gev http" "gev http, acceptor")
 if wants handshakes; then
-  run "full TLS 1.3 handshakes, 32 in flight" handshake_client --concurrency=32 \
+  cert="$bin/rsa_cert.pem" key="$bin/rsa_key.pem"
+  run "full TLS 1.3 handshakes, RSA 2048, 32 in flight" handshake_client --concurrency=32 \
+    -- "${https_servers[@]}"
+  cert="$bin/cert.pem" key="$bin/key.pem"
+  run "full TLS 1.3 handshakes, EC P-256, 32 in flight" handshake_client --concurrency=32 \
     -- "${https_servers[@]}"
   run "resumed TLS 1.3 handshakes (tickets), 32 in flight" handshake_client --concurrency=32 \
     --resume -- "${https_servers[@]}"
