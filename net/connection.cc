@@ -51,7 +51,8 @@ Connection::Connection(PrivateTag, std::shared_ptr<const Config> config, int fd,
       has_transport_(false),
       connect_reported_(false),
       transport_shut_(false),
-      transport_read_queued_(false) {
+      transport_read_queued_(false),
+      transport_end_pending_(false) {
   input_.set_limit(options().max_input_bytes);
 }
 
@@ -188,13 +189,20 @@ void Connection::OnTransportEstablished(const ConnectionPtr& self) {
 }
 
 void Connection::HandleTransportRead(const ConnectionPtr& self) {
-  size_t before = OutputLength();
-  Transport::ReadResult result = transport()->Read(TransportIo(this), input_);
-  // What reading made the transport say (handshake messages, alerts, tickets) goes first. A
-  // handshake's flights are written at once, not gathered to the end of the loop's batch: each
-  // can cost a signature (0.5 ms with RSA 2048), and a batch of them would leave every client
-  // of the batch waiting for the last one's.
-  FlushTransportOutput(before, /*may_gather=*/connect_reported_);
+  Transport::ReadResult result;
+  if (transport_end_pending_) {
+    // The end was read before; what came ahead of it is delivered first (below).
+    transport_end_pending_ = false;
+    result.peer_closed = true;
+  } else {
+    size_t before = OutputLength();
+    result = transport()->Read(TransportIo(this), input_);
+    // What reading made the transport say (handshake messages, alerts, tickets) goes first. A
+    // handshake's flights are written at once, not gathered to the end of the loop's batch:
+    // each can cost a signature (0.5 ms with RSA 2048), and a batch of them would leave every
+    // client of the batch waiting for the last one's.
+    FlushTransportOutput(before, /*may_gather=*/connect_reported_);
+  }
   if (result.established && state() != State::kDisconnected) OnTransportEstablished(self);
   // As after a plain read: what arrived is delivered unless the connection stopped reading
   // (Close() or PauseReading() in on_connect; a paused connection gets it on ResumeReading).
@@ -223,6 +231,12 @@ void Connection::HandleTransportRead(const ConnectionPtr& self) {
       CloseInLoop(reason.ok() ? absl::UnavailableError(absl::StrCat(
                                     transport()->name(), ": peer closed during the handshake"))
                               : reason);
+      return;
+    }
+    if (!input_.IsEmpty() && !reading_) {
+      // Paused (in on_connect, say) with plaintext that came ahead of the end: it is delivered
+      // on ResumeReading, and then the end.
+      transport_end_pending_ = true;
       return;
     }
     OnPeerClosed();
@@ -258,7 +272,13 @@ bool Connection::WriteFromTransport(std::string_view wire_bytes) {
 }
 
 void Connection::FlushTransportOutput(size_t before, bool may_gather) {
-  if (state() == State::kDisconnected || writing_ || OutputLength() == before) return;
+  if (state() == State::kDisconnected || OutputLength() == before) return;
+  if (writing_) {
+    // Behind output that waits for the socket: written with it, and counted against the
+    // high-water mark as a plain send is.
+    CheckHighWater(before);
+    return;
+  }
   size_t length = OutputLength();
   if (may_gather && options().gather_writes &&
       length <= std::min(kGatherBytes, options().high_water_mark)) {
@@ -447,7 +467,11 @@ ssize_t Connection::WriteGatheredAnd(const RingBuffer::Slices& slices) {
 
 void Connection::AfterOutputDrained() {
   if (state() == State::kDisconnected) return;  // UpdateInterest may have failed.
-  if (callbacks().on_write_complete) callbacks().on_write_complete(shared_from_this());
+  // A handshake's flight that had to wait for the socket is no output of the user's: no
+  // callback before on_connect.
+  if (connect_reported_ && callbacks().on_write_complete) {
+    callbacks().on_write_complete(shared_from_this());
+  }
   // The callback may have sent more (a producer resuming, its last chunk before a Close()):
   // the shutdown or close waits for that too.
   FinishIfFlushed();
@@ -650,6 +674,14 @@ absl::Status Connection::SendSlicesInLoop(const RingBuffer::Slices& slices,
       if (reserved) ReleaseOutput(total);
       return absl::FailedPreconditionError("connection is closed for writing");
     }
+    if (!connect_reported_) {
+      // Only a Connection made by hand can be reached before its handshake (Server and Client
+      // publish it in on_connect); what it sends would wait unbounded and uncounted.
+      if (reserved) ReleaseOutput(total);
+      return absl::FailedPreconditionError(
+          absl::StrCat("connection not established: ", transport()->name(),
+                       " handshake under way"));
+    }
     if (total == 0) return absl::OkStatus();
     return SendThroughTransport(slices, reserved);
   }
@@ -724,6 +756,8 @@ absl::Status Connection::SendWireInLoop(const RingBuffer::Slices& slices,
 }
 
 void Connection::CheckHighWater(size_t before) {
+  // A handshake in progress has only its own small flights out, and must not stop reading.
+  if (!connect_reported_) return;
   size_t after = OutputLength();
   if (above_high_water_ || after <= options().high_water_mark ||
       before > options().high_water_mark) {
@@ -836,6 +870,19 @@ void Connection::ForceClose(absl::Status reason) {
 void Connection::CloseInLoop(absl::Status reason, bool reset) {
   loop()->AssertInLoopThread();
   if (state() == State::kDisconnected) return;
+  ColdState* cold = cold_.load(std::memory_order_acquire);
+  if (reason.ok() && !reset && has_transport_ && connect_reported_ && !transport_shut_ &&
+      !write_shut_ && !writing_ && (cold == nullptr || cold->end_reason.ok())) {
+    // An orderly close (ForceClose() with no reason) of a transport: its last words (TLS
+    // close_notify) join what is pending and get the one try below, so the peer can tell the
+    // end from a truncation.
+    transport_shut_ = true;
+    transport()->Shutdown(TransportIo(this));
+    if (!output_.IsEmpty()) {
+      ssize_t n = WriteOutput();
+      if (n > 0) CountWrite(static_cast<size_t>(n));
+    }
+  }
   if (reason.ok() && flush_queued_ && !writing_ && !reset && !output_.IsEmpty()) {
     // An orderly close (ForceClose() with no reason): gathered replies were as good as written
     // when they were sent (a send that is not gathered reaches the kernel at once), so they get

@@ -447,6 +447,10 @@ class Connection final : public EventHandler, public std::enable_shared_from_thi
   bool connect_reported_ : 1;      // on_connect has run.
   bool transport_shut_ : 1;        // Transport::Shutdown has run.
   bool transport_read_queued_ : 1; // A QueueTransportRead task is pending.
+  // The transport read the peer's end while reading was paused with input undelivered: the
+  // end is acted on after that input, on ResumeReading (as a paused plain connection does not
+  // read the FIN).
+  bool transport_end_pending_ : 1;
   // Bytes accepted and not yet written or dropped; at most max_pending_output (<= 2 GiB). In
   // what would otherwise be padding.
   std::atomic<uint32_t> pending_output_{0};

@@ -81,7 +81,8 @@ class Transport {
 
   struct ReadResult {
     // Not OK: the connection ends with this reason (after the plaintext read before it has
-    // been delivered), with RST.
+    // been delivered), with a FIN after one try at writing what the transport wrote last (its
+    // alert); with RST if more is left unsent.
     absl::Status error;
     // The handshake completed in this call: the connection runs on_connect.
     bool established = false;
@@ -99,15 +100,17 @@ class Transport {
   // ResourceExhausted, as a plain connection's read does).
   virtual ReadResult Read(TransportIo io, RingBuffer& input) = 0;
 
-  // Transport::Write() — `plaintext` to send, all of it, in order; bytes sent before the
-  // handshake completes wait for it. An error ends the connection with that reason.
+  // Transport::Write() — `plaintext` to send, all of it, in order; called only after the
+  // handshake (the connection refuses sends before it). An error ends the connection with
+  // that reason.
   virtual absl::Status Write(TransportIo io, std::string_view plaintext) = 0;
 
   // Transport::Shutdown() — the write side ends: the transport writes what tells its peer so
   // (TLS close_notify). Called once, before the FIN, after all pending plaintext was written.
   virtual void Shutdown(TransportIo io) = 0;
 
-  // How long the handshake may take; zero waits as long as the idle timeout (or forever).
+  // How long the handshake may take; zero waits as long as the idle timeout (or forever):
+  // TLS's transports never return zero.
   virtual absl::Duration handshake_timeout() const = 0;
 
   // What the transport is, for logs and reasons ("TLS").

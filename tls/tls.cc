@@ -303,8 +303,6 @@ class TlsTransport final : public Transport {
  private:
   // A failed SSL call's reason, with `what` ("TLS handshake failed").
   absl::Status Failure(int ssl_result, std::string_view what);
-  // After the handshake: the plaintext sent before it.
-  absl::Status WritePending();
 
   SSL* const ssl_;
   const bool client_;
@@ -313,7 +311,6 @@ class TlsTransport final : public Transport {
   const std::shared_ptr<const ServerContext::Generation> generation_;  // Server: its SNI map.
   const std::shared_ptr<ClientContext::State> client_state_;           // Client: its sessions.
   std::optional<TransportIo> io_;  // During a call into OpenSSL: where the BIO goes.
-  std::string pending_plaintext_;  // Sent before the handshake completed.
   int read_errno_ = 0;
   bool established_ = false;
   bool renegotiation_attempted_ = false;
@@ -436,6 +433,7 @@ absl::Status TlsTransport::Failure(int ssl_result, std::string_view what) {
 
 absl::Status TlsTransport::Start(TransportIo io) {
   if (!client_) return absl::OkStatus();  // A server waits for the ClientHello.
+  ERR_clear_error();  // As in Write().
   io_ = io;
   int result = SSL_do_handshake(ssl_);  // Writes the ClientHello.
   absl::Status status;
@@ -454,6 +452,7 @@ Transport::ReadResult TlsTransport::Read(TransportIo io, RingBuffer& input) {
   // loop from its other connections.
   constexpr size_t kMaxPlaintextPerRead = 256 * 1024;
   ReadResult result;
+  ERR_clear_error();  // As in Write().
   io_ = io;
   socket_drained_ = false;
   if (!established_) {
@@ -474,11 +473,6 @@ Transport::ReadResult TlsTransport::Read(TransportIo io, RingBuffer& input) {
     }
     established_ = true;
     result.established = true;
-    result.error = WritePending();
-    if (!result.error.ok()) {
-      io_.reset();
-      return result;
-    }
   }
   char* scratch = io.loop()->scratch_buffer();
   size_t delivered = 0;
@@ -518,26 +512,24 @@ Transport::ReadResult TlsTransport::Read(TransportIo io, RingBuffer& input) {
     result.error = Failure(read, "TLS error");
     break;
   }
+  // OpenSSL answers a renegotiation request with a warning and waits: a peer that then says
+  // nothing must not stay connected.
+  if (renegotiation_attempted_ && result.error.ok()) {
+    result.error = absl::UnavailableError("TLS renegotiation refused");
+  }
   io_.reset();
   return result;
-}
-
-absl::Status TlsTransport::WritePending() {
-  if (pending_plaintext_.empty()) return absl::OkStatus();
-  std::string pending = std::move(pending_plaintext_);
-  pending_plaintext_.clear();
-  size_t written = 0;
-  int result = SSL_write_ex(ssl_, pending.data(), pending.size(), &written);
-  return result == 1 ? absl::OkStatus() : Failure(result, "TLS write failed");
 }
 
 absl::Status TlsTransport::Write(TransportIo io, std::string_view plaintext) {
   if (plaintext.empty()) return absl::OkStatus();
   if (!established_) {
-    // Before the handshake (a client that sends at once): encrypted once it completes.
-    pending_plaintext_.append(plaintext.data(), plaintext.size());
-    return absl::OkStatus();
+    // The connection sends only after on_connect; this would be a bug of its.
+    return absl::FailedPreconditionError("TLS: write before the handshake completed");
   }
+  // A stale error another call left on this thread's queue would make SSL_get_error misread
+  // this call's outcome.
+  ERR_clear_error();
   io_ = io;
   size_t written = 0;
   int result = SSL_write_ex(ssl_, plaintext.data(), plaintext.size(), &written);
@@ -646,8 +638,9 @@ absl::StatusOr<CtxPtr> NewServerCtx(const ServerConfig& config, const Certificat
 
 absl::StatusOr<std::shared_ptr<const ServerContext::Generation>> NewGeneration(
     const ServerConfig& config, std::shared_ptr<TicketKeys> keys, uint64_t number) {
-  if (config.handshake_timeout < absl::ZeroDuration()) {
-    return absl::InvalidArgumentError("handshake_timeout must not be negative");
+  if (config.handshake_timeout <= absl::ZeroDuration()) {
+    // No deadline would let half-open handshakes pile up for ever.
+    return absl::InvalidArgumentError("handshake_timeout must be positive");
   }
   if (config.ticket_key_lifetime <= absl::ZeroDuration()) {
     return absl::InvalidArgumentError("ticket_key_lifetime must be positive");
@@ -712,6 +705,11 @@ absl::StatusOr<std::shared_ptr<ServerContext>> ServerContext::Create(ServerConfi
 }
 
 absl::Status ServerContext::Reload(ServerConfig config) {
+  std::lock_guard<std::mutex> reloading(reload_mutex_);
+  return ReloadLocked(std::move(config));
+}
+
+absl::Status ServerContext::ReloadLocked(ServerConfig config) {
   uint64_t number;
   {
     std::lock_guard<std::mutex> lock(mutex_);
@@ -732,12 +730,13 @@ absl::Status ServerContext::Reload(ServerConfig config) {
 }
 
 absl::Status ServerContext::ReloadFiles() {
+  std::lock_guard<std::mutex> reloading(reload_mutex_);
   ServerConfig config;
   {
     std::lock_guard<std::mutex> lock(mutex_);
     config = config_;
   }
-  return Reload(std::move(config));
+  return ReloadLocked(std::move(config));
 }
 
 void ServerContext::RotateTicketKeys() { ticket_keys_->Rotate(); }
@@ -759,7 +758,7 @@ struct ClientContext::State {
     SSL_CTX_free(ctx);
   }
   // Most server names whose last session is kept: a client of many servers keeps a bounded
-  // map (one dropped at random when full).
+  // map (when full, the first name in order is dropped).
   static constexpr size_t kMaxSessions = 1024;
 
   SSL_CTX* ctx = nullptr;
@@ -786,13 +785,25 @@ struct ClientContext::State {
     sessions.emplace(name, session);
   }
 
-  // A reference to the session kept for `name`, or null.
-  SSL_SESSION* Find(std::string_view name) {
+  // A session to offer to `name` (the caller owns it), or null. A TLS 1.3 one is taken out:
+  // its ticket is for one connection (RFC 8446 C.4), which gets a new one. The kept sessions
+  // are copies no connection uses, so nothing changes them behind the lock (OpenSSL marks a
+  // connection's own session unresumable when it ends without close_notify).
+  SSL_SESSION* Take(std::string_view name) {
     std::lock_guard<std::mutex> lock(mutex);
     auto found = sessions.find(name);
-    if (found == sessions.end() || !SSL_SESSION_is_resumable(found->second)) return nullptr;
-    SSL_SESSION_up_ref(found->second);
-    return found->second;
+    if (found == sessions.end()) return nullptr;
+    SSL_SESSION* kept = found->second;
+    if (!SSL_SESSION_is_resumable(kept)) {
+      SSL_SESSION_free(kept);
+      sessions.erase(found);
+      return nullptr;
+    }
+    if (SSL_SESSION_get_protocol_version(kept) >= TLS1_3_VERSION) {
+      sessions.erase(found);
+      return kept;
+    }
+    return SSL_SESSION_dup(kept);  // Null if out of memory: then a full handshake.
   }
 };
 
@@ -807,8 +818,11 @@ bool IsIpLiteral(const std::string& name) {
 int NewClientSession(SSL* ssl, SSL_SESSION* session) {
   auto* transport = static_cast<TlsTransport*>(SSL_get_app_data(ssl));
   if (transport == nullptr || !transport->client_state()->resume_sessions) return 0;
-  transport->client_state()->Keep(transport->server_name(), session);
-  return 1;  // We hold the reference now.
+  // A copy: `session` stays the connection's, and OpenSSL may change it when the connection
+  // ends (see Take).
+  SSL_SESSION* copy = SSL_SESSION_dup(session);
+  if (copy != nullptr) transport->client_state()->Keep(transport->server_name(), copy);
+  return 0;  // The connection keeps its reference.
 }
 
 class ClientTransportFactory final : public TransportFactory {
@@ -837,7 +851,7 @@ class ClientTransportFactory final : public TransportFactory {
       }
     }
     if (state->resume_sessions && !name.empty()) {
-      if (SSL_SESSION* session = state->Find(name)) {
+      if (SSL_SESSION* session = state->Take(name)) {
         // A session that does not fit (another version, say) is only not resumed.
         (void)SSL_set_session(ssl, session);
         SSL_SESSION_free(session);
@@ -856,8 +870,9 @@ class ClientTransportFactory final : public TransportFactory {
 ClientContext::~ClientContext() = default;
 
 absl::StatusOr<std::shared_ptr<ClientContext>> ClientContext::Create(ClientConfig config) {
-  if (config.handshake_timeout < absl::ZeroDuration()) {
-    return absl::InvalidArgumentError("handshake_timeout must not be negative");
+  if (config.handshake_timeout <= absl::ZeroDuration()) {
+    // No deadline would let half-open handshakes pile up for ever.
+    return absl::InvalidArgumentError("handshake_timeout must be positive");
   }
   auto state = std::make_shared<State>();
   state->ctx = SSL_CTX_new(TLS_client_method());
@@ -872,7 +887,10 @@ absl::StatusOr<std::shared_ptr<ClientContext>> ClientContext::Create(ClientConfi
   SSL_CTX_set_min_proto_version(c, config.allow_tls12 ? TLS1_2_VERSION : TLS1_3_VERSION);
   SSL_CTX_set_options(c, SSL_OP_NO_RENEGOTIATION | SSL_OP_NO_COMPRESSION);
   SSL_CTX_set_mode(c, SSL_MODE_RELEASE_BUFFERS);
+  SSL_CTX_set_mode(c, SSL_MODE_NO_AUTO_CHAIN);  // A client certificate's chain is its PEM's.
   SSL_CTX_set_read_ahead(c, 1);
+  // A TLS 1.2 server's HelloRequest ends the connection, as a client's renegotiation does.
+  if (config.allow_tls12) SSL_CTX_set_msg_callback(c, MessageCallback);
   // SSL_CTX_set_alpn_protos returns 0 on success.
   if (!state->alpn_wire.empty() &&
       SSL_CTX_set_alpn_protos(c, reinterpret_cast<const unsigned char*>(state->alpn_wire.data()),

@@ -87,7 +87,7 @@ struct ServerConfig {
   std::vector<std::string> alpn;
   // TLS 1.2 as well as 1.3.
   bool allow_tls12 = true;
-  // Longest handshake; the connection ends with DeadlineExceeded after it.
+  // Longest handshake (positive); the connection ends with DeadlineExceeded after it.
   absl::Duration handshake_timeout = absl::Seconds(10);
   // Resumption by session tickets; false: every handshake is a full one.
   bool session_tickets = true;
@@ -130,7 +130,13 @@ class ServerContext {
 
  private:
   explicit ServerContext(std::shared_ptr<TicketKeys> keys);
+  // Reload() with reload_mutex_ held.
+  absl::Status ReloadLocked(ServerConfig config);
+
   const std::shared_ptr<TicketKeys> ticket_keys_;
+  // Held for a whole reload (which reads files: handshakes do not wait for it, they take
+  // mutex_ only), so that reloads apply in the order they were called.
+  std::mutex reload_mutex_;
   mutable std::mutex mutex_;
   ServerConfig config_;                        // Guarded by mutex_.
   std::shared_ptr<const Generation> current_;  // Guarded by mutex_.

@@ -6,6 +6,7 @@
 #include <netinet/in.h>
 #include <openssl/err.h>
 #include <openssl/ssl.h>
+#include <fcntl.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -90,6 +91,12 @@ class RecordingEcho : public Handler {
     transport_errors_.push_back(reason);
     transport_error_count_.fetch_add(1);
   }
+  void OnHighWater(Connection& conn, size_t pending) override {
+    high_waters_.fetch_add(1);
+    max_pending_seen_.store(std::max(max_pending_seen_.load(), pending));
+    (void)conn;
+  }
+  int high_waters() const { return high_waters_.load(); }
 
   // A first byte that makes the server ShutdownWrite() instead of echoing.
   void set_shutdown_on(char byte) { shutdown_on_ = byte; }
@@ -124,6 +131,8 @@ class RecordingEcho : public Handler {
   std::atomic<int> connects_{0};
   std::atomic<int> closes_{0};
   std::atomic<int> transport_error_count_{0};
+  std::atomic<int> high_waters_{0};
+  std::atomic<size_t> max_pending_seen_{0};
 };
 
 // A blocking TLS client over a loopback socket with 5 s timeouts.
@@ -624,6 +633,24 @@ TEST_F(HostilePeerTest, ARenegotiationAttempt) {
   ExpectBystanderServed();
 }
 
+TEST_F(HostilePeerTest, ARenegotiationAttemptThenSilence) {
+  BlockingTlsClient::Options tls12;
+  tls12.max_version = TLS1_2_VERSION;
+  tls12.allow_renegotiation = true;
+  BlockingTlsClient client(tls_.address(), tls12);
+  ASSERT_TRUE(client.Handshake().ok());
+  ASSERT_TRUE(client.Write("x"));
+  EXPECT_EQ(client.Read(1), "x");
+  // The renegotiation ClientHello goes out; the client reads nothing after it (non-blocking,
+  // so SSL_do_handshake stops at WANT_READ), and so never answers the server's warning.
+  ASSERT_EQ(::fcntl(client.fd(), F_SETFL, ::fcntl(client.fd(), F_GETFL) | O_NONBLOCK), 0);
+  ASSERT_EQ(SSL_renegotiate(client.ssl()), 1);
+  (void)SSL_do_handshake(client.ssl());
+  absl::Status reason = SecondEnd();
+  EXPECT_TRUE(absl::StrContains(reason.message(), "renegotiation refused")) << reason;
+  ExpectBystanderServed();
+}
+
 TEST_F(HostilePeerTest, AHandshakeCutShort) {
   BlockingTlsClient client(tls_.address(), {});
   // The first 60 bytes of a ClientHello, then the FIN.
@@ -715,6 +742,115 @@ TEST(TlsServer, ThousandHalfOpenHandshakesTimeOutWhileOthersAreServed) {
   EXPECT_EQ(handler.connects(), 1);
 }
 
+TEST(TlsServer, HandshakeTimeoutMustBePositive) {
+  ServerConfig config = LocalhostConfig();
+  config.handshake_timeout = absl::ZeroDuration();
+  EXPECT_EQ(ServerContext::Create(config).status().code(), absl::StatusCode::kInvalidArgument);
+  ClientConfig client;
+  client.handshake_timeout = absl::ZeroDuration();
+  EXPECT_EQ(ClientContext::Create(client).status().code(), absl::StatusCode::kInvalidArgument);
+}
+
+// A peer that sends and never reads: the echo's output crosses the high-water mark, reading
+// pauses, and the server's memory for it stays near the mark, as on plain TCP.
+TEST(TlsServer, APeerThatNeverReadsIsHeldAtTheHighWaterMark) {
+  RecordingEcho handler;
+  // Above what one read echoes (256 KiB), so the mark is crossed by output queued behind
+  // output that already waits for the socket.
+  constexpr size_t kHighWater = 1024 * 1024;
+  TlsServer tls(&handler, MustCreate(LocalhostConfig()), {HighWaterMark(kHighWater)});
+  BlockingTlsClient client(tls.address(), {});
+  int small = 4096;
+  ::setsockopt(client.fd(), SOL_SOCKET, SO_RCVBUF, &small, sizeof(small));
+  ASSERT_TRUE(client.Handshake().ok());
+  timeval short_timeout{0, 200 * 1000};
+  ::setsockopt(client.fd(), SOL_SOCKET, SO_SNDTIMEO, &short_timeout, sizeof(short_timeout));
+  std::string chunk = Pattern(64 * 1024, 9);
+  size_t sent = 0;
+  // Writes until the server stops taking them (its reading paused, the socket buffers full).
+  while (sent < (64u << 20) && client.Write(chunk)) sent += chunk.size();
+  ASSERT_LT(sent, 64u << 20) << "the server never stopped reading";
+  ASSERT_TRUE(WaitFor([&] { return handler.high_waters() >= 1; }));
+  ConnectionPtr conn = handler.last();
+  ASSERT_NE(conn, nullptr);
+  // The mark, plus at most one read's worth of plaintext (256 KiB) echoed and its records.
+  EXPECT_LE(conn->PendingOutput(), kHighWater + 512 * 1024) << "sent " << sent;
+  EXPECT_GT(conn->PendingOutput(), kHighWater);
+}
+
+// A client whose Finished, request and close_notify arrive in one segment, at a server that
+// pauses reading in OnConnect: the request is delivered on ResumeReading, then the end.
+class PausingEcho : public RecordingEcho {
+ public:
+  void OnConnect(Connection& conn) override {
+    RecordingEcho::OnConnect(conn);
+    conn.PauseReading();
+    conn.loop()->RunAfter(absl::Milliseconds(200), [self = conn.shared_from_this()] {
+      self->ResumeReading();
+    });
+  }
+  Reply OnMessage(Connection& conn, RingBuffer& buffer) override {
+    {
+      std::lock_guard<std::mutex> lock(received_mutex_);
+      received_ += buffer.Bytes();
+    }
+    return RecordingEcho::OnMessage(conn, buffer);
+  }
+  std::string received() const {
+    std::lock_guard<std::mutex> lock(received_mutex_);
+    return received_;
+  }
+
+ private:
+  mutable std::mutex received_mutex_;
+  std::string received_;
+};
+
+TEST(TlsServer, InputAheadOfCloseNotifyWaitsForResumeReading) {
+  PausingEcho handler;
+  TlsServer tls(&handler, MustCreate(LocalhostConfig()));
+  int fd = gev::testing::Connect(tls.address());
+  ASSERT_GE(fd, 0);
+  // The client's side through memory BIOs, so that its last flight goes out in one write.
+  SSL_CTX* ctx = SSL_CTX_new(TLS_client_method());
+  SSL_CTX_set_verify(ctx, SSL_VERIFY_NONE, nullptr);
+  SSL* ssl = SSL_new(ctx);
+  BIO* from_server = BIO_new(BIO_s_mem());
+  BIO* to_server = BIO_new(BIO_s_mem());
+  BIO_set_mem_eof_return(from_server, -1);  // Empty: wait for more, not the end.
+  SSL_set_bio(ssl, from_server, to_server);
+  SSL_set_connect_state(ssl);
+  SSL_set_tlsext_host_name(ssl, "localhost");
+  auto send_pending = [&] {
+    char buffer[16384];
+    int n;
+    while ((n = BIO_read(to_server, buffer, sizeof(buffer))) > 0) {
+      if (!WriteAll(fd, std::string_view(buffer, static_cast<size_t>(n)))) return false;
+    }
+    return true;
+  };
+  int result;
+  while ((result = SSL_do_handshake(ssl)) != 1) {
+    ASSERT_EQ(SSL_get_error(ssl, result), SSL_ERROR_WANT_READ);
+    ASSERT_TRUE(send_pending());
+    char buffer[16384];
+    ssize_t n = ::recv(fd, buffer, sizeof(buffer), 0);
+    ASSERT_GT(n, 0);
+    BIO_write(from_server, buffer, static_cast<int>(n));
+  }
+  // Finished is in `to_server` still; the request and close_notify join it.
+  size_t written = 0;
+  ASSERT_EQ(SSL_write_ex(ssl, "request", 7, &written), 1);
+  (void)SSL_shutdown(ssl);  // 0: sent, the server's not yet seen.
+  ASSERT_TRUE(send_pending());
+  ASSERT_TRUE(WaitFor([&] { return handler.closes() == 1; }));
+  EXPECT_EQ(handler.received(), "request");
+  EXPECT_TRUE(handler.close_reason(0).ok()) << handler.close_reason(0);
+  SSL_free(ssl);
+  SSL_CTX_free(ctx);
+  ::close(fd);
+}
+
 // gev's own client over TLS.
 class ClientHandler : public Handler {
  public:
@@ -802,6 +938,43 @@ TEST(TlsClient, EchoesFourMebibytesThroughASmallHighWaterMarkAndResumes) {
     EXPECT_EQ(info.alpn, "gev-test");
     EXPECT_EQ(info.server_name, "localhost");
     EXPECT_EQ(info.session_reused, round == 1) << round;
+    (*client)->Stop();
+  }
+}
+
+// The server ends the first connection with RST (no close_notify either way): the client's
+// next connection still resumes, and resumes again after it (each TLS 1.3 ticket used once).
+class ResettingEcho : public RecordingEcho {
+ public:
+  Reply OnMessage(Connection& conn, RingBuffer& buffer) override {
+    if (buffer.Bytes() == "reset") {
+      buffer.RetrieveAll();
+      conn.ForceClose(absl::AbortedError("the test resets"));
+      return Reply();
+    }
+    return RecordingEcho::OnMessage(conn, buffer);
+  }
+};
+
+TEST(TlsClient, ResumesAfterAConnectionThatEndedBadly) {
+  ResettingEcho server_handler;
+  TlsServer tls(&server_handler, MustCreate(LocalhostConfig()));
+  ClientConfig config;
+  config.ca_pem = Certs().ca.pem();
+  std::shared_ptr<ClientContext> context = MustCreateClient(config);
+  for (int round = 0; round < 3; ++round) {
+    ClientHandler handler(2);
+    absl::StatusOr<std::unique_ptr<Client>> client =
+        Client::Create(&handler, TlsClientOptions(tls.address(), context));
+    ASSERT_TRUE(client.ok());
+    (*client)->Connect();
+    ASSERT_TRUE(WaitFor([&] { return (*client)->connection() != nullptr; }));
+    ConnectionPtr conn = (*client)->connection();
+    ASSERT_TRUE(conn->Send("ok").ok());  // Its echo comes after the tickets.
+    ASSERT_TRUE(WaitFor([&] { return handler.done(); }));
+    EXPECT_EQ(handler.info().session_reused, round > 0) << round;
+    ASSERT_TRUE(conn->Send("reset").ok());
+    ASSERT_TRUE(WaitFor([&] { return !conn->Connected(); }));
     (*client)->Stop();
   }
 }

@@ -21,7 +21,8 @@
 # Servers get CPU 0 and the client the others (with two or more CPUs); within a round the
 # servers alternate, in reverse order every other round. Per test a Markdown table of medians:
 # rate and its ratio to the first server, the server's CPU time per message, handshake or
-# request (utime+stime of all its threads from /proc/PID/stat over the client's run) and its
+# request (utime+stime of all its threads from /proc/PID/stat over the client's run, which has
+# no warm-up, so the count and the CPU time cover the same seconds) and its
 # context switches per unit. Certificates (EC P-256, made by openssl req) are made fresh. Writes
 # results.tsv and results.md to --out. Installs wrk, nginx-light and openssl when missing (as
 # root).
@@ -165,7 +166,7 @@ echo_client() {  # echo_bench arguments; --tls added for the TLS server
   local extra=()
   [[ "$current_label" == *TLS* ]] && extra+=(--tls)
   local json
-  json=$($client_pin "$bin/echo_bench" --addr="127.0.0.1:$port" --duration="$duration" \
+  json=$($client_pin "$bin/echo_bench" --addr="127.0.0.1:$port" --duration="$duration" --warmup=0s \
     --json "${extra[@]}" "$@")
   [[ "$(json_field "$json" ok)" == "true" ]] || echo "  ! echo_bench reported errors: $json" >&2
   echo "$(json_field "$json" messages) $(json_field "$json" msgs_per_s)"
@@ -173,7 +174,7 @@ echo_client() {  # echo_bench arguments; --tls added for the TLS server
 
 handshake_client() {  # tls_handshake_bench arguments
   local line
-  line=$($client_pin "$bin/tls_handshake_bench" --addr="127.0.0.1:$port" \
+  line=$($client_pin "$bin/tls_handshake_bench" --addr="127.0.0.1:$port" --warmup=0s \
     --duration="$duration" --brief "$@") || echo "  ! tls_handshake_bench: errors ($line)" >&2
   read -r completed rate resumed errors <<<"$line"
   if [[ "$*" == *--resume* ]] && awk -v r="$resumed" 'BEGIN { exit !(r < 0.99) }'; then
