@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cerrno>
 #include <cstring>
 #include <map>
@@ -247,6 +248,10 @@ class TicketKeys {
   std::optional<Key> previous_; // Guarded by mutex_.
 };
 
+struct ServerContext::HandshakeCount {
+  std::atomic<size_t> in_flight{0};
+};
+
 // One certificate set and what goes with it: what Reload replaces.
 struct ServerContext::Generation {
   uint64_t number = 0;
@@ -256,6 +261,7 @@ struct ServerContext::Generation {
   std::map<std::string, SSL_CTX*, std::less<>> by_name;
   std::string alpn_wire;
   absl::Duration handshake_timeout;
+  size_t max_handshakes = 0;
   bool allow_tls12 = true;
   std::shared_ptr<TicketKeys> ticket_keys;  // Kept alive for the contexts' ex_data.
 
@@ -280,7 +286,14 @@ class TlsTransport final : public Transport {
   TlsTransport(SSL* ssl, bool client, std::string server_name, absl::Duration handshake_timeout,
                std::shared_ptr<const ServerContext::Generation> generation,
                std::shared_ptr<ClientContext::State> client_state);
-  ~TlsTransport() override { SSL_free(ssl_); }
+  ~TlsTransport() override {
+    EndHandshakeCount();
+    SSL_free(ssl_);
+  }
+  // Server: counts this handshake against max_handshakes until it completes or ends.
+  void CountHandshake(std::shared_ptr<ServerContext::HandshakeCount> count) {
+    handshake_count_ = std::move(count);
+  }
 
   absl::Status Start(TransportIo io) override;
   ReadResult Read(TransportIo io, RingBuffer& input) override;
@@ -316,6 +329,13 @@ class TlsTransport final : public Transport {
   bool renegotiation_attempted_ = false;
   bool saw_end_of_stream_ = false;
   bool socket_drained_ = false;  // In this Read(), a read returned less than it asked for.
+  std::shared_ptr<ServerContext::HandshakeCount> handshake_count_;  // Until established.
+
+  void EndHandshakeCount() {
+    if (handshake_count_ == nullptr) return;
+    handshake_count_->in_flight.fetch_sub(1, std::memory_order_relaxed);
+    handshake_count_.reset();
+  }
 };
 
 // The BIO method, made once.
@@ -473,6 +493,7 @@ Transport::ReadResult TlsTransport::Read(TransportIo io, RingBuffer& input) {
     }
     established_ = true;
     result.established = true;
+    EndHandshakeCount();
   }
   char* scratch = io.loop()->scratch_buffer();
   size_t delivered = 0;
@@ -648,6 +669,7 @@ absl::StatusOr<std::shared_ptr<const ServerContext::Generation>> NewGeneration(
   auto generation = std::make_shared<ServerContext::Generation>();
   generation->number = number;
   generation->handshake_timeout = config.handshake_timeout;
+  generation->max_handshakes = config.max_handshakes;
   generation->allow_tls12 = config.allow_tls12;
   generation->ticket_keys = std::move(keys);
   absl::StatusOr<std::string> alpn = AlpnWire(config.alpn);
@@ -678,11 +700,23 @@ class ServerTransportFactory final : public TransportFactory {
       const TransportContext& where) override {
     (void)where;
     std::shared_ptr<const ServerContext::Generation> generation = context_->current();
+    const std::shared_ptr<ServerContext::HandshakeCount>& count = context_->handshakes();
+    size_t before = count->in_flight.fetch_add(1, std::memory_order_relaxed);
+    if (generation->max_handshakes != 0 && before >= generation->max_handshakes) {
+      count->in_flight.fetch_sub(1, std::memory_order_relaxed);
+      return absl::ResourceExhaustedError(
+          absl::StrCat("TLS: ", generation->max_handshakes, " handshakes already under way"));
+    }
     SSL* ssl = SSL_new(generation->default_ctx.get());
-    if (ssl == nullptr) return absl::ResourceExhaustedError("TLS: " + DrainErrors());
+    if (ssl == nullptr) {
+      count->in_flight.fetch_sub(1, std::memory_order_relaxed);
+      return absl::ResourceExhaustedError("TLS: " + DrainErrors());
+    }
     absl::Duration timeout = generation->handshake_timeout;
-    return std::make_unique<TlsTransport>(ssl, /*client=*/false, std::string(), timeout,
-                                          std::move(generation), nullptr);
+    auto transport = std::make_unique<TlsTransport>(ssl, /*client=*/false, std::string(),
+                                                    timeout, std::move(generation), nullptr);
+    transport->CountHandshake(count);
+    return transport;
   }
 
  private:
@@ -691,7 +725,8 @@ class ServerTransportFactory final : public TransportFactory {
 
 }  // namespace
 
-ServerContext::ServerContext(std::shared_ptr<TicketKeys> keys) : ticket_keys_(std::move(keys)) {}
+ServerContext::ServerContext(std::shared_ptr<TicketKeys> keys)
+    : ticket_keys_(std::move(keys)), handshakes_(std::make_shared<HandshakeCount>()) {}
 
 ServerContext::~ServerContext() = default;
 

@@ -89,6 +89,11 @@ struct ServerConfig {
   bool allow_tls12 = true;
   // Longest handshake (positive); the connection ends with DeadlineExceeded after it.
   absl::Duration handshake_timeout = absl::Seconds(10);
+  // Most handshakes under way at once, over every loop (0: no limit). A connection past it is
+  // closed at once (OnTransportError, ResourceExhausted): a half-open handshake holds about
+  // 30 KiB of OpenSSL's buffers until its timeout, so this bounds a flood's memory (4096: about
+  // 128 MiB) while the handshakes that complete free their place.
+  size_t max_handshakes = 4096;
   // Resumption by session tickets; false: every handshake is a full one.
   bool session_tickets = true;
   // How long a ticket key encrypts new tickets; tickets of the key before it are accepted (and
@@ -127,6 +132,9 @@ class ServerContext {
 
   struct Generation;
   std::shared_ptr<const Generation> current() const;
+  // Handshakes under way, shared with the transports (see max_handshakes).
+  struct HandshakeCount;
+  const std::shared_ptr<HandshakeCount>& handshakes() const { return handshakes_; }
 
  private:
   explicit ServerContext(std::shared_ptr<TicketKeys> keys);
@@ -134,6 +142,7 @@ class ServerContext {
   absl::Status ReloadLocked(ServerConfig config);
 
   const std::shared_ptr<TicketKeys> ticket_keys_;
+  const std::shared_ptr<HandshakeCount> handshakes_;
   // Held for a whole reload (which reads files: handshakes do not wait for it, they take
   // mutex_ only), so that reloads apply in the order they were called.
   std::mutex reload_mutex_;

@@ -703,6 +703,37 @@ TEST(TlsServer, HandshakeTimeoutEndsSilentAndTricklingPeers) {
   ::close(trickle);
 }
 
+TEST(TlsServer, HandshakesPastTheLimitAreRefusedUntilOthersEnd) {
+  RecordingEcho handler;
+  ServerConfig config = LocalhostConfig();
+  config.max_handshakes = 10;
+  config.handshake_timeout = absl::Milliseconds(500);
+  TlsServer tls(&handler, MustCreate(config));
+  std::vector<int> half_open;
+  for (int i = 0; i < 10; ++i) half_open.push_back(gev::testing::Connect(tls.address()));
+  // Until the ten are accepted (each then counts), a connect could still take a place.
+  ASSERT_TRUE(WaitFor([&] { return tls.server->ConnectionCount() == 10; }))
+      << tls.server->ConnectionCount();
+  int refused = gev::testing::Connect(tls.address());
+  EXPECT_TRUE(gev::testing::SeesEndOfStream(refused));
+  ASSERT_TRUE(WaitFor([&] { return handler.transport_error_count() >= 1; }));
+  EXPECT_EQ(handler.transport_error(0).code(), absl::StatusCode::kResourceExhausted)
+      << handler.transport_error(0);
+  // The ten time out and free their places: a handshake is served again.
+  ASSERT_TRUE(WaitFor([&] { return handler.transport_error_count() == 11; }));
+  BlockingTlsClient client(tls.address(), {});
+  ASSERT_TRUE(client.Handshake().ok());
+  ASSERT_TRUE(client.Write("back"));
+  EXPECT_EQ(client.Read(4), "back");
+  // Completed handshakes do not count: many in a row, one at a time, are all served.
+  for (int i = 0; i < 15; ++i) {
+    BlockingTlsClient next(tls.address(), {});
+    ASSERT_TRUE(next.Handshake().ok()) << i;
+  }
+  ::close(refused);
+  for (int fd : half_open) ::close(fd);
+}
+
 TEST(TlsServer, ThousandHalfOpenHandshakesTimeOutWhileOthersAreServed) {
   constexpr int kHalfOpen = 1000;
   rlimit limit{};
