@@ -91,8 +91,8 @@ struct ServerConfig {
   absl::Duration handshake_timeout = absl::Seconds(10);
   // Most handshakes under way at once, over every loop (0: no limit). A connection past it is
   // closed at once (OnTransportError, ResourceExhausted): a half-open handshake holds about
-  // 30 KiB of OpenSSL's buffers until its timeout, so this bounds a flood's memory (4096: about
-  // 128 MiB) while the handshakes that complete free their place.
+  // 45 KiB of OpenSSL's buffers until its timeout, so this bounds a flood's memory (4096: about
+  // 180 MiB) while the handshakes that complete free their place.
   size_t max_handshakes = 4096;
   // Resumption by session tickets; false: every handshake is a full one.
   bool session_tickets = true;
