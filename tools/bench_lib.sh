@@ -1,7 +1,10 @@
-# Shared by the benchmark runners (echo_compare.sh, proxy_compare.sh): CPU time from
-# /proc/PID/stat, JSON fields of echo_bench's output, medians, and the Markdown table of a
-# results.tsv (name, label, round, msgs/s, bytes/s, p99 us, CPU ns/msg, ok) against its first
-# label. Source it; it reads $results, $rounds and $clk_tck, and $subject names the first column.
+# Shared by the benchmark runners (echo_compare.sh, proxy_compare.sh, protocol_compare.sh,
+# tls_compare.sh): CPU time from /proc/PID/stat, JSON fields of echo_bench's output, medians,
+# and the Markdown table of a results.tsv (name, label, round, msgs/s, bytes/s, p99 us, CPU
+# ns/msg, ok) against its first label; and for the runners that start servers by label
+# (protocol_compare.sh, tls_compare.sh), the ports, the per-unit measurement and the
+# alternating rounds. Source it; it reads $results, $rounds and $clk_tck, and $subject names
+# the first column; `run` calls the runner's own start LABEL.
 
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 seconds_of() { local d="$1"; d="${d%s}"; echo "$d"; }
@@ -55,3 +58,78 @@ table() {
 labels_of() { awk -F'\t' -v n="$1" '$1 == n { print $2 }' "$results" | awk '!seen[$0]++'; }
 names() { cut -f1 "$results" | awk '!seen[$0]++'; }
 
+
+# --- Servers started by label: the runner defines start LABEL (sets server_pid and port). ---
+
+free_port() {
+  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
+}
+wait_for_port() {  # $1 = port
+  for _ in $(seq 200); do
+    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
+    sleep 0.05
+  done
+  echo "nothing listens on port $1" >&2
+  return 1
+}
+# The server's processes: $1 and its children (nginx's worker is the master's child).
+server_pids() { echo "$1" $(pgrep -P "$1" || true); }
+server_cpu_ticks() {  # utime+stime of every thread of every process of the server
+  local total=0 pid
+  for pid in $(server_pids "$1"); do total=$((total + $(cpu_ticks "$pid" 2>/dev/null || echo 0))); done
+  echo "$total"
+}
+context_switches() {  # voluntary and involuntary, every thread of every process of the server
+  local pid
+  for pid in $(server_pids "$1"); do cat /proc/"$pid"/task/*/status 2>/dev/null; done |
+    awk '/^(voluntary|nonvoluntary)_ctxt_switches/ { n += $2 } END { print n + 0 }'
+}
+stop() {
+  kill "$server_pid" 2>/dev/null || true
+  wait "$server_pid" 2>/dev/null || true
+  server_pid=""
+}
+
+# measure NAME LABEL ROUND COMMAND...: runs the client command against the started server,
+# which prints what it did and its rate as "COUNT RATE"; records a row of results.tsv (name,
+# label, round, rate, server CPU us per unit, context switches per unit).
+measure() {
+  local name="$1" label="$2" round="$3"
+  shift 3
+  local t0 c0 t1 c1 line
+  t0=$(server_cpu_ticks "$server_pid")
+  c0=$(context_switches "$server_pid")
+  line=$("$@")
+  t1=$(server_cpu_ticks "$server_pid")
+  c1=$(context_switches "$server_pid")
+  local count="${line% *}" rate="${line#* }"
+  awk -v n="$name" -v l="$label" -v r="$round" -v q="$rate" -v c="$count" -v t=$((t1 - t0)) \
+    -v hz="$clk_tck" -v s=$((c1 - c0)) 'BEGIN {
+      printf "%s\t%s\t%d\t%.0f\t%.3f\t%.3f\n", n, l, r, q, (c > 0) ? t / hz * 1e6 / c : 0,
+        (c > 0) ? s / c : 0 }' >>"$results"
+  echo "  round $round $label: $rate /s" >&2
+}
+
+# run NAME CLIENT_FUNCTION ARGS -- LABEL...: $rounds rounds, the servers in order and in
+# reverse order every other round; $current_label names the server being measured.
+run() {
+  local name="$1" client="$2" args=()
+  shift 2
+  while [[ "$1" != "--" ]]; do args+=("$1"); shift; done
+  shift
+  local labels=("$@")
+  echo "== $name" >&2
+  for ((round = 1; round <= rounds; round++)); do
+    local order=("${labels[@]}")
+    if ((round % 2 == 0)); then
+      order=()
+      for ((i = ${#labels[@]} - 1; i >= 0; i--)); do order+=("${labels[$i]}"); done
+    fi
+    for label in "${order[@]}"; do
+      current_label="$label"
+      start "$label"
+      measure "$name" "$label" "$round" "$client" "${args[@]}"
+      stop
+    done
+  done
+}

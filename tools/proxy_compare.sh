@@ -69,7 +69,6 @@ wait_for_line() {  # FILE PATTERN
   return 1
 }
 
-free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 
 $rest_pin "$bin/raw_epoll_echo" --port=0 --threads=1 >"$bin/backend.out" 2>&1 &
 backend_pid=$!

@@ -81,29 +81,6 @@ else
   server_pin="" client_pin=""
 fi
 
-free_port() {
-  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
-}
-wait_for_port() {  # $1 = port
-  for _ in $(seq 200); do
-    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
-    sleep 0.05
-  done
-  echo "tls_compare: nothing listens on port $1" >&2
-  return 1
-}
-server_pids() { echo "$1" $(pgrep -P "$1" || true); }
-server_cpu_ticks() {
-  local total=0 pid
-  for pid in $(server_pids "$1"); do total=$((total + $(cpu_ticks "$pid" 2>/dev/null || echo 0))); done
-  echo "$total"
-}
-context_switches() {
-  local pid
-  for pid in $(server_pids "$1"); do cat /proc/"$pid"/task/*/status 2>/dev/null; done |
-    awk '/^(voluntary|nonvoluntary)_ctxt_switches/ { n += $2 } END { print n + 0 }'
-}
-
 # start LABEL: starts that server on a free port; sets server_pid and port.
 start() {
   local label="$1"
@@ -137,31 +114,6 @@ start() {
   server_pid=$!
   wait_for_port "$port"
 }
-stop() {
-  kill "$server_pid" 2>/dev/null || true
-  wait "$server_pid" 2>/dev/null || true
-  server_pid=""
-}
-
-# measure NAME LABEL ROUND COMMAND...: the client command prints "COUNT RATE"; records a row
-# (name, label, round, rate, server CPU us per unit, context switches per unit).
-measure() {
-  local name="$1" label="$2" round="$3"
-  shift 3
-  local t0 c0 t1 c1 line
-  t0=$(server_cpu_ticks "$server_pid")
-  c0=$(context_switches "$server_pid")
-  line=$("$@")
-  t1=$(server_cpu_ticks "$server_pid")
-  c1=$(context_switches "$server_pid")
-  local count="${line% *}" rate="${line#* }"
-  awk -v n="$name" -v l="$label" -v r="$round" -v q="$rate" -v c="$count" -v t=$((t1 - t0)) \
-    -v hz="$clk_tck" -v s=$((c1 - c0)) 'BEGIN {
-      printf "%s\t%s\t%d\t%.0f\t%.3f\t%.3f\n", n, l, r, q, (c > 0) ? t / hz * 1e6 / c : 0,
-        (c > 0) ? s / c : 0 }' >>"$results"
-  echo "  round $round $label: $rate /s" >&2
-}
-
 echo_client() {  # echo_bench arguments; --tls added for the TLS server
   local extra=()
   [[ "$current_label" == *TLS* ]] && extra+=(--tls)
@@ -192,29 +144,6 @@ https_client() {
     echo "  ! wrk reported errors: $(grep 'Non-2xx\|Socket errors' <<<"$report")" >&2
   fi
   echo "$(awk '/requests in/ { print $1 }' <<<"$report") $(awk '/^Requests\/sec/ { print $2 }' <<<"$report")"
-}
-
-# run NAME CLIENT_FUNCTION ARGS -- LABEL...
-run() {
-  local name="$1" client="$2" args=()
-  shift 2
-  while [[ "$1" != "--" ]]; do args+=("$1"); shift; done
-  shift
-  local labels=("$@")
-  echo "== $name" >&2
-  for ((round = 1; round <= rounds; round++)); do
-    local order=("${labels[@]}")
-    if ((round % 2 == 0)); then
-      order=()
-      for ((i = ${#labels[@]} - 1; i >= 0; i--)); do order+=("${labels[$i]}"); done
-    fi
-    for label in "${order[@]}"; do
-      current_label="$label"
-      start "$label"
-      measure "$name" "$label" "$round" "$client" "${args[@]}"
-      stop
-    done
-  done
 }
 
 if wants cost; then
