@@ -2,8 +2,9 @@
 # Builds a tiny workspace outside this one from exactly the README's "Depending on one target"
 # snippets (WORKSPACE, .bazelrc, BUILD.bazel, my_server.cc, each the fenced block after its
 # <!-- snippet: NAME --> marker; only /path/to/gev is replaced by this checkout's path), runs
-# the server it makes and checks that it echoes; then builds it again below C++17 and checks
-# that our headers stop the build with their #error. Prints "ok: ..." or "FAIL: ..." per check.
+# the server it makes and checks that it echoes; builds and runs a program on @gev//tls there
+# too; then builds the server again below C++17 and checks that our headers stop the build with
+# their #error. Prints "ok: ..." or "FAIL: ..." per check.
 #
 #   tools/external_workspace_test.sh
 set -uo pipefail
@@ -70,6 +71,37 @@ fi
 kill "$server_pid" 2>/dev/null
 wait "$server_pid" 2>/dev/null
 server_pid=""
+
+# @gev//tls from the same WORKSPACE: gev_dependencies() declares @openssl (Debian's libssl-dev).
+mkdir -p tls_user
+cat >tls_user/BUILD.bazel <<'BUILD'
+cc_binary(
+    name = "tls_user",
+    srcs = ["tls_user.cc"],
+    deps = ["@gev//tls"],
+)
+BUILD
+cat >tls_user/tls_user.cc <<'CC'
+// A TLS client context over the system's CAs: what depending on @gev//tls gives.
+#include <cstdio>
+
+#include "tls/tls.h"
+
+int main() {
+  auto context = gev::tls::ClientContext::Create({});
+  if (!context.ok()) {
+    std::fprintf(stderr, "%s\n", context.status().ToString().c_str());
+    return 1;
+  }
+  return 0;
+}
+CC
+if "${bazel[@]}" build //tls_user >tls.log 2>&1 && bazel-bin/tls_user/tls_user; then
+  ok "the same workspace builds and runs a program on @gev//tls"
+else
+  tail -30 tls.log
+  fail "@gev//tls does not build or run from the README's WORKSPACE"
+fi
 
 if "${bazel[@]}" build --cxxopt=-std=c++14 //:my_server >old.log 2>&1; then
   fail "a build below C++17 succeeded; the headers' #error should have stopped it"
