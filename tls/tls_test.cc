@@ -5,6 +5,7 @@
 
 #include <netinet/in.h>
 #include <openssl/err.h>
+#include <openssl/pem.h>
 #include <openssl/ssl.h>
 #include <fcntl.h>
 #include <sys/resource.h>
@@ -1008,6 +1009,55 @@ TEST(TlsClient, ResumesAfterAConnectionThatEndedBadly) {
     ASSERT_TRUE(WaitFor([&] { return !conn->Connected(); }));
     (*client)->Stop();
   }
+}
+
+// Mutual TLS through the configure hook: a server that asks for client certificates signed by
+// the test CA serves a gev client that has one (and sees its subject), and refuses one without.
+TEST(TlsClient, PresentsAClientCertificateToAServerThatAsksForOne) {
+  RecordingEcho server_handler;
+  ServerConfig server_config = LocalhostConfig();
+  server_config.configure = [](SSL_CTX* ctx) {
+    const std::string& pem = Certs().ca.pem();
+    BIO* bio = BIO_new_mem_buf(pem.data(), static_cast<int>(pem.size()));
+    X509* ca = PEM_read_bio_X509(bio, nullptr, nullptr, nullptr);
+    BIO_free(bio);
+    if (ca == nullptr) return absl::InternalError("test CA PEM");
+    X509_STORE_add_cert(SSL_CTX_get_cert_store(ctx), ca);
+    X509_free(ca);
+    SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT, nullptr);
+    return absl::OkStatus();
+  };
+  TlsServer tls(&server_handler, MustCreate(server_config));
+
+  ClientConfig with_certificate;
+  with_certificate.ca_pem = Certs().ca.pem();
+  with_certificate.certificate = Certs().ca.Issue("client one", {"client.test"});
+  ClientHandler handler(2);
+  absl::StatusOr<std::unique_ptr<Client>> client = Client::Create(
+      &handler, TlsClientOptions(tls.address(), MustCreateClient(with_certificate)));
+  ASSERT_TRUE(client.ok());
+  (*client)->Connect();
+  ASSERT_TRUE(WaitFor([&] { return (*client)->connection() != nullptr; }));
+  ASSERT_TRUE((*client)->connection()->Send("mt").ok());
+  ASSERT_TRUE(WaitFor([&] { return handler.done(); }));
+  EXPECT_EQ(handler.received(), "mt");
+  ASSERT_TRUE(WaitFor([&] { return server_handler.connects() == 1; }));
+  EXPECT_TRUE(absl::StrContains(server_handler.info(0).peer_subject, "CN=client one"))
+      << server_handler.info(0).peer_subject;
+  (*client)->Stop();
+
+  // Without one: the server ends the handshake (in TLS 1.3 the client may already count
+  // itself connected; the server's alert then ends it).
+  BlockingTlsClient bare(tls.address(), {});
+  absl::Status handshake = bare.Handshake();
+  if (handshake.ok()) {
+    (void)bare.Write("x");
+    EXPECT_EQ(bare.Read(1), "");
+  }
+  ASSERT_TRUE(WaitFor([&] { return server_handler.transport_error_count() == 1; }));
+  EXPECT_TRUE(absl::StrContains(server_handler.transport_error(0).message(), "certificate"))
+      << server_handler.transport_error(0);
+  EXPECT_EQ(server_handler.connects(), 1);
 }
 
 TEST(TlsClient, ChecksTheServersCertificateAndName) {
