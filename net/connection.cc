@@ -214,10 +214,7 @@ void Connection::HandleTransportRead(const ConnectionPtr& self) {
   if (!result.error.ok()) {
     // The alert the transport wrote gets one try now (it may have been queued to be gathered,
     // and the close would drop it), so the peer learns why; then a FIN, not a reset.
-    if (!writing_ && OutputLength() > 0) {
-      ssize_t n = WriteOutput();
-      if (n > 0) CountWrite(static_cast<size_t>(n));
-    }
+    TryWriteOnce();
     CloseInLoop(std::move(result.error));
     return;
   }
@@ -283,19 +280,10 @@ void Connection::FlushTransportOutput(size_t before, bool may_gather) {
   if (may_gather && options().gather_writes &&
       length <= std::min(kGatherBytes, options().high_water_mark)) {
     // Small (a record of a small reply, a ticket): gathered as a plain send would be.
-    if (!flush_queued_) {
-      flush_queued_ = true;
-      loop()->QueueBeforePoll([self = shared_from_this()] { self->FlushGathered(); });
-    }
+    QueueGatheredFlush();
     return;
   }
-  ssize_t n = WriteOutput();
-  if (n >= 0) {
-    CountWrite(static_cast<size_t>(n));
-  } else if (errno != EAGAIN && errno != EWOULDBLOCK) {
-    CloseInLoop(absl::ErrnoToStatus(errno, "write"));
-    return;
-  }
+  if (!WriteOutputOrClose()) return;
   if (OutputLength() != 0) {
     writing_ = true;
     UpdateInterest();
@@ -410,14 +398,31 @@ void Connection::CountWrite(size_t n) {
   MarkActive();
 }
 
-void Connection::WriteBuffered(bool drained_callback) {
+void Connection::QueueGatheredFlush() {
+  if (flush_queued_) return;
+  flush_queued_ = true;
+  loop()->QueueBeforePoll([self = shared_from_this()] { self->FlushGathered(); });
+}
+
+bool Connection::WriteOutputOrClose() {
   ssize_t n = WriteOutput();
   if (n >= 0) {
     CountWrite(static_cast<size_t>(n));
   } else if (errno != EAGAIN && errno != EWOULDBLOCK) {
     CloseInLoop(absl::ErrnoToStatus(errno, "write"));
-    return;
+    return false;
   }
+  return true;
+}
+
+void Connection::TryWriteOnce() {
+  if (writing_ || OutputLength() == 0) return;
+  ssize_t n = WriteOutput();
+  if (n > 0) CountWrite(static_cast<size_t>(n));
+}
+
+void Connection::WriteBuffered(bool drained_callback) {
+  if (!WriteOutputOrClose()) return;
   if (above_high_water_ && OutputLength() < options().low_water_mark) {
     above_high_water_ = false;
     if (options().pause_reading_at_high_water && !peer_closed_ && !read_paused_ &&
@@ -706,10 +711,7 @@ absl::Status Connection::SendWireInLoop(const RingBuffer::Slices& slices,
     if (options().gather_writes &&
         gathered + total <= std::min(kGatherBytes, options().high_water_mark)) {
       gathering = true;
-      if (!flush_queued_) {
-        flush_queued_ = true;
-        loop()->QueueBeforePoll([self = shared_from_this()] { self->FlushGathered(); });
-      }
+      QueueGatheredFlush();
     } else {
       ssize_t n = WriteGatheredAnd(slices);
       if (n >= 0) {
@@ -870,26 +872,21 @@ void Connection::ForceClose(absl::Status reason) {
 void Connection::CloseInLoop(absl::Status reason, bool reset) {
   loop()->AssertInLoopThread();
   if (state() == State::kDisconnected) return;
-  ColdState* cold = cold_.load(std::memory_order_acquire);
-  if (reason.ok() && !reset && has_transport_ && connect_reported_ && !transport_shut_ &&
-      !write_shut_ && !writing_ && (cold == nullptr || cold->end_reason.ok())) {
-    // An orderly close (ForceClose() with no reason) of a transport: its last words (TLS
-    // close_notify) join what is pending and get the one try below, so the peer can tell the
-    // end from a truncation.
-    transport_shut_ = true;
-    transport()->Shutdown(TransportIo(this));
-    if (!output_.IsEmpty()) {
-      ssize_t n = WriteOutput();
-      if (n > 0) CountWrite(static_cast<size_t>(n));
+  if (reason.ok() && !reset) {
+    // An orderly close (ForceClose() with no reason). Gathered replies were as good as written
+    // when they were sent (a send that is not gathered reaches the kernel at once), and a
+    // transport's last words (TLS close_notify) let the peer tell the end from a truncation:
+    // both get the one try that send would have made. What the socket does not take counts
+    // as unsent in the reason. Closes for errors (a failed write, a reset, a timeout) drop
+    // them as before.
+    ColdState* cold = cold_.load(std::memory_order_acquire);
+    bool last_words = has_transport_ && connect_reported_ && !transport_shut_ && !write_shut_ &&
+                      !writing_ && (cold == nullptr || cold->end_reason.ok());
+    if (last_words) {
+      transport_shut_ = true;
+      transport()->Shutdown(TransportIo(this));
     }
-  }
-  if (reason.ok() && flush_queued_ && !writing_ && !reset && !output_.IsEmpty()) {
-    // An orderly close (ForceClose() with no reason): gathered replies were as good as written
-    // when they were sent (a send that is not gathered reaches the kernel at once), so they get
-    // the one try that send would have made. What the socket does not take counts as unsent in
-    // the reason. Closes for errors (a failed write, a reset, a timeout) drop them as before.
-    ssize_t n = WriteOutput();
-    if (n > 0) CountWrite(static_cast<size_t>(n));
+    if (last_words || flush_queued_) TryWriteOnce();
   }
   state_.store(State::kDisconnected, std::memory_order_release);
   if (idle_timer_ != 0) {

@@ -362,6 +362,13 @@ class Connection final : public EventHandler, public std::enable_shared_from_thi
   absl::Status WriteAllNow(std::initializer_list<std::string_view> pieces, size_t total);
   // The before-poll task: writes what the batch gathered.
   void FlushGathered();
+  // Queues FlushGathered before the loop next polls, once per batch.
+  void QueueGatheredFlush();
+  // One write of the output, counted; false when it failed and closed the connection.
+  bool WriteOutputOrClose();
+  // The one try a closing connection gives what it holds: unless the output waits for the
+  // socket already (the try would only say EAGAIN). Errors are left to the close.
+  void TryWriteOnce();
   // Counts one write system call of `n` bytes.
   void CountWrite(size_t n);
   const Callbacks& callbacks() const { return config_->callbacks; }

@@ -571,6 +571,17 @@ class HostilePeerTest : public ::testing::Test {
     ASSERT_TRUE(bystander_.Write(payload));
     EXPECT_EQ(bystander_.Read(payload.size()), payload);
   }
+  // A TLS 1.2 client that may renegotiate, past one echo; null if that failed.
+  std::unique_ptr<BlockingTlsClient> EchoingTls12Client() {
+    BlockingTlsClient::Options tls12;
+    tls12.max_version = TLS1_2_VERSION;
+    tls12.allow_renegotiation = true;
+    auto client = std::make_unique<BlockingTlsClient>(tls_.address(), tls12);
+    if (!client->Handshake().ok() || !client->Write("x") || client->Read(1) != "x") {
+      return nullptr;
+    }
+    return client;
+  }
   // The connection the server has seen second (after the bystander's) ended; its reason.
   absl::Status SecondEnd() {
     EXPECT_TRUE(WaitFor([&] { return handler_.closes() + handler_.transport_error_count() >= 1; }));
@@ -619,13 +630,9 @@ TEST_F(HostilePeerTest, AnOversizedRecord) {
 }
 
 TEST_F(HostilePeerTest, ARenegotiationAttempt) {
-  BlockingTlsClient::Options tls12;
-  tls12.max_version = TLS1_2_VERSION;
-  tls12.allow_renegotiation = true;
-  BlockingTlsClient client(tls_.address(), tls12);
-  ASSERT_TRUE(client.Handshake().ok());
-  ASSERT_TRUE(client.Write("x"));
-  EXPECT_EQ(client.Read(1), "x");
+  std::unique_ptr<BlockingTlsClient> tls12 = EchoingTls12Client();
+  ASSERT_NE(tls12, nullptr);
+  BlockingTlsClient& client = *tls12;
   ASSERT_EQ(SSL_renegotiate(client.ssl()), 1);
   (void)SSL_do_handshake(client.ssl());  // Sends the ClientHello; its answer does not matter.
   absl::Status reason = SecondEnd();
@@ -635,13 +642,9 @@ TEST_F(HostilePeerTest, ARenegotiationAttempt) {
 }
 
 TEST_F(HostilePeerTest, ARenegotiationAttemptThenSilence) {
-  BlockingTlsClient::Options tls12;
-  tls12.max_version = TLS1_2_VERSION;
-  tls12.allow_renegotiation = true;
-  BlockingTlsClient client(tls_.address(), tls12);
-  ASSERT_TRUE(client.Handshake().ok());
-  ASSERT_TRUE(client.Write("x"));
-  EXPECT_EQ(client.Read(1), "x");
+  std::unique_ptr<BlockingTlsClient> tls12 = EchoingTls12Client();
+  ASSERT_NE(tls12, nullptr);
+  BlockingTlsClient& client = *tls12;
   // The renegotiation ClientHello goes out; the client reads nothing after it (non-blocking,
   // so SSL_do_handshake stops at WANT_READ), and so never answers the server's warning.
   ASSERT_EQ(::fcntl(client.fd(), F_SETFL, ::fcntl(client.fd(), F_GETFL) | O_NONBLOCK), 0);

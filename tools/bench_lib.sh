@@ -133,3 +133,26 @@ run() {
     done
   done
 }
+
+# unit_tables COMMAND_LINE RATE CPU SWITCHES: per test of results.tsv, the Markdown table of
+# the medians (rate, its ratio to the first server, server CPU us and context switches per
+# unit), headed by the given column names; on stdout.
+unit_tables() {
+  local command_line="$1" rate_header="$2" cpu_header="$3" switches_header="$4"
+  echo "Command: $command_line; rounds $rounds; $(nproc) CPUs, server pinned to CPU 0."
+  local name base base_rate label
+  while IFS= read -r name; do
+    base=$(labels_of "$name" | head -1)
+    base_rate=$(column_median "$name" "$base" 4)
+    echo
+    echo "**$name** (medians of $rounds rounds)"
+    echo
+    echo "| server | $rate_header | vs $base | $cpu_header | $switches_header |"
+    echo "|---|---|---|---|---|"
+    while IFS= read -r label; do
+      awk -v l="$label" -v r="$(column_median "$name" "$label" 4)" -v b="$base_rate" \
+        -v c="$(column_median "$name" "$label" 5)" -v s="$(column_median "$name" "$label" 6)" \
+        'BEGIN { printf "| %s | %.0f | %.2fx | %.2f | %.3f |\n", l, r, (b > 0) ? r / b : 0, c, s }'
+    done < <(labels_of "$name")
+  done < <(names)
+}

@@ -144,23 +144,8 @@ if wants http; then
   run "wrk plaintext, 100 connections, 16 pipelined" http_client 16 -- "${http_servers[@]}"
 fi
 
-{
-  echo "Command: tools/protocol_compare.sh $*; rounds $rounds; $(nproc) CPUs, server pinned to CPU 0."
-  while IFS= read -r name; do
-    base=$(labels_of "$name" | head -1)
-    base_rate=$(column_median "$name" "$base" 4)
-    echo
-    echo "**$name** (medians of $rounds rounds)"
-    echo
-    echo "| server | requests/s | vs $base | server CPU us/request | context switches/request |"
-    echo "|---|---|---|---|---|"
-    while IFS= read -r label; do
-      awk -v l="$label" -v r="$(column_median "$name" "$label" 4)" -v b="$base_rate" \
-        -v c="$(column_median "$name" "$label" 5)" -v s="$(column_median "$name" "$label" 6)" \
-        'BEGIN { printf "| %s | %.0f | %.2fx | %.2f | %.3f |\n", l, r, (b > 0) ? r / b : 0, c, s }'
-    done < <(labels_of "$name")
-  done < <(names)
-} | tee "$out/results.md"
+unit_tables "tools/protocol_compare.sh $*" "requests/s" "server CPU us/request" \
+  "context switches/request" | tee "$out/results.md"
 
 # One bar per server and test: its requests/s over the reference's (the first server).
 if command -v gnuplot >/dev/null; then

@@ -168,20 +168,4 @@ if wants https; then
   run "wrk https plaintext, 100 connections" https_client -- "${https_servers[@]}"
 fi
 
-{
-  echo "Command: tools/tls_compare.sh $*; rounds $rounds; $(nproc) CPUs, server pinned to CPU 0."
-  while IFS= read -r name; do
-    base=$(labels_of "$name" | head -1)
-    base_rate=$(column_median "$name" "$base" 4)
-    echo
-    echo "**$name** (medians of $rounds rounds)"
-    echo
-    echo "| server | per second | vs $base | server CPU us each | context switches each |"
-    echo "|---|---|---|---|---|"
-    while IFS= read -r label; do
-      awk -v l="$label" -v r="$(column_median "$name" "$label" 4)" -v b="$base_rate" \
-        -v c="$(column_median "$name" "$label" 5)" -v s="$(column_median "$name" "$label" 6)" \
-        'BEGIN { printf "| %s | %.0f | %.2fx | %.2f | %.3f |\n", l, r, (b > 0) ? r / b : 0, c, s }'
-    done < <(labels_of "$name")
-  done < <(names)
-} | tee "$out/results.md"
+unit_tables "tools/tls_compare.sh $*" "per second" "server CPU us each" "context switches each" | tee "$out/results.md"
