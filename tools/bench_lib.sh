@@ -90,23 +90,53 @@ stop() {
   server_pid=""
 }
 
+# cpus_idle_ticks LIST: "IDLE TOTAL" ticks summed over the CPUs of LIST ("0", "1-3", "1,3")
+# from /proc/stat; idle counts iowait, total counts everything (softirq and steal included).
+cpus_idle_ticks() {
+  awk -v list="$1" '
+    BEGIN { n = split(list, parts, ",")
+            for (i = 1; i <= n; i++) {
+              if (split(parts[i], r, "-") == 2) { for (c = r[1]; c <= r[2]; c++) want["cpu" c] = 1 }
+              else want["cpu" parts[i]] = 1 } }
+    $1 in want { for (i = 2; i <= NF; i++) total += $i; idle += $5 + $6 }
+    END { print idle + 0, total + 0 }' /proc/stat
+}
+
 # measure NAME LABEL ROUND COMMAND...: runs the client command against the started server,
 # which prints what it did and its rate as "COUNT RATE"; records a row of results.tsv (name,
-# label, round, rate, server CPU us per unit, context switches per unit).
+# label, round, rate, server CPU us per unit, context switches per unit, and the idle share
+# of the server's and of the client's CPUs over the client's run, from /proc/stat, when the
+# runner pinned them to $server_cpus and $client_cpus). The idle shares say which side bounds
+# the rate: a client with no idle left while the server's CPU has some means the rate is the
+# client's, whatever the server does. The server's CPU time (utime+stime of its threads) leaves
+# out softirq time, which /proc/stat counts apart when the kernel accounts IRQ time: on
+# loopback that is the receive path of each segment, charged to the CPU that sent it.
 measure() {
   local name="$1" label="$2" round="$3"
   shift 3
-  local t0 c0 t1 c1 line
+  local t0 c0 t1 c1 line server_idle0 client_idle0 server_idle1 client_idle1
+  [[ -n "${server_cpus:-}" ]] && server_idle0=$(cpus_idle_ticks "$server_cpus")
+  [[ -n "${client_cpus:-}" ]] && client_idle0=$(cpus_idle_ticks "$client_cpus")
   t0=$(server_cpu_ticks "$server_pid")
   c0=$(context_switches "$server_pid")
   line=$("$@")
   t1=$(server_cpu_ticks "$server_pid")
   c1=$(context_switches "$server_pid")
+  [[ -n "${server_cpus:-}" ]] && server_idle1=$(cpus_idle_ticks "$server_cpus")
+  [[ -n "${client_cpus:-}" ]] && client_idle1=$(cpus_idle_ticks "$client_cpus")
   local count="${line% *}" rate="${line#* }"
   awk -v n="$name" -v l="$label" -v r="$round" -v q="$rate" -v c="$count" -v t=$((t1 - t0)) \
-    -v hz="$clk_tck" -v s=$((c1 - c0)) 'BEGIN {
-      printf "%s\t%s\t%d\t%.0f\t%.3f\t%.3f\n", n, l, r, q, (c > 0) ? t / hz * 1e6 / c : 0,
-        (c > 0) ? s / c : 0 }' >>"$results"
+    -v hz="$clk_tck" -v s=$((c1 - c0)) -v si0="${server_idle0:-}" -v si1="${server_idle1:-}" \
+    -v ci0="${client_idle0:-}" -v ci1="${client_idle1:-}" '
+    function idle_share(before, after,  b, a) {
+      if (before == "" || after == "") return "-"
+      split(before, b, " "); split(after, a, " ")
+      return (a[2] > b[2]) ? sprintf("%.1f", 100 * (a[1] - b[1]) / (a[2] - b[2])) : "-"
+    }
+    BEGIN {
+      printf "%s\t%s\t%d\t%.0f\t%.3f\t%.3f\t%s\t%s\n", n, l, r, q,
+        (c > 0) ? t / hz * 1e6 / c : 0, (c > 0) ? s / c : 0, idle_share(si0, si1),
+        idle_share(ci0, ci1) }' >>"$results"
   echo "  round $round $label: $rate /s" >&2
 }
 
@@ -136,7 +166,8 @@ run() {
 
 # unit_tables COMMAND_LINE RATE CPU SWITCHES: per test of results.tsv, the Markdown table of
 # the medians (rate, its ratio to the first server, server CPU us and context switches per
-# unit), headed by the given column names; on stdout.
+# unit, and, for rows that have them, the idle share of the server's and the client's CPUs),
+# headed by the given column names; on stdout.
 unit_tables() {
   local command_line="$1" rate_header="$2" cpu_header="$3" switches_header="$4"
   echo "Command: $command_line; rounds $rounds; $(nproc) CPUs, server pinned to CPU 0."
@@ -147,12 +178,25 @@ unit_tables() {
     echo
     echo "**$name** (medians of $rounds rounds)"
     echo
-    echo "| server | $rate_header | vs $base | $cpu_header | $switches_header |"
-    echo "|---|---|---|---|---|"
+    echo "| server | $rate_header | vs $base | $cpu_header | $switches_header | server CPU idle | client CPUs idle |"
+    echo "|---|---|---|---|---|---|---|"
     while IFS= read -r label; do
       awk -v l="$label" -v r="$(column_median "$name" "$label" 4)" -v b="$base_rate" \
         -v c="$(column_median "$name" "$label" 5)" -v s="$(column_median "$name" "$label" 6)" \
-        'BEGIN { printf "| %s | %.0f | %.2fx | %.2f | %.3f |\n", l, r, (b > 0) ? r / b : 0, c, s }'
+        -v si="$(column_median_or_dash "$name" "$label" 7)" \
+        -v ci="$(column_median_or_dash "$name" "$label" 8)" '
+        function pct(v) { return (v == "-") ? "-" : sprintf("%.0f%%", v) }
+        BEGIN { printf "| %s | %.0f | %.2fx | %.2f | %.3f | %s | %s |\n", l, r,
+                       (b > 0) ? r / b : 0, c, s, pct(si), pct(ci) }'
     done < <(labels_of "$name")
   done < <(names)
+}
+
+# Like column_median, over the rows that have the column: "-" when none has it (rows of an
+# unpinned run, or of a results.tsv from before the column).
+column_median_or_dash() {
+  local values
+  values=$(awk -F'\t' -v n="$1" -v l="$2" -v c="$3" '$1 == n && $2 == l && NF >= c && $c != "-" {
+                                                      print $c }' "$results")
+  if [[ -n "$values" ]]; then median <<<"$values"; else echo "-"; fi
 }

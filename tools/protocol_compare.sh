@@ -74,8 +74,10 @@ source tools/bench_lib.sh
 clk_tck=$(getconf CLK_TCK)
 if (($(nproc) >= 2)); then
   server_pin="taskset -c 0" client_pin="taskset -c 1-$(($(nproc) - 1))"
+  server_cpus=0 client_cpus="1-$(($(nproc) - 1))"
 else
   server_pin="" client_pin=""
+  server_cpus="" client_cpus=""
 fi
 
 # start LABEL: starts that server on a free port; sets server_pid and port.
