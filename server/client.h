@@ -111,7 +111,7 @@ struct ClientOptions {
   // is a failed attempt (on_connect_error, reconnect) with no OnConnect or OnClose.
   std::shared_ptr<TransportFactory> transport;
   // The name the transport sends and checks the server's certificate against; empty takes the
-  // host of `address`.
+  // host of `address` (a Unix socket has none: TLS over one needs this set).
   std::string server_name;
 
   // As ServerOptions.

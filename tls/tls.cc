@@ -871,6 +871,13 @@ class ClientTransportFactory final : public TransportFactory {
     SSL* ssl = SSL_new(state->ctx);
     if (ssl == nullptr) return absl::ResourceExhaustedError("TLS: " + DrainErrors());
     std::string name(where.server_name);
+    if (name.empty() && state->verify_peer) {
+      // Only a Unix socket has no host to fall back on; a chain checked against no name would
+      // accept any certificate the CAs ever issued.
+      SSL_free(ssl);
+      return absl::InvalidArgumentError(
+          "TLS: no name to check the server's certificate against: set ClientOptions::server_name");
+    }
     bool is_ip = IsIpLiteral(name);
     if (!name.empty() && !is_ip) {
       // SNI, and the name the certificate must carry.

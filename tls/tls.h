@@ -187,7 +187,8 @@ class ClientContext {
 // ServerTransport() / ClientTransport() — what ServerOptions::transport
 // (gev::WithTransport) and ClientOptions::transport take. The client's checks the server's
 // certificate against ClientOptions::server_name, or the host of the address dialed (an IP
-// address is checked as one, and sent as no SNI).
+// address is checked as one, and sent as no SNI). A Unix socket has no host: with verify_peer
+// on, a client that dials one without server_name fails each attempt with InvalidArgument.
 std::shared_ptr<TransportFactory> ServerTransport(std::shared_ptr<ServerContext> context);
 std::shared_ptr<TransportFactory> ClientTransport(std::shared_ptr<ClientContext> context);
 

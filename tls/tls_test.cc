@@ -1110,5 +1110,73 @@ TEST(TlsClient, ChecksTheServersCertificateAndName) {
   EXPECT_EQ(handler.received(), "ip");
 }
 
+// A Unix socket has no host to check the certificate against: the client needs server_name,
+// and refuses to verify without one rather than accept any name the chain vouches for.
+TEST(TlsClient, OverAUnixSocketChecksTheServerNameItIsGivenAndResumes) {
+  std::string path = "/tmp/gev-tls-" + std::to_string(::getpid()) + ".sock";
+  ::unlink(path.c_str());
+  RecordingEcho server_handler;
+  TlsServer tls(&server_handler, MustCreate(LocalhostConfig()), {Network("unix"), Address(path)});
+  ClientConfig config;
+  config.ca_pem = Certs().ca.pem();
+  std::shared_ptr<ClientContext> context = MustCreateClient(config);
+  std::string payload = Pattern(1 << 20, 9);
+  for (int round = 0; round < 2; ++round) {
+    ClientHandler handler(payload.size());
+    ClientOptions options;
+    options.network = "unix";
+    options.address = path;
+    options.transport = ClientTransport(context);
+    options.server_name = "localhost";
+    absl::StatusOr<std::unique_ptr<Client>> client = Client::Create(&handler, options);
+    ASSERT_TRUE(client.ok()) << client.status();
+    (*client)->Connect();
+    ASSERT_TRUE(WaitFor([&] { return (*client)->connection() != nullptr; }));
+    ASSERT_TRUE((*client)->connection()->Send(payload).ok());
+    ASSERT_TRUE(WaitFor([&] { return handler.done(); }, 30000));
+    EXPECT_TRUE(handler.received() == payload) << handler.received().size();
+    ConnectionInfo info = handler.info();
+    EXPECT_EQ(info.version, "TLSv1.3");
+    EXPECT_EQ(info.server_name, "localhost");
+    EXPECT_EQ(info.session_reused, round == 1) << round;
+    (*client)->Stop();
+  }
+
+  struct Case {
+    std::string server_name;
+    absl::StatusCode code;
+    std::string expected;
+  };
+  for (const Case& c : {Case{"", absl::StatusCode::kInvalidArgument, "server_name"},
+                        Case{"wrong.test", absl::StatusCode::kUnauthenticated,
+                             "hostname mismatch"}}) {
+    ClientHandler handler(1);
+    ClientOptions options;
+    options.network = "unix";
+    options.address = path;
+    options.transport = ClientTransport(context);
+    options.server_name = c.server_name;
+    std::mutex mutex;
+    absl::Status error;
+    std::atomic<bool> failed{false};
+    options.on_connect_error = [&](const absl::Status& status, bool) {
+      std::lock_guard<std::mutex> lock(mutex);
+      error = status;
+      failed.store(true);
+    };
+    absl::StatusOr<std::unique_ptr<Client>> client = Client::Create(&handler, options);
+    ASSERT_TRUE(client.ok()) << client.status();
+    (*client)->Connect();
+    ASSERT_TRUE(WaitFor([&] { return failed.load(); }));
+    (*client)->Stop();
+    std::lock_guard<std::mutex> lock(mutex);
+    EXPECT_EQ(error.code(), c.code) << c.server_name << ": " << error;
+    EXPECT_TRUE(absl::StrContains(error.message(), c.expected)) << error;
+    EXPECT_EQ(handler.connects(), 0);
+  }
+  tls.running.reset();
+  ::unlink(path.c_str());
+}
+
 }  // namespace
 }  // namespace gev::tls
