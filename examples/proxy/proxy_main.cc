@@ -51,6 +51,11 @@ int main(int argc, char** argv) {
     if (!context.ok()) return gev::examples::Fail(context.status());
     options.upstream_transport = gev::tls::ClientTransport(*context);
     options.upstream_server_name = absl::GetFlag(FLAGS_upstream_server_name);
+    if (options.upstream_network == "unix" && options.upstream_server_name.empty()) {
+      // Said at start, not as a reset of every client: a Unix path is no name to verify.
+      return gev::examples::Fail(absl::InvalidArgumentError(
+          "--upstream_tls over a Unix socket needs --upstream_server_name"));
+    }
   }
   std::shared_ptr<gev::TransportFactory> downstream_transport;
   if (!absl::GetFlag(FLAGS_tls_cert).empty() || !absl::GetFlag(FLAGS_tls_key).empty()) {

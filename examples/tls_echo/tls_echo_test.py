@@ -282,6 +282,15 @@ def check_proxy(echo_binary, proxy_binary, paths):
         for process, name in ((both, "proxy tls->tls"), (originate, "proxy plain->tls"),
                               (mismatch, "proxy mismatch"), (upstream, "upstream")):
             stop(process, name)
+    # A Unix path is no name to verify: refused at start, not by resetting every client.
+    refused = subprocess.run(
+        [proxy_binary, "--port=0", "--upstream=" + os.path.join(os.path.dirname(paths["ca"]),
+                                                                "upstream.sock"),
+         "--upstream_network=unix", "--upstream_tls", "--upstream_ca=" + paths["ca"]],
+        capture_output=True, text=True, timeout=10)
+    check(refused.returncode != 0 and "--upstream_server_name" in refused.stderr,
+          "proxy refuses TLS to a Unix socket without --upstream_server_name: %d %s"
+          % (refused.returncode, refused.stderr[-500:]))
 
 
 def main():
