@@ -133,6 +133,13 @@ class TransportFactory {
   // that connection with the reason. Thread-safe.
   virtual absl::StatusOr<std::unique_ptr<Transport>> NewTransport(
       const TransportContext& context) = 0;
+  // TransportFactory::CheckDial() — whether this transport can ever make such a dial; Client's
+  // Create asks once, so that a dial that could never work (TLS with no name to verify) is
+  // refused there rather than failing, and reconnecting, attempt after attempt. Thread-safe.
+  virtual absl::Status CheckDial(const TransportContext& context) const {
+    (void)context;  // Any dial is fine unless a transport says otherwise.
+    return absl::OkStatus();
+  }
 };
 
 }  // namespace gev

@@ -370,6 +370,11 @@ absl::StatusOr<std::unique_ptr<Client>> Client::Create(Handler* handler, ClientO
       options.tcp_keep_alive < absl::ZeroDuration()) {
     return absl::InvalidArgumentError("client timeouts must not be negative");
   }
+  if (options.transport != nullptr) {
+    std::string server_name = client_internal::ServerNameFor(options);
+    absl::Status dial = options.transport->CheckDial(TransportContext{true, server_name});
+    if (!dial.ok()) return dial;
+  }
   absl::StatusOr<Connection::Options> connection_options = server_internal::ConnectionOptionsFor(
       options.high_water_mark, options.max_pending_output, options.max_input_bytes,
       options.idle_time);

@@ -868,16 +868,12 @@ class ClientTransportFactory final : public TransportFactory {
   absl::StatusOr<std::unique_ptr<Transport>> NewTransport(
       const TransportContext& where) override {
     const std::shared_ptr<ClientContext::State>& state = context_->state();
+    // Client::Create has asked CheckDial already; a factory used without a Client may not have.
+    absl::Status dial = CheckDial(where);
+    if (!dial.ok()) return dial;
     SSL* ssl = SSL_new(state->ctx);
     if (ssl == nullptr) return absl::ResourceExhaustedError("TLS: " + DrainErrors());
     std::string name(where.server_name);
-    if (name.empty() && state->verify_peer) {
-      // Only a Unix socket has no host to fall back on; a chain checked against no name would
-      // accept any certificate the CAs ever issued.
-      SSL_free(ssl);
-      return absl::InvalidArgumentError(
-          "TLS: no name to check the server's certificate against: set ClientOptions::server_name");
-    }
     bool is_ip = IsIpLiteral(name);
     if (!name.empty() && !is_ip) {
       // SNI, and the name the certificate must carry.
@@ -901,6 +897,14 @@ class ClientTransportFactory final : public TransportFactory {
     }
     return std::make_unique<TlsTransport>(ssl, /*client=*/true, std::move(name),
                                           state->handshake_timeout, nullptr, state);
+  }
+
+  absl::Status CheckDial(const TransportContext& where) const override {
+    if (!where.server_name.empty() || !context_->state()->verify_peer) return absl::OkStatus();
+    // A Unix socket (or an address with no host) gives no name; a chain checked against none
+    // would accept any certificate the CAs ever issued.
+    return absl::InvalidArgumentError(
+        "TLS: no name to check the server's certificate against: set ClientOptions::server_name");
   }
 
  private:

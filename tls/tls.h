@@ -188,7 +188,7 @@ class ClientContext {
 // (gev::WithTransport) and ClientOptions::transport take. The client's checks the server's
 // certificate against ClientOptions::server_name, or the host of the address dialed (an IP
 // address is checked as one, and sent as no SNI). A Unix socket has no host: with verify_peer
-// on, a client that dials one without server_name fails each attempt with InvalidArgument.
+// on, Client::Create refuses one without server_name (InvalidArgument).
 std::shared_ptr<TransportFactory> ServerTransport(std::shared_ptr<ServerContext> context);
 std::shared_ptr<TransportFactory> ClientTransport(std::shared_ptr<ClientContext> context);
 

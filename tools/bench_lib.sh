@@ -91,14 +91,15 @@ stop() {
 }
 
 # cpus_idle_ticks LIST: "IDLE TOTAL" ticks summed over the CPUs of LIST ("0", "1-3", "1,3")
-# from /proc/stat; idle counts iowait, total counts everything (softirq and steal included).
+# from /proc/stat; idle counts iowait; total is user through steal (guest time is in user
+# already). Ticks are 1/USER_HZ: a run of under a second gives the idle share to a few per cent.
 cpus_idle_ticks() {
   awk -v list="$1" '
     BEGIN { n = split(list, parts, ",")
             for (i = 1; i <= n; i++) {
               if (split(parts[i], r, "-") == 2) { for (c = r[1]; c <= r[2]; c++) want["cpu" c] = 1 }
               else want["cpu" parts[i]] = 1 } }
-    $1 in want { for (i = 2; i <= NF; i++) total += $i; idle += $5 + $6 }
+    $1 in want { for (i = 2; i <= 9 && i <= NF; i++) total += $i; idle += $5 + $6 }
     END { print idle + 0, total + 0 }' /proc/stat
 }
 
@@ -108,22 +109,23 @@ cpus_idle_ticks() {
 # of the server's and of the client's CPUs over the client's run, from /proc/stat, when the
 # runner pinned them to $server_cpus and $client_cpus). The idle shares say which side bounds
 # the rate: a client with no idle left while the server's CPU has some means the rate is the
-# client's, whatever the server does. The server's CPU time (utime+stime of its threads) leaves
-# out softirq time, which /proc/stat counts apart when the kernel accounts IRQ time: on
-# loopback that is the receive path of each segment, charged to the CPU that sent it.
+# client's. With tick-based CPU accounting (no IRQ time accounting), the server's CPU time
+# includes the softirq work done in its threads' context: on loopback, the receive path of
+# each segment it sends runs on its CPU and is charged to it.
 measure() {
   local name="$1" label="$2" round="$3"
   shift 3
   local t0 c0 t1 c1 line server_idle0 client_idle0 server_idle1 client_idle1
-  [[ -n "${server_cpus:-}" ]] && server_idle0=$(cpus_idle_ticks "$server_cpus")
-  [[ -n "${client_cpus:-}" ]] && client_idle0=$(cpus_idle_ticks "$client_cpus")
   t0=$(server_cpu_ticks "$server_pid")
   c0=$(context_switches "$server_pid")
+  # Read last before the client and first after it, so the script's own work stays out.
+  [[ -n "${server_cpus:-}" ]] && server_idle0=$(cpus_idle_ticks "$server_cpus")
+  [[ -n "${client_cpus:-}" ]] && client_idle0=$(cpus_idle_ticks "$client_cpus")
   line=$("$@")
-  t1=$(server_cpu_ticks "$server_pid")
-  c1=$(context_switches "$server_pid")
   [[ -n "${server_cpus:-}" ]] && server_idle1=$(cpus_idle_ticks "$server_cpus")
   [[ -n "${client_cpus:-}" ]] && client_idle1=$(cpus_idle_ticks "$client_cpus")
+  t1=$(server_cpu_ticks "$server_pid")
+  c1=$(context_switches "$server_pid")
   local count="${line% *}" rate="${line#* }"
   awk -v n="$name" -v l="$label" -v r="$round" -v q="$rate" -v c="$count" -v t=$((t1 - t0)) \
     -v hz="$clk_tck" -v s=$((c1 - c0)) -v si0="${server_idle0:-}" -v si1="${server_idle1:-}" \
