@@ -8,9 +8,7 @@ Defines, unless the workspace has already defined them (with pinned upstream htt
 say): the offline stand-ins for Bazel 4.2.3's implicit @rules_cc, @rules_java and
 @remote_coverage_tools (third_party/bazel_offline), and @com_google_absl,
 @com_google_googletest, @com_github_google_benchmark and @openssl (for @gev//tls only) from
-Debian's packages
-(third_party/system_libs.bzl). libkqueue (--config=libkqueue) is for this workspace's own tests
-and is not defined here.
+Debian's packages (third_party/system_libs.bzl).
 """
 
 load(

@@ -330,8 +330,8 @@ INSTANTIATE_TYPED_TEST_SUITE_P(Platform, PollerTest, poller_testing::PollerBacke
 TEST(DefaultPollerTest, CreatesThePlatformBackend) {
   auto poller = CreateDefaultPoller();
   ASSERT_TRUE(poller.ok()) << poller.status();
-  // The backend this configuration promises (poller/BUILD.bazel): kqueue under
-  // --config=libkqueue, so that a fallback to epoll there cannot pass unnoticed.
+  // The backend this platform promises (poller/BUILD.bazel): epoll on Linux, kqueue on macOS
+  // and the BSDs, so that a fallback to the other cannot pass unnoticed.
   EXPECT_STREQ((*poller)->name(), GEV_STRINGIFY(GEV_EXPECTED_DEFAULT_POLLER));
 }
 

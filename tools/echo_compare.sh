@@ -7,7 +7,7 @@
 #                         [--only=pingpong1,pingpong4k,stream1,stream512,flood1,loops,sweep,memory]
 #                         [--peers=all|none] [--loops=2]
 #                         [--server-cpus=0-3 --client-cpus=4-7]
-#                         [--bazel-config=libkqueue]   (gev built with that config too: kqueue)
+#                         [--bazel-config=NAME]   (gev built with that .bazelrc config too)
 #                         [--render=OLD_OUT/results.tsv]  (tables and charts from an earlier run's
 #                                                         rows, besides what --only runs now)
 #                         [--gev-before=PATH]  (another build of examples/echo:echo_server, say
