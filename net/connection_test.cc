@@ -68,8 +68,12 @@ class CallbackNesting {
 
 class TestServer {
  public:
-  explicit TestServer(ServerHooks hooks, Connection::Options options = {}, int family = AF_INET)
-      : hooks_(std::move(hooks)), loop_(*EventLoop::Create()), config_(MakeConfig(options)) {
+  // `poller`: the loop's poller, or null for the platform's default.
+  explicit TestServer(ServerHooks hooks, Connection::Options options = {}, int family = AF_INET,
+                      std::unique_ptr<Poller> poller = nullptr)
+      : hooks_(std::move(hooks)),
+        loop_(poller != nullptr ? EventLoop::Create(std::move(poller)) : *EventLoop::Create()),
+        config_(MakeConfig(options)) {
     auto acceptor = Acceptor::Create(loop_.get(), InetAddress::Loopback(0, family), false);
     EXPECT_TRUE(acceptor.ok()) << acceptor.status();
     acceptor_ = std::move(*acceptor);
@@ -211,9 +215,34 @@ class TestServer {
 };
 
 std::unique_ptr<TestServer> StartServer(ServerHooks hooks, Connection::Options options = {},
-                                        int family = AF_INET) {
-  return std::make_unique<TestServer>(std::move(hooks), options, family);
+                                        int family = AF_INET,
+                                        std::unique_ptr<Poller> poller = nullptr) {
+  return std::make_unique<TestServer>(std::move(hooks), options, family, std::move(poller));
 }
+
+// The platform's poller, with a hook that runs on the loop thread as each Wait() begins.
+class PollerWithHook final : public Poller {
+ public:
+  explicit PollerWithHook(std::function<void()> before_wait)
+      : inner_(*CreateDefaultPoller()), before_wait_(std::move(before_wait)) {}
+  absl::Status Add(int fd, Interest interest, uint64_t tag) override {
+    return inner_->Add(fd, interest, tag);
+  }
+  absl::Status Modify(int fd, Interest interest, uint64_t tag) override {
+    return inner_->Modify(fd, interest, tag);
+  }
+  absl::Status Remove(int fd) override { return inner_->Remove(fd); }
+  absl::Span<const PollEvent> Wait(int timeout_ms) override {
+    before_wait_();
+    return inner_->Wait(timeout_ms);
+  }
+  void Wakeup() override { inner_->Wakeup(); }
+  const char* name() const override { return inner_->name(); }
+
+ private:
+  std::unique_ptr<Poller> inner_;
+  std::function<void()> before_wait_;
+};
 
 TEST(ConnectionTest, EchoesAndOrdersCallbacksExactlyOnce) {
   auto server = StartServer({});
@@ -479,6 +508,49 @@ TEST(ConnectionTest, HighWaterFiresOncePerCrossingAndPausesReading) {
   ::close(client);
 }
 
+// SendAll's own write path (pieces too large to gather, written with one writev) crosses the
+// high-water mark as Send does: OnHighWater once, and reading pauses until output drains.
+TEST(ConnectionTest, SendAllPastTheHighWaterMarkFiresOnHighWaterAndPausesReading) {
+  Connection::Options options;
+  options.high_water_mark = 1 << 20;
+  options.low_water_mark = 256 << 10;
+  const std::string head = Pattern(2 << 20, 1), body = Pattern(2 << 20, 2);
+  std::atomic<int> crossings{0};
+  std::atomic<int> messages{0};
+  ConnectionPtr connection;
+  auto server = StartServer(
+      {
+          .on_connect = [&](const ConnectionPtr& c) {
+            connection = c;
+            int size = 65536;
+            ::setsockopt(c->fd(), SOL_SOCKET, SO_SNDBUF, &size, sizeof(size));
+            EXPECT_TRUE(c->SendAll({head, body}).ok());
+          },
+          .on_message = [&](const ConnectionPtr&, RingBuffer& input) {
+            ++messages;
+            input.RetrieveAll();
+          },
+          .on_high_water = [&](const ConnectionPtr&, size_t pending) {
+            EXPECT_GT(pending, size_t{1} << 20);
+            ++crossings;
+          },
+      },
+      options);
+  int client = Connect(server->address(), 65536);
+  EXPECT_TRUE(WaitFor([&] { return crossings.load() > 0; }));
+  EXPECT_EQ(crossings.load(), 1);
+  bool reading = true;
+  server->RunAndWait([&] { reading = connection->reading(); });
+  EXPECT_FALSE(reading);
+  ASSERT_TRUE(WriteAll(client, "while paused"));
+  std::this_thread::sleep_for(milliseconds(100));
+  EXPECT_EQ(messages.load(), 0);  // Not read while the peer is not reading ours.
+  EXPECT_TRUE(ReadExactly(client, head.size() + body.size()) == head + body);
+  EXPECT_TRUE(WaitFor([&] { return messages.load() > 0; }));  // Resumed below the low mark.
+  server->RunAndWait([&] { connection.reset(); });
+  ::close(client);
+}
+
 TEST(ConnectionTest, IdleTimeoutClosesExactlyTheIdleOnes) {
   Connection::Options options;
   options.idle_timeout = absl::Milliseconds(400);
@@ -693,6 +765,62 @@ TEST(ConnectionTest, ForceCloseWithOutputLeftEndsWithResetAndCountsTheBytes) {
   ::close(client);
 }
 
+// Every close that leaves output unsent ends with RST, whatever its reason: a FIN would let the
+// peer take the cut-off stream for a complete one. The test above closes with an error reason,
+// which resets in any case; these close with no error (ForceClose()), by the idle timeout and
+// by the input limit, each with 4 MiB still waiting for a peer that has not read.
+TEST(ConnectionTest, EveryCloseWithOutputLeftEndsWithResetNotFin) {
+  const std::string payload = Pattern(4 << 20, 6);
+  enum class Ending { kForceCloseWithoutReason, kIdleTimeout, kInputLimit };
+  for (Ending ending : {Ending::kForceCloseWithoutReason, Ending::kIdleTimeout,
+                        Ending::kInputLimit}) {
+    SCOPED_TRACE(static_cast<int>(ending));
+    Connection::Options options;
+    if (ending == Ending::kIdleTimeout) options.idle_timeout = absl::Milliseconds(200);
+    if (ending == Ending::kInputLimit) options.max_input_bytes = 64 * 1024;
+    auto server = StartServer(
+        {
+            .on_connect = [&](const ConnectionPtr& c) {
+              int size = 4096;
+              ::setsockopt(c->fd(), SOL_SOCKET, SO_SNDBUF, &size, sizeof(size));
+              EXPECT_TRUE(c->Send(payload).ok());
+              EXPECT_GT(c->WriteBufferLength(), 0u);
+              if (ending == Ending::kForceCloseWithoutReason) c->ForceClose();
+            },
+            // Keeps what arrives, so that the input limit is reached.
+            .on_message = [](const ConnectionPtr&, RingBuffer&) {},
+        },
+        options);
+    int client = Connect(server->address(), 4096);
+    if (ending == Ending::kInputLimit) {
+      // Exactly the limit, then FIN: the server's input buffer is full when the FIN is read,
+      // and nothing is left unread in its socket (which would make the kernel reset on close
+      // whatever the library chose).
+      ASSERT_TRUE(WriteAll(client, Pattern(options.max_input_bytes, 7)));
+      ::shutdown(client, SHUT_WR);
+    }
+    ASSERT_TRUE(server->WaitForCloses(1));
+    absl::Status reason = server->last_close_reason();
+    switch (ending) {
+      case Ending::kForceCloseWithoutReason:
+        EXPECT_EQ(reason.code(), absl::StatusCode::kAborted) << reason;
+        break;
+      case Ending::kIdleTimeout:
+        EXPECT_EQ(reason.code(), absl::StatusCode::kDeadlineExceeded) << reason;
+        break;
+      case Ending::kInputLimit:
+        EXPECT_EQ(reason.code(), absl::StatusCode::kResourceExhausted) << reason;
+        break;
+    }
+    EXPECT_NE(reason.message().find("bytes of output unsent"), std::string_view::npos) << reason;
+    bool reset = false;
+    std::string received = ReadToEnd(client, &reset);
+    EXPECT_TRUE(reset) << "ended with a FIN after " << received.size() << " bytes";
+    EXPECT_LT(received.size(), payload.size());
+    ::close(client);
+  }
+}
+
 // Send used to accept without bound for a peer that never reads, and past the buffer's limit
 // to drop bytes silently. Now a Send past max_pending_output is refused whole.
 TEST(ConnectionTest, SendPastThePendingCapIsRefusedWholeAndNothingAcceptedIsLost) {
@@ -800,6 +928,43 @@ TEST(ConnectionTest, RepliesSentInOneCallbackAreWrittenWithOneWrite) {
   EXPECT_EQ(ReadExactly(client, expected.size()), expected);
   server->RunAndWait([] {});
   EXPECT_EQ(server->counters().writes.load() - writes_before, 1u);
+  ::close(client);
+}
+
+// Gathered replies are written before the loop polls again, not after it: a reply must not wait
+// for the next event (or the poll's timeout) to leave. Checked by the writes the connections
+// have made by the time each Wait() begins.
+TEST(ConnectionTest, GatheredRepliesAreWrittenBeforeTheLoopPollsAgain) {
+  // Loop thread only: the writes counted as each Wait() began, and where the reply was sent.
+  std::vector<uint64_t> writes_at_wait;
+  const Connection::Counters* counters = nullptr;
+  size_t waits_before_send = 0;
+  uint64_t writes_before_send = 0;
+  std::atomic<bool> sent{false};
+  auto poller = std::make_unique<PollerWithHook>([&] {
+    writes_at_wait.push_back(counters != nullptr ? counters->writes.load() : 0);
+  });
+  auto server = StartServer({.on_message =
+                                 [&](const ConnectionPtr& c, RingBuffer& input) {
+                                   input.RetrieveAll();
+                                   waits_before_send = writes_at_wait.size();
+                                   writes_before_send = counters->writes.load();
+                                   EXPECT_TRUE(c->Send("pong").ok());
+                                   EXPECT_EQ(counters->writes.load(), writes_before_send)
+                                       << "a small reply is gathered, not written at once";
+                                   sent = true;
+                                 }},
+                            {}, AF_INET, std::move(poller));
+  server->RunAndWait([&] { counters = &server->counters(); });
+  int client = Connect(server->address());
+  ASSERT_TRUE(WriteAll(client, "ping"));
+  EXPECT_EQ(ReadExactly(client, 4), "pong");
+  ASSERT_TRUE(sent.load());
+  server->RunAndWait([&] {
+    // The first Wait() after the callback that sent it already sees the reply written.
+    ASSERT_GT(writes_at_wait.size(), waits_before_send);
+    EXPECT_EQ(writes_at_wait[waits_before_send], writes_before_send + 1);
+  });
   ::close(client);
 }
 

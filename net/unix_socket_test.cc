@@ -7,7 +7,9 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <cstdlib>
+#include <cstring>
 #include <memory>
 #include <string>
 #include <vector>
@@ -163,6 +165,46 @@ TEST(UnixAcceptorTest, ReplacesAStaleSocketFileButNotALiveOne) {
   EXPECT_GE(accepted, 0);
   ::close(accepted);
   ::close(*client);
+  ::close(*live);
+  ::unlink(path.c_str());
+}
+
+// A listener too busy to accept (its backlog full: a connect says EAGAIN, not ECONNREFUSED)
+// is alive: its file is not taken for stale, and a second server does not replace it.
+TEST(UnixAcceptorTest, ALiveListenerWithAFullBacklogKeepsItsFile) {
+  std::string path = SocketPath("busy");
+  SocketAddress address = *SocketAddress::Unix(path);
+  absl::StatusOr<int> live = sockets::Listen(address, false, /*backlog=*/1);
+  ASSERT_TRUE(live.ok()) << live.status();
+  sockaddr_storage storage;
+  socklen_t length = address.Fill(&storage);
+  std::vector<int> waiting;
+  int last_error = 0;
+  for (int i = 0; i < 64 && last_error == 0; ++i) {
+    int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    ASSERT_GE(fd, 0);
+    if (::connect(fd, reinterpret_cast<const sockaddr*>(&storage), length) == 0) {
+      waiting.push_back(fd);
+    } else {
+      last_error = errno;
+      ::close(fd);
+    }
+  }
+  ASSERT_EQ(last_error, EAGAIN) << "the backlog should have filled";
+
+  absl::StatusOr<int> thief = sockets::Listen(address, false);
+  EXPECT_FALSE(thief.ok()) << "a busy listener's file was taken for stale";
+  if (thief.ok()) ::close(*thief);
+  EXPECT_NE(thief.status().message().find("live listener"), absl::string_view::npos)
+      << thief.status();
+  // The file is still the live listener's: what waits in its backlog is accepted.
+  int accepted = ::accept(*live, nullptr, nullptr);
+  EXPECT_GE(accepted, 0) << std::strerror(errno);
+  if (accepted >= 0) ::close(accepted);
+  absl::StatusOr<int> client = sockets::ConnectBlocking(address);
+  EXPECT_TRUE(client.ok()) << "the live listener must still be reachable: " << client.status();
+  if (client.ok()) ::close(*client);
+  for (int fd : waiting) ::close(fd);
   ::close(*live);
   ::unlink(path.c_str());
 }

@@ -217,6 +217,83 @@ TEST(ClientTest, RefusedRetriesWithGrowingDelays) {
   EXPECT_EQ(handler.closes(), 0u);  // No connection, no OnClose.
 }
 
+// Closes every connection as soon as it opens: a server that accepts and drops at once.
+class DroppingHandler : public Handler {
+ public:
+  void OnConnect(Connection& conn) override { conn.Close(); }
+  Reply OnMessage(Connection&, RingBuffer& buffer) override {
+    buffer.RetrieveAll();
+    return {};
+  }
+};
+
+// When the client's connections open and close.
+class TimedHandler : public Handler {
+ public:
+  void OnConnect(Connection&) override {
+    std::lock_guard<std::mutex> lock(mutex_);
+    connects_.push_back(Clock::now());
+  }
+  Reply OnMessage(Connection&, RingBuffer& buffer) override {
+    buffer.RetrieveAll();
+    return {};
+  }
+  void OnClose(Connection&, const absl::Status&) override {
+    std::lock_guard<std::mutex> lock(mutex_);
+    closes_.push_back(Clock::now());
+  }
+  size_t connects() {
+    std::lock_guard<std::mutex> lock(mutex_);
+    return connects_.size();
+  }
+  // Milliseconds from each close to the next connect.
+  std::vector<double> WaitsAfterCloses() {
+    std::lock_guard<std::mutex> lock(mutex_);
+    std::vector<double> waits;
+    for (size_t i = 0; i + 1 < connects_.size() && i < closes_.size(); ++i) {
+      waits.push_back(
+          std::chrono::duration<double, std::milli>(connects_[i + 1] - closes_[i]).count());
+    }
+    return waits;
+  }
+
+ private:
+  std::mutex mutex_;
+  std::vector<Clock::time_point> connects_;
+  std::vector<Clock::time_point> closes_;
+};
+
+// After a connection that was established, the waits start again from initial_delay: a server
+// that accepts and drops at once is retried every initial_delay, not ever more slowly. With a
+// multiplier of 8, waits that kept growing would be 10, 80, 640 and 5,120 ms.
+TEST(ClientTest, WaitsStartOverAfterAnEstablishedConnection) {
+  DroppingHandler dropping;
+  auto server = EchoServer(&dropping);
+  ASSERT_NE(server, nullptr);
+  ServerThread running(server.get());
+  TimedHandler handler;
+  ClientOptions options;
+  options.reconnect.enabled = true;
+  options.reconnect.initial_delay = absl::Milliseconds(10);
+  options.reconnect.multiplier = 8.0;
+  options.reconnect.jitter = 0.0;
+  options.reconnect.max_delay = absl::Seconds(30);
+  auto client = Dial(&handler, server->ListenAddress().ToString(), options);
+  ASSERT_TRUE(client.ok()) << client.status();
+  EXPECT_TRUE(WaitFor([&] { return handler.connects() >= 5; }, 4000))
+      << handler.connects() << " connections";
+  (*client)->Stop();
+  std::vector<double> waits = handler.WaitsAfterCloses();
+  ASSERT_GE(waits.size(), 4u);
+  for (size_t i = 0; i < 4; ++i) {
+    // 10 ms, late by no more than scheduling delays; a grown wait would be at least 640 ms.
+    EXPECT_LT(waits[i], 500.0) << "wait " << i;
+  }
+  ClientStats stats = (*client)->Stats();
+  EXPECT_GE(stats.connects, 5u);
+  EXPECT_EQ(stats.failures_in_a_row, 0u);
+}
+
 TEST(ClientTest, JitterSpreadsClientsThatFailTogether) {
   RecordingHandler handler;
   std::string refused = ClosedPort();

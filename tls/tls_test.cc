@@ -8,7 +8,9 @@
 #include <openssl/pem.h>
 #include <openssl/ssl.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <sys/resource.h>
+#include <sys/time.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -1108,6 +1110,132 @@ TEST(TlsClient, ChecksTheServersCertificateAndName) {
   ASSERT_TRUE((*client)->connection()->Send("ip").ok());
   ASSERT_TRUE(WaitFor([&] { return handler.done(); }));
   EXPECT_EQ(handler.received(), "ip");
+}
+
+// A TLS 1.2 server of OpenSSL's own for one connection, on a thread: it echoes one message and
+// then asks the client to renegotiate (a HelloRequest). It then reads the socket raw, never
+// answering what the client sends, until the client ends the connection or 10 s pass.
+class RenegotiatingTls12Server {
+ public:
+  RenegotiatingTls12Server() {
+    listener_ = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    sockaddr_in any{};
+    any.sin_family = AF_INET;
+    any.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    socklen_t length = sizeof(any);
+    EXPECT_EQ(::bind(listener_, reinterpret_cast<sockaddr*>(&any), length), 0);
+    EXPECT_EQ(::listen(listener_, 4), 0);
+    EXPECT_EQ(::getsockname(listener_, reinterpret_cast<sockaddr*>(&any), &length), 0);
+    address_ = InetAddress::Loopback(ntohs(any.sin_port), AF_INET);
+    thread_ = std::thread([this] { Serve(); });
+  }
+  ~RenegotiatingTls12Server() {
+    thread_.join();
+    ::close(listener_);
+  }
+  const InetAddress& address() const { return address_; }
+  bool hello_request_sent() const { return hello_request_sent_.load(); }
+  // The client ended the connection (FIN or RST) before the server's patience ran out.
+  bool client_ended() const { return client_ended_.load(); }
+
+ private:
+  void Serve() {
+    pollfd ready{listener_, POLLIN, 0};
+    if (::poll(&ready, 1, 10000) != 1) return;
+    int fd = ::accept(listener_, nullptr, nullptr);
+    if (fd < 0) return;
+    timeval patience{10, 0};
+    ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &patience, sizeof(patience));
+    SSL_CTX* ctx = SSL_CTX_new(TLS_server_method());
+    SSL_CTX_set_max_proto_version(ctx, TLS1_2_VERSION);
+    SSL_CTX_clear_options(ctx, SSL_OP_NO_RENEGOTIATION);
+    const CertificateKeyPair& pair = Certs().localhost;
+    BIO* chain = BIO_new_mem_buf(pair.chain_pem.data(), static_cast<int>(pair.chain_pem.size()));
+    X509* certificate = PEM_read_bio_X509(chain, nullptr, nullptr, nullptr);
+    BIO* key_bio = BIO_new_mem_buf(pair.key_pem.data(), static_cast<int>(pair.key_pem.size()));
+    EVP_PKEY* key = PEM_read_bio_PrivateKey(key_bio, nullptr, nullptr, nullptr);
+    EXPECT_EQ(SSL_CTX_use_certificate(ctx, certificate), 1);
+    EXPECT_EQ(SSL_CTX_use_PrivateKey(ctx, key), 1);
+    X509_free(certificate);
+    EVP_PKEY_free(key);
+    BIO_free(chain);
+    BIO_free(key_bio);
+    SSL* ssl = SSL_new(ctx);
+    SSL_set_fd(ssl, fd);
+    char message[16];
+    size_t got = 0, written = 0;
+    if (SSL_accept(ssl) == 1 && SSL_read_ex(ssl, message, sizeof(message), &got) == 1 &&
+        SSL_write_ex(ssl, message, got, &written) == 1) {
+      // Writes the HelloRequest; OpenSSL then wants the client's new ClientHello, which the
+      // raw reads below would see but never answer.
+      if (SSL_renegotiate(ssl) == 1) {
+        (void)SSL_do_handshake(ssl);
+        hello_request_sent_ = true;
+      }
+      char raw[4096];
+      for (;;) {
+        ssize_t n = ::recv(fd, raw, sizeof(raw), 0);
+        if (n > 0) continue;
+        client_ended_ = n == 0 || errno == ECONNRESET;
+        break;
+      }
+    }
+    ERR_clear_error();
+    SSL_free(ssl);
+    SSL_CTX_free(ctx);
+    ::close(fd);
+  }
+
+  int listener_ = -1;
+  InetAddress address_;
+  std::thread thread_;
+  std::atomic<bool> hello_request_sent_{false};
+  std::atomic<bool> client_ended_{false};
+};
+
+// A gev client refuses renegotiation as a gev server does: a TLS 1.2 server's HelloRequest
+// ends the connection with the reason, rather than a warning the client would then sit on.
+TEST(TlsClient, EndsTheConnectionWhenATls12ServerAsksToRenegotiate) {
+  RenegotiatingTls12Server server;
+  class ClosingHandler : public ClientHandler {
+   public:
+    ClosingHandler() : ClientHandler(1) {}
+    void OnClose(Connection&, const absl::Status& reason) override {
+      std::lock_guard<std::mutex> lock(close_mutex_);
+      reason_ = reason;
+      closed_ = true;
+    }
+    bool closed() {
+      std::lock_guard<std::mutex> lock(close_mutex_);
+      return closed_;
+    }
+    absl::Status reason() {
+      std::lock_guard<std::mutex> lock(close_mutex_);
+      return reason_;
+    }
+
+   private:
+    std::mutex close_mutex_;
+    bool closed_ = false;
+    absl::Status reason_;
+  } handler;
+  ClientConfig config;
+  config.ca_pem = Certs().ca.pem();
+  absl::StatusOr<std::unique_ptr<Client>> client =
+      Client::Create(&handler, TlsClientOptions(server.address(), MustCreateClient(config)));
+  ASSERT_TRUE(client.ok()) << client.status();
+  (*client)->Connect();
+  ASSERT_TRUE(WaitFor([&] { return (*client)->connection() != nullptr; }));
+  ASSERT_TRUE((*client)->connection()->Send("x").ok());
+  ASSERT_TRUE(WaitFor([&] { return handler.done(); }));  // The echo came before the request.
+  EXPECT_EQ(handler.info().version, "TLSv1.2");
+  EXPECT_TRUE(WaitFor([&] { return handler.closed(); }))
+      << "the client stayed connected after the server's HelloRequest";
+  EXPECT_TRUE(absl::StrContains(handler.reason().message(), "renegotiation refused"))
+      << handler.reason();
+  (*client)->Stop();
+  EXPECT_TRUE(WaitFor([&] { return server.client_ended(); }, 10000));
+  EXPECT_TRUE(server.hello_request_sent());
 }
 
 // A Unix socket has no host to check the certificate against: a verifying client needs
