@@ -87,7 +87,9 @@ void EventLoop::Run() {
     for (const PollEvent& event : events) {
       // Looked up per event: a handler removed earlier in this batch is gone from handlers_.
       size_t fd = static_cast<size_t>(event.tag);
-      if (fd < handlers_.size() && handlers_[fd] != nullptr) handlers_[fd]->HandleEvent(event);
+      if (fd < handlers_.size() && handlers_[fd] != nullptr) {
+        callbacks_[handler_callbacks_[fd]](handlers_[fd], event);
+      }
     }
     timers_.Advance(NowMs());
     RunQueuedTasks();
@@ -210,15 +212,36 @@ void EventLoop::Cancel(TimerId id) {
 }
 
 absl::Status EventLoop::AddHandler(int fd, Interest interest, EventHandler* handler) {
+  return AddHandler(fd, interest, handler, [](void* object, const PollEvent& event) {
+    static_cast<EventHandler*>(object)->HandleEvent(event);
+  });
+}
+
+absl::Status EventLoop::AddHandler(int fd, Interest interest, void* object,
+                                   EventCallback callback) {
   AssertInLoopThread();
   size_t index = static_cast<size_t>(fd);
   if (index < handlers_.size() && handlers_[index] != nullptr) {
     return absl::AlreadyExistsError(absl::StrCat("fd ", fd, " already has a handler"));
   }
+  // A loop sees a handful of different callbacks (connections, acceptors, connectors).
+  size_t which = std::find(callbacks_.begin(), callbacks_.end(), callback) - callbacks_.begin();
+  if (which == callbacks_.size()) {
+    if (which == kMaxCallbacks) {
+      return absl::ResourceExhaustedError(
+          absl::StrCat("a loop delivers to at most ", kMaxCallbacks, " different callbacks"));
+    }
+    callbacks_.push_back(callback);
+  }
   absl::Status status = poller_->Add(fd, interest, index);
   if (!status.ok()) return status;
-  if (index >= handlers_.size()) handlers_.resize(std::max(index + 1, handlers_.size() * 2));
-  handlers_[index] = handler;
+  if (index >= handlers_.size()) {
+    size_t size = std::max(index + 1, handlers_.size() * 2);
+    handlers_.resize(size);
+    handler_callbacks_.resize(size);
+  }
+  handlers_[index] = object;
+  handler_callbacks_[index] = static_cast<uint8_t>(which);
   ++handler_count_;
   return absl::OkStatus();
 }

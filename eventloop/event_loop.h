@@ -121,9 +121,19 @@ class EventLoop {
   // fired and from inside any timer's callback. Thread-safe (applied on the loop thread).
   void Cancel(TimerId id);
 
+  // A descriptor's handler as a plain function and its object: `callback(object, event)`.
+  using EventCallback = void (*)(void* object, const PollEvent& event);
+  // Most different callbacks one loop delivers to (EventHandler counts as one).
+  static constexpr size_t kMaxCallbacks = 255;
+
   // EventLoop::AddHandler() — polls `fd` for `interest`, delivering events to `handler` until
   // RemoveHandler(). Loop thread only.
   absl::Status AddHandler(int fd, Interest interest, EventHandler* handler);
+  // EventLoop::AddHandler() — the same, delivering events as `callback(object, event)`: for
+  // handlers there are many of, whose size matters (a connection per client: a virtual table
+  // pointer would be 8 bytes of each, where the loop keeps one byte per descriptor to name the
+  // callback). ResourceExhausted past kMaxCallbacks different callbacks. Loop thread only.
+  absl::Status AddHandler(int fd, Interest interest, void* object, EventCallback callback);
   // EventLoop::UpdateInterest() — changes what a registered `fd` is polled for. Loop thread only.
   absl::Status UpdateInterest(int fd, Interest interest);
   // EventLoop::RemoveHandler() — stops polling `fd`; no event for it is delivered afterwards,
@@ -183,7 +193,11 @@ class EventLoop {
 
   // Loop-thread-only state.
   TimingWheel timers_;
-  std::vector<EventHandler*> handlers_;  // Indexed by descriptor.
+  // Indexed by descriptor: the handler's object, and which of callbacks_ it gets its events
+  // through.
+  std::vector<void*> handlers_;
+  std::vector<uint8_t> handler_callbacks_;
+  std::vector<EventCallback> callbacks_;  // Each different callback once.
   size_t handler_count_ = 0;
   std::vector<Task> running_tasks_;
   std::vector<Task> before_poll_;

@@ -7,6 +7,7 @@
 #include <chrono>
 #include <future>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include "absl/time/time.h"
@@ -343,6 +344,83 @@ TEST(EventLoopTest, HandlerRemovedEarlierInABatchGetsNoEvent) {
   loop->Run();
   EXPECT_EQ(first.events.size() + second.events.size(), 1u);
   for (int fd : {a[0], a[1], b[0], b[1]}) ::close(fd);
+}
+
+// A plain callback per handler, named by one byte per descriptor: each object gets its own
+// descriptor's events through its own callback, beside a virtual EventHandler.
+struct Counted {
+  int events = 0;
+  int other_events = 0;
+};
+void CountEvent(void* object, const PollEvent&) { ++static_cast<Counted*>(object)->events; }
+void CountOtherEvent(void* object, const PollEvent&) {
+  ++static_cast<Counted*>(object)->other_events;
+}
+
+TEST(EventLoopTest, CallbackHandlersGetTheirDescriptorsEventsThroughTheirOwnCallback) {
+  auto loop = NewLoop();
+  int a[2], b[2], c[2];
+  for (int* pair : {a, b, c}) {
+    ASSERT_EQ(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0, pair), 0);
+  }
+  Counted first, second;
+  RecordingHandler virtual_handler;
+  loop->QueueInLoop([&] {
+    ASSERT_TRUE(loop->AddHandler(a[0], Interest::kRead, &first, &CountEvent).ok());
+    ASSERT_TRUE(loop->AddHandler(b[0], Interest::kRead, &second, &CountOtherEvent).ok());
+    ASSERT_TRUE(loop->AddHandler(c[0], Interest::kRead, &virtual_handler).ok());
+    EXPECT_TRUE(absl::IsAlreadyExists(loop->AddHandler(a[0], Interest::kRead, &second,
+                                                       &CountOtherEvent)));
+    ASSERT_EQ(::write(a[1], "x", 1), 1);
+    ASSERT_EQ(::write(b[1], "y", 1), 1);
+    ASSERT_EQ(::write(c[1], "z", 1), 1);
+  });
+  loop->RunAfter(absl::Milliseconds(50), [&] { loop->Stop(); });
+  loop->Run();
+  EXPECT_GE(first.events, 1);
+  EXPECT_EQ(first.other_events, 0);
+  EXPECT_EQ(second.events, 0);
+  EXPECT_GE(second.other_events, 1);
+  EXPECT_FALSE(virtual_handler.events.empty());
+  for (int* pair : {a, b, c}) {
+    ::close(pair[0]);
+    ::close(pair[1]);
+  }
+}
+
+// kMaxCallbacks different callbacks, each registered once on the same descriptor and removed;
+// one more is refused, and a known one is still taken.
+template <size_t N>
+void NumberedCallback(void*, const PollEvent&) {}
+
+template <size_t... N>
+std::vector<EventLoop::EventCallback> NumberedCallbacks(std::index_sequence<N...>) {
+  return {&NumberedCallback<N>...};
+}
+
+TEST(EventLoopTest, ALoopTakesAtMostKMaxCallbacksDifferentCallbacks) {
+  auto loop = NewLoop();
+  int pair[2];
+  ASSERT_EQ(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0, pair), 0);
+  std::vector<EventLoop::EventCallback> callbacks =
+      NumberedCallbacks(std::make_index_sequence<EventLoop::kMaxCallbacks + 1>());
+  Counted object;
+  loop->QueueInLoop([&] {
+    for (size_t i = 0; i < EventLoop::kMaxCallbacks; ++i) {
+      ASSERT_TRUE(loop->AddHandler(pair[0], Interest::kRead, &object, callbacks[i]).ok()) << i;
+      ASSERT_TRUE(loop->RemoveHandler(pair[0]).ok());
+    }
+    absl::Status refused =
+        loop->AddHandler(pair[0], Interest::kRead, &object, callbacks.back());
+    EXPECT_TRUE(absl::IsResourceExhausted(refused)) << refused;
+    EXPECT_EQ(loop->handler_count(), 0u);
+    EXPECT_TRUE(loop->AddHandler(pair[0], Interest::kRead, &object, callbacks[7]).ok());
+    EXPECT_TRUE(loop->RemoveHandler(pair[0]).ok());
+    loop->Stop();
+  });
+  loop->Run();
+  ::close(pair[0]);
+  ::close(pair[1]);
 }
 
 TEST(EventLoopTest, UpdateInterestSwitchesToWritable) {

@@ -137,7 +137,7 @@ void Connection::Establish() {
   ConnectionPtr self = shared_from_this();
   state_.store(State::kConnected, std::memory_order_release);
   reading_ = true;
-  absl::Status registered = loop()->AddHandler(fd_, Interest::kRead, this);
+  absl::Status registered = loop()->AddHandler(fd_, Interest::kRead, this, &DispatchEvent);
   registered_ = registered.ok();
   Count(config_->counters.opened, 1);
   MarkActive();

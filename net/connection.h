@@ -92,7 +92,7 @@ namespace gev {
 class Connection;
 using ConnectionPtr = std::shared_ptr<Connection>;
 
-class Connection final : public EventHandler, public std::enable_shared_from_this<Connection> {
+class Connection final : public std::enable_shared_from_this<Connection> {
  public:
   enum class State : uint8_t { kConnecting, kConnected, kDisconnecting, kDisconnected };
 
@@ -167,7 +167,7 @@ class Connection final : public EventHandler, public std::enable_shared_from_thi
   // on `config->loop`.
   static ConnectionPtr Create(std::shared_ptr<const Config> config, int fd,
                               const InetAddress& peer);
-  ~Connection() override;
+  ~Connection();
   Connection(const Connection&) = delete;
   Connection& operator=(const Connection&) = delete;
 
@@ -306,8 +306,6 @@ class Connection final : public EventHandler, public std::enable_shared_from_thi
   // upstream beside its downstream). Thread-safe.
   const std::shared_ptr<EventLoop>& shared_loop() const { return config_->loop; }
 
-  void HandleEvent(const PollEvent& event) override;
-
  private:
   friend class TransportIo;
   struct PrivateTag {};
@@ -334,6 +332,13 @@ class Connection final : public EventHandler, public std::enable_shared_from_thi
   static constexpr size_t kOutputRingBytes = 1 << 20;
   // Views per writev when output has spilled: 4 MiB of blocks and the ring's two.
   static constexpr size_t kMaxWriteViews = 18;
+
+  // The loop's callback for this connection's descriptor (EventLoop::AddHandler): a plain
+  // function rather than a virtual one, so that no connection carries a virtual table pointer.
+  static void DispatchEvent(void* connection, const PollEvent& event) {
+    static_cast<Connection*>(connection)->HandleEvent(event);
+  }
+  void HandleEvent(const PollEvent& event);
 
   const Options& options() const { return config_->options; }
   ColdState* EnsureColdState();
