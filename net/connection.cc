@@ -80,45 +80,6 @@ Connection::ColdState* Connection::EnsureColdState() {
   return cold;  // The other one won; `fresh` goes.
 }
 
-bool Connection::BufferOutput(std::string_view bytes) {
-  if (bytes.empty()) return true;
-  BlockQueue* spill = overflow();
-  bool spilling = spill != nullptr && !spill->IsEmpty();
-  // The ring grows by doubling, copying what it holds; past kOutputRingBytes (or the storage
-  // it took over from an echo) the rest goes to blocks that never move. Order holds: the ring's
-  // bytes are written first, and nothing goes back to the ring until the blocks have drained.
-  if (!spilling &&
-      output_.Length() + bytes.size() <= std::max(kOutputRingBytes, output_.Capacity())) {
-    return output_.WriteString(bytes);
-  }
-  return EnsureColdState()->output_overflow.Append(bytes);
-}
-
-ssize_t Connection::WriteOutput() {
-  BlockQueue* spill = overflow();
-  if (spill == nullptr || spill->IsEmpty()) return output_.WriteToFd(fd_);
-  iovec views[kMaxWriteViews];
-  size_t count = 0;
-  RingBuffer::Slices ring = output_.PeekAll();
-  for (std::string_view part : {ring.first, ring.second}) {
-    if (part.empty()) continue;
-    views[count].iov_base = const_cast<char*>(part.data());
-    views[count].iov_len = part.size();
-    ++count;
-  }
-  count += spill->Front(views + count, kMaxWriteViews - count);
-  ssize_t n;
-  do {
-    n = ::writev(fd_, views, static_cast<int>(count));
-  } while (n < 0 && errno == EINTR);
-  if (n > 0) {
-    size_t from_ring = std::min(static_cast<size_t>(n), output_.Length());
-    output_.Retrieve(from_ring);
-    spill->Consume(static_cast<size_t>(n) - from_ring);
-  }
-  return n;
-}
-
 int TransportIo::fd() const { return connection_->fd(); }
 
 EventLoop* TransportIo::loop() const { return connection_->loop(); }
@@ -195,7 +156,7 @@ void Connection::HandleTransportRead(const ConnectionPtr& self) {
     transport_end_pending_ = false;
     result.peer_closed = true;
   } else {
-    size_t before = OutputLength();
+    size_t before = output_.Length();
     result = transport()->Read(TransportIo(this), input_);
     // What reading made the transport say (handshake messages, alerts, tickets) goes first. A
     // handshake's flights are written at once, not gathered to the end of the loop's batch:
@@ -259,7 +220,7 @@ bool Connection::WriteFromTransport(std::string_view wire_bytes) {
   // cap does not refuse them. Buffered only: the caller writes once for all the records of
   // one transport call (FlushTransportOutput).
   pending_output_.fetch_add(static_cast<uint32_t>(wire_bytes.size()), std::memory_order_seq_cst);
-  if (!BufferOutput(wire_bytes)) {
+  if (!output_.Append(wire_bytes)) {
     ReleaseOutput(wire_bytes.size());
     // As in SendWireInLoop: no hole in the stream, so the connection ends.
     CloseInLoop(absl::ResourceExhaustedError("no memory for pending output"), /*reset=*/true);
@@ -269,14 +230,14 @@ bool Connection::WriteFromTransport(std::string_view wire_bytes) {
 }
 
 void Connection::FlushTransportOutput(size_t before, bool may_gather) {
-  if (state() == State::kDisconnected || OutputLength() == before) return;
+  if (state() == State::kDisconnected || output_.Length() == before) return;
   if (writing_) {
     // Behind output that waits for the socket: written with it, and counted against the
     // high-water mark as a plain send is.
     CheckHighWater(before);
     return;
   }
-  size_t length = OutputLength();
+  size_t length = output_.Length();
   if (may_gather && options().gather_writes &&
       length <= std::min(kGatherBytes, options().high_water_mark)) {
     // Small (a record of a small reply, a ticket): gathered as a plain send would be.
@@ -284,7 +245,7 @@ void Connection::FlushTransportOutput(size_t before, bool may_gather) {
     return;
   }
   if (!WriteOutputOrClose()) return;
-  if (OutputLength() != 0) {
+  if (output_.Length() != 0) {
     writing_ = true;
     UpdateInterest();
   }
@@ -295,7 +256,7 @@ absl::Status Connection::SendThroughTransport(const RingBuffer::Slices& slices, 
   size_t total = slices.size();
   if (!reserved && !ReserveOutput(total)) return PendingOutputExhausted(total);
   Transport* wire = transport();
-  size_t before = OutputLength();
+  size_t before = output_.Length();
   absl::Status written = wire->Write(TransportIo(this), slices.first);
   if (written.ok() && !slices.second.empty()) {
     written = wire->Write(TransportIo(this), slices.second);
@@ -382,7 +343,7 @@ void Connection::FlushGathered() {
   // Closed meanwhile (Teardown owns the output now), or the output already waits for the
   // socket.
   if (state() == State::kDisconnected || writing_) return;
-  if (OutputLength() == 0) {
+  if (output_.Length() == 0) {
     // A larger send wrote the gathered bytes at once; a close or shutdown that waited for
     // them (the peer's FIN came in between) happens now.
     FinishIfFlushed();
@@ -405,7 +366,7 @@ void Connection::QueueGatheredFlush() {
 }
 
 bool Connection::WriteOutputOrClose() {
-  ssize_t n = WriteOutput();
+  ssize_t n = output_.WriteTo(fd_).bytes;
   if (n >= 0) {
     CountWrite(static_cast<size_t>(n));
   } else if (errno != EAGAIN && errno != EWOULDBLOCK) {
@@ -416,21 +377,21 @@ bool Connection::WriteOutputOrClose() {
 }
 
 void Connection::TryWriteOnce() {
-  if (writing_ || OutputLength() == 0) return;
-  ssize_t n = WriteOutput();
+  if (writing_ || output_.Length() == 0) return;
+  ssize_t n = output_.WriteTo(fd_).bytes;
   if (n > 0) CountWrite(static_cast<size_t>(n));
 }
 
 void Connection::WriteBuffered(bool drained_callback) {
   if (!WriteOutputOrClose()) return;
-  if (above_high_water_ && OutputLength() < options().low_water_mark) {
+  if (above_high_water_ && output_.Length() < options().low_water_mark) {
     above_high_water_ = false;
     if (options().pause_reading_at_high_water && !peer_closed_ && !read_paused_ &&
         state() == State::kConnected) {
       SetReading(true);
     }
   }
-  if (OutputLength() != 0) {
+  if (output_.Length() != 0) {
     if (!writing_) {
       writing_ = true;
       UpdateInterest();
@@ -449,25 +410,6 @@ void Connection::WriteBuffered(bool drained_callback) {
   } else {
     FinishIfFlushed();
   }
-}
-
-ssize_t Connection::WriteGatheredAnd(const RingBuffer::Slices& slices) {
-  RingBuffer::Slices gathered = output_.PeekAll();
-  if (gathered.empty()) return slices.WriteToFd(fd_);
-  iovec views[4];
-  int count = 0;
-  for (std::string_view part : {gathered.first, gathered.second, slices.first, slices.second}) {
-    if (part.empty()) continue;
-    views[count].iov_base = const_cast<char*>(part.data());
-    views[count].iov_len = part.size();
-    ++count;
-  }
-  ssize_t n;
-  do {
-    n = ::writev(fd_, views, count);
-  } while (n < 0 && errno == EINTR);
-  if (n > 0) output_.Retrieve(std::min(static_cast<size_t>(n), gathered.size()));
-  return n;
 }
 
 void Connection::AfterOutputDrained() {
@@ -495,7 +437,7 @@ void Connection::FinishIfFlushed() {
     // this runs again (from the write path or the gathered flush). Not to a peer that broke
     // its stream off without its own: it gets what was pending and the FIN.
     transport_shut_ = true;
-    size_t before = OutputLength();
+    size_t before = output_.Length();
     transport()->Shutdown(TransportIo(this));
     FlushTransportOutput(before);
     if (state() == State::kDisconnected || writing_ ||
@@ -586,31 +528,13 @@ absl::Status Connection::WriteAllNow(std::initializer_list<std::string_view> pie
                                      size_t total) {
   // One writev of what this iteration gathered and every piece; what the socket does not take
   // is buffered in order.
-  RingBuffer::Slices gathered = output_.PeekAll();
-  iovec views[2 + kMaxSendAllPieces];
-  int count = 0;
-  for (std::string_view part : {gathered.first, gathered.second}) {
-    if (part.empty()) continue;
-    views[count].iov_base = const_cast<char*>(part.data());
-    views[count].iov_len = part.size();
-    ++count;
-  }
-  for (std::string_view piece : pieces) {
-    if (piece.empty()) continue;
-    views[count].iov_base = const_cast<char*>(piece.data());
-    views[count].iov_len = piece.size();
-    ++count;
-  }
-  ssize_t n;
-  do {
-    n = ::writev(fd_, views, count);
-  } while (n < 0 && errno == EINTR);
+  static_assert(kMaxSendAllPieces <= OutputQueue::kMaxPiecesAfter);
+  OutputQueue::Written n =
+      output_.WriteTo(fd_, absl::Span<const std::string_view>(pieces.begin(), pieces.size()));
   size_t skip = 0;
-  if (n >= 0) {
-    CountWrite(static_cast<size_t>(n));
-    size_t from_gathered = std::min(static_cast<size_t>(n), gathered.size());
-    output_.Retrieve(from_gathered);
-    skip = static_cast<size_t>(n) - from_gathered;
+  if (n.bytes >= 0) {
+    CountWrite(static_cast<size_t>(n.bytes));
+    skip = n.of_pieces;
   } else if (errno != EAGAIN && errno != EWOULDBLOCK) {
     // The gathered bytes stay counted as pending: Teardown reports them unsent.
     ReleaseOutput(total);
@@ -618,14 +542,14 @@ absl::Status Connection::WriteAllNow(std::initializer_list<std::string_view> pie
     CloseInLoop(reason);
     return reason;
   }
-  size_t before = OutputLength();
+  size_t before = output_.Length();
   size_t unbuffered = total - skip;  // `skip`: what the writev took of the pieces.
   for (std::string_view piece : pieces) {
     if (skip >= piece.size()) {
       skip -= piece.size();
       continue;
     }
-    if (!BufferOutput(piece.substr(skip))) {
+    if (!output_.Append(piece.substr(skip))) {
       // The pieces not buffered are released (as SendAll's other path does); the connection
       // ends with RST, as in SendSlicesInLoop: no hole in the stream.
       ReleaseOutput(unbuffered);
@@ -636,7 +560,7 @@ absl::Status Connection::WriteAllNow(std::initializer_list<std::string_view> pie
     unbuffered -= piece.size() - skip;
     skip = 0;
   }
-  if (OutputLength() != 0 && !writing_) {
+  if (output_.Length() != 0 && !writing_) {
     writing_ = true;
     UpdateInterest();
   }
@@ -713,10 +637,11 @@ absl::Status Connection::SendWireInLoop(const RingBuffer::Slices& slices,
       gathering = true;
       QueueGatheredFlush();
     } else {
-      ssize_t n = WriteGatheredAnd(slices);
-      if (n >= 0) {
-        CountWrite(static_cast<size_t>(n));
-        written = static_cast<size_t>(n) - std::min(static_cast<size_t>(n), gathered);
+      // The gathered bytes (in the ring: nothing has spilled while not writing_), then these.
+      OutputQueue::Written n = output_.WriteTo(fd_, {slices.first, slices.second});
+      if (n.bytes >= 0) {
+        CountWrite(static_cast<size_t>(n.bytes));
+        written = n.of_pieces;
       } else if (errno != EAGAIN && errno != EWOULDBLOCK) {
         // The gathered bytes stay counted as pending: Teardown reports them unsent.
         ReleaseOutput(total);
@@ -728,7 +653,7 @@ absl::Status Connection::SendWireInLoop(const RingBuffer::Slices& slices,
   }
   if (written == total) return absl::OkStatus();
 
-  size_t before = OutputLength();
+  size_t before = output_.Length();
   bool buffered = true;
   if (whole_source != nullptr && before == 0 && !gathering) {
     // A bulk echo's path: the output buffer takes the source's storage, tail and all, instead
@@ -738,9 +663,9 @@ absl::Status Connection::SendWireInLoop(const RingBuffer::Slices& slices,
     whole_source->Retrieve(written);
     output_.TakeFrom(*whole_source);
   } else if (written < slices.first.size()) {
-    buffered = BufferOutput(slices.first.substr(written)) && BufferOutput(slices.second);
+    buffered = output_.Append(slices.first.substr(written)) && output_.Append(slices.second);
   } else {
-    buffered = BufferOutput(slices.second.substr(written - slices.first.size()));
+    buffered = output_.Append(slices.second.substr(written - slices.first.size()));
   }
   if (!buffered) {
     // Out of memory for the backlog. Part of the stream may be missing now, so the connection
@@ -760,7 +685,7 @@ absl::Status Connection::SendWireInLoop(const RingBuffer::Slices& slices,
 void Connection::CheckHighWater(size_t before) {
   // A handshake in progress has only its own small flights out, and must not stop reading.
   if (!connect_reported_) return;
-  size_t after = OutputLength();
+  size_t after = output_.Length();
   if (above_high_water_ || after <= options().high_water_mark ||
       before > options().high_water_mark) {
     return;
@@ -917,7 +842,7 @@ void Connection::Teardown(absl::Status reason, bool reset) {
   // Accepted and never written: buffered here, or still queued from other threads (those tasks
   // release their own count when they find the connection closed).
   size_t unsent = PendingOutput();
-  ReleaseOutput(OutputLength());
+  ReleaseOutput(output_.Length());
   size_t kernel_unsent = 0;
 #ifdef SIOCOUTQ
   int queued = 0;
@@ -943,8 +868,7 @@ void Connection::Teardown(absl::Status reason, bool reset) {
   if (code >= Counters::kCodes) code = static_cast<size_t>(absl::StatusCode::kUnknown);
   Count(config_->counters.closed[code], 1);
   input_.Reset();
-  output_.Reset();
-  if (BlockQueue* spill = overflow()) spill->Clear();
+  output_.Clear();
   if (callbacks().on_close) callbacks().on_close(shared_from_this(), reason);
 }
 

@@ -82,9 +82,9 @@
 #include "absl/time/time.h"
 #include "eventloop/event_loop.h"
 #include "net/inet_address.h"
+#include "net/output_queue.h"
 #include "net/socket_address.h"
 #include "net/transport.h"
-#include "ringbuffer/block_queue.h"
 #include "ringbuffer/ring_buffer.h"
 
 namespace gev {
@@ -282,7 +282,7 @@ class Connection final : public std::enable_shared_from_this<Connection> {
   }
   size_t WriteBufferLength() const {
     loop()->DcheckInLoopThread();
-    return OutputLength();
+    return output_.Length();
   }
   bool reading() const {
     loop()->DcheckInLoopThread();
@@ -321,17 +321,11 @@ class Connection final : public std::enable_shared_from_this<Connection> {
     // or copy it out (Context).
     mutable std::atomic<bool> context_locked{false};
     std::any context;            // Guarded by context_locked.
-    BlockQueue output_overflow;  // Loop thread only: output past the ring, in order after it.
     // Loop thread only: the transport (Config::transport), and the reason the connection ends
     // with once the peer's end of stream is handled (a transport's peer_close_reason).
     std::unique_ptr<Transport> transport;
     absl::Status end_reason;
   };
-  // The ring holds up to this much output (its doublings copy at most half of it); more spills
-  // into blocks that never move.
-  static constexpr size_t kOutputRingBytes = 1 << 20;
-  // Views per writev when output has spilled: 4 MiB of blocks and the ring's two.
-  static constexpr size_t kMaxWriteViews = 18;
 
   // The loop's callback for this connection's descriptor (EventLoop::AddHandler): a plain
   // function rather than a virtual one, so that no connection carries a virtual table pointer.
@@ -342,23 +336,6 @@ class Connection final : public std::enable_shared_from_this<Connection> {
 
   const Options& options() const { return config_->options; }
   ColdState* EnsureColdState();
-  BlockQueue* overflow() const {
-    ColdState* cold = cold_.load(std::memory_order_acquire);
-    return cold != nullptr ? &cold->output_overflow : nullptr;
-  }
-  size_t OutputLength() const {
-    BlockQueue* spill = overflow();
-    return output_.Length() + (spill != nullptr ? spill->Length() : 0);
-  }
-  // Appends to the output: the ring, or the blocks once past kOutputRingBytes. False when no
-  // memory could be had.
-  bool BufferOutput(std::string_view bytes);
-  // One writev of the ring and the first blocks; consumes what was written.
-  ssize_t WriteOutput();
-  // One writev of the gathered output (the ring; nothing has spilled while not writing_) and
-  // then `slices`; consumes what it wrote of the ring and returns the bytes written in all, or
-  // -1 with errno set.
-  ssize_t WriteGatheredAnd(const RingBuffer::Slices& slices);
   // Writes what the output holds, then: all written, the close or shutdown that waited for it;
   // some left, write interest until it drains. `drained_callback`: call on_write_complete when
   // output that waited for the socket has drained (not for output only gathered).
@@ -395,7 +372,7 @@ class Connection final : public std::enable_shared_from_this<Connection> {
   bool WriteFromTransport(std::string_view wire_bytes);
   // After a transport call that may have written: gathers what it wrote if that is small and
   // `may_gather`, writes it otherwise (one writev for all its records). `before`:
-  // OutputLength() before the call.
+  // output_.Length() before the call.
   void FlushTransportOutput(size_t before, bool may_gather = true);
   // Reads through the transport, runs on_connect when its handshake completes, delivers what
   // it yields.
@@ -473,7 +450,7 @@ class Connection final : public std::enable_shared_from_this<Connection> {
 
   // Loop-thread-only state.
   RingBuffer input_;
-  RingBuffer output_;
+  OutputQueue output_;
   uint64_t last_active_ms_ = 0;  // Kept only while options().idle_timeout is set.
   // The idle timer; while a transport's handshake runs, its timeout.
   TimerId idle_timer_ = 0;
