@@ -219,9 +219,9 @@ bool Connection::WriteFromTransport(std::string_view wire_bytes) {
   // The user's bytes these stand for were accepted (and are released by the caller), so the
   // cap does not refuse them. Buffered only: the caller writes once for all the records of
   // one transport call (FlushTransportOutput).
-  pending_output_.fetch_add(static_cast<uint32_t>(wire_bytes.size()), std::memory_order_seq_cst);
+  output_budget_.Add(wire_bytes.size());
   if (!output_.Append(wire_bytes)) {
-    ReleaseOutput(wire_bytes.size());
+    output_budget_.Release(wire_bytes.size());
     // As in SendWireInLoop: no hole in the stream, so the connection ends.
     CloseInLoop(absl::ResourceExhaustedError("no memory for pending output"), /*reset=*/true);
     return false;
@@ -262,7 +262,7 @@ absl::Status Connection::SendThroughTransport(const RingBuffer::Slices& slices, 
     written = wire->Write(TransportIo(this), slices.second);
   }
   // The wire bytes are reserved now in their place (WriteFromTransport).
-  ReleaseOutput(total);
+  output_budget_.Release(total);
   FlushTransportOutput(before);
   if (!written.ok()) {
     CloseInLoop(written, /*reset=*/true);
@@ -355,7 +355,7 @@ void Connection::FlushGathered() {
 void Connection::CountWrite(size_t n) {
   Count(config_->counters.writes, 1);
   Count(config_->counters.bytes_written, n);
-  ReleaseOutput(n);
+  output_budget_.Release(n);
   MarkActive();
 }
 
@@ -427,7 +427,7 @@ void Connection::AfterOutputDrained() {
 void Connection::FinishIfFlushed() {
   if (state() == State::kDisconnected || writing_) return;
   // Bytes other threads had accepted are still queued to this loop: they go first.
-  if (pending_output_.load(std::memory_order_seq_cst) != 0) return;
+  if (!output_budget_.NothingPending()) return;
   bool ending = (shutdown_requested_ && !write_shut_) || state() == State::kDisconnecting;
   ColdState* cold = cold_.load(std::memory_order_acquire);
   bool peer_broke_off = cold != nullptr && !cold->end_reason.ok();
@@ -441,7 +441,7 @@ void Connection::FinishIfFlushed() {
     transport()->Shutdown(TransportIo(this));
     FlushTransportOutput(before);
     if (state() == State::kDisconnected || writing_ ||
-        pending_output_.load(std::memory_order_seq_cst) != 0) {
+        !output_budget_.NothingPending()) {
       return;
     }
   }
@@ -461,7 +461,7 @@ absl::Status Connection::Send(std::string_view data) {
   // racing with this call either is seen here, or sees the reservation and waits for these
   // bytes before it closes.
   if (!AcceptsSends()) {
-    ReleaseOutput(data.size());
+    output_budget_.Release(data.size());
     return absl::FailedPreconditionError("connection is closing or closed");
   }
   if (loop()->IsInLoopThread()) return SendSlicesInLoop({data, {}}, nullptr, /*reserved=*/true);
@@ -473,7 +473,7 @@ absl::Status Connection::Send(std::string_view data) {
     self->FinishIfFlushed();
   });
   if (!queued) {
-    ReleaseOutput(data.size());
+    output_budget_.Release(data.size());
     return absl::FailedPreconditionError("the connection's loop has stopped");
   }
   return absl::OkStatus();
@@ -485,7 +485,7 @@ absl::Status Connection::SendAll(std::initializer_list<std::string_view> pieces)
   if (!AcceptsSends()) return absl::FailedPreconditionError("connection is closing or closed");
   if (!ReserveOutput(total)) return PendingOutputExhausted(total);
   if (!AcceptsSends()) {  // As in Send.
-    ReleaseOutput(total);
+    output_budget_.Release(total);
     return absl::FailedPreconditionError("connection is closing or closed");
   }
   if (!loop()->IsInLoopThread()) {
@@ -498,7 +498,7 @@ absl::Status Connection::SendAll(std::initializer_list<std::string_view> pieces)
       self->FinishIfFlushed();
     });
     if (!queued) {
-      ReleaseOutput(total);
+      output_budget_.Release(total);
       return absl::FailedPreconditionError("the connection's loop has stopped");
     }
     return absl::OkStatus();
@@ -517,7 +517,7 @@ absl::Status Connection::SendAll(std::initializer_list<std::string_view> pieces)
     absl::Status sent = SendSlicesInLoop({piece, {}}, nullptr, /*reserved=*/true);
     left -= piece.size();
     if (!sent.ok()) {
-      ReleaseOutput(left);
+      output_budget_.Release(left);
       return sent;
     }
   }
@@ -537,7 +537,7 @@ absl::Status Connection::WriteAllNow(std::initializer_list<std::string_view> pie
     skip = n.of_pieces;
   } else if (errno != EAGAIN && errno != EWOULDBLOCK) {
     // The gathered bytes stay counted as pending: Teardown reports them unsent.
-    ReleaseOutput(total);
+    output_budget_.Release(total);
     absl::Status reason = absl::ErrnoToStatus(errno, "write");
     CloseInLoop(reason);
     return reason;
@@ -552,7 +552,7 @@ absl::Status Connection::WriteAllNow(std::initializer_list<std::string_view> pie
     if (!output_.Append(piece.substr(skip))) {
       // The pieces not buffered are released (as SendAll's other path does); the connection
       // ends with RST, as in SendSlicesInLoop: no hole in the stream.
-      ReleaseOutput(unbuffered);
+      output_budget_.Release(unbuffered);
       absl::Status reason = absl::ResourceExhaustedError("no memory for pending output");
       CloseInLoop(reason, /*reset=*/true);
       return reason;
@@ -566,22 +566,6 @@ absl::Status Connection::WriteAllNow(std::initializer_list<std::string_view> pie
   }
   CheckHighWater(before);
   return absl::OkStatus();
-}
-
-bool Connection::ReserveOutput(size_t n) {
-  size_t cap = options().max_pending_output;
-  uint32_t pending = pending_output_.load(std::memory_order_relaxed);
-  do {
-    if (n > cap || pending > cap - n) return false;
-  } while (!pending_output_.compare_exchange_weak(pending, static_cast<uint32_t>(pending + n),
-                                                  std::memory_order_seq_cst));
-  return true;
-}
-
-absl::Status Connection::PendingOutputExhausted(size_t n) const {
-  return absl::ResourceExhaustedError(
-      absl::StrCat("sending ", n, " bytes would take pending output (", PendingOutput(),
-                   " bytes) past its limit of ", options().max_pending_output));
 }
 
 absl::Status Connection::SendFromBuffer(RingBuffer& buffer, size_t n) {
@@ -600,13 +584,13 @@ absl::Status Connection::SendSlicesInLoop(const RingBuffer::Slices& slices,
   if (has_transport_) {
     size_t total = slices.size();
     if (state() == State::kDisconnected || write_shut_ || transport_shut_) {
-      if (reserved) ReleaseOutput(total);
+      if (reserved) output_budget_.Release(total);
       return absl::FailedPreconditionError("connection is closed for writing");
     }
     if (!connect_reported_) {
       // Only a Connection made by hand can be reached before its handshake (Server and Client
       // publish it in on_connect); what it sends would wait unbounded and uncounted.
-      if (reserved) ReleaseOutput(total);
+      if (reserved) output_budget_.Release(total);
       return absl::FailedPreconditionError(
           absl::StrCat("connection not established: ", transport()->name(),
                        " handshake under way"));
@@ -621,7 +605,7 @@ absl::Status Connection::SendWireInLoop(const RingBuffer::Slices& slices,
                                         RingBuffer* whole_source, bool reserved) {
   size_t total = slices.size();
   if (state() == State::kDisconnected || write_shut_) {
-    if (reserved) ReleaseOutput(total);
+    if (reserved) output_budget_.Release(total);
     return absl::FailedPreconditionError("connection is closed for writing");
   }
   if (total == 0) return absl::OkStatus();
@@ -644,7 +628,7 @@ absl::Status Connection::SendWireInLoop(const RingBuffer::Slices& slices,
         written = n.of_pieces;
       } else if (errno != EAGAIN && errno != EWOULDBLOCK) {
         // The gathered bytes stay counted as pending: Teardown reports them unsent.
-        ReleaseOutput(total);
+        output_budget_.Release(total);
         absl::Status reason = absl::ErrnoToStatus(errno, "write");
         CloseInLoop(reason);
         return reason;
@@ -841,8 +825,8 @@ void Connection::CloseInLoop(absl::Status reason, bool reset) {
 void Connection::Teardown(absl::Status reason, bool reset) {
   // Accepted and never written: buffered here, or still queued from other threads (those tasks
   // release their own count when they find the connection closed).
-  size_t unsent = PendingOutput();
-  ReleaseOutput(output_.Length());
+  size_t unsent = output_budget_.pending();
+  output_budget_.Release(output_.Length());
   size_t kernel_unsent = 0;
 #ifdef SIOCOUTQ
   int queued = 0;

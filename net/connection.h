@@ -82,6 +82,7 @@
 #include "absl/time/time.h"
 #include "eventloop/event_loop.h"
 #include "net/inet_address.h"
+#include "net/output_budget.h"
 #include "net/output_queue.h"
 #include "net/socket_address.h"
 #include "net/transport.h"
@@ -214,7 +215,7 @@ class Connection final : public std::enable_shared_from_this<Connection> {
     return SendSlicesInLoop(slices);
   }
   // Bytes accepted by Send and not yet written to the socket. Thread-safe.
-  size_t PendingOutput() const { return pending_output_.load(std::memory_order_relaxed); }
+  size_t PendingOutput() const { return output_budget_.pending(); }
 
   // Connection::ShutdownWrite() — half-closes (FIN) once all pending output is written; the
   // connection keeps reading. Thread-safe.
@@ -359,7 +360,7 @@ class Connection final : public std::enable_shared_from_this<Connection> {
   void HandleWrite();
   // Writes what it can of `slices` now (if nothing is pending), buffers the rest. When the
   // slices are all of `whole_source`, the rest is buffered by taking that buffer's storage.
-  // `reserved`: the caller has already counted the bytes in pending_output_.
+  // `reserved`: the caller has already counted the bytes in output_budget_.
   absl::Status SendSlicesInLoop(const RingBuffer::Slices& slices,
                                 RingBuffer* whole_source = nullptr, bool reserved = false);
   // SendSlicesInLoop of bytes on their way to the socket (the transport's, or the user's when
@@ -386,10 +387,9 @@ class Connection final : public std::enable_shared_from_this<Connection> {
   // The peer's end of stream (a FIN): deliver what is pending, then close.
   void OnPeerClosed();
   // Counts `n` more bytes as pending; false, counting nothing, if that would pass the cap.
-  bool ReserveOutput(size_t n);
-  absl::Status PendingOutputExhausted(size_t n) const;
-  void ReleaseOutput(size_t n) {
-    pending_output_.fetch_sub(static_cast<uint32_t>(n), std::memory_order_relaxed);
+  bool ReserveOutput(size_t n) { return output_budget_.Reserve(n, options().max_pending_output); }
+  absl::Status PendingOutputExhausted(size_t n) const {
+    return output_budget_.Exhausted(n, options().max_pending_output);
   }
   void AfterOutputDrained();
   void CheckHighWater(size_t before);
@@ -440,9 +440,9 @@ class Connection final : public std::enable_shared_from_this<Connection> {
   // end is acted on after that input, on ResumeReading (as a paused plain connection does not
   // read the FIN).
   bool transport_end_pending_ : 1;
-  // Bytes accepted and not yet written or dropped; at most max_pending_output (<= 2 GiB). In
-  // what would otherwise be padding.
-  std::atomic<uint32_t> pending_output_{0};
+  // Bytes accepted and not yet written or dropped; at most max_pending_output. In what would
+  // otherwise be padding.
+  OutputBudget output_budget_;
 
   // Allocated on first need: most connections never have a context or a backlog past the
   // ring. Set once (either thread may create it, hence atomic), freed by the destructor.
