@@ -11,7 +11,6 @@
 #include <linux/sockios.h>  // SIOCOUTQ
 #endif
 #include <string>
-#include <thread>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
@@ -887,38 +886,11 @@ void Connection::OnIdleTimer() {
   ArmIdleTimer(absl::Milliseconds(static_cast<int64_t>(idle_ms - quiet_for)));
 }
 
-namespace {
-
-class SpinLockGuard {
- public:
-  explicit SpinLockGuard(std::atomic<bool>& locked) : locked_(locked) {
-    while (locked_.exchange(true, std::memory_order_acquire)) {
-      while (locked_.load(std::memory_order_relaxed)) std::this_thread::yield();
-    }
-  }
-  ~SpinLockGuard() { locked_.store(false, std::memory_order_release); }
-
- private:
-  std::atomic<bool>& locked_;
-};
-
-}  // namespace
-
-void Connection::SetContext(std::any context) {
-  ColdState* cold = EnsureColdState();
-  // Destroyed after the lock is released: a user destructor may take its time.
-  std::any previous;
-  {
-    SpinLockGuard lock(cold->context_locked);
-    previous = std::exchange(cold->context, std::move(context));
-  }
-}
+void Connection::SetContext(std::any context) { EnsureColdState()->context.Set(std::move(context)); }
 
 std::any Connection::Context() const {
   ColdState* cold = cold_.load(std::memory_order_acquire);
-  if (cold == nullptr) return std::any();
-  SpinLockGuard lock(cold->context_locked);
-  return cold->context;
+  return cold != nullptr ? cold->context.Get() : std::any();
 }
 
 }  // namespace gev

@@ -81,6 +81,7 @@
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "eventloop/event_loop.h"
+#include "net/context_slot.h"
 #include "net/inet_address.h"
 #include "net/output_budget.h"
 #include "net/output_queue.h"
@@ -241,7 +242,7 @@ class Connection final : public std::enable_shared_from_this<Connection> {
   T* ContextAs() {
     loop()->DcheckInLoopThread();
     ColdState* cold = cold_.load(std::memory_order_acquire);
-    return cold != nullptr ? std::any_cast<T>(&cold->context) : nullptr;
+    return cold != nullptr ? cold->context.As<T>() : nullptr;
   }
   // Connection::EmplaceContext() — makes a T the context (in OnConnect, say) and returns it.
   // Loop thread only, as ContextAs.
@@ -318,10 +319,7 @@ class Connection final : public std::enable_shared_from_this<Connection> {
  private:
   // What few connections need; see cold_.
   struct ColdState {
-    // A spin lock rather than a mutex: the critical sections only swap the value (SetContext)
-    // or copy it out (Context).
-    mutable std::atomic<bool> context_locked{false};
-    std::any context;            // Guarded by context_locked.
+    ContextSlot context;  // Any thread.
     // Loop thread only: the transport (Config::transport), and the reason the connection ends
     // with once the peer's end of stream is handled (a transport's peer_close_reason).
     std::unique_ptr<Transport> transport;
