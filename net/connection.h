@@ -3,11 +3,13 @@
 // -----------------------------------------------------------------------------
 //
 // `gev::Connection` is one stream connection (TCP or Unix, accepted or dialed), owned by one
-// event loop and shared
-// (`std::shared_ptr`) between its owner, user code and queued tasks. It reads into an input
-// `RingBuffer`, hands that buffer to the message callback, and writes through an output
-// `RingBuffer` (spilling past 1 MiB into a `BlockQueue`) only when the socket cannot take
-// everything at once.
+// event loop and shared (`std::shared_ptr`) between its owner, user code and queued tasks. It
+// reads into an input `RingBuffer` and hands that buffer to the message callback; what it is
+// sent goes out at once, or waits in an `OutputQueue` (net/output_queue.h) only when the
+// socket cannot take everything. Its parts, each a class of its own tested on its own:
+// `OutputQueue` (the waiting bytes and the one write), `OutputBudget` (the bytes accepted and
+// not yet written, against max_pending_output), `ContextSlot` (the user's context). The
+// connection keeps the state machine, event dispatch, callbacks and teardown.
 //
 // Lifecycle. One teardown path, owned by the loop:
 //
