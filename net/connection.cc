@@ -44,6 +44,7 @@ Connection::Connection(PrivateTag, std::shared_ptr<const Config> config, int fd,
       shutdown_requested_(false),
       write_shut_(false),
       above_high_water_(false),
+      high_water_reported_(false),
       fd_closed_(false),
       read_paused_(false),
       flush_queued_(false),
@@ -383,13 +384,7 @@ void Connection::TryWriteOnce() {
 
 void Connection::WriteBuffered(bool drained_callback) {
   if (!WriteOutputOrClose()) return;
-  if (above_high_water_ && output_.Length() < options().low_water_mark) {
-    above_high_water_ = false;
-    if (options().pause_reading_at_high_water && !peer_closed_ && !read_paused_ &&
-        state() == State::kConnected) {
-      SetReading(true);
-    }
-  }
+  if (above_high_water_ && output_.Length() < options().low_water_mark) CrossBelowLowWater();
   if (output_.Length() != 0) {
     if (!writing_) {
       writing_ = true;
@@ -680,10 +675,32 @@ void Connection::CheckHighWater(size_t before) {
   // Never refused: this runs on the loop thread, before Run() has returned.
   (void)loop()->QueueInLoop([self = shared_from_this(), after] {
     // Still above: the output may have drained in between (then OnWriteComplete came first and
-    // a producer must not be told to pause after it).
-    if (self->state() != State::kDisconnected && self->above_high_water_) {
+    // a producer must not be told to pause after it). Not reported yet: on_low_water comes
+    // between two of them.
+    if (self->state() != State::kDisconnected && self->above_high_water_ &&
+        !self->high_water_reported_) {
+      self->high_water_reported_ = true;
       self->callbacks().on_high_water(self, after);
     }
+  });
+}
+
+void Connection::CrossBelowLowWater() {
+  above_high_water_ = false;
+  if (options().pause_reading_at_high_water && !peer_closed_ && !read_paused_ &&
+      state() == State::kConnected) {
+    SetReading(true);
+  }
+  if (!high_water_reported_) return;
+  // As on_high_water: after the current callback or event, and only while still below.
+  // Never refused: this runs on the loop thread, before Run() has returned.
+  (void)loop()->QueueInLoop([self = shared_from_this()] {
+    if (self->state() == State::kDisconnected || self->above_high_water_ ||
+        !self->high_water_reported_) {
+      return;
+    }
+    self->high_water_reported_ = false;
+    if (self->callbacks().on_low_water) self->callbacks().on_low_water(self);
   });
 }
 

@@ -101,10 +101,14 @@ class Connection final : public std::enable_shared_from_this<Connection> {
   enum class State : uint8_t { kConnecting, kConnected, kDisconnecting, kDisconnected };
 
   struct Options {
-    // Pending output above this calls on_high_water (once per crossing) and, with
-    // pause_reading_at_high_water, stops reading until output is below low_water_mark.
+    // Pending output above this calls on_high_water (once per crossing), and on_low_water
+    // follows once it is below low_water_mark again.
     size_t high_water_mark = 64 * 1024 * 1024;
     size_t low_water_mark = 32 * 1024 * 1024;
+    // The connection also stops reading from its peer between the two (gev's default: an echo
+    // or request/response peer that does not read its replies is not read either). False
+    // leaves reading to the owner (PauseReading/ResumeReading from the callbacks), as a relay
+    // needs: it pauses the *other* side, and pausing this one too would deadlock it.
     bool pause_reading_at_high_water = true;
     // Most bytes the input buffer keeps; a peer that sends more while the handler leaves them
     // unconsumed is closed with ResourceExhausted.
@@ -128,6 +132,8 @@ class Connection final : public std::enable_shared_from_this<Connection> {
     absl::AnyInvocable<void(const ConnectionPtr&, RingBuffer& input) const> on_message;
     absl::AnyInvocable<void(const ConnectionPtr&, const absl::Status& reason) const> on_close;
     absl::AnyInvocable<void(const ConnectionPtr&, size_t pending_bytes) const> on_high_water;
+    // After an on_high_water: pending output is below the low-water mark again.
+    absl::AnyInvocable<void(const ConnectionPtr&) const> on_low_water;
     absl::AnyInvocable<void(const ConnectionPtr&) const> on_write_complete;
   };
 
@@ -393,6 +399,9 @@ class Connection final : public std::enable_shared_from_this<Connection> {
   }
   void AfterOutputDrained();
   void CheckHighWater(size_t before);
+  // Output fell below the low-water mark after a crossing of the high one: reading resumes
+  // (if the connection paused itself), and on_low_water follows an on_high_water.
+  void CrossBelowLowWater();
   void SetReading(bool on);
   void UpdateInterest();
   // Marks the connection closed and stops its events; Teardown() follows as a loop task.
@@ -429,6 +438,7 @@ class Connection final : public std::enable_shared_from_this<Connection> {
   bool shutdown_requested_ : 1;
   bool write_shut_ : 1;
   bool above_high_water_ : 1;
+  bool high_water_reported_ : 1;  // on_high_water ran; on_low_water is owed.
   bool fd_closed_ : 1;
   bool read_paused_ : 1;  // PauseReading(), until ResumeReading().
   bool flush_queued_ : 1;  // Gathered output waits for the loop's before-poll flush.

@@ -8,6 +8,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <functional>
@@ -43,6 +44,7 @@ struct ServerHooks {
   std::function<void(const ConnectionPtr&, RingBuffer&)> on_message;
   std::function<void(const ConnectionPtr&, const absl::Status&)> on_close;
   std::function<void(const ConnectionPtr&, size_t)> on_high_water;
+  std::function<void(const ConnectionPtr&)> on_low_water;
 };
 
 // Counts, on the loop thread, callbacks that start while another is running: the library
@@ -130,6 +132,11 @@ class TestServer {
     std::lock_guard<std::mutex> lock(mutex_);
     return events_;
   }
+  // The watermark callbacks in order: "high", "low".
+  std::vector<std::string> water_events() {
+    std::lock_guard<std::mutex> lock(mutex_);
+    return water_events_;
+  }
   int close_count() {
     std::lock_guard<std::mutex> lock(mutex_);
     return close_count_;
@@ -181,7 +188,13 @@ class TestServer {
     };
     callbacks.on_high_water = [this](const ConnectionPtr& c, size_t pending) {
       CallbackNesting::Scope scope(nesting_);
+      RecordWater("high");
       if (hooks_.on_high_water) hooks_.on_high_water(c, pending);
+    };
+    callbacks.on_low_water = [this](const ConnectionPtr& c) {
+      CallbackNesting::Scope scope(nesting_);
+      RecordWater("low");
+      if (hooks_.on_low_water) hooks_.on_low_water(c);
     };
     return config;
   }
@@ -190,6 +203,11 @@ class TestServer {
     ConnectionPtr connection = Connection::Create(config_, fd, peer);
     connections_[connection.get()] = connection;
     connection->Establish();
+  }
+
+  void RecordWater(const std::string& event) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    water_events_.push_back(event);
   }
 
   void Record(const std::string& event) {
@@ -210,6 +228,7 @@ class TestServer {
   std::map<Connection*, ConnectionPtr> connections_;  // Loop thread only.
   std::mutex mutex_;
   std::vector<std::string> events_;
+  std::vector<std::string> water_events_;  // "high", "low".
   int close_count_ = 0;
   absl::Status last_reason_;
 };
@@ -547,6 +566,92 @@ TEST(ConnectionTest, SendAllPastTheHighWaterMarkFiresOnHighWaterAndPausesReading
   EXPECT_EQ(messages.load(), 0);  // Not read while the peer is not reading ours.
   EXPECT_TRUE(ReadExactly(client, head.size() + body.size()) == head + body);
   EXPECT_TRUE(WaitFor([&] { return messages.load() > 0; }));  // Resumed below the low mark.
+  server->RunAndWait([&] { connection.reset(); });
+  ::close(client);
+}
+
+// Each on_high_water is followed by one on_low_water once the output is below the low mark,
+// before the next crossing's on_high_water.
+TEST(ConnectionTest, LowWaterFollowsEachHighWaterOnce) {
+  Connection::Options options;
+  options.high_water_mark = 1 << 20;
+  options.low_water_mark = 256 << 10;
+  ConnectionPtr connection;
+  auto server = StartServer(
+      {.on_connect =
+           [&](const ConnectionPtr& c) {
+             connection = c;
+             int size = 65536;
+             ::setsockopt(c->fd(), SOL_SOCKET, SO_SNDBUF, &size, sizeof(size));
+           }},
+      options);
+  int client = Connect(server->address(), 65536);
+  ASSERT_TRUE(WaitFor([&] { return server->events().size() == 1; }));  // "connect"
+  auto count = [&](const std::string& event) {
+    std::vector<std::string> events = server->water_events();
+    return std::count(events.begin(), events.end(), event);
+  };
+  for (int round = 1; round <= 2; ++round) {
+    server->RunAndWait([&] { EXPECT_TRUE(connection->Send(Pattern(4 << 20, round)).ok()); });
+    EXPECT_TRUE(WaitFor([&] { return count("high") == round; }));
+    std::this_thread::sleep_for(milliseconds(50));
+    EXPECT_EQ(count("low"), round - 1) << "no low water before the output drains";
+    EXPECT_TRUE(ReadExactly(client, 4 << 20) == Pattern(4 << 20, round));
+    EXPECT_TRUE(WaitFor([&] { return count("low") == round; }));
+  }
+  EXPECT_EQ(server->water_events(), (std::vector<std::string>{"high", "low", "high", "low"}));
+  server->RunAndWait([&] { connection.reset(); });
+  ::close(client);
+}
+
+// With pause_reading_at_high_water off the connection goes on reading above the mark: pausing
+// is the owner's, from the callbacks (a relay pauses the other side), and ResumeReading is not
+// refused while the mark holds.
+TEST(ConnectionTest, WithoutTheSelfPauseReadingIsTheOwners) {
+  Connection::Options options;
+  options.high_water_mark = 1 << 20;
+  options.low_water_mark = 256 << 10;
+  options.pause_reading_at_high_water = false;
+  std::atomic<int> messages{0};
+  std::atomic<int> lows{0};
+  ConnectionPtr connection;
+  auto server = StartServer(
+      {
+          .on_connect = [&](const ConnectionPtr& c) {
+            connection = c;
+            int size = 65536;
+            ::setsockopt(c->fd(), SOL_SOCKET, SO_SNDBUF, &size, sizeof(size));
+            EXPECT_TRUE(c->Send(Pattern(4 << 20, 8)).ok());
+          },
+          .on_message = [&](const ConnectionPtr&, RingBuffer& input) {
+            ++messages;
+            input.RetrieveAll();
+          },
+          .on_low_water = [&](const ConnectionPtr&) { ++lows; },
+      },
+      options);
+  int client = Connect(server->address(), 65536);
+  ASSERT_TRUE(WaitFor([&] { return !server->water_events().empty(); }));
+  bool reading = false;
+  server->RunAndWait([&] { reading = connection->reading(); });
+  EXPECT_TRUE(reading) << "the connection paused itself";
+  ASSERT_TRUE(WriteAll(client, "above the mark"));
+  EXPECT_TRUE(WaitFor([&] { return messages.load() == 1; }));
+  // The owner pauses and resumes while the mark holds.
+  server->RunAndWait([&] {
+    connection->PauseReading();
+    EXPECT_FALSE(connection->reading());
+  });
+  ASSERT_TRUE(WriteAll(client, "held"));
+  std::this_thread::sleep_for(milliseconds(100));
+  EXPECT_EQ(messages.load(), 1);
+  server->RunAndWait([&] {
+    connection->ResumeReading();
+    EXPECT_TRUE(connection->reading());
+  });
+  EXPECT_TRUE(WaitFor([&] { return messages.load() == 2; }));
+  EXPECT_TRUE(ReadExactly(client, 4 << 20) == Pattern(4 << 20, 8));
+  EXPECT_TRUE(WaitFor([&] { return lows.load() == 1; }));
   server->RunAndWait([&] { connection.reset(); });
   ::close(client);
 }

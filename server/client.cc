@@ -48,6 +48,9 @@ class ClientCore : public std::enable_shared_from_this<ClientCore> {
     config->callbacks.on_high_water = [this](const ConnectionPtr& c, size_t pending) {
       dispatch_.handler()->OnHighWater(*c, pending);
     };
+    config->callbacks.on_low_water = [this](const ConnectionPtr& c) {
+      dispatch_.handler()->OnLowWater(*c);
+    };
     config->callbacks.on_write_complete = [this](const ConnectionPtr& c) {
       dispatch_.handler()->OnWriteComplete(*c);
     };
@@ -365,19 +368,16 @@ absl::StatusOr<std::unique_ptr<Client>> Client::Create(Handler* handler, ClientO
     absl::Status policy = CheckPolicy(options.reconnect);
     if (!policy.ok()) return policy;
   }
-  if (options.connect_timeout < absl::ZeroDuration() ||
-      options.stop_timeout < absl::ZeroDuration() ||
-      options.tcp_keep_alive < absl::ZeroDuration()) {
-    return absl::InvalidArgumentError("client timeouts must not be negative");
+  if (options.connect_timeout < absl::ZeroDuration()) {
+    return absl::InvalidArgumentError("ConnectTimeout must not be negative");
   }
   if (options.transport != nullptr) {
     std::string server_name = client_internal::ServerNameFor(options);
     absl::Status dial = options.transport->CheckDial(TransportContext{true, server_name});
     if (!dial.ok()) return dial;
   }
-  absl::StatusOr<Connection::Options> connection_options = server_internal::ConnectionOptionsFor(
-      options.high_water_mark, options.max_pending_output, options.max_input_bytes,
-      options.idle_time);
+  absl::StatusOr<Connection::Options> connection_options =
+      server_internal::ConnectionOptionsFor(options);
   if (!connection_options.ok()) return connection_options.status();
 
   std::optional<SocketAddress> address;

@@ -76,6 +76,7 @@
 #include "net/socket_address.h"
 #include "net/transport.h"
 #include "server/handler.h"
+#include "server/options.h"
 #include "server/protocol.h"
 
 namespace gev {
@@ -91,7 +92,10 @@ struct ReconnectPolicy {
   int max_attempts = 0;
 };
 
-struct ClientOptions {
+// What a client's connection has alike with a server's (ConnectionSettings: framing, socket
+// options, limits, backpressure, stop timeout, transport) is set as on a server; what follows
+// is the client's own.
+struct ClientOptions : ConnectionSettings {
   // "tcp", "tcp4", "tcp6" or "unix"; the address as Server's (a path or "@name" for unix).
   std::string network = "tcp";
   std::string address;
@@ -106,24 +110,10 @@ struct ClientOptions {
   std::any context;
   // Name lookups; null uses getaddrinfo. Runs on the resolver thread.
   ResolveFunction resolve;
-  // What runs between the socket and the connection (TLS: tls::ClientTransport); null sends
-  // bytes as they are. With one, OnConnect follows the handshake, and a handshake that fails
-  // is a failed attempt (on_connect_error, reconnect) with no OnConnect or OnClose.
-  std::shared_ptr<TransportFactory> transport;
-  // The name the transport sends and checks the server's certificate against; empty takes the
-  // host of `address` (a Unix socket has none: TLS over one needs this set).
+  // The name the transport (ConnectionSettings::transport; TLS: tls::ClientTransport) sends
+  // and checks the server's certificate against; empty takes the host of `address` (a Unix
+  // socket has none: TLS over one needs this set).
   std::string server_name;
-
-  // As ServerOptions.
-  bool tcp_no_delay = true;
-  absl::Duration tcp_keep_alive = absl::ZeroDuration();
-  absl::Duration idle_time = absl::ZeroDuration();
-  std::shared_ptr<Protocol> protocol;
-  size_t high_water_mark = 64 * 1024 * 1024;
-  size_t max_pending_output = 0;  // Zero: 4 x high_water_mark, at least 4 MiB.
-  size_t max_input_bytes = 64 * 1024 * 1024;
-  // How long Stop() lets the connection flush before closing it anyway.
-  absl::Duration stop_timeout = absl::Seconds(5);
 };
 
 // A snapshot; fields read at slightly different moments.

@@ -5,10 +5,12 @@
 
 #include <atomic>
 #include <chrono>
+#include <functional>
 #include <future>
 #include <mutex>
 #include <string>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include "absl/status/status.h"
@@ -449,6 +451,41 @@ TEST(ClientTest, BadAddressesFailAtCreation) {
   bad_policy.reconnect.jitter = 2;
   EXPECT_TRUE(absl::IsInvalidArgument(Dial(&handler, "127.0.0.1:1", bad_policy).status()));
   EXPECT_TRUE(absl::IsInvalidArgument(Dial(nullptr, "127.0.0.1:1").status()));
+}
+
+// What a client shares with a server (ConnectionSettings) is checked by the server's one
+// validation: each of these is refused by both, with the same words.
+TEST(ClientTest, SharedSettingsAreCheckedAsAServersAre) {
+  RecordingHandler handler;
+  std::vector<std::pair<std::function<void(ConnectionSettings&)>, std::string>> cases = {
+      {[](ConnectionSettings& s) { s.tcp_keep_alive = absl::Seconds(-1); }, "TCPKeepAlive"},
+      {[](ConnectionSettings& s) { s.stop_timeout = absl::Seconds(-1); }, "StopTimeout"},
+      {[](ConnectionSettings& s) { s.idle_time = absl::Seconds(-1); }, "IdleTime"},
+      {[](ConnectionSettings& s) { s.high_water_mark = 0; }, "HighWaterMark is 0"},
+      {[](ConnectionSettings& s) { s.max_input_bytes = 0; }, "MaxInputBytes is 0"},
+      {[](ConnectionSettings& s) {
+         s.high_water_mark = 8 << 20;
+         s.max_pending_output = 1 << 20;
+       },
+       "below HighWaterMark"},
+  };
+  for (const auto& [spoil, words] : cases) {
+    ClientOptions client;
+    spoil(client);
+    absl::Status refused = Dial(&handler, "127.0.0.1:1", client).status();
+    EXPECT_TRUE(absl::IsInvalidArgument(refused)) << words << ": " << refused;
+    EXPECT_NE(refused.message().find(words), std::string::npos) << refused;
+    ServerOptions server;
+    server.address = "127.0.0.1:0";
+    spoil(server);
+    absl::Status server_refused = Server::Create(&handler, server).status();
+    EXPECT_TRUE(absl::IsInvalidArgument(server_refused)) << words << ": " << server_refused;
+    EXPECT_EQ(server_refused.message(), refused.message());
+  }
+  ClientOptions negative_connect_timeout;
+  negative_connect_timeout.connect_timeout = absl::Seconds(-1);
+  EXPECT_TRUE(
+      absl::IsInvalidArgument(Dial(&handler, "127.0.0.1:1", negative_connect_timeout).status()));
 }
 
 TEST(ClientTest, ResolvesNamesOffTheLoopAndReportsUnknownOnes) {

@@ -65,14 +65,20 @@ class Handler {
   // context; by default it calls OnMessage with the payload.
   virtual Reply OnFrame(Connection& conn, Frame& frame) { return OnMessage(conn, frame.payload); }
 
-  // Handler::OnHighWater() — the connection's pending output has just passed the server's
-  // HighWaterMark (`pending` bytes); a producer should stop sending to it until
-  // OnWriteComplete. Reading from the peer pauses meanwhile. Runs after the callback whose
-  // Send crossed the mark has returned.
+  // Handler::OnHighWater() — the connection's pending output has just passed the
+  // HighWaterMark (`pending` bytes); a producer should stop sending to it until OnLowWater (or
+  // OnWriteComplete). Reading from the peer pauses meanwhile, unless PauseReadingAtHighWater is
+  // off: then pausing is the handler's (a relay pauses the other side). Runs after the callback
+  // whose Send crossed the mark has returned.
   virtual void OnHighWater(Connection& conn, size_t pending) {
     (void)conn;
     (void)pending;
   }
+
+  // Handler::OnLowWater() — after an OnHighWater, the pending output has drained below half of
+  // the mark: a producer may go on, a relay resumes reading the other side. One per
+  // OnHighWater, after it.
+  virtual void OnLowWater(Connection& conn) { (void)conn; }
 
   // Handler::OnWriteComplete() — output that had to wait has all been written.
   virtual void OnWriteComplete(Connection& conn) { (void)conn; }

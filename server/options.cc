@@ -1,6 +1,10 @@
 #include "server/options.h"
 
+#include <algorithm>
 #include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "ringbuffer/ring_buffer.h"
 
 namespace gev {
 
@@ -34,6 +38,9 @@ Option TCPKeepAlive(absl::Duration interval) {
 Option HighWaterMark(size_t bytes) {
   return [bytes](ServerOptions& o) { o.high_water_mark = bytes; };
 }
+Option PauseReadingAtHighWater(bool on) {
+  return [on](ServerOptions& o) { o.pause_reading_at_high_water = on; };
+}
 Option MaxInputBytes(size_t bytes) {
   return [bytes](ServerOptions& o) { o.max_input_bytes = bytes; };
 }
@@ -52,4 +59,45 @@ Option GatherWrites(bool on) {
   return [on](ServerOptions& o) { o.gather_writes = on; };
 }
 
+namespace server_internal {
+
+absl::StatusOr<Connection::Options> ConnectionOptionsFor(const ConnectionSettings& settings) {
+  if (settings.idle_time < absl::ZeroDuration()) {
+    return absl::InvalidArgumentError("IdleTime must not be negative");
+  }
+  if (settings.tcp_keep_alive < absl::ZeroDuration()) {
+    return absl::InvalidArgumentError("TCPKeepAlive must not be negative");
+  }
+  if (settings.stop_timeout < absl::ZeroDuration()) {
+    return absl::InvalidArgumentError("StopTimeout must not be negative");
+  }
+  if (settings.high_water_mark == 0) return absl::InvalidArgumentError("HighWaterMark is 0");
+  if (settings.max_input_bytes == 0) return absl::InvalidArgumentError("MaxInputBytes is 0");
+  size_t max_pending_output = settings.max_pending_output;
+  if (max_pending_output == 0) {
+    // Room for the mark's backlog and a few reads past it (a read can bring 128 KiB).
+    max_pending_output = std::min<size_t>(std::max<size_t>(settings.high_water_mark * 4, 4 << 20),
+                                          RingBuffer::kMaxLimit);
+  }
+  if (max_pending_output > RingBuffer::kMaxLimit) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("MaxPendingOutput(", max_pending_output, ") is more than 2 GiB"));
+  }
+  if (max_pending_output < settings.high_water_mark) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "MaxPendingOutput(", max_pending_output, ") is below HighWaterMark(",
+        settings.high_water_mark, "): the mark could never be reached"));
+  }
+  Connection::Options options;
+  options.high_water_mark = settings.high_water_mark;
+  options.low_water_mark = settings.high_water_mark / 2;
+  options.pause_reading_at_high_water = settings.pause_reading_at_high_water;
+  options.max_input_bytes = settings.max_input_bytes;
+  options.max_pending_output = max_pending_output;
+  options.idle_timeout = settings.idle_time;
+  options.gather_writes = settings.gather_writes;
+  return options;
+}
+
+}  // namespace server_internal
 }  // namespace gev

@@ -9,6 +9,10 @@
 //
 // or by filling a `ServerOptions` and calling `Server::Create(&handler, options)`.
 //
+// What a server's connections and a client's (server/client.h) have alike is one struct,
+// `ConnectionSettings`, that `ServerOptions` and `ClientOptions` both are, checked by one
+// validation: framing, socket options, limits, backpressure, timeouts and the transport.
+//
 // Load balancing (acceptor mode only; with ReusePort the kernel spreads connections):
 // `RoundRobin()` (default), `LeastConnection()`, `SourceAddrHash()`, or any function from the
 // peer address and the loops' current connection counts to a loop index. It runs on the
@@ -28,7 +32,9 @@
 #include <memory>
 #include <string>
 
+#include "absl/status/statusor.h"
 #include "absl/time/time.h"
+#include "net/connection.h"
 #include "net/transport.h"
 #include "server/load_balancer.h"
 
@@ -37,31 +43,22 @@ namespace gev {
 class Protocol;
 
 
-struct ServerOptions {
-  // "tcp" (IPv4 or IPv6 as the address says), "tcp4", "tcp6", or "unix" (a Unix domain socket;
-  // not with ReusePort).
-  std::string network = "tcp";
-  // TCP: "host:port", ":port" (every interface), "[::1]:port"; port 0 picks a free one. Unix:
-  // a path (a stale socket file is replaced, a live listener's is not) or, on Linux, "@name"
-  // (abstract: no file).
-  std::string address = ":1388";
-  // Worker loops (threads); zero or less means one per CPU.
-  int num_loops = 0;
-  // True: each worker loop has its own SO_REUSEPORT listener and accepts for itself. False: one
-  // acceptor loop (the thread that calls Start) hands connections to the workers.
-  bool reuse_port = false;
+struct ConnectionSettings {
   // Close connections quiet for longer than this; zero disables it.
   absl::Duration idle_time = absl::ZeroDuration();
   // Framing; null passes bytes through.
   std::shared_ptr<Protocol> protocol;
-  // Empty means RoundRobin().
-  LoadBalancer load_balancer;
   bool tcp_no_delay = true;
   // SO_KEEPALIVE with this probe interval; zero leaves it off.
   absl::Duration tcp_keep_alive = absl::ZeroDuration();
-  // Pending output above this stops reading from that peer until it drains to half of it, and
-  // Handler::OnHighWater tells a producer to stop (OnWriteComplete: the output has drained).
+  // Pending output above this calls Handler::OnHighWater (a producer should stop sending), and
+  // Handler::OnLowWater follows once it has drained to half of it (OnWriteComplete: all of it).
   size_t high_water_mark = 64 * 1024 * 1024;
+  // Between the two, stop reading from that peer (gev's default: a peer that does not read its
+  // replies is not read either). False leaves reading to the handler (Connection::PauseReading
+  // and ResumeReading from OnHighWater and OnLowWater), as a relay needs: it pauses the other
+  // side, and a side that also paused itself would deadlock the pair.
+  bool pause_reading_at_high_water = true;
   // Most bytes accepted for a peer and not yet written to it; a Send past it returns
   // ResourceExhausted and queues nothing of that call, and a reply past it ends the connection
   // (RST) with that reason. Zero means 4 x high_water_mark, at least 4 MiB. At least
@@ -74,11 +71,38 @@ struct ServerOptions {
   bool gather_writes = true;
   // How long Stop() lets connections flush pending output before closing them anyway.
   absl::Duration stop_timeout = absl::Seconds(5);
-  // What runs between each accepted socket and its connection: TLS (tls::ServerTransport in
-  // //tls) or another net/transport.h; null serves bytes as they are. With one, OnConnect
-  // follows the handshake, and a handshake that fails reaches Handler::OnTransportError.
+  // What runs between each socket and its connection: TLS (tls::ServerTransport or
+  // tls::ClientTransport in //tls) or another net/transport.h; null carries bytes as they are.
+  // With one, OnConnect follows the handshake; a handshake that fails reaches
+  // Handler::OnTransportError on a server, and is a failed attempt on a client.
   std::shared_ptr<TransportFactory> transport;
 };
+
+struct ServerOptions : ConnectionSettings {
+  // "tcp" (IPv4 or IPv6 as the address says), "tcp4", "tcp6", or "unix" (a Unix domain socket;
+  // not with ReusePort).
+  std::string network = "tcp";
+  // TCP: "host:port", ":port" (every interface), "[::1]:port"; port 0 picks a free one. Unix:
+  // a path (a stale socket file is replaced, a live listener's is not) or, on Linux, "@name"
+  // (abstract: no file).
+  std::string address = ":1388";
+  // Worker loops (threads); zero or less means one per CPU.
+  int num_loops = 0;
+  // True: each worker loop has its own SO_REUSEPORT listener and accepts for itself. False: one
+  // acceptor loop (the thread that calls Start) hands connections to the workers.
+  bool reuse_port = false;
+  // Empty means RoundRobin().
+  LoadBalancer load_balancer;
+};
+
+namespace server_internal {
+
+// ConnectionOptionsFor() — the connections' options from `settings`, checked: InvalidArgument
+// for a negative duration, a zero mark or limit, or a pending-output cap outside
+// [high_water_mark, 2 GiB]. The one validation of what servers and clients share.
+absl::StatusOr<Connection::Options> ConnectionOptionsFor(const ConnectionSettings& settings);
+
+}  // namespace server_internal
 
 // An option function, as gev's `Option`.
 using Option = std::function<void(ServerOptions&)>;
@@ -93,6 +117,7 @@ Option LoadBalance(LoadBalancer balancer);
 Option TCPNoDelay(bool on);
 Option TCPKeepAlive(absl::Duration interval);
 Option HighWaterMark(size_t bytes);
+Option PauseReadingAtHighWater(bool on);
 Option MaxInputBytes(size_t bytes);
 Option MaxPendingOutput(size_t bytes);
 Option StopTimeout(absl::Duration timeout);

@@ -124,18 +124,10 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Create(Handler* handler, ServerO
     return absl::InvalidArgumentError(absl::StrCat("NumLoops(", options.num_loops,
                                                    ") is more than 1024"));
   }
-  if (options.tcp_keep_alive < absl::ZeroDuration()) {
-    return absl::InvalidArgumentError("TCPKeepAlive must not be negative");
-  }
-  if (options.stop_timeout < absl::ZeroDuration()) {
-    return absl::InvalidArgumentError("StopTimeout must not be negative");
-  }
-  absl::StatusOr<Connection::Options> connection_options = server_internal::ConnectionOptionsFor(
-      options.high_water_mark, options.max_pending_output, options.max_input_bytes,
-      options.idle_time);
+  absl::StatusOr<Connection::Options> connection_options =
+      server_internal::ConnectionOptionsFor(options);
   if (!connection_options.ok()) return connection_options.status();
   options.max_pending_output = connection_options->max_pending_output;
-  connection_options->gather_writes = options.gather_writes;
   absl::StatusOr<SocketAddress> address = SocketAddress::Parse(options.network, options.address);
   if (!address.ok()) return address.status();
   if (address->is_unix() && options.reuse_port) {
@@ -185,6 +177,7 @@ absl::Status Server::Init(const SocketAddress& address,
     config->callbacks.on_high_water = [w](const ConnectionPtr& c, size_t pending) {
       w->handler->OnHighWater(*c, pending);
     };
+    config->callbacks.on_low_water = [w](const ConnectionPtr& c) { w->handler->OnLowWater(*c); };
     config->callbacks.on_write_complete = [w](const ConnectionPtr& c) {
       w->handler->OnWriteComplete(*c);
     };

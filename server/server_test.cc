@@ -792,6 +792,54 @@ TEST(ServerTest, OnHighWaterAndOnWriteCompletePaceAProducer) {
   ::close(client);
 }
 
+// PauseReadingAtHighWater(false): the server goes on reading a peer whose output is above the
+// mark (the handler decides), and OnLowWater follows OnHighWater once the output has drained,
+// in acceptor and ReusePort modes alike.
+TEST_P(ServerModeTest, WithoutTheSelfPauseTheHandlerDecidesAndOnLowWaterFollowsOnHighWater) {
+  class Watcher : public RecordingHandler {
+   public:
+    void OnHighWater(Connection&, size_t) override { Record("high"); }
+    void OnLowWater(Connection&) override { Record("low"); }
+    void Record(const std::string& event) {
+      std::lock_guard<std::mutex> lock(mutex);
+      events.push_back(event);
+    }
+    std::vector<std::string> Events() {
+      std::lock_guard<std::mutex> lock(mutex);
+      return events;
+    }
+    std::mutex mutex;
+    std::vector<std::string> events;
+  } handler;
+  const std::string payload = Pattern(4 << 20, 3);
+  std::atomic<int> messages{0};
+  handler.on_connect = [&](Connection& conn) {
+    int size = 65536;
+    ::setsockopt(conn.fd(), SOL_SOCKET, SO_SNDBUF, &size, sizeof(size));
+    EXPECT_TRUE(conn.Send(payload).ok());
+  };
+  handler.on_message = [&](Connection&, RingBuffer& buffer) -> Reply {
+    buffer.RetrieveAll();
+    ++messages;
+    return {};
+  };
+  ServerOptions options = Loopback(2, GetParam());
+  options.high_water_mark = 1 << 20;
+  options.pause_reading_at_high_water = false;
+  auto server = MustCreate(&handler, std::move(options));
+  ASSERT_NE(server, nullptr);
+  ServerThread running(server.get());
+  int client = Connect(server->ListenAddress(), 65536);
+  ASSERT_TRUE(WaitFor([&] { return handler.Events().size() == 1; }));
+  ASSERT_TRUE(WriteAll(client, "read above the mark"));
+  EXPECT_TRUE(WaitFor([&] { return messages.load() == 1; })) << "the server paused itself";
+  EXPECT_EQ(handler.Events(), std::vector<std::string>{"high"});
+  EXPECT_TRUE(ReadExactly(client, payload.size()) == payload);
+  EXPECT_TRUE(WaitFor([&] { return handler.Events().size() == 2; }));
+  EXPECT_EQ(handler.Events(), (std::vector<std::string>{"high", "low"}));
+  ::close(client);
+}
+
 // A listener that could not be polled was reported with fprintf and the server went on serving
 // nothing. Here the listening descriptor's number is made to name a regular file, which epoll
 // refuses: Start returns why, the sink hears it, and the server stops.

@@ -69,6 +69,7 @@ void TcpProxy::OnConnect(Connection& downstream) {
   client.loop = downstream.shared_loop();  // Both sides on one thread: no locks between them.
   client.connect_timeout = options_.connect_timeout;
   client.high_water_mark = options_.high_water_mark;
+  client.pause_reading_at_high_water = false;  // The downstream's OnHighWater pauses it.
   client.context = pair;
   client.transport = options_.upstream_transport;
   client.server_name = options_.upstream_server_name;
@@ -102,7 +103,7 @@ void TcpProxy::OnHighWater(Connection& downstream, size_t) {
   if (pair != nullptr && pair->upstream != nullptr) pair->upstream->PauseReading();
 }
 
-void TcpProxy::OnWriteComplete(Connection& downstream) {
+void TcpProxy::OnLowWater(Connection& downstream) {
   Pair* pair = ContextAs<Pair>(downstream);
   if (pair != nullptr && pair->upstream != nullptr) pair->upstream->ResumeReading();
 }
@@ -140,7 +141,7 @@ void TcpProxy::Upstream::OnHighWater(Connection& upstream, size_t) {
   if (pair->downstream != nullptr) pair->downstream->PauseReading();
 }
 
-void TcpProxy::Upstream::OnWriteComplete(Connection& upstream) {
+void TcpProxy::Upstream::OnLowWater(Connection& upstream) {
   Pair* pair = ContextAs<Pair>(upstream);
   if (pair->downstream != nullptr) pair->downstream->ResumeReading();
 }

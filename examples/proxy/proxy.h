@@ -8,15 +8,20 @@
 //
 //   gev::examples::TcpProxy proxy({.upstream = "127.0.0.1:6379"});
 //   auto server = gev::NewServer(&proxy, gev::Address(":7000"), gev::NumLoops(1),
-//                                gev::HighWaterMark(proxy.options().high_water_mark));
+//                                gev::HighWaterMark(proxy.options().high_water_mark),
+//                                gev::PauseReadingAtHighWater(false));  // the proxy pauses
 //   (*server)->Start();
 //
 // What it promises:
 //   - Downstream bytes are not read until the upstream is connected; if it cannot be, the
 //     downstream is reset with the reason.
 //   - Backpressure both ways: when one side's pending output crosses the high-water mark,
-//     reading from the other side pauses until that output has drained, so a slow reader
-//     costs the proxy at most about the mark, not the stream.
+//     reading from the other side pauses until that output has drained below half the mark
+//     (OnHighWater, OnLowWater), so a slow reader costs the proxy at most about the mark per
+//     side, not the stream. Neither side pauses itself (the server is made with
+//     PauseReadingAtHighWater(false), the upstream clients likewise): a side that stopped
+//     reading its peer's replies because that peer reads slowly would stall a full-duplex
+//     stream for good.
 //   - An orderly close on one side closes the other once what it was sent is flushed; a reset
 //     or error on one side resets the other (the stream is known to be cut short), and bytes
 //     that can no longer be delivered end the side that sent them with a reason.
@@ -68,7 +73,7 @@ class TcpProxy : public Handler {
   void OnConnect(Connection& downstream) override;
   Reply OnMessage(Connection& downstream, RingBuffer& input) override;
   void OnHighWater(Connection& downstream, size_t pending) override;
-  void OnWriteComplete(Connection& downstream) override;
+  void OnLowWater(Connection& downstream) override;
   void OnClose(Connection& downstream, const absl::Status& reason) override;
 
   // Thread-safe counts.
@@ -85,7 +90,7 @@ class TcpProxy : public Handler {
     void OnConnect(Connection& upstream) override;
     Reply OnMessage(Connection& upstream, RingBuffer& input) override;
     void OnHighWater(Connection& upstream, size_t pending) override;
-    void OnWriteComplete(Connection& upstream) override;
+    void OnLowWater(Connection& upstream) override;
     void OnClose(Connection& upstream, const absl::Status& reason) override;
   };
 

@@ -77,7 +77,8 @@ int main(int argc, char** argv) {
                        ? gev::examples::AddressForPort(absl::GetFlag(FLAGS_port))
                        : listen_unix),
       gev::NumLoops(absl::GetFlag(FLAGS_loops)), gev::ReusePort(absl::GetFlag(FLAGS_reuseport)),
-      gev::HighWaterMark(options.high_water_mark), gev::WithTransport(downstream_transport));
+      gev::HighWaterMark(options.high_water_mark), gev::PauseReadingAtHighWater(false),
+      gev::WithTransport(downstream_transport));
   if (!server.ok()) return gev::examples::Fail(server.status());
   return gev::examples::ServeUntilSignal(**server);
 }

@@ -336,6 +336,113 @@ TEST(ProxyTest, AFastUploadToASlowUpstreamCostsTheProxyAboutTheHighWaterMark) {
   EXPECT_EQ(proxy->Terminate(), 0);
 }
 
+// An upstream that echoes, written plainly (blocking sockets, one connection, on a thread), with
+// 64 KiB socket buffers, that starts reading only `delay` after it accepted: until then what it
+// is sent piles up in the proxy.
+class LateEchoUpstream {
+ public:
+  explicit LateEchoUpstream(std::chrono::milliseconds delay) : delay_(delay) {
+    listener_ = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    int size = 64 * 1024;
+    ::setsockopt(listener_, SOL_SOCKET, SO_RCVBUF, &size, sizeof(size));
+    ::setsockopt(listener_, SOL_SOCKET, SO_SNDBUF, &size, sizeof(size));
+    sockaddr_in any{};
+    any.sin_family = AF_INET;
+    any.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    socklen_t length = sizeof(any);
+    EXPECT_EQ(::bind(listener_, reinterpret_cast<sockaddr*>(&any), length), 0);
+    EXPECT_EQ(::listen(listener_, 4), 0);
+    EXPECT_EQ(::getsockname(listener_, reinterpret_cast<sockaddr*>(&any), &length), 0);
+    address_ = "127.0.0.1:" + std::to_string(ntohs(any.sin_port));
+    thread_ = std::thread([this] { Serve(); });
+  }
+  ~LateEchoUpstream() {
+    thread_.join();
+    ::close(listener_);
+  }
+  const std::string& address() const { return address_; }
+  size_t echoed() const { return echoed_.load(); }
+
+ private:
+  void Serve() {
+    pollfd ready{listener_, POLLIN, 0};
+    if (::poll(&ready, 1, 10000) != 1) return;
+    int fd = ::accept(listener_, nullptr, nullptr);
+    if (fd < 0) return;
+    timeval patience{10, 0};
+    ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &patience, sizeof(patience));
+    ::setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &patience, sizeof(patience));
+    std::this_thread::sleep_for(delay_);
+    std::vector<char> buffer(64 * 1024);
+    for (;;) {
+      ssize_t n = ::read(fd, buffer.data(), buffer.size());
+      if (n <= 0) break;
+      if (!WriteAll(fd, std::string_view(buffer.data(), static_cast<size_t>(n)))) break;
+      echoed_ += static_cast<size_t>(n);
+    }
+    ::close(fd);
+  }
+
+  const std::chrono::milliseconds delay_;
+  int listener_ = -1;
+  std::string address_;
+  std::thread thread_;
+  std::atomic<size_t> echoed_{0};
+};
+
+// Full duplex through the proxy to an upstream that reads late: the client writes 40 MiB while
+// another thread reads the echo. The proxy must not stop reading the upstream's replies because
+// the upstream is slow to read its requests (each side paused itself at its own high-water
+// mark: the upstream then blocked writing, stopped reading, and nothing ever moved again).
+// Every byte comes back in order, and the proxy holds about its marks, not the stream.
+TEST(ProxyTest, AFullDuplexStreamToALateReadingUpstreamNeitherStallsNorBalloons) {
+  constexpr size_t kStream = 40 << 20;
+  const std::string chunk = Pattern(1 << 20, 13);
+  const char* asan_options = std::getenv("ASAN_OPTIONS");  // As in the tests above.
+  std::string with_no_quarantine =
+      std::string(asan_options != nullptr ? asan_options : "") + ":quarantine_size_mb=0";
+  ::setenv("ASAN_OPTIONS", with_no_quarantine.c_str(), 1);
+  LateEchoUpstream upstream(std::chrono::milliseconds(1000));
+  auto proxy = StartProxy(upstream.address());
+  ASSERT_TRUE(proxy.ok()) << proxy.status();
+  long baseline_kib = StatusKib(proxy->pid(), "VmRSS");
+  ASSERT_GT(baseline_kib, 0);
+  int client = Connect(proxy->address());
+  ASSERT_GE(client, 0);
+  std::atomic<size_t> written{0};
+  std::thread writer([&] {
+    for (size_t sent = 0; sent < kStream; sent += chunk.size()) {
+      if (!WriteAll(client, chunk)) return;
+      written += chunk.size();
+    }
+  });
+  size_t received = 0;
+  bool intact = true;
+  std::vector<char> buffer(64 * 1024);
+  while (received < kStream) {
+    ssize_t n = ::read(client, buffer.data(), buffer.size());
+    if (n <= 0) break;  // Connect() set a 5 s timeout: a stall ends here.
+    for (ssize_t i = 0; i < n && intact; i += 4093) {
+      intact = buffer[static_cast<size_t>(i)] == chunk[(received + static_cast<size_t>(i)) %
+                                                        chunk.size()];
+    }
+    received += static_cast<size_t>(n);
+  }
+  writer.join();
+  EXPECT_EQ(received, kStream) << "stalled: " << written.load() << " bytes written, "
+                               << upstream.echoed() << " echoed upstream";
+  EXPECT_TRUE(intact) << "the stream was corrupted";
+  long peak_kib = StatusKib(proxy->pid(), "VmHWM");
+  long growth_mib = (peak_kib - baseline_kib) / 1024;
+  std::printf("proxy resident memory: %ld KiB at start, peak %ld KiB (+%ld MiB) for a %zu MiB "
+              "full-duplex stream to an upstream that reads 1 s late\n",
+              baseline_kib, peak_kib, growth_mib, kStream >> 20);
+  // The 1 MiB mark per side, a few reads past it, and the block cache.
+  EXPECT_LT(growth_mib, 16);
+  ::close(client);
+  EXPECT_EQ(proxy->Terminate(), 0);
+}
+
 TEST(ProxyTest, AnUpstreamResetMidRelayResetsTheDownstreamOnly) {
   Backend backend;
   backend.on_message = [](Connection& conn, RingBuffer& buffer) -> Reply {

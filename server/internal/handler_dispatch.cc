@@ -24,38 +24,6 @@ void EndIfRefused(Connection& connection, const absl::Status& sent) {
 
 }  // namespace
 
-absl::StatusOr<Connection::Options> ConnectionOptionsFor(size_t high_water_mark,
-                                                         size_t max_pending_output,
-                                                         size_t max_input_bytes,
-                                                         absl::Duration idle_time) {
-  if (idle_time < absl::ZeroDuration()) {
-    return absl::InvalidArgumentError("IdleTime must not be negative");
-  }
-  if (high_water_mark == 0) return absl::InvalidArgumentError("HighWaterMark is 0");
-  if (max_input_bytes == 0) return absl::InvalidArgumentError("MaxInputBytes is 0");
-  if (max_pending_output == 0) {
-    // Room for the mark's backlog and a few reads past it (a read can bring 128 KiB).
-    max_pending_output = std::min<size_t>(std::max<size_t>(high_water_mark * 4, 4 << 20),
-                                          RingBuffer::kMaxLimit);
-  }
-  if (max_pending_output > RingBuffer::kMaxLimit) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("MaxPendingOutput(", max_pending_output, ") is more than 2 GiB"));
-  }
-  if (max_pending_output < high_water_mark) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "MaxPendingOutput(", max_pending_output, ") is below HighWaterMark(", high_water_mark,
-        "): the mark could never be reached"));
-  }
-  Connection::Options options;
-  options.high_water_mark = high_water_mark;
-  options.low_water_mark = high_water_mark / 2;
-  options.max_input_bytes = max_input_bytes;
-  options.max_pending_output = max_pending_output;
-  options.idle_timeout = idle_time;
-  return options;
-}
-
 void HandlerDispatch::OnMessage(const ConnectionPtr& connection, RingBuffer& input) {
   if (protocol_ == nullptr) {
     Reply reply = handler_->OnMessage(*connection, input);

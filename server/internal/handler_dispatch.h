@@ -7,9 +7,7 @@
 // the reason when a reply is refused. One per loop (or per client): it owns the scratch frame
 // and packet buffers.
 //
-// Also the limits a server and a client check alike (ConnectionOptionsFor).
-//
-// Thread safety: HandlerDispatch is loop thread only; ConnectionOptionsFor is thread-safe.
+// Thread safety: loop thread only.
 
 #ifndef GEV_SERVER_INTERNAL_HANDLER_DISPATCH_H_
 #define GEV_SERVER_INTERNAL_HANDLER_DISPATCH_H_
@@ -27,15 +25,6 @@
 #include "server/reply.h"
 
 namespace gev::server_internal {
-
-// ConnectionOptionsFor() — a connection's options from the knobs ServerOptions and
-// ClientOptions share, checked: InvalidArgument for a zero mark or limit, a negative idle time,
-// or a pending-output cap outside [high_water_mark, 2 GiB]. `max_pending_output` zero means
-// 4 x high_water_mark, at least 4 MiB.
-absl::StatusOr<Connection::Options> ConnectionOptionsFor(size_t high_water_mark,
-                                                         size_t max_pending_output,
-                                                         size_t max_input_bytes,
-                                                         absl::Duration idle_time);
 
 class HandlerDispatch {
  public:
