@@ -444,7 +444,10 @@ void Connection::FinishIfFlushed() {
     write_shut_ = true;
   }
   if (state() == State::kDisconnecting) {
-    CloseInLoop(peer_broke_off ? cold->end_reason : absl::OkStatus());
+    // The peer's broken end comes first; then a reason Close() was given; else an orderly end.
+    CloseInLoop(peer_broke_off ? cold->end_reason
+                : cold != nullptr ? cold->close_reason
+                                  : absl::OkStatus());
   }
 }
 
@@ -757,7 +760,7 @@ void Connection::ShutdownWrite() {
   });
 }
 
-void Connection::Close() {
+void Connection::Close(absl::Status reason) {
   State expected = State::kConnected;
   if (!state_.compare_exchange_strong(expected, State::kDisconnecting)) return;
   // On the loop thread, input stops now: no OnMessage follows a Close() made in OnConnect or
@@ -766,13 +769,34 @@ void Connection::Close() {
   if (loop()->IsInLoopThread()) SetReading(false);
   // Refused only by a loop that has finished: then nothing is served and the destructor closes
   // the descriptor.
-  (void)loop()->QueueInLoop([self = shared_from_this()] { self->CloseWhenFlushed(); });
+  (void)loop()->QueueInLoop([self = shared_from_this(), reason = std::move(reason)]() mutable {
+    self->CloseWhenFlushed(std::move(reason));
+  });
 }
 
-void Connection::CloseWhenFlushed() {
+void Connection::CloseWhenFlushed(absl::Status reason) {
   if (state() == State::kDisconnected) return;
   SetReading(false);
+  if (!reason.ok()) {
+    EnsureColdState()->close_reason = std::move(reason);
+    // In place of the idle timer: this close ends within the timeout either way.
+    if (idle_timer_ != 0) loop()->Cancel(idle_timer_);
+    idle_timer_ = loop()->RunAfter(options().error_close_timeout, [weak = weak_from_this()] {
+      if (ConnectionPtr self = weak.lock()) self->OnErrorCloseTimeout();
+    });
+  }
   FinishIfFlushed();
+}
+
+void Connection::OnErrorCloseTimeout() {
+  idle_timer_ = 0;
+  if (state() == State::kDisconnected) return;
+  absl::Status reason = cold_.load(std::memory_order_acquire)->close_reason;
+  // Teardown adds what was dropped; the stream is cut short, so RST.
+  CloseInLoop(absl::Status(reason.code(),
+                           absl::StrCat(reason.message(), "; the output was not written within ",
+                                        absl::FormatDuration(options().error_close_timeout))),
+              /*reset=*/true);
 }
 
 void Connection::ForceClose(absl::Status reason) {

@@ -115,6 +115,10 @@ class Connection final : public std::enable_shared_from_this<Connection> {
     size_t max_input_bytes = 64 * 1024 * 1024;
     // Close after this long without reading or writing; zero disables it.
     absl::Duration idle_timeout = absl::ZeroDuration();
+    // How long a Close() for an error (a protocol error's) lets what was already answered be
+    // written before the connection ends with RST anyway (a peer that sent garbage and does
+    // not read). Zero leaves it the writes that can be made at once.
+    absl::Duration error_close_timeout = absl::Seconds(5);
     // Most bytes accepted for sending and not yet written to the socket (queued from other
     // threads or waiting in the output buffer). A Send that would pass it is refused whole with
     // ResourceExhausted. At most RingBuffer::kMaxLimit.
@@ -230,8 +234,12 @@ class Connection final : public std::enable_shared_from_this<Connection> {
   // connection keeps reading. Thread-safe.
   void ShutdownWrite();
   // Connection::Close() — stops reading (at once on the loop thread: no OnMessage follows)
-  // and closes once pending output is written. Thread-safe.
-  void Close();
+  // and closes once everything accepted is written (the replies already produced: gathered,
+  // buffered, queued from other threads, and what the current callback returns), with a FIN.
+  // on_close gets `reason`: OK for an orderly close, or why (a protocol error); a close for an
+  // error waits at most Options::error_close_timeout for that output, then ends with RST and
+  // counts what was dropped. Thread-safe.
+  void Close(absl::Status reason = absl::OkStatus());
   // Connection::ForceClose() — closes without flushing: on the loop thread it stops input and
   // output at once, from another thread when its task runs; the descriptor is closed (RST if
   // output was left, counted in the reason) after the current callback. With an OK `reason`,
@@ -332,6 +340,8 @@ class Connection final : public std::enable_shared_from_this<Connection> {
     // with once the peer's end of stream is handled (a transport's peer_close_reason).
     std::unique_ptr<Transport> transport;
     absl::Status end_reason;
+    // Loop thread only: the reason a Close(reason) gave, for on_close once output is flushed.
+    absl::Status close_reason;
   };
 
   // The loop's callback for this connection's descriptor (EventLoop::AddHandler): a plain
@@ -417,7 +427,9 @@ class Connection final : public std::enable_shared_from_this<Connection> {
     return state_.load(std::memory_order_seq_cst) == State::kConnected &&
            !write_closing_.load(std::memory_order_seq_cst);
   }
-  void CloseWhenFlushed();
+  void CloseWhenFlushed(absl::Status reason);
+  // A close for an error did not get its output written within error_close_timeout.
+  void OnErrorCloseTimeout();
   void MarkActive();
   void ArmIdleTimer(absl::Duration delay);
   void OnIdleTimer();

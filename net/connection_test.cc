@@ -1139,6 +1139,56 @@ TEST(ConnectionTest, GatheredRepliesBeforeACloseAreDelivered) {
   }
 }
 
+// Close(reason): what was answered before it (gathered, buffered, from another thread) goes out,
+// then a FIN, and on_close carries the reason; past error_close_timeout a peer that does not
+// read is reset and the reason counts what was dropped.
+TEST(ConnectionTest, ACloseForAnErrorSendsWhatWasAnsweredThenFinWithinItsTimeout) {
+  Connection::Options options;
+  options.error_close_timeout = absl::Milliseconds(300);
+  const std::string large = Pattern(4 << 20, 3);
+  auto server = StartServer({.on_message =
+                                 [&](const ConnectionPtr& c, RingBuffer& input) {
+                                   bool big = input.Bytes() == "big";
+                                   input.RetrieveAll();
+                                   if (big) {
+                                     int size = 4096;
+                                     ::setsockopt(c->fd(), SOL_SOCKET, SO_SNDBUF, &size,
+                                                  sizeof(size));
+                                   }
+                                   EXPECT_TRUE(c->Send(big ? large : "answered").ok());
+                                   c->Close(absl::InvalidArgumentError("then garbage"));
+                                 }},
+                            options);
+  {
+    SCOPED_TRACE("a peer that reads");
+    int client = Connect(server->address());
+    ASSERT_TRUE(WriteAll(client, "x"));
+    bool reset = true;
+    EXPECT_EQ(ReadToEnd(client, &reset), "answered");
+    EXPECT_FALSE(reset);
+    ASSERT_TRUE(server->WaitForCloses(1));
+    absl::Status reason = server->last_close_reason();
+    EXPECT_EQ(reason.code(), absl::StatusCode::kInvalidArgument) << reason;
+    EXPECT_EQ(reason.message(), "then garbage");
+    ::close(client);
+  }
+  {
+    SCOPED_TRACE("a peer that does not read");
+    int client = Connect(server->address(), 4096);
+    auto start = std::chrono::steady_clock::now();
+    ASSERT_TRUE(WriteAll(client, "big"));
+    ASSERT_TRUE(server->WaitForCloses(2));
+    EXPECT_GE(std::chrono::steady_clock::now() - start, milliseconds(250));
+    absl::Status reason = server->last_close_reason();
+    EXPECT_EQ(reason.code(), absl::StatusCode::kInvalidArgument) << reason;
+    EXPECT_NE(reason.message().find("bytes of output unsent"), std::string_view::npos) << reason;
+    bool reset = false;
+    std::string received = ReadToEnd(client, &reset);
+    EXPECT_TRUE(reset) << "ended with a FIN after " << received.size() << " bytes";
+    ::close(client);
+  }
+}
+
 // Gathered bytes count as pending output: the cap refuses a send that would pass it, whole.
 TEST(ConnectionTest, GatheredBytesCountAgainstThePendingCap) {
   Connection::Options options;

@@ -95,6 +95,7 @@ absl::StatusOr<Connection::Options> ConnectionOptionsFor(const ConnectionSetting
   options.max_input_bytes = settings.max_input_bytes;
   options.max_pending_output = max_pending_output;
   options.idle_timeout = settings.idle_time;
+  options.error_close_timeout = settings.stop_timeout;
   options.gather_writes = settings.gather_writes;
   return options;
 }

@@ -69,7 +69,9 @@ struct ConnectionSettings {
   // Replies and other small sends made on a loop are gathered per connection and written once
   // per loop iteration (Connection::Send); false writes each at once.
   bool gather_writes = true;
-  // How long Stop() lets connections flush pending output before closing them anyway.
+  // How long Stop() lets connections flush pending output before closing them anyway; and how
+  // long a connection closed for a protocol error may write the replies it had produced
+  // before it (then RST).
   absl::Duration stop_timeout = absl::Seconds(5);
   // What runs between each socket and its connection: TLS (tls::ServerTransport or
   // tls::ClientTransport in //tls) or another net/transport.h; null carries bytes as they are.

@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <cerrno>
 #include <chrono>
 #include <functional>
 #include <future>
@@ -670,6 +671,75 @@ TEST(ServerTest, LengthFieldProtocolDeliversWholeFramesAndClosesOnlyTheBadPeer) 
   EXPECT_EQ(frames.load(), 4);
   ::close(good);
   ::close(bad);
+}
+
+// Reads until EOF or an error; says which (a reset, or a clean end) and returns what came.
+std::string ReadUntilTheEnd(int fd, bool* reset) {
+  std::string received;
+  char buffer[65536];
+  for (;;) {
+    ssize_t n = ::read(fd, buffer, sizeof(buffer));
+    if (n > 0) {
+      received.append(buffer, static_cast<size_t>(n));
+      continue;
+    }
+    *reset = n < 0 && errno == ECONNRESET;
+    return received;
+  }
+}
+
+// Valid frames, then garbage, in one write: the valid frames' replies arrive, then a FIN (not
+// a reset that would drop them), and OnClose says why. Redis answers a pipeline that ends in a
+// protocol error the same way.
+TEST_P(ServerModeTest, RepliesToTheFramesBeforeAProtocolErrorArriveThenFin) {
+  RecordingHandler handler;
+  ServerOptions options = Loopback(2, GetParam());
+  options.protocol = std::make_shared<LengthFieldProtocol>(1024);
+  auto server = MustCreate(&handler, options);
+  ASSERT_NE(server, nullptr);
+  ServerThread running(server.get());
+  int client = Connect(server->ListenAddress());
+  ASSERT_TRUE(WriteAll(client, LengthFramed("one") + LengthFramed("two") +
+                                   std::string("\xff\xff\xff\xff", 4) + "garbage"));
+  bool reset = true;
+  EXPECT_EQ(ReadUntilTheEnd(client, &reset), LengthFramed("one") + LengthFramed("two"));
+  EXPECT_FALSE(reset) << "the answered frames' replies were cut off by a reset";
+  ASSERT_TRUE(WaitFor([&] { return handler.closes() == 1; }));
+  EXPECT_EQ(handler.reasons()[0].code(), absl::StatusCode::kInvalidArgument)
+      << handler.reasons()[0];
+  ::close(client);
+}
+
+// A peer that sends garbage and does not read what it was answered gets the stop timeout to do
+// so, then a reset; OnClose counts what was dropped.
+TEST(ServerTest, AProtocolErrorsRepliesWaitAtMostTheStopTimeout) {
+  RecordingHandler handler;
+  const std::string large = Pattern(4 << 20, 6);
+  handler.on_message = [&](Connection& conn, RingBuffer& frame) -> Reply {
+    int size = 4096;
+    ::setsockopt(conn.fd(), SOL_SOCKET, SO_SNDBUF, &size, sizeof(size));
+    frame.RetrieveAll();
+    return Reply::View(large);  // Framed: more than a reader of nothing takes.
+  };
+  ServerOptions options = Loopback(1);
+  options.protocol = std::make_shared<LengthFieldProtocol>(1024);
+  options.stop_timeout = absl::Milliseconds(300);
+  auto server = MustCreate(&handler, options);
+  ASSERT_NE(server, nullptr);
+  ServerThread running(server.get());
+  int client = Connect(server->ListenAddress(), 4096);
+  auto start = std::chrono::steady_clock::now();
+  ASSERT_TRUE(WriteAll(client, LengthFramed("big") + std::string("\xff\xff\xff\xff", 4)));
+  ASSERT_TRUE(WaitFor([&] { return handler.closes() == 1; }));
+  EXPECT_GE(std::chrono::steady_clock::now() - start, std::chrono::milliseconds(250));
+  absl::Status reason = handler.reasons()[0];
+  EXPECT_EQ(reason.code(), absl::StatusCode::kInvalidArgument) << reason;
+  EXPECT_NE(reason.message().find("not written within"), std::string::npos) << reason;
+  EXPECT_NE(reason.message().find("bytes of output unsent"), std::string::npos) << reason;
+  bool reset = false;
+  std::string received = ReadUntilTheEnd(client, &reset);
+  EXPECT_TRUE(reset) << "a cut-off reply ended with a FIN after " << received.size() << " bytes";
+  ::close(client);
 }
 
 TEST(ServerTest, DelimiterProtocolSplitsLines) {

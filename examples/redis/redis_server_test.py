@@ -3,8 +3,9 @@
 - redis-cli: single commands, and --pipe of 100,000 SETs (every reply counted, none an error).
 - A differential test: the same random command stream, split at random points, goes to our
   server and to redis-server (7.0, from Debian); the replies must be equal byte for byte.
-- Protocol errors: each bad request gets Redis's reply and the connection closes, as with
-  redis-server.
+- Protocol errors: each bad request gets Redis's reply (after the replies to the commands
+  before it) and the connection closes, as with redis-server, ending as it does (a FIN, or a
+  reset where the server closes with input it never read).
 
 Every check runs against one loop and against two loops with SO_REUSEPORT. Needs redis-server
 and redis-cli (Debian's redis-server and redis-tools; tools/bazel installs them): missing,
@@ -86,7 +87,7 @@ def read_to_end(sock):
     except socket.timeout:
         return bytes(data), "open"
     except ConnectionResetError:
-        return bytes(data), "eof"
+        return bytes(data), "reset"
 
 
 def resp(*args):

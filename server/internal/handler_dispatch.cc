@@ -34,8 +34,11 @@ void HandlerDispatch::OnMessage(const ConnectionPtr& connection, RingBuffer& inp
   while (connection->state() == Connection::State::kConnected) {
     absl::StatusOr<bool> decoded = protocol_->UnPacket(*connection, input, frame_);
     if (!decoded.ok()) {
+      // The replies to the frames before it go out first, then the FIN (as Redis answers
+      // what came before a protocol error); a peer that does not read them within the stop
+      // timeout is reset.
       ResetFrame();
-      connection->ForceClose(decoded.status());
+      connection->Close(decoded.status());
       return;
     }
     if (!*decoded) return;
