@@ -331,6 +331,14 @@ void Connection::HandleRead(const ConnectionPtr& self) {
 void Connection::OnPeerClosed() {
   peer_closed_ = true;
   SetReading(false);
+  if (options().half_close && callbacks().on_peer_shutdown && !write_shut_ &&
+      state() == State::kConnected) {
+    // Only the peer's direction has ended: this one stays open until the owner shuts it
+    // (FinishIfFlushed closes once both are done). Not inside another callback: this runs
+    // from the read path after on_message has returned.
+    callbacks().on_peer_shutdown(shared_from_this());
+    return;
+  }
   State expected = State::kConnected;
   state_.compare_exchange_strong(expected, State::kDisconnecting);
   FinishIfFlushed();
@@ -442,6 +450,11 @@ void Connection::FinishIfFlushed() {
   if (shutdown_requested_ && !write_shut_) {
     ::shutdown(fd_, SHUT_WR);
     write_shut_ = true;
+  }
+  if (write_shut_ && peer_closed_) {
+    // Both directions are done (a half-closed connection whose owner has shut its side).
+    State expected = State::kConnected;
+    state_.compare_exchange_strong(expected, State::kDisconnecting);
   }
   if (state() == State::kDisconnecting) {
     // The peer's broken end comes first; then a reason Close() was given; else an orderly end.

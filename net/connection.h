@@ -110,6 +110,12 @@ class Connection final : public std::enable_shared_from_this<Connection> {
     // leaves reading to the owner (PauseReading/ResumeReading from the callbacks), as a relay
     // needs: it pauses the *other* side, and pausing this one too would deadlock it.
     bool pause_reading_at_high_water = true;
+    // A peer's FIN ends only its direction: on_peer_shutdown runs, and the connection stays
+    // writable (Send, replies) until the owner shuts its own side (ShutdownWrite, Close); it
+    // closes, on_close(OK), once both directions are done. False (gev's default): a peer's FIN
+    // ends the connection once what it was sent is written. Without on_peer_shutdown the
+    // default applies either way.
+    bool half_close = false;
     // Most bytes the input buffer keeps; a peer that sends more while the handler leaves them
     // unconsumed is closed with ResourceExhausted.
     size_t max_input_bytes = 64 * 1024 * 1024;
@@ -138,6 +144,8 @@ class Connection final : public std::enable_shared_from_this<Connection> {
     absl::AnyInvocable<void(const ConnectionPtr&, size_t pending_bytes) const> on_high_water;
     // After an on_high_water: pending output is below the low-water mark again.
     absl::AnyInvocable<void(const ConnectionPtr&) const> on_low_water;
+    // With Options::half_close: the peer has shut down its sending side (FIN).
+    absl::AnyInvocable<void(const ConnectionPtr&) const> on_peer_shutdown;
     absl::AnyInvocable<void(const ConnectionPtr&) const> on_write_complete;
   };
 

@@ -45,6 +45,7 @@ struct ServerHooks {
   std::function<void(const ConnectionPtr&, const absl::Status&)> on_close;
   std::function<void(const ConnectionPtr&, size_t)> on_high_water;
   std::function<void(const ConnectionPtr&)> on_low_water;
+  std::function<void(const ConnectionPtr&)> on_peer_shutdown;
 };
 
 // Counts, on the loop thread, callbacks that start while another is running: the library
@@ -196,6 +197,13 @@ class TestServer {
       RecordWater("low");
       if (hooks_.on_low_water) hooks_.on_low_water(c);
     };
+    if (hooks_.on_peer_shutdown) {
+      callbacks.on_peer_shutdown = [this](const ConnectionPtr& c) {
+        CallbackNesting::Scope scope(nesting_);
+        Record("peer shutdown");
+        hooks_.on_peer_shutdown(c);
+      };
+    }
     return config;
   }
 
@@ -262,6 +270,21 @@ class PollerWithHook final : public Poller {
   std::unique_ptr<Poller> inner_;
   std::function<void()> before_wait_;
 };
+
+// Reads to the end of the stream; `reset` tells whether it ended with ECONNRESET, not a FIN.
+std::string ReadToEnd(int fd, bool* reset) {
+  std::string received;
+  char buffer[65536];
+  while (true) {
+    ssize_t n = ::read(fd, buffer, sizeof(buffer));
+    if (n > 0) {
+      received.append(buffer, static_cast<size_t>(n));
+      continue;
+    }
+    *reset = n < 0 && errno == ECONNRESET;
+    return received;
+  }
+}
 
 TEST(ConnectionTest, EchoesAndOrdersCallbacksExactlyOnce) {
   auto server = StartServer({});
@@ -384,6 +407,85 @@ TEST(ConnectionTest, HalfCloseFromPeerStillDeliversPendingOutput) {
   EXPECT_TRUE(SeesEndOfStream(client));
   ASSERT_TRUE(server->WaitForCloses(1));
   EXPECT_TRUE(server->last_close_reason().ok()) << server->last_close_reason();
+  ::close(client);
+}
+
+// Half-close: the peer's FIN ends only its direction. The connection stays writable (a reply
+// computed after the request's end, sends from another thread), and closes with OK once the
+// owner shuts its side too; every byte arrives, then the FIN.
+TEST(ConnectionTest, HalfCloseKeepsTheConnectionWritableUntilTheOwnerShutsItsSide) {
+  Connection::Options options;
+  options.half_close = true;
+  std::string request;  // Loop thread only.
+  std::promise<ConnectionPtr> peer_done;
+  auto server = StartServer(
+      {
+          .on_message = [&](const ConnectionPtr&, RingBuffer& input) {
+            request += input.Bytes();
+            input.RetrieveAll();
+          },
+          .on_peer_shutdown = [&](const ConnectionPtr& c) {
+            // The whole request has come: the answer is its size, then the request reversed.
+            EXPECT_TRUE(c->Connected());
+            EXPECT_TRUE(c->Send(std::to_string(request.size()) + ";").ok());
+            peer_done.set_value(c);
+          },
+      },
+      options);
+  int client = Connect(server->address());
+  const std::string sent = Pattern(300 * 1024, 4);
+  ASSERT_TRUE(WriteAll(client, sent));
+  ::shutdown(client, SHUT_WR);
+  ConnectionPtr connection = peer_done.get_future().get();
+  // From another thread, after the peer's FIN: still taken.
+  std::string reversed(sent.rbegin(), sent.rend());
+  EXPECT_TRUE(connection->Send(reversed).ok());
+  std::this_thread::sleep_for(milliseconds(50));
+  EXPECT_EQ(server->close_count(), 0) << "closed before the owner shut its side";
+  connection->ShutdownWrite();
+  std::string expected = std::to_string(sent.size()) + ";" + reversed;
+  bool reset = true;
+  EXPECT_TRUE(ReadToEnd(client, &reset) == expected);
+  EXPECT_FALSE(reset);
+  ASSERT_TRUE(server->WaitForCloses(1));
+  EXPECT_TRUE(server->last_close_reason().ok()) << server->last_close_reason();
+  EXPECT_EQ(server->events(),
+            (std::vector<std::string>{"connect", "message", "peer shutdown", "close:OK"}));
+  connection.reset();
+  ::close(client);
+}
+
+// The other order: the owner shuts its side first, the peer goes on sending and reading, and
+// its FIN then closes the connection (OK), without on_peer_shutdown.
+TEST(ConnectionTest, HalfCloseAfterTheOwnerShutItsSideTheFinCloses) {
+  Connection::Options options;
+  options.half_close = true;
+  std::atomic<size_t> received{0};
+  std::atomic<int> peer_shutdowns{0};
+  auto server = StartServer(
+      {
+          .on_connect = [&](const ConnectionPtr& c) {
+            EXPECT_TRUE(c->Send("greeting").ok());
+            c->ShutdownWrite();
+          },
+          .on_message = [&](const ConnectionPtr&, RingBuffer& input) {
+            received += input.Length();
+            input.RetrieveAll();
+          },
+          .on_peer_shutdown = [&](const ConnectionPtr&) { ++peer_shutdowns; },
+      },
+      options);
+  int client = Connect(server->address());
+  bool reset = true;
+  EXPECT_EQ(ReadToEnd(client, &reset), "greeting");  // Then the server's FIN.
+  EXPECT_FALSE(reset);
+  ASSERT_TRUE(WriteAll(client, Pattern(100 * 1024, 5)));  // Still read.
+  EXPECT_TRUE(WaitFor([&] { return received.load() == 100 * 1024; }));
+  EXPECT_EQ(server->close_count(), 0);
+  ::shutdown(client, SHUT_WR);
+  ASSERT_TRUE(server->WaitForCloses(1));
+  EXPECT_TRUE(server->last_close_reason().ok()) << server->last_close_reason();
+  EXPECT_EQ(peer_shutdowns.load(), 0);
   ::close(client);
 }
 
@@ -711,21 +813,6 @@ void Reset(int fd) {
   linger reset{1, 0};
   ::setsockopt(fd, SOL_SOCKET, SO_LINGER, &reset, sizeof(reset));
   ::close(fd);
-}
-
-// Reads to the end of the stream; `reset` tells whether it ended with ECONNRESET, not a FIN.
-std::string ReadToEnd(int fd, bool* reset) {
-  std::string received;
-  char buffer[65536];
-  while (true) {
-    ssize_t n = ::read(fd, buffer, sizeof(buffer));
-    if (n > 0) {
-      received.append(buffer, static_cast<size_t>(n));
-      continue;
-    }
-    *reset = n < 0 && errno == ECONNRESET;
-    return received;
-  }
 }
 
 // A write that fails inside a callback (the peer has reset) used to run OnClose on the spot,

@@ -51,6 +51,9 @@ class ClientCore : public std::enable_shared_from_this<ClientCore> {
     config->callbacks.on_low_water = [this](const ConnectionPtr& c) {
       dispatch_.handler()->OnLowWater(*c);
     };
+    config->callbacks.on_peer_shutdown = [this](const ConnectionPtr& c) {
+      dispatch_.handler()->OnPeerShutdown(*c);
+    };
     config->callbacks.on_write_complete = [this](const ConnectionPtr& c) {
       dispatch_.handler()->OnWriteComplete(*c);
     };

@@ -80,6 +80,13 @@ class Handler {
   // OnHighWater, after it.
   virtual void OnLowWater(Connection& conn) { (void)conn; }
 
+  // Handler::OnPeerShutdown() — with HalfClose(true): the peer has shut down its sending side
+  // (FIN); no more input comes, and the connection stays writable until this handler shuts
+  // its own side. By default it does so at once: ShutdownWrite(), which sends what is pending,
+  // then the FIN; OnClose(OK) follows when both directions are done. A relay passes it on
+  // (the other side's ShutdownWrite) instead.
+  virtual void OnPeerShutdown(Connection& conn) { conn.ShutdownWrite(); }
+
   // Handler::OnWriteComplete() — output that had to wait has all been written.
   virtual void OnWriteComplete(Connection& conn) { (void)conn; }
 

@@ -41,6 +41,9 @@ Option HighWaterMark(size_t bytes) {
 Option PauseReadingAtHighWater(bool on) {
   return [on](ServerOptions& o) { o.pause_reading_at_high_water = on; };
 }
+Option HalfClose(bool on) {
+  return [on](ServerOptions& o) { o.half_close = on; };
+}
 Option MaxInputBytes(size_t bytes) {
   return [bytes](ServerOptions& o) { o.max_input_bytes = bytes; };
 }
@@ -92,6 +95,7 @@ absl::StatusOr<Connection::Options> ConnectionOptionsFor(const ConnectionSetting
   options.high_water_mark = settings.high_water_mark;
   options.low_water_mark = settings.high_water_mark / 2;
   options.pause_reading_at_high_water = settings.pause_reading_at_high_water;
+  options.half_close = settings.half_close;
   options.max_input_bytes = settings.max_input_bytes;
   options.max_pending_output = max_pending_output;
   options.idle_timeout = settings.idle_time;

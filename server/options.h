@@ -59,6 +59,11 @@ struct ConnectionSettings {
   // and ResumeReading from OnHighWater and OnLowWater), as a relay needs: it pauses the other
   // side, and a side that also paused itself would deadlock the pair.
   bool pause_reading_at_high_water = true;
+  // A peer's FIN (it shut down its sending side) ends only that direction: Handler::
+  // OnPeerShutdown runs, and the connection stays writable until the handler shuts its own
+  // side (ShutdownWrite, Close); OnClose(OK) once both are done. Off (gev's default): a FIN
+  // ends the connection once what it was sent is written.
+  bool half_close = false;
   // Most bytes accepted for a peer and not yet written to it; a Send past it returns
   // ResourceExhausted and queues nothing of that call, and a reply past it ends the connection
   // (RST) with that reason. Zero means 4 x high_water_mark, at least 4 MiB. At least
@@ -120,6 +125,7 @@ Option TCPNoDelay(bool on);
 Option TCPKeepAlive(absl::Duration interval);
 Option HighWaterMark(size_t bytes);
 Option PauseReadingAtHighWater(bool on);
+Option HalfClose(bool on);
 Option MaxInputBytes(size_t bytes);
 Option MaxPendingOutput(size_t bytes);
 Option StopTimeout(absl::Duration timeout);

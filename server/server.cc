@@ -178,6 +178,9 @@ absl::Status Server::Init(const SocketAddress& address,
       w->handler->OnHighWater(*c, pending);
     };
     config->callbacks.on_low_water = [w](const ConnectionPtr& c) { w->handler->OnLowWater(*c); };
+    config->callbacks.on_peer_shutdown = [w](const ConnectionPtr& c) {
+      w->handler->OnPeerShutdown(*c);
+    };
     config->callbacks.on_write_complete = [w](const ConnectionPtr& c) {
       w->handler->OnWriteComplete(*c);
     };

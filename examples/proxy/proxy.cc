@@ -70,6 +70,7 @@ void TcpProxy::OnConnect(Connection& downstream) {
   client.connect_timeout = options_.connect_timeout;
   client.high_water_mark = options_.high_water_mark;
   client.pause_reading_at_high_water = false;  // The downstream's OnHighWater pauses it.
+  client.half_close = true;                    // Its FIN is relayed, not an end.
   client.context = pair;
   client.transport = options_.upstream_transport;
   client.server_name = options_.upstream_server_name;
@@ -108,6 +109,17 @@ void TcpProxy::OnLowWater(Connection& downstream) {
   if (pair != nullptr && pair->upstream != nullptr) pair->upstream->ResumeReading();
 }
 
+void TcpProxy::OnPeerShutdown(Connection& downstream) {
+  // The client is done sending: the upstream hears it after what came before (ShutdownWrite
+  // flushes first). Reading was paused until the upstream connected, so it is there.
+  Pair* pair = ContextAs<Pair>(downstream);
+  if (pair != nullptr && pair->upstream != nullptr) {
+    pair->upstream->ShutdownWrite();
+  } else {
+    downstream.Close();
+  }
+}
+
 void TcpProxy::OnClose(Connection& downstream, const absl::Status& reason) {
   Pair* pair = ContextAs<Pair>(downstream);
   if (pair == nullptr) return;
@@ -144,6 +156,15 @@ void TcpProxy::Upstream::OnHighWater(Connection& upstream, size_t) {
 void TcpProxy::Upstream::OnLowWater(Connection& upstream) {
   Pair* pair = ContextAs<Pair>(upstream);
   if (pair->downstream != nullptr) pair->downstream->ResumeReading();
+}
+
+void TcpProxy::Upstream::OnPeerShutdown(Connection& upstream) {
+  Pair* pair = ContextAs<Pair>(upstream);
+  if (pair->downstream != nullptr) {
+    pair->downstream->ShutdownWrite();
+  } else {
+    upstream.Close();
+  }
 }
 
 void TcpProxy::Upstream::OnClose(Connection& upstream, const absl::Status& reason) {

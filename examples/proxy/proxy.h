@@ -9,7 +9,8 @@
 //   gev::examples::TcpProxy proxy({.upstream = "127.0.0.1:6379"});
 //   auto server = gev::NewServer(&proxy, gev::Address(":7000"), gev::NumLoops(1),
 //                                gev::HighWaterMark(proxy.options().high_water_mark),
-//                                gev::PauseReadingAtHighWater(false));  // the proxy pauses
+//                                gev::PauseReadingAtHighWater(false),  // the proxy pauses
+//                                gev::HalfClose(true));                // and relays FINs
 //   (*server)->Start();
 //
 // What it promises:
@@ -28,8 +29,10 @@
 //   - Either side may be TLS (Options::upstream_transport, the server's WithTransport): the
 //     relay sees plaintext, and a failed upstream handshake resets the downstream with its
 //     reason as a failed connect does.
-//   - Half-closes are not relayed as such: a FIN from either side ends the pair, as gev's
-//     connections treat a peer's FIN.
+//   - Half-closes are relayed: a FIN from one side reaches the other once everything it sent
+//     before it has (ShutdownWrite), and the other direction goes on until its own FIN; the
+//     pair ends when both directions are done (the server is made with HalfClose(true), the
+//     upstream clients likewise). A reset on one side resets the other.
 //
 // Thread safety: the handler is called on the server's loop threads; each pair lives on one.
 
@@ -74,6 +77,7 @@ class TcpProxy : public Handler {
   Reply OnMessage(Connection& downstream, RingBuffer& input) override;
   void OnHighWater(Connection& downstream, size_t pending) override;
   void OnLowWater(Connection& downstream) override;
+  void OnPeerShutdown(Connection& downstream) override;
   void OnClose(Connection& downstream, const absl::Status& reason) override;
 
   // Thread-safe counts.
@@ -91,6 +95,7 @@ class TcpProxy : public Handler {
     Reply OnMessage(Connection& upstream, RingBuffer& input) override;
     void OnHighWater(Connection& upstream, size_t pending) override;
     void OnLowWater(Connection& upstream) override;
+    void OnPeerShutdown(Connection& upstream) override;
     void OnClose(Connection& upstream, const absl::Status& reason) override;
   };
 

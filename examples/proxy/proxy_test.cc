@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <cerrno>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -439,6 +440,121 @@ TEST(ProxyTest, AFullDuplexStreamToALateReadingUpstreamNeitherStallsNorBalloons)
               baseline_kib, peak_kib, growth_mib, kStream >> 20);
   // The 1 MiB mark per side, a few reads past it, and the block cache.
   EXPECT_LT(growth_mib, 16);
+  ::close(client);
+  EXPECT_EQ(proxy->Terminate(), 0);
+}
+
+// Reads to the end of the stream: what came, and whether it ended with a reset.
+std::string ReadToTheEnd(int fd, bool* reset) {
+  std::string received;
+  std::vector<char> buffer(64 * 1024);
+  for (;;) {
+    ssize_t n = ::read(fd, buffer.data(), buffer.size());
+    if (n > 0) {
+      received.append(buffer.data(), static_cast<size_t>(n));
+      continue;
+    }
+    *reset = n < 0 && errno == ECONNRESET;
+    return received;
+  }
+}
+
+// A client that sends its request and half-closes gets the whole answer, then EOF: the proxy
+// relays the client's FIN to the upstream after the request, and the upstream's FIN after the
+// answer (it used to end the pair at the client's FIN and cut the echo short, the one thing a
+// byte stream must not do).
+TEST(ProxyTest, AHalfClosingClientGetsTheWholeAnswerThenEof) {
+  Backend backend;  // Echoes; at the FIN, flushes and closes.
+  ProxiedBackend relay(&backend);
+  ASSERT_TRUE(relay.status().ok()) << relay.status();
+  ExampleProcess* proxy = &relay.proxy();
+  for (int i = 0; i < 10; ++i) {
+    int client = Connect(proxy->address());
+    ASSERT_GE(client, 0);
+    std::string request = Pattern(256 * 1024, i);
+    ASSERT_TRUE(WriteAll(client, request));
+    ::shutdown(client, SHUT_WR);
+    bool reset = true;
+    std::string answer = ReadToTheEnd(client, &reset);
+    EXPECT_EQ(answer.size(), request.size()) << "round " << i;
+    EXPECT_TRUE(answer == request) << "round " << i;
+    EXPECT_FALSE(reset) << "round " << i;
+    ::close(client);
+  }
+  ASSERT_TRUE(WaitFor([&] { return backend.reasons().size() == 10; }));
+  for (const absl::Status& reason : backend.reasons()) EXPECT_TRUE(reason.ok()) << reason;
+  EXPECT_EQ(proxy->Terminate(), 0);
+}
+
+// An upstream that half-closes, written plainly: sends a greeting, shuts down its sending side,
+// and goes on reading until the client's end, counting.
+class GreetingUpstream {
+ public:
+  GreetingUpstream() {
+    listener_ = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    sockaddr_in any{};
+    any.sin_family = AF_INET;
+    any.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    socklen_t length = sizeof(any);
+    EXPECT_EQ(::bind(listener_, reinterpret_cast<sockaddr*>(&any), length), 0);
+    EXPECT_EQ(::listen(listener_, 4), 0);
+    EXPECT_EQ(::getsockname(listener_, reinterpret_cast<sockaddr*>(&any), &length), 0);
+    address_ = "127.0.0.1:" + std::to_string(ntohs(any.sin_port));
+    thread_ = std::thread([this] { Serve(); });
+  }
+  ~GreetingUpstream() {
+    thread_.join();
+    ::close(listener_);
+  }
+  const std::string& address() const { return address_; }
+  size_t received() const { return received_.load(); }
+  bool ended_cleanly() const { return ended_cleanly_.load(); }
+
+ private:
+  void Serve() {
+    pollfd ready{listener_, POLLIN, 0};
+    if (::poll(&ready, 1, 10000) != 1) return;
+    int fd = ::accept(listener_, nullptr, nullptr);
+    if (fd < 0) return;
+    timeval patience{10, 0};
+    ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &patience, sizeof(patience));
+    (void)WriteAll(fd, "greeting");
+    ::shutdown(fd, SHUT_WR);
+    std::vector<char> buffer(64 * 1024);
+    for (;;) {
+      ssize_t n = ::read(fd, buffer.data(), buffer.size());
+      if (n <= 0) {
+        ended_cleanly_ = n == 0;
+        break;
+      }
+      received_ += static_cast<size_t>(n);
+    }
+    ::close(fd);
+  }
+
+  int listener_ = -1;
+  std::string address_;
+  std::thread thread_;
+  std::atomic<size_t> received_{0};
+  std::atomic<bool> ended_cleanly_{false};
+};
+
+// The other order: the upstream's FIN comes first. The client sees the greeting and EOF, and
+// can still send: every byte reaches the upstream, then the client's FIN.
+TEST(ProxyTest, AnUpstreamThatHalfClosesFirstStillHearsTheClientOut) {
+  GreetingUpstream upstream;
+  auto proxy = StartProxy(upstream.address());
+  ASSERT_TRUE(proxy.ok()) << proxy.status();
+  int client = Connect(proxy->address());
+  ASSERT_GE(client, 0);
+  bool reset = true;
+  EXPECT_EQ(ReadToTheEnd(client, &reset), "greeting");
+  EXPECT_FALSE(reset);
+  ASSERT_TRUE(WriteAll(client, Pattern(300 * 1024, 8)));
+  ::shutdown(client, SHUT_WR);
+  EXPECT_TRUE(WaitFor([&] { return upstream.ended_cleanly(); }))
+      << upstream.received() << " bytes reached the upstream";
+  EXPECT_EQ(upstream.received(), 300u * 1024);
   ::close(client);
   EXPECT_EQ(proxy->Terminate(), 0);
 }
