@@ -1,0 +1,292 @@
+// Connection through its transport seam, under a fake transport of the test's own (as Envoy
+// tests its connection under a mock transport socket): what the seam promises holds of any
+// transport, not only of TLS. The fake's wire protocol: the peer sends "HELLO" and is answered
+// "HELLO" (the handshake); then every byte travels XORed with 0x5a; the transport's last words
+// before a FIN are "END" (unXORed); a '!' in the plaintext is a protocol error.
+
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <functional>
+#include <future>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "absl/time/time.h"
+#include "eventloop/event_loop.h"
+#include "gtest/gtest.h"
+#include "net/acceptor.h"
+#include "net/connection.h"
+#include "net/testing/loopback_client.h"
+#include "net/transport.h"
+
+namespace gev {
+namespace {
+
+using ::gev::testing::Connect;
+using ::gev::testing::ReadExactly;
+using ::gev::testing::WaitFor;
+using ::gev::testing::WriteAll;
+
+std::string Xor(std::string_view bytes) {
+  std::string out(bytes);
+  for (char& c : out) c = static_cast<char>(c ^ 0x5a);
+  return out;
+}
+
+class XorTransport final : public Transport {
+ public:
+  explicit XorTransport(absl::Duration handshake_timeout)
+      : handshake_timeout_(handshake_timeout) {}
+
+  absl::Status Start(TransportIo) override { return absl::OkStatus(); }
+
+  ReadResult Read(TransportIo io, RingBuffer& input) override {
+    ReadResult result;
+    char buffer[65536];
+    ssize_t n = ::read(io.fd(), buffer, sizeof(buffer));
+    if (n == 0) {
+      result.peer_closed = true;
+      return result;
+    }
+    if (n < 0) {
+      if (errno != EAGAIN && errno != EWOULDBLOCK) result.error = absl::ErrnoToStatus(errno, "read");
+      return result;
+    }
+    io.CountRead(static_cast<size_t>(n));
+    std::string_view bytes(buffer, static_cast<size_t>(n));
+    if (!established_) {
+      size_t wanted = 5 - hello_.size();
+      hello_.append(bytes.substr(0, wanted));
+      bytes.remove_prefix(std::min(wanted, bytes.size()));
+      if (hello_.size() < 5) return result;
+      if (hello_ != "HELLO") {
+        result.error = absl::InvalidArgumentError("XOR: bad handshake");
+        return result;
+      }
+      established_ = true;
+      result.established = true;
+      (void)io.Write("HELLO");
+    }
+    std::string plain = Xor(bytes);
+    size_t bang = plain.find('!');
+    if (!input.WriteString(plain.substr(0, bang))) {
+      result.error = absl::ResourceExhaustedError("input buffer limit exceeded");
+    } else if (bang != std::string::npos) {
+      result.error = absl::InvalidArgumentError("XOR: bang");
+    }
+    return result;
+  }
+
+  absl::Status Write(TransportIo io, std::string_view plaintext) override {
+    if (!io.Write(Xor(plaintext))) return absl::FailedPreconditionError("closed for writing");
+    return absl::OkStatus();
+  }
+
+  void Shutdown(TransportIo io) override { (void)io.Write("END"); }
+
+  absl::Duration handshake_timeout() const override { return handshake_timeout_; }
+  const char* name() const override { return "XOR"; }
+
+ private:
+  const absl::Duration handshake_timeout_;
+  bool established_ = false;
+  std::string hello_;
+};
+
+class XorFactory final : public TransportFactory {
+ public:
+  explicit XorFactory(absl::Duration handshake_timeout) : handshake_timeout_(handshake_timeout) {}
+  absl::StatusOr<std::unique_ptr<Transport>> NewTransport(const TransportContext&) override {
+    return std::make_unique<XorTransport>(handshake_timeout_);
+  }
+
+ private:
+  const absl::Duration handshake_timeout_;
+};
+
+// One loop thread, an acceptor and the connections it makes, all with the XOR transport;
+// records what the callbacks saw.
+class XorServer {
+ public:
+  struct Hooks {
+    std::function<void(const ConnectionPtr&, RingBuffer&)> on_message;  // Default: echo.
+  };
+
+  explicit XorServer(Hooks hooks, absl::Duration handshake_timeout = absl::Seconds(5))
+      : hooks_(std::move(hooks)), loop_(*EventLoop::Create()) {
+    auto config = std::make_shared<Connection::Config>();
+    config->loop = loop_;
+    config->transport = std::make_shared<XorFactory>(handshake_timeout);
+    config->callbacks.on_connect = [this](const ConnectionPtr&) { Record("connect"); };
+    config->callbacks.on_message = [this](const ConnectionPtr& c, RingBuffer& input) {
+      Record("message:" + input.Bytes());
+      if (hooks_.on_message) {
+        hooks_.on_message(c, input);
+      } else {
+        (void)c->SendFromBuffer(input, input.Length());
+      }
+    };
+    config->callbacks.on_close = [this](const ConnectionPtr& c, const absl::Status& reason) {
+      {
+        std::lock_guard<std::mutex> lock(mutex_);
+        events_.push_back(absl::StrCat("close:", absl::StatusCodeToString(reason.code()),
+                                       c->connect_reported() ? "" : " before connect"));
+        reasons_.push_back(reason);
+      }
+      connections_.erase(c.get());
+    };
+    config_ = std::move(config);
+    auto acceptor = Acceptor::Create(loop_.get(), InetAddress::Loopback(0), false);
+    EXPECT_TRUE(acceptor.ok()) << acceptor.status();
+    acceptor_ = std::move(*acceptor);
+    acceptor_->set_new_connection_callback([this](int fd, const InetAddress& peer) {
+      ConnectionPtr connection = Connection::Create(config_, fd, peer);
+      connections_[connection.get()] = connection;
+      connection->Establish();
+    });
+    address_ = acceptor_->listen_address().inet();
+    thread_ = std::thread([this] { loop_->Run(); });
+    RunAndWait([this] { ASSERT_TRUE(acceptor_->Listen().ok()); });
+  }
+  ~XorServer() {
+    RunAndWait([this] {
+      acceptor_.reset();
+      for (auto& [raw, connection] : connections_) connection->ForceClose();
+    });
+    RunAndWait([] {});
+    loop_->Stop();
+    thread_.join();
+  }
+
+  const InetAddress& address() const { return address_; }
+  template <typename F>
+  void RunAndWait(F f) {
+    std::promise<void> done;
+    loop_->RunInLoop([&] {
+      f();
+      done.set_value();
+    });
+    done.get_future().wait();
+  }
+  std::vector<std::string> events() {
+    std::lock_guard<std::mutex> lock(mutex_);
+    return events_;
+  }
+  std::vector<absl::Status> reasons() {
+    std::lock_guard<std::mutex> lock(mutex_);
+    return reasons_;
+  }
+
+ private:
+  void Record(std::string event) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    events_.push_back(std::move(event));
+  }
+
+  Hooks hooks_;
+  std::shared_ptr<EventLoop> loop_;
+  std::shared_ptr<const Connection::Config> config_;
+  std::unique_ptr<Acceptor> acceptor_;
+  InetAddress address_;
+  std::thread thread_;
+  std::map<Connection*, ConnectionPtr> connections_;  // Loop thread only.
+  std::mutex mutex_;
+  std::vector<std::string> events_;
+  std::vector<absl::Status> reasons_;
+};
+
+// Reads to the end of the stream; `reset` tells whether it ended with ECONNRESET, not a FIN.
+std::string ReadToEnd(int fd, bool* reset) {
+  std::string received;
+  char buffer[65536];
+  for (;;) {
+    ssize_t n = ::read(fd, buffer, sizeof(buffer));
+    if (n > 0) {
+      received.append(buffer, static_cast<size_t>(n));
+      continue;
+    }
+    *reset = n < 0 && errno == ECONNRESET;
+    return received;
+  }
+}
+
+TEST(TransportSeamTest, OnConnectWaitsForTheHandshakeAndBytesAreTransformedBothWays) {
+  XorServer server({});
+  int peer = Connect(server.address());
+  std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  EXPECT_TRUE(server.events().empty()) << "on_connect before the handshake";
+  ASSERT_TRUE(WriteAll(peer, "HELLO"));
+  EXPECT_EQ(ReadExactly(peer, 5), "HELLO");
+  ASSERT_TRUE(WaitFor([&] { return server.events().size() == 1; }));
+  EXPECT_EQ(server.events()[0], "connect");
+  std::string large(200 * 1024, ' ');  // Letters only: a '!' would be the fake's error.
+  for (size_t i = 0; i < large.size(); ++i) large[i] = static_cast<char>('a' + (i * 7 + i / 26) % 26);
+  ASSERT_TRUE(WriteAll(peer, Xor("ping")));
+  EXPECT_EQ(ReadExactly(peer, 4), Xor("ping"));  // Echoed as plaintext, XORed on the wire.
+  ASSERT_TRUE(WriteAll(peer, Xor(large)));
+  EXPECT_TRUE(ReadExactly(peer, large.size()) == Xor(large));
+  ::close(peer);
+  ASSERT_TRUE(WaitFor([&] { return server.reasons().size() == 1; }));
+  EXPECT_TRUE(server.reasons()[0].ok()) << server.reasons()[0];
+}
+
+TEST(TransportSeamTest, AHandshakeThatNeverEndsTimesOutWithoutOnConnect) {
+  XorServer server({}, absl::Milliseconds(200));
+  int peer = Connect(server.address());
+  ASSERT_TRUE(WriteAll(peer, "HEL"));  // Begun, never finished.
+  ASSERT_TRUE(WaitFor([&] { return server.reasons().size() == 1; }));
+  EXPECT_EQ(server.events(), std::vector<std::string>{"close:DEADLINE_EXCEEDED before connect"});
+  EXPECT_NE(server.reasons()[0].message().find("XOR handshake not completed in time"),
+            std::string::npos)
+      << server.reasons()[0];
+  EXPECT_TRUE(gev::testing::SeesEndOfStream(peer));
+  ::close(peer);
+}
+
+TEST(TransportSeamTest, TheTransportsLastWordsGoOutBeforeTheFin) {
+  XorServer server({.on_message = [](const ConnectionPtr& c, RingBuffer& input) {
+    input.RetrieveAll();
+    EXPECT_TRUE(c->Send("bye").ok());
+    c->ShutdownWrite();
+  }});
+  int peer = Connect(server.address());
+  ASSERT_TRUE(WriteAll(peer, "HELLO" + Xor("x")));
+  bool reset = true;
+  EXPECT_EQ(ReadToEnd(peer, &reset), "HELLO" + Xor("bye") + "END");
+  EXPECT_FALSE(reset);
+  ::close(peer);
+}
+
+TEST(TransportSeamTest, AReadErrorDeliversWhatCameBeforeItThenEndsWithItsReason) {
+  XorServer server({.on_message = [](const ConnectionPtr&, RingBuffer& input) {
+    input.RetrieveAll();
+  }});
+  int peer = Connect(server.address());
+  ASSERT_TRUE(WriteAll(peer, "HELLO" + Xor("abc!def")));
+  ASSERT_TRUE(WaitFor([&] { return server.reasons().size() == 1; }));
+  EXPECT_EQ(server.events(),
+            (std::vector<std::string>{"connect", "message:abc", "close:INVALID_ARGUMENT"}));
+  EXPECT_EQ(server.reasons()[0].message(), "XOR: bang");
+  bool reset = true;
+  EXPECT_EQ(ReadToEnd(peer, &reset), "HELLO");  // The handshake's answer, then the end.
+  ::close(peer);
+}
+
+TEST(TransportSeamTest, ABadHandshakeEndsTheConnectionBeforeOnConnect) {
+  XorServer server({});
+  int peer = Connect(server.address());
+  ASSERT_TRUE(WriteAll(peer, "HOWDY"));
+  ASSERT_TRUE(WaitFor([&] { return server.reasons().size() == 1; }));
+  EXPECT_EQ(server.events(), std::vector<std::string>{"close:INVALID_ARGUMENT before connect"});
+  ::close(peer);
+}
+
+}  // namespace
+}  // namespace gev
