@@ -227,7 +227,9 @@ TEST(TransportSeamTest, OnConnectWaitsForTheHandshakeAndBytesAreTransformedBothW
   ASSERT_TRUE(WaitFor([&] { return server.events().size() == 1; }));
   EXPECT_EQ(server.events()[0], "connect");
   std::string large(200 * 1024, ' ');  // Letters only: a '!' would be the fake's error.
-  for (size_t i = 0; i < large.size(); ++i) large[i] = static_cast<char>('a' + (i * 7 + i / 26) % 26);
+  for (size_t i = 0; i < large.size(); ++i) {
+    large[i] = static_cast<char>('a' + (i * 7 + i / 26) % 26);
+  }
   ASSERT_TRUE(WriteAll(peer, Xor("ping")));
   EXPECT_EQ(ReadExactly(peer, 4), Xor("ping"));  // Echoed as plaintext, XORed on the wire.
   ASSERT_TRUE(WriteAll(peer, Xor(large)));
