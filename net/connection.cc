@@ -940,7 +940,9 @@ void Connection::OnIdleTimer() {
   ArmIdleTimer(absl::Milliseconds(static_cast<int64_t>(idle_ms - quiet_for)));
 }
 
-void Connection::SetContext(std::any context) { EnsureColdState()->context.Set(std::move(context)); }
+void Connection::SetContext(std::any context) {
+  EnsureColdState()->context.Set(std::move(context));
+}
 
 std::any Connection::Context() const {
   ColdState* cold = cold_.load(std::memory_order_acquire);

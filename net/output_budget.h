@@ -45,7 +45,9 @@ class OutputBudget {
   // reserved (a transport's wire bytes for the user's, released by the caller).
   void Add(size_t n) { pending_.fetch_add(static_cast<uint32_t>(n), std::memory_order_seq_cst); }
   // OutputBudget::Release() — `n` counted bytes were written or dropped.
-  void Release(size_t n) { pending_.fetch_sub(static_cast<uint32_t>(n), std::memory_order_relaxed); }
+  void Release(size_t n) {
+    pending_.fetch_sub(static_cast<uint32_t>(n), std::memory_order_relaxed);
+  }
 
   // Bytes counted now: a statistic, read without ordering.
   size_t pending() const { return pending_.load(std::memory_order_relaxed); }

@@ -56,7 +56,9 @@ class XorTransport final : public Transport {
       return result;
     }
     if (n < 0) {
-      if (errno != EAGAIN && errno != EWOULDBLOCK) result.error = absl::ErrnoToStatus(errno, "read");
+      if (errno != EAGAIN && errno != EWOULDBLOCK) {
+        result.error = absl::ErrnoToStatus(errno, "read");
+      }
       return result;
     }
     io.CountRead(static_cast<size_t>(n));
