@@ -632,7 +632,7 @@ absl::Status Connection::SendWireInLoop(const RingBuffer::Slices& slices,
       QueueGatheredFlush();
     } else {
       // The gathered bytes (in the ring: nothing has spilled while not writing_), then these.
-      OutputQueue::Written n = output_.WriteTo(fd_, {slices.first, slices.second});
+      OutputQueue::Written n = output_.WriteSlicesAfter(fd_, slices);
       if (n.bytes >= 0) {
         CountWrite(static_cast<size_t>(n.bytes));
         written = n.of_pieces;

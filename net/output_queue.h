@@ -72,11 +72,16 @@ class OutputQueue {
   // fits in the call (kMaxQueuedViews): otherwise they are not written. Consumes what it wrote
   // of the queue; the pieces' bytes written are the caller's to account for.
   Written WriteTo(int fd, absl::Span<const std::string_view> pieces = {});
+  // OutputQueue::WriteSlicesAfter() — WriteTo() with the two views of a buffer's slices as the
+  // pieces: a reply's path, kept lean when nothing is queued (one write(2) of one view).
+  Written WriteSlicesAfter(int fd, const RingBuffer::Slices& slices);
 
   // OutputQueue::Clear() — drops everything queued and gives back the memory that held it.
   void Clear();
 
  private:
+  bool NothingQueued() const { return ring_.IsEmpty() && (spill_ == nullptr || spill_->IsEmpty()); }
+
   RingBuffer ring_;
   // Output past the ring, after it in order; null until needed (most streams never spill).
   std::unique_ptr<BlockQueue> spill_;

@@ -140,6 +140,24 @@ TEST(OutputQueueTest, PiecesNeverOvertakeAQueueLongerThanOneWrite) {
   EXPECT_TRUE(out == queued + std::string("piece").substr(0, piece_written));
 }
 
+// The slices form: a lone write of the slices when nothing is queued, the queue first otherwise.
+TEST(OutputQueueTest, SlicesFollowTheQueueAndGoAloneWhenNothingIsQueued) {
+  RingBuffer source;
+  ASSERT_TRUE(source.WriteString("reply"));
+  OutputQueue queue;
+  Pipe pipe;
+  OutputQueue::Written alone = queue.WriteSlicesAfter(pipe.write_end(), source.PeekAll());
+  EXPECT_EQ(alone.bytes, 5);
+  EXPECT_EQ(alone.of_pieces, 5u);
+  EXPECT_EQ(pipe.Drain(), "reply");
+  ASSERT_TRUE(queue.Append("gathered;"));
+  OutputQueue::Written after = queue.WriteSlicesAfter(pipe.write_end(), source.PeekAll());
+  EXPECT_EQ(after.bytes, 14);
+  EXPECT_EQ(after.of_pieces, 5u);
+  EXPECT_EQ(queue.Length(), 0u);
+  EXPECT_EQ(pipe.Drain(), "gathered;reply");
+}
+
 TEST(OutputQueueTest, AShortWriteConsumesOnlyWhatWasWritten) {
   OutputQueue queue;
   std::string gathered = Pattern(3000, 4), piece = Pattern(20000, 5);
