@@ -458,9 +458,7 @@ void Connection::FinishIfFlushed() {
   }
   if (state() == State::kDisconnecting) {
     // The peer's broken end comes first; then a reason Close() was given; else an orderly end.
-    CloseInLoop(peer_broke_off ? cold->end_reason
-                : cold != nullptr ? cold->close_reason
-                                  : absl::OkStatus());
+    CloseInLoop(peer_broke_off ? cold->end_reason : CloseReason());
   }
 }
 
@@ -774,6 +772,17 @@ void Connection::ShutdownWrite() {
 }
 
 void Connection::Close(absl::Status reason) {
+  if (state() != State::kConnected) return;
+  if (!reason.ok()) {
+    // Published before the state says closing: whichever path then finishes the close (this
+    // close's task, a write that drains the output first, the peer's FIN) closes with it.
+    auto published = std::make_unique<absl::Status>(reason);
+    absl::Status* none = nullptr;
+    if (EnsureColdState()->close_reason.compare_exchange_strong(none, published.get(),
+                                                                std::memory_order_acq_rel)) {
+      (void)published.release();  // Owned by the cold state now.
+    }
+  }
   State expected = State::kConnected;
   if (!state_.compare_exchange_strong(expected, State::kDisconnecting)) return;
   // On the loop thread, input stops now: no OnMessage follows a Close() made in OnConnect or
@@ -791,7 +800,6 @@ void Connection::CloseWhenFlushed(absl::Status reason) {
   if (state() == State::kDisconnected) return;
   SetReading(false);
   if (!reason.ok()) {
-    EnsureColdState()->close_reason = std::move(reason);
     // In place of the idle timer: this close ends within the timeout either way.
     if (idle_timer_ != 0) loop()->Cancel(idle_timer_);
     idle_timer_ = loop()->RunAfter(options().error_close_timeout, [weak = weak_from_this()] {
@@ -801,10 +809,17 @@ void Connection::CloseWhenFlushed(absl::Status reason) {
   FinishIfFlushed();
 }
 
+absl::Status Connection::CloseReason() const {
+  ColdState* cold = cold_.load(std::memory_order_acquire);
+  absl::Status* reason =
+      cold != nullptr ? cold->close_reason.load(std::memory_order_acquire) : nullptr;
+  return reason != nullptr ? *reason : absl::OkStatus();
+}
+
 void Connection::OnErrorCloseTimeout() {
   idle_timer_ = 0;
   if (state() == State::kDisconnected) return;
-  absl::Status reason = cold_.load(std::memory_order_acquire)->close_reason;
+  absl::Status reason = CloseReason();
   // Teardown adds what was dropped; the stream is cut short, so RST.
   CloseInLoop(absl::Status(reason.code(),
                            absl::StrCat(reason.message(), "; the output was not written within ",

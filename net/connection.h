@@ -13,11 +13,13 @@
 //
 // Lifecycle. One teardown path, owned by the loop:
 //
-//   kConnecting --Establish()--> kConnected --Close(), peer's FIN--> kDisconnecting
-//                                    |                                      |
-//                    error, ForceClose(), idle timeout           output flushed, or error
-//                                    v                                      |
-//                              kDisconnected <------------------------------'
+//   kConnecting --Establish()--> kConnected --Close(reason), peer's FIN--> kDisconnecting
+//                                    |    (half_close: the peer's FIN and the       |
+//                                    |     owner's ShutdownWrite, both done)        |
+//                     error, ForceClose(), idle timeout          output flushed (FIN), or an
+//                                    |                           error, or a Close(error)'s
+//                                    v                           timeout (RST)      |
+//                              kDisconnected <--------------------------------------'
 //                                    |   CloseInLoop(): events stop, the fd stays open
 //                                    v   a loop task, after the current callback and batch
 //                              Teardown(): close(fd) (RST if output is left), buffers
@@ -38,9 +40,12 @@
 //     (ResourceExhausted past Options::max_pending_output). A connection that ends with output
 //     unsent ends with RST, and its reason counts the bytes.
 //   - Reads continue while output is pending, so a peer's FIN is always seen; after it, pending
-//     output is still delivered and the connection then closes. Close() stops reading at once.
-//   - Backpressure: when pending output crosses the high-water mark the callback runs once per
-//     crossing and, by default, reading stops until output drains below the low-water mark.
+//     output is still delivered and the connection then closes (with Options::half_close it
+//     stays writable until the owner shuts its side too). Close() stops reading at once, and
+//     closes after everything accepted has been written, with a FIN.
+//   - Backpressure: when pending output crosses the high-water mark on_high_water runs once per
+//     crossing, and on_low_water once it is below the low-water mark again; by default reading
+//     stops in between (Options::pause_reading_at_high_water).
 //   - Idle timeout: one timer per idle period re-armed from the last activity time, not one per
 //     read; it is cancelled when the connection closes.
 //   - Whatever a ConnectionPtr reaches (its loop, options, callbacks: the Config) lives as long
@@ -348,8 +353,15 @@ class Connection final : public std::enable_shared_from_this<Connection> {
     // with once the peer's end of stream is handled (a transport's peer_close_reason).
     std::unique_ptr<Transport> transport;
     absl::Status end_reason;
-    // Loop thread only: the reason a Close(reason) gave, for on_close once output is flushed.
-    absl::Status close_reason;
+    // The reason the first Close(reason) with an error gave, for on_close once output is
+    // flushed: set once, by any thread, before that Close() marks the connection closing, so
+    // that the loop cannot close it with OK in between.
+    std::atomic<absl::Status*> close_reason{nullptr};
+
+    ColdState() = default;
+    ColdState(const ColdState&) = delete;
+    ColdState& operator=(const ColdState&) = delete;
+    ~ColdState() { delete close_reason.load(std::memory_order_acquire); }
   };
 
   // The loop's callback for this connection's descriptor (EventLoop::AddHandler): a plain
@@ -438,6 +450,8 @@ class Connection final : public std::enable_shared_from_this<Connection> {
   void CloseWhenFlushed(absl::Status reason);
   // A close for an error did not get its output written within error_close_timeout.
   void OnErrorCloseTimeout();
+  // What Close(reason) was given, or OK.
+  absl::Status CloseReason() const;
   void MarkActive();
   void ArmIdleTimer(absl::Duration delay);
   void OnIdleTimer();

@@ -1276,6 +1276,32 @@ TEST(ConnectionTest, ACloseForAnErrorSendsWhatWasAnsweredThenFinWithinItsTimeout
   }
 }
 
+// A Close(reason) from another thread right after a Send: the send's task writes everything and
+// finds the connection closing before the close's own task has run. The close must still carry
+// its reason (it used to be stored by that later task, and the connection closed with OK).
+TEST(ConnectionTest, AReasonGivenToCloseFromAnotherThreadIsNotLostToAnEarlierSend) {
+  std::promise<ConnectionPtr> connected;
+  auto server = StartServer({.on_connect = [&](const ConnectionPtr& c) { connected.set_value(c); }});
+  int client = Connect(server->address());
+  ConnectionPtr conn = connected.get_future().get();
+  const std::string reply = Pattern(Connection::kGatherBytes + 1000, 2);  // Written at once.
+  {
+    std::promise<void> release = server->BlockLoop();  // Both calls queue before either runs.
+    ASSERT_TRUE(conn->Send(reply).ok());
+    conn->Close(absl::InvalidArgumentError("refused after the reply"));
+    release.set_value();
+  }
+  bool reset = true;
+  EXPECT_TRUE(ReadToEnd(client, &reset) == reply);
+  EXPECT_FALSE(reset);
+  ASSERT_TRUE(server->WaitForCloses(1));
+  absl::Status reason = server->last_close_reason();
+  EXPECT_EQ(reason.code(), absl::StatusCode::kInvalidArgument) << reason;
+  EXPECT_EQ(reason.message(), "refused after the reply");
+  conn.reset();
+  ::close(client);
+}
+
 // Gathered bytes count as pending output: the cap refuses a send that would pass it, whole.
 TEST(ConnectionTest, GatheredBytesCountAgainstThePendingCap) {
   Connection::Options options;

@@ -6,6 +6,8 @@
 #include <algorithm>
 #include <cerrno>
 
+#include "eventloop/check.h"
+
 namespace gev {
 
 bool OutputQueue::Append(std::string_view bytes) {
@@ -21,7 +23,11 @@ bool OutputQueue::Append(std::string_view bytes) {
   return spill_->Append(bytes);
 }
 
-void OutputQueue::TakeFrom(RingBuffer& source) { ring_.TakeFrom(source); }
+void OutputQueue::TakeFrom(RingBuffer& source) {
+  // The ring's bytes would be replaced, not followed: a hole in the stream.
+  GEV_CHECK(IsEmpty(), "OutputQueue::TakeFrom() on a queue that holds bytes");
+  ring_.TakeFrom(source);
+}
 
 namespace {
 

@@ -220,6 +220,14 @@ TEST(OutputQueueTest, TakesASourceBuffersBytesWithoutLeavingThemThere) {
   EXPECT_TRUE(out == bytes + "more");
 }
 
+TEST(OutputQueueDeathTest, TakingASourceOverQueuedBytesIsAProgrammerError) {
+  RingBuffer source;
+  ASSERT_TRUE(source.WriteString("second"));
+  OutputQueue queue;
+  ASSERT_TRUE(queue.Append("first"));
+  EXPECT_DEATH(queue.TakeFrom(source), "queue that holds bytes");
+}
+
 TEST(OutputQueueTest, ClearDropsEverythingAndGivesTheBlocksBack) {
   OutputQueue queue;
   ASSERT_TRUE(queue.Append(Pattern(OutputQueue::kRingBytes + 40 * BlockQueue::kBytesPerBlock, 7)));

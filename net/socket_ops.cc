@@ -114,7 +114,9 @@ absl::Status BindUnix(int fd, const SocketAddress& address) {
   if (!probe.ok()) return probe.status();
   int probed = ::connect(*probe, raw, length) == 0 ? 0 : errno;
   ::close(*probe);
-  // Connected, or the listener's backlog is full (EAGAIN): somebody is listening.
+  // Connected, or the listener's backlog is full (EAGAIN): somebody is listening. Only Linux
+  // says EAGAIN for a full backlog; the BSDs and macOS refuse (ECONNREFUSED), so there a
+  // listener too busy to accept is taken for stale.
   if (probed != ECONNREFUSED) {
     return absl::ErrnoToStatus(error, absl::StrCat(text, ": a live listener has it"));
   }
