@@ -4,7 +4,8 @@
 // on Linux over libkqueue (a user-space kqueue), in a configuration since removed because
 // libkqueue's source is not this project's and no Debian package provides it. This
 // repository's CI runs on Linux and exercises epoll only; on macOS or a BSD, `tools/bazel test
-// //...` builds this backend as the default poller and runs every suite on it.
+// //...` builds this backend as the default poller and runs the suites on it (a few tests
+// lean on Linux: /proc, or a Unix socket's EAGAIN for a full backlog).
 //
 // Read and write interest are two kqueue filters, so one descriptor that is both readable and
 // writable may be reported as two events with the same tag in one Wait(). Wakeups use an
