@@ -19,6 +19,7 @@
 #include "net/acceptor.h"
 #include "net/socket_address.h"
 #include "net/socket_ops.h"
+#include "net/testing/loopback_client.h"
 
 namespace gev {
 namespace {
@@ -247,7 +248,7 @@ TEST(UnixAcceptorTest, DoesNotRemoveAFileThatReplacedItsOwn) {
 
 #ifdef __linux__
 TEST(UnixAcceptorTest, AbstractNamesLeaveNoFileAndAreExclusive) {
-  std::string name = "@gev-test-" + std::to_string(::getpid());
+  std::string name = "@" + gev::testing::UniqueName("gev-test");
   SocketAddress address = *SocketAddress::Unix(name);
   auto loop = *EventLoop::Create();
   auto acceptor = Acceptor::Create(loop.get(), address, false);

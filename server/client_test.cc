@@ -538,7 +538,7 @@ TEST(ClientTest, ResolvesNamesOffTheLoopAndReportsUnknownOnes) {
 
 TEST(ClientTest, ConnectsOverAUnixSocket) {
   EchoHandler echo;
-  std::string path = "/tmp/gev-client-" + std::to_string(::getpid()) + ".sock";
+  std::string path = "/tmp/" + ::gev::testing::UniqueName("gev-client") + ".sock";
   ::unlink(path.c_str());
   auto server = EchoServer(&echo, path, "unix");
   ASSERT_NE(server, nullptr);

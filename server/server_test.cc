@@ -1148,7 +1148,7 @@ TEST(ServerTest, ConnectionsOutliveTheServerSafely) {
 
 // A path short enough for sun_path (Bazel's TEST_TMPDIR may not be).
 std::string UnixSocketPath(const std::string& name) {
-  std::string path = "/tmp/gev-" + name + "-" + std::to_string(::getpid()) + ".sock";
+  std::string path = "/tmp/" + ::gev::testing::UniqueName("gev-" + name) + ".sock";
   ::unlink(path.c_str());
   return path;
 }

@@ -1246,7 +1246,7 @@ TEST(TlsClient, EndsTheConnectionWhenATls12ServerAsksToRenegotiate) {
 // server_name, and is refused without one rather than accept any name the chain vouches for.
 TEST(TlsClient, OverAUnixSocketChecksTheServerNameItIsGivenAndResumes) {
   // Not TEST_TMPDIR: its path can be longer than a socket address holds.
-  std::string path = "/tmp/gev-tls-" + std::to_string(::getpid()) + ".sock";
+  std::string path = "/tmp/" + ::gev::testing::UniqueName("gev-tls") + ".sock";
   ::unlink(path.c_str());
   RecordingEcho server_handler;
   TlsServer tls(&server_handler, MustCreate(LocalhostConfig()), {Network("unix"), Address(path)});

@@ -9,6 +9,9 @@
 #include <algorithm>
 #include <cerrno>
 #include <chrono>
+#include <cstdint>
+#include <cstdio>
+#include <random>
 #include <thread>
 #include <vector>
 
@@ -95,6 +98,15 @@ std::string Pattern(size_t n, int seed) {
   std::string s(n, '\0');
   for (size_t i = 0; i < n; ++i) s[i] = static_cast<char>((i * 31 + static_cast<size_t>(seed)) % 251);
   return s;
+}
+
+std::string UniqueName(std::string_view prefix) {
+  std::random_device entropy;
+  uint64_t bits = (static_cast<uint64_t>(entropy()) << 32) ^ entropy();
+  char suffix[64];
+  std::snprintf(suffix, sizeof(suffix), "-%ld-%016llx", static_cast<long>(::getpid()),
+                static_cast<unsigned long long>(bits));
+  return std::string(prefix) + suffix;
 }
 
 }  // namespace gev::testing

@@ -37,6 +37,10 @@ std::string ReadExactly(int fd, size_t n, size_t chunk = 64 * 1024, int pause_ms
 bool SeesEndOfStream(int fd);
 // `n` bytes of a pattern that differs per `seed`.
 std::string Pattern(size_t n, int seed = 0);
+// A name no other test on this machine uses now, for Unix socket paths and abstract names:
+// `prefix`, this process's id and 64 random bits (the id alone repeats across PID namespaces,
+// so two sandboxed runs of one test, or two CI runs at once, could share it).
+std::string UniqueName(std::string_view prefix);
 // A loopback address nothing listens on (a listener's, closed): connects to it are refused.
 InetAddress UnusedLoopbackAddress();
 
