@@ -34,6 +34,7 @@ using std::chrono::milliseconds;
 using ::gev::testing::Connect;
 using ::gev::testing::Pattern;
 using ::gev::testing::ReadExactly;
+using ::gev::testing::ReadToEnd;
 using ::gev::testing::SeesEndOfStream;
 using ::gev::testing::WaitFor;
 using ::gev::testing::WriteAll;
@@ -271,20 +272,6 @@ class PollerWithHook final : public Poller {
   std::function<void()> before_wait_;
 };
 
-// Reads to the end of the stream; `reset` tells whether it ended with ECONNRESET, not a FIN.
-std::string ReadToEnd(int fd, bool* reset) {
-  std::string received;
-  char buffer[65536];
-  while (true) {
-    ssize_t n = ::read(fd, buffer, sizeof(buffer));
-    if (n > 0) {
-      received.append(buffer, static_cast<size_t>(n));
-      continue;
-    }
-    *reset = n < 0 && errno == ECONNRESET;
-    return received;
-  }
-}
 
 TEST(ConnectionTest, EchoesAndOrdersCallbacksExactlyOnce) {
   auto server = StartServer({});

@@ -31,6 +31,7 @@ namespace {
 
 using ::gev::testing::Connect;
 using ::gev::testing::ReadExactly;
+using ::gev::testing::ReadToEnd;
 using ::gev::testing::WaitFor;
 using ::gev::testing::WriteAll;
 
@@ -204,20 +205,6 @@ class XorServer {
   std::vector<absl::Status> reasons_;
 };
 
-// Reads to the end of the stream; `reset` tells whether it ended with ECONNRESET, not a FIN.
-std::string ReadToEnd(int fd, bool* reset) {
-  std::string received;
-  char buffer[65536];
-  for (;;) {
-    ssize_t n = ::read(fd, buffer, sizeof(buffer));
-    if (n > 0) {
-      received.append(buffer, static_cast<size_t>(n));
-      continue;
-    }
-    *reset = n < 0 && errno == ECONNRESET;
-    return received;
-  }
-}
 
 TEST(TransportSeamTest, OnConnectWaitsForTheHandshakeAndBytesAreTransformedBothWays) {
   XorServer server({});

@@ -33,6 +33,7 @@ using ::gev::testing::Connect;
 using ::gev::testing::LengthFramed;
 using ::gev::testing::Pattern;
 using ::gev::testing::ReadExactly;
+using ::gev::testing::ReadToEnd;
 using ::gev::testing::SeesEndOfStream;
 using ::gev::testing::ServerThread;
 using ::gev::testing::WaitFor;
@@ -675,20 +676,6 @@ TEST(ServerTest, LengthFieldProtocolDeliversWholeFramesAndClosesOnlyTheBadPeer) 
   ::close(bad);
 }
 
-// Reads until EOF or an error; says which (a reset, or a clean end) and returns what came.
-std::string ReadUntilTheEnd(int fd, bool* reset) {
-  std::string received;
-  char buffer[65536];
-  for (;;) {
-    ssize_t n = ::read(fd, buffer, sizeof(buffer));
-    if (n > 0) {
-      received.append(buffer, static_cast<size_t>(n));
-      continue;
-    }
-    *reset = n < 0 && errno == ECONNRESET;
-    return received;
-  }
-}
 
 // Valid frames, then garbage, in one write: the valid frames' replies arrive, then a FIN (not
 // a reset that would drop them), and OnClose says why. Redis answers a pipeline that ends in a
@@ -704,7 +691,7 @@ TEST_P(ServerModeTest, RepliesToTheFramesBeforeAProtocolErrorArriveThenFin) {
   ASSERT_TRUE(WriteAll(client, LengthFramed("one") + LengthFramed("two") +
                                    std::string("\xff\xff\xff\xff", 4) + "garbage"));
   bool reset = true;
-  EXPECT_EQ(ReadUntilTheEnd(client, &reset), LengthFramed("one") + LengthFramed("two"));
+  EXPECT_EQ(ReadToEnd(client, &reset), LengthFramed("one") + LengthFramed("two"));
   EXPECT_FALSE(reset) << "the answered frames' replies were cut off by a reset";
   ASSERT_TRUE(WaitFor([&] { return handler.closes() == 1; }));
   EXPECT_EQ(handler.reasons()[0].code(), absl::StatusCode::kInvalidArgument)
@@ -749,7 +736,7 @@ TEST_P(ServerModeTest, HalfCloseHandsThePeersFinToTheHandler) {
     bool reset = true;
     std::string expected = request;
     if (overridden) expected += "counted " + std::to_string(request.size()) + ";";
-    EXPECT_TRUE(ReadUntilTheEnd(client, &reset) == expected);
+    EXPECT_TRUE(ReadToEnd(client, &reset) == expected);
     EXPECT_FALSE(reset);
     ASSERT_TRUE(WaitFor([&] { return handler.closes() == 1; }));
     EXPECT_TRUE(handler.reasons()[0].ok()) << handler.reasons()[0];
@@ -784,7 +771,7 @@ TEST(ServerTest, AProtocolErrorsRepliesWaitAtMostTheStopTimeout) {
   EXPECT_NE(reason.message().find("not written within"), std::string::npos) << reason;
   EXPECT_NE(reason.message().find("bytes of output unsent"), std::string::npos) << reason;
   bool reset = false;
-  std::string received = ReadUntilTheEnd(client, &reset);
+  std::string received = ReadToEnd(client, &reset);
   EXPECT_TRUE(reset) << "a cut-off reply ended with a FIN after " << received.size() << " bytes";
   ::close(client);
 }

@@ -8,7 +8,6 @@
 #include <openssl/pem.h>
 #include <openssl/ssl.h>
 #include <fcntl.h>
-#include <poll.h>
 #include <sys/resource.h>
 #include <sys/time.h>
 #include <sys/socket.h>
@@ -1122,15 +1121,8 @@ TEST(TlsClient, ChecksTheServersCertificateAndName) {
 class RenegotiatingTls12Server {
  public:
   RenegotiatingTls12Server() {
-    listener_ = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    sockaddr_in any{};
-    any.sin_family = AF_INET;
-    any.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    socklen_t length = sizeof(any);
-    EXPECT_EQ(::bind(listener_, reinterpret_cast<sockaddr*>(&any), length), 0);
-    EXPECT_EQ(::listen(listener_, 4), 0);
-    EXPECT_EQ(::getsockname(listener_, reinterpret_cast<sockaddr*>(&any), &length), 0);
-    address_ = InetAddress::Loopback(ntohs(any.sin_port), AF_INET);
+    listener_ = ::gev::testing::ListenOnLoopback(&address_);
+    EXPECT_GE(listener_, 0);
     thread_ = std::thread([this] { Serve(); });
   }
   ~RenegotiatingTls12Server() {
@@ -1144,12 +1136,8 @@ class RenegotiatingTls12Server {
 
  private:
   void Serve() {
-    pollfd ready{listener_, POLLIN, 0};
-    if (::poll(&ready, 1, 10000) != 1) return;
-    int fd = ::accept(listener_, nullptr, nullptr);
+    int fd = ::gev::testing::AcceptWithin(listener_);
     if (fd < 0) return;
-    timeval patience{10, 0};
-    ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &patience, sizeof(patience));
     SSL_CTX* ctx = SSL_CTX_new(TLS_server_method());
     SSL_CTX_set_max_proto_version(ctx, TLS1_2_VERSION);
     SSL_CTX_clear_options(ctx, SSL_OP_NO_RENEGOTIATION);

@@ -1,9 +1,7 @@
 // End to end: the proxy binary between test clients and a backend server in this process.
 
-#include <netinet/in.h>
 #include <poll.h>
 #include <sys/socket.h>
-#include <sys/time.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -30,6 +28,7 @@ namespace {
 using ::gev::testing::Connect;
 using ::gev::testing::Pattern;
 using ::gev::testing::ReadExactly;
+using ::gev::testing::ReadToEnd;
 using ::gev::testing::ServerThread;
 using ::gev::testing::WaitFor;
 using ::gev::testing::WriteAll;
@@ -242,17 +241,10 @@ class SlowReadingUpstream {
  public:
   SlowReadingUpstream(size_t total, std::string pattern)
       : total_(total), pattern_(std::move(pattern)) {
-    listener_ = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    int size = 64 * 1024;
-    ::setsockopt(listener_, SOL_SOCKET, SO_RCVBUF, &size, sizeof(size));
-    sockaddr_in any{};
-    any.sin_family = AF_INET;
-    any.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    socklen_t length = sizeof(any);
-    EXPECT_EQ(::bind(listener_, reinterpret_cast<sockaddr*>(&any), length), 0);
-    EXPECT_EQ(::listen(listener_, 4), 0);
-    EXPECT_EQ(::getsockname(listener_, reinterpret_cast<sockaddr*>(&any), &length), 0);
-    address_ = "127.0.0.1:" + std::to_string(ntohs(any.sin_port));
+    InetAddress address;
+    listener_ = ::gev::testing::ListenOnLoopback(&address, 64 * 1024);
+    EXPECT_GE(listener_, 0);
+    address_ = address.ToString();
     thread_ = std::thread([this] { Serve(); });
   }
   ~SlowReadingUpstream() {
@@ -265,12 +257,8 @@ class SlowReadingUpstream {
 
  private:
   void Serve() {
-    pollfd ready{listener_, POLLIN, 0};
-    if (::poll(&ready, 1, 10000) != 1) return;
-    int fd = ::accept(listener_, nullptr, nullptr);
+    int fd = ::gev::testing::AcceptWithin(listener_);
     if (fd < 0) return;
-    timeval patience{10, 0};
-    ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &patience, sizeof(patience));
     std::vector<char> buffer(64 * 1024);
     size_t received = 0;
     while (received < total_) {
@@ -343,18 +331,10 @@ TEST(ProxyTest, AFastUploadToASlowUpstreamCostsTheProxyAboutTheHighWaterMark) {
 class LateEchoUpstream {
  public:
   explicit LateEchoUpstream(std::chrono::milliseconds delay) : delay_(delay) {
-    listener_ = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    int size = 64 * 1024;
-    ::setsockopt(listener_, SOL_SOCKET, SO_RCVBUF, &size, sizeof(size));
-    ::setsockopt(listener_, SOL_SOCKET, SO_SNDBUF, &size, sizeof(size));
-    sockaddr_in any{};
-    any.sin_family = AF_INET;
-    any.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    socklen_t length = sizeof(any);
-    EXPECT_EQ(::bind(listener_, reinterpret_cast<sockaddr*>(&any), length), 0);
-    EXPECT_EQ(::listen(listener_, 4), 0);
-    EXPECT_EQ(::getsockname(listener_, reinterpret_cast<sockaddr*>(&any), &length), 0);
-    address_ = "127.0.0.1:" + std::to_string(ntohs(any.sin_port));
+    InetAddress address;
+    listener_ = ::gev::testing::ListenOnLoopback(&address, 64 * 1024);
+    EXPECT_GE(listener_, 0);
+    address_ = address.ToString();
     thread_ = std::thread([this] { Serve(); });
   }
   ~LateEchoUpstream() {
@@ -366,13 +346,8 @@ class LateEchoUpstream {
 
  private:
   void Serve() {
-    pollfd ready{listener_, POLLIN, 0};
-    if (::poll(&ready, 1, 10000) != 1) return;
-    int fd = ::accept(listener_, nullptr, nullptr);
+    int fd = ::gev::testing::AcceptWithin(listener_);
     if (fd < 0) return;
-    timeval patience{10, 0};
-    ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &patience, sizeof(patience));
-    ::setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &patience, sizeof(patience));
     std::this_thread::sleep_for(delay_);
     std::vector<char> buffer(64 * 1024);
     for (;;) {
@@ -444,20 +419,6 @@ TEST(ProxyTest, AFullDuplexStreamToALateReadingUpstreamNeitherStallsNorBalloons)
   EXPECT_EQ(proxy->Terminate(), 0);
 }
 
-// Reads to the end of the stream: what came, and whether it ended with a reset.
-std::string ReadToTheEnd(int fd, bool* reset) {
-  std::string received;
-  std::vector<char> buffer(64 * 1024);
-  for (;;) {
-    ssize_t n = ::read(fd, buffer.data(), buffer.size());
-    if (n > 0) {
-      received.append(buffer.data(), static_cast<size_t>(n));
-      continue;
-    }
-    *reset = n < 0 && errno == ECONNRESET;
-    return received;
-  }
-}
 
 // A client that sends its request and half-closes gets the whole answer, then EOF: the proxy
 // relays the client's FIN to the upstream after the request, and the upstream's FIN after the
@@ -475,7 +436,7 @@ TEST(ProxyTest, AHalfClosingClientGetsTheWholeAnswerThenEof) {
     ASSERT_TRUE(WriteAll(client, request));
     ::shutdown(client, SHUT_WR);
     bool reset = true;
-    std::string answer = ReadToTheEnd(client, &reset);
+    std::string answer = ReadToEnd(client, &reset);
     EXPECT_EQ(answer.size(), request.size()) << "round " << i;
     EXPECT_TRUE(answer == request) << "round " << i;
     EXPECT_FALSE(reset) << "round " << i;
@@ -491,15 +452,10 @@ TEST(ProxyTest, AHalfClosingClientGetsTheWholeAnswerThenEof) {
 class GreetingUpstream {
  public:
   GreetingUpstream() {
-    listener_ = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    sockaddr_in any{};
-    any.sin_family = AF_INET;
-    any.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    socklen_t length = sizeof(any);
-    EXPECT_EQ(::bind(listener_, reinterpret_cast<sockaddr*>(&any), length), 0);
-    EXPECT_EQ(::listen(listener_, 4), 0);
-    EXPECT_EQ(::getsockname(listener_, reinterpret_cast<sockaddr*>(&any), &length), 0);
-    address_ = "127.0.0.1:" + std::to_string(ntohs(any.sin_port));
+    InetAddress address;
+    listener_ = ::gev::testing::ListenOnLoopback(&address);
+    EXPECT_GE(listener_, 0);
+    address_ = address.ToString();
     thread_ = std::thread([this] { Serve(); });
   }
   ~GreetingUpstream() {
@@ -512,12 +468,8 @@ class GreetingUpstream {
 
  private:
   void Serve() {
-    pollfd ready{listener_, POLLIN, 0};
-    if (::poll(&ready, 1, 10000) != 1) return;
-    int fd = ::accept(listener_, nullptr, nullptr);
+    int fd = ::gev::testing::AcceptWithin(listener_);
     if (fd < 0) return;
-    timeval patience{10, 0};
-    ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &patience, sizeof(patience));
     (void)WriteAll(fd, "greeting");
     ::shutdown(fd, SHUT_WR);
     std::vector<char> buffer(64 * 1024);
@@ -548,7 +500,7 @@ TEST(ProxyTest, AnUpstreamThatHalfClosesFirstStillHearsTheClientOut) {
   int client = Connect(proxy->address());
   ASSERT_GE(client, 0);
   bool reset = true;
-  EXPECT_EQ(ReadToTheEnd(client, &reset), "greeting");
+  EXPECT_EQ(ReadToEnd(client, &reset), "greeting");
   EXPECT_FALSE(reset);
   ASSERT_TRUE(WriteAll(client, Pattern(300 * 1024, 8)));
   ::shutdown(client, SHUT_WR);

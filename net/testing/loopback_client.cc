@@ -2,6 +2,8 @@
 
 #include "net/socket_ops.h"
 
+#include <netinet/in.h>
+#include <poll.h>
 #include <sys/socket.h>
 #include <sys/time.h>
 #include <unistd.h>
@@ -107,6 +109,53 @@ std::string UniqueName(std::string_view prefix) {
   std::snprintf(suffix, sizeof(suffix), "-%ld-%016llx", static_cast<long>(::getpid()),
                 static_cast<unsigned long long>(bits));
   return std::string(prefix) + suffix;
+}
+
+std::string ReadToEnd(int fd, bool* reset) {
+  std::string received;
+  std::vector<char> buffer(64 * 1024);
+  for (;;) {
+    ssize_t n = ::read(fd, buffer.data(), buffer.size());
+    if (n > 0) {
+      received.append(buffer.data(), static_cast<size_t>(n));
+      continue;
+    }
+    if (n < 0 && errno == EINTR) continue;
+    *reset = n < 0 && errno == ECONNRESET;
+    return received;
+  }
+}
+
+int ListenOnLoopback(InetAddress* address, int buffer_size) {
+  int listener = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (listener < 0) return -1;
+  if (buffer_size > 0) {
+    ::setsockopt(listener, SOL_SOCKET, SO_RCVBUF, &buffer_size, sizeof(buffer_size));
+    ::setsockopt(listener, SOL_SOCKET, SO_SNDBUF, &buffer_size, sizeof(buffer_size));
+  }
+  sockaddr_in any{};
+  any.sin_family = AF_INET;
+  any.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t length = sizeof(any);
+  if (::bind(listener, reinterpret_cast<sockaddr*>(&any), length) != 0 ||
+      ::listen(listener, 16) != 0 ||
+      ::getsockname(listener, reinterpret_cast<sockaddr*>(&any), &length) != 0) {
+    ::close(listener);
+    return -1;
+  }
+  *address = InetAddress::Loopback(ntohs(any.sin_port), AF_INET);
+  return listener;
+}
+
+int AcceptWithin(int listener, int timeout_ms) {
+  pollfd ready{listener, POLLIN, 0};
+  if (::poll(&ready, 1, timeout_ms) != 1) return -1;
+  int fd = ::accept4(listener, nullptr, nullptr, SOCK_CLOEXEC);
+  if (fd < 0) return -1;
+  timeval patience{10, 0};
+  ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &patience, sizeof(patience));
+  ::setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &patience, sizeof(patience));
+  return fd;
 }
 
 }  // namespace gev::testing

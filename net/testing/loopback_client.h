@@ -35,6 +35,17 @@ bool WriteAll(int fd, std::string_view data);
 std::string ReadExactly(int fd, size_t n, size_t chunk = 64 * 1024, int pause_ms = 0);
 // True when the next read sees EOF or a reset (not data, not a timeout).
 bool SeesEndOfStream(int fd);
+// Reads to the end of the stream (EOF, an error, or a read that times out) and returns what
+// came; `reset` says whether it ended with ECONNRESET rather than a FIN.
+std::string ReadToEnd(int fd, bool* reset);
+
+// A blocking listener on 127.0.0.1 with a free port (in `address`), for a plain peer a test
+// writes itself (an upstream, an OpenSSL server); `buffer_size` positive sets the receive and
+// send buffers its connections inherit. -1 on failure.
+int ListenOnLoopback(InetAddress* address, int buffer_size = 0);
+// Accepts one connection within `timeout_ms`, blocking, with 10 s receive and send timeouts so
+// that the peer's thread cannot hang; -1 if none came.
+int AcceptWithin(int listener, int timeout_ms = 10000);
 // `n` bytes of a pattern that differs per `seed`.
 std::string Pattern(size_t n, int seed = 0);
 // A name no other test on this machine uses now, for Unix socket paths and abstract names:
