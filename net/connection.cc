@@ -80,48 +80,18 @@ Connection::ColdState* Connection::EnsureColdState() {
   return cold;  // The other one won; `fresh` goes.
 }
 
-int TransportIo::fd() const { return connection_->fd(); }
-
-EventLoop* TransportIo::loop() const { return connection_->loop(); }
-
-bool TransportIo::Write(std::string_view wire_bytes) {
-  return connection_->WriteFromTransport(wire_bytes);
-}
-
-void TransportIo::CountRead(size_t n) {
-  Count(connection_->config_->counters.bytes_read, n);
-  connection_->MarkActive();
-}
-
 void Connection::Establish() {
   loop()->AssertInLoopThread();
   ConnectionPtr self = shared_from_this();
-  state_.store(State::kConnected, std::memory_order_release);
+  bool handshake = config_->transport != nullptr;
+  state_.store(handshake ? State::kHandshaking : State::kConnected, std::memory_order_release);
   reading_ = true;
   absl::Status registered = loop()->AddHandler(fd_, Interest::kRead, this, &DispatchEvent);
   registered_ = registered.ok();
   Count(config_->counters.opened, 1);
   MarkActive();
-  if (config_->transport != nullptr) {
-    if (!registered.ok()) {
-      CloseInLoop(registered);
-      return;
-    }
-    absl::StatusOr<std::unique_ptr<Transport>> transport = config_->transport->NewTransport(
-        TransportContext{config_->dialed, config_->server_name});
-    if (!transport.ok()) {
-      CloseInLoop(transport.status());
-      return;
-    }
-    EnsureColdState()->transport = std::move(*transport);
-    has_transport_ = true;
-    absl::Duration limit = this->transport()->handshake_timeout();
-    if (limit <= absl::ZeroDuration()) limit = options().idle_timeout;
-    if (limit > absl::ZeroDuration()) ArmIdleTimer(limit);
-    absl::Status started = this->transport()->Start(TransportIo(this));
-    FlushTransportOutput(0, /*may_gather=*/false);  // A ClientHello: at once.
-    if (!started.ok()) CloseInLoop(started, /*reset=*/true);
-    // on_connect follows the handshake (HandleTransportRead).
+  if (handshake) {
+    StartTransport(std::move(registered));
     return;
   }
   connect_reported_ = true;
@@ -135,143 +105,9 @@ void Connection::Establish() {
   }
 }
 
-void Connection::OnTransportEstablished(const ConnectionPtr& self) {
-  if (idle_timer_ != 0) {
-    loop()->Cancel(idle_timer_);
-    idle_timer_ = 0;
-  }
-  connect_reported_ = true;
+void Connection::CountBytesRead(size_t n) {
+  Count(config_->counters.bytes_read, n);
   MarkActive();
-  if (callbacks().on_connect) callbacks().on_connect(self);
-  if (options().idle_timeout > absl::ZeroDuration() && state() != State::kDisconnected &&
-      idle_timer_ == 0) {
-    ArmIdleTimer(options().idle_timeout);
-  }
-}
-
-void Connection::HandleTransportRead(const ConnectionPtr& self) {
-  Transport::ReadResult result;
-  if (transport_end_pending_) {
-    // The end was read before; what came ahead of it is delivered first (below).
-    transport_end_pending_ = false;
-    result.peer_closed = true;
-  } else {
-    size_t before = output_.Length();
-    result = transport()->Read(TransportIo(this), input_);
-    // What reading made the transport say (handshake messages, alerts, tickets) goes first. A
-    // handshake's flights are written at once, not gathered to the end of the loop's batch:
-    // each can cost a signature (0.5 ms with RSA 2048), and a batch of them would leave every
-    // client of the batch waiting for the last one's.
-    FlushTransportOutput(before, /*may_gather=*/connect_reported_);
-  }
-  if (result.established && state() != State::kDisconnected) OnTransportEstablished(self);
-  // As after a plain read: what arrived is delivered unless the connection stopped reading
-  // (Close() or PauseReading() in on_connect; a paused connection gets it on ResumeReading).
-  if (!input_.IsEmpty() && connect_reported_ && state() == State::kConnected && reading_) {
-    if (callbacks().on_message) callbacks().on_message(self, input_);
-    if (!input_.IsEmpty()) input_.ShrinkToFit();
-  }
-  if (state() == State::kDisconnected) return;
-  if (!result.error.ok()) {
-    // The alert the transport wrote gets one try now (it may have been queued to be gathered,
-    // and the close would drop it), so the peer learns why; then a FIN, not a reset.
-    TryWriteOnce();
-    CloseInLoop(std::move(result.error));
-    return;
-  }
-  if (result.peer_closed) {
-    if (!result.peer_close_reason.ok()) {
-      EnsureColdState()->end_reason = std::move(result.peer_close_reason);
-    }
-    if (!connect_reported_) {
-      // Ended before its handshake did: nothing to deliver or flush for the user.
-      absl::Status reason = EnsureColdState()->end_reason;
-      CloseInLoop(reason.ok() ? absl::UnavailableError(absl::StrCat(
-                                    transport()->name(), ": peer closed during the handshake"))
-                              : reason);
-      return;
-    }
-    if (!input_.IsEmpty() && !reading_) {
-      // Paused (in on_connect, say) with plaintext that came ahead of the end: it is delivered
-      // on ResumeReading, and then the end.
-      transport_end_pending_ = true;
-      return;
-    }
-    OnPeerClosed();
-    return;
-  }
-  if (result.more) QueueTransportRead();
-}
-
-void Connection::QueueTransportRead() {
-  if (transport_read_queued_) return;
-  transport_read_queued_ = true;
-  // Never refused: this is the loop thread, before Run() has returned.
-  (void)loop()->QueueInLoop([self = shared_from_this()] {
-    self->transport_read_queued_ = false;
-    if (self->state() == State::kConnected && self->reading_) self->HandleTransportRead(self);
-  });
-}
-
-bool Connection::WriteFromTransport(std::string_view wire_bytes) {
-  if (state() == State::kDisconnected || write_shut_) return false;
-  if (wire_bytes.empty()) return true;
-  // The user's bytes these stand for were accepted (and are released by the caller), so the
-  // cap does not refuse them. Buffered only: the caller writes once for all the records of
-  // one transport call (FlushTransportOutput).
-  output_budget_.Add(wire_bytes.size());
-  if (!output_.Append(wire_bytes)) {
-    output_budget_.Release(wire_bytes.size());
-    // As in SendWireInLoop: no hole in the stream, so the connection ends.
-    CloseInLoop(absl::ResourceExhaustedError("no memory for pending output"), /*reset=*/true);
-    return false;
-  }
-  return true;
-}
-
-void Connection::FlushTransportOutput(size_t before, bool may_gather) {
-  if (state() == State::kDisconnected || output_.Length() == before) return;
-  if (writing_) {
-    // Behind output that waits for the socket: written with it, and counted against the
-    // high-water mark as a plain send is.
-    CheckHighWater(before);
-    return;
-  }
-  size_t length = output_.Length();
-  if (may_gather && options().gather_writes &&
-      length <= std::min(kGatherBytes, options().high_water_mark)) {
-    // Small (a record of a small reply, a ticket): gathered as a plain send would be.
-    QueueGatheredFlush();
-    return;
-  }
-  if (!WriteOutputOrClose()) return;
-  if (output_.Length() != 0) {
-    writing_ = true;
-    UpdateInterest();
-  }
-  CheckHighWater(before);
-}
-
-absl::Status Connection::SendThroughTransport(const RingBuffer::Slices& slices, bool reserved) {
-  size_t total = slices.size();
-  if (!reserved && !ReserveOutput(total)) return PendingOutputExhausted(total);
-  Transport* wire = transport();
-  size_t before = output_.Length();
-  absl::Status written = wire->Write(TransportIo(this), slices.first);
-  if (written.ok() && !slices.second.empty()) {
-    written = wire->Write(TransportIo(this), slices.second);
-  }
-  // The wire bytes are reserved now in their place (WriteFromTransport).
-  output_budget_.Release(total);
-  FlushTransportOutput(before);
-  if (!written.ok()) {
-    CloseInLoop(written, /*reset=*/true);
-    return written;
-  }
-  if (state() == State::kDisconnected) {
-    return absl::FailedPreconditionError("connection closed while writing");
-  }
-  return absl::OkStatus();
 }
 
 void Connection::HandleEvent(const PollEvent& event) {
@@ -286,7 +122,7 @@ void Connection::HandleEvent(const PollEvent& event) {
   if (event.readable && reading_) {
     // Close() from another thread stops reading when its task runs; until then, no input is
     // read or delivered after it.
-    if (state() == State::kConnected) {
+    if (state() == State::kConnected || state() == State::kHandshaking) {
       HandleRead(self);
     } else {
       SetReading(false);
@@ -309,8 +145,7 @@ void Connection::HandleRead(const ConnectionPtr& self) {
   }
   ssize_t n = input_.ReadFromFd(fd_, loop()->scratch_buffer(), EventLoop::kScratchSize);
   if (n > 0) {
-    Count(config_->counters.bytes_read, static_cast<uint64_t>(n));
-    MarkActive();
+    CountBytesRead(static_cast<size_t>(n));
     if (callbacks().on_message) callbacks().on_message(self, input_);
     // Leftover bytes (a partial frame) should not pin a burst-sized block.
     if (!input_.IsEmpty()) input_.ShrinkToFit();
@@ -431,22 +266,19 @@ void Connection::FinishIfFlushed() {
   // Bytes other threads had accepted are still queued to this loop: they go first.
   if (!output_budget_.NothingPending()) return;
   bool ending = (shutdown_requested_ && !write_shut_) || state() == State::kDisconnecting;
-  ColdState* cold = cold_.load(std::memory_order_acquire);
-  bool peer_broke_off = cold != nullptr && !cold->end_reason.ok();
-  if (ending && has_transport_ && connect_reported_ && !transport_shut_ && !write_shut_ &&
-      !peer_broke_off) {
-    // The transport's last words (TLS close_notify) go before the FIN; once they are written
-    // this runs again (from the write path or the gathered flush). Not to a peer that broke
-    // its stream off without its own: it gets what was pending and the FIN.
-    transport_shut_ = true;
+  if (ending && has_transport_) {
     size_t before = output_.Length();
-    transport()->Shutdown(TransportIo(this));
-    FlushTransportOutput(before);
-    if (state() == State::kDisconnected || writing_ ||
-        !output_budget_.NothingPending()) {
-      return;
+    if (WriteTransportLastWords()) {
+      // Before the FIN; once they are written this runs again (from the write path or the
+      // gathered flush).
+      FlushTransportOutput(before);
+      if (state() == State::kDisconnected || writing_ || !output_budget_.NothingPending()) {
+        return;
+      }
     }
   }
+  ColdState* cold = cold_.load(std::memory_order_acquire);
+  bool peer_broke_off = cold != nullptr && !cold->end_reason.ok();
   if (shutdown_requested_ && !write_shut_) {
     ::shutdown(fd_, SHUT_WR);
     write_shut_ = true;
@@ -514,6 +346,7 @@ absl::Status Connection::SendAll(std::initializer_list<std::string_view> pieces)
   size_t gathered = output_.Length();
   bool gather = options().gather_writes &&
                 gathered + total <= std::min(kGatherBytes, options().high_water_mark);
+  // With a transport each piece goes through it (below): its records are what is written.
   if (!gather && !writing_ && !has_transport_ && total > 0 &&
       pieces.size() <= kMaxSendAllPieces && state() != State::kDisconnected && !write_shut_) {
     return WriteAllNow(pieces, total);
@@ -589,23 +422,7 @@ absl::Status Connection::SendFromBuffer(RingBuffer& buffer, size_t n) {
 
 absl::Status Connection::SendSlicesInLoop(const RingBuffer::Slices& slices,
                                           RingBuffer* whole_source, bool reserved) {
-  if (has_transport_) {
-    size_t total = slices.size();
-    if (state() == State::kDisconnected || write_shut_ || transport_shut_) {
-      if (reserved) output_budget_.Release(total);
-      return absl::FailedPreconditionError("connection is closed for writing");
-    }
-    if (!connect_reported_) {
-      // Only a Connection made by hand can be reached before its handshake (Server and Client
-      // publish it in on_connect); what it sends would wait unbounded and uncounted.
-      if (reserved) output_budget_.Release(total);
-      return absl::FailedPreconditionError(
-          absl::StrCat("connection not established: ", transport()->name(),
-                       " handshake under way"));
-    }
-    if (total == 0) return absl::OkStatus();
-    return SendThroughTransport(slices, reserved);
-  }
+  if (has_transport_) return SendThroughTransport(slices, reserved);
   return SendWireInLoop(slices, whole_source, reserved);
 }
 
@@ -676,7 +493,7 @@ absl::Status Connection::SendWireInLoop(const RingBuffer::Slices& slices,
 
 void Connection::CheckHighWater(size_t before) {
   // A handshake in progress has only its own small flights out, and must not stop reading.
-  if (!connect_reported_) return;
+  if (state() == State::kHandshaking) return;
   size_t after = output_.Length();
   if (above_high_water_ || after <= options().high_water_mark ||
       before > options().high_water_mark) {
@@ -728,7 +545,8 @@ void Connection::ResumeReading() {
   loop()->AssertInLoopThread();
   read_paused_ = false;
   bool held_by_high_water = above_high_water_ && options().pause_reading_at_high_water;
-  if (state() == State::kConnected && !peer_closed_ && !held_by_high_water) SetReading(true);
+  bool open = state() == State::kConnected || state() == State::kHandshaking;
+  if (open && !peer_closed_ && !held_by_high_water) SetReading(true);
 }
 
 void Connection::SetReading(bool on) {
@@ -737,7 +555,7 @@ void Connection::SetReading(bool on) {
   UpdateInterest();
   // A transport may have read (and decrypted) more than it delivered before reading stopped;
   // the socket will not say so again.
-  if (on && has_transport_ && connect_reported_) QueueTransportRead();
+  if (on && has_transport_ && state() != State::kHandshaking) QueueTransportRead();
 }
 
 absl::StatusOr<PeerCredentials> Connection::PeerCredentials() const {
@@ -772,7 +590,8 @@ void Connection::ShutdownWrite() {
 }
 
 void Connection::Close(absl::Status reason) {
-  if (state() != State::kConnected) return;
+  State expected = state();
+  if (expected != State::kConnected && expected != State::kHandshaking) return;
   if (!reason.ok()) {
     // Published before the state says closing: whichever path then finishes the close (this
     // close's task, a write that drains the output first, the peer's FIN) closes with it.
@@ -783,7 +602,6 @@ void Connection::Close(absl::Status reason) {
       (void)published.release();  // Owned by the cold state now.
     }
   }
-  State expected = State::kConnected;
   if (!state_.compare_exchange_strong(expected, State::kDisconnecting)) return;
   // On the loop thread, input stops now: no OnMessage follows a Close() made in OnConnect or
   // OnMessage. Replies computed before it are still sent (SendSlices), so the close itself
@@ -856,13 +674,7 @@ void Connection::CloseInLoop(absl::Status reason, bool reset) {
     // both get the one try that send would have made. What the socket does not take counts
     // as unsent in the reason. Closes for errors (a failed write, a reset, a timeout) drop
     // them as before.
-    ColdState* cold = cold_.load(std::memory_order_acquire);
-    bool last_words = has_transport_ && connect_reported_ && !transport_shut_ && !write_shut_ &&
-                      !writing_ && (cold == nullptr || cold->end_reason.ok());
-    if (last_words) {
-      transport_shut_ = true;
-      transport()->Shutdown(TransportIo(this));
-    }
+    bool last_words = has_transport_ && !writing_ && WriteTransportLastWords();
     if (last_words || flush_queued_) TryWriteOnce();
   }
   state_.store(State::kDisconnected, std::memory_order_release);
@@ -921,7 +733,11 @@ void Connection::Teardown(absl::Status reason, bool reset) {
   Count(config_->counters.closed[code], 1);
   input_.Reset();
   output_.Clear();
-  if (callbacks().on_close) callbacks().on_close(shared_from_this(), reason);
+  if (connect_reported_) {
+    if (callbacks().on_close) callbacks().on_close(shared_from_this(), reason);
+  } else if (callbacks().on_transport_error) {
+    callbacks().on_transport_error(shared_from_this(), reason);
+  }
 }
 
 void Connection::MarkActive() {
@@ -930,21 +746,15 @@ void Connection::MarkActive() {
   if (options().idle_timeout > absl::ZeroDuration()) last_active_ms_ = loop()->NowMs();
 }
 
-void Connection::ArmIdleTimer(absl::Duration delay) {
-  idle_timer_ = loop()->RunAfter(delay, [weak = weak_from_this()] {
-    if (ConnectionPtr self = weak.lock()) self->OnIdleTimer();
+void Connection::ArmIdleTimer(absl::Duration delay, void (Connection::*on_fire)()) {
+  idle_timer_ = loop()->RunAfter(delay, [weak = weak_from_this(), on_fire] {
+    if (ConnectionPtr self = weak.lock()) ((*self).*on_fire)();
   });
 }
 
 void Connection::OnIdleTimer() {
   idle_timer_ = 0;
   if (state() == State::kDisconnected) return;
-  if (has_transport_ && !connect_reported_) {
-    CloseInLoop(absl::DeadlineExceededError(
-                    absl::StrCat(transport()->name(), " handshake not completed in time")),
-                /*reset=*/true);
-    return;
-  }
   uint64_t idle_ms = static_cast<uint64_t>(absl::ToInt64Milliseconds(options().idle_timeout));
   uint64_t quiet_for = loop()->NowMs() - last_active_ms_;
   if (quiet_for >= idle_ms) {

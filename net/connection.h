@@ -14,6 +14,12 @@
 // Lifecycle. One teardown path, owned by the loop:
 //
 //   kConnecting --Establish()--> kConnected --Close(reason), peer's FIN--> kDisconnecting
+//        |                           ^
+//        | (a transport)             | its handshake completed: on_connect
+//        '-------> kHandshaking -----'
+//                       | failed, timed out, peer left: on_transport_error, not on_close
+//                       v
+//                  kDisconnected
 //                                    |    (half_close: the peer's FIN and the       |
 //                                    |     owner's ShutdownWrite, both done)        |
 //                     error, ForceClose(), idle timeout          output flushed (FIN), or an
@@ -32,7 +38,9 @@
 //
 // Guarantees:
 //   - `on_connect` runs before any `on_message`; `on_close` runs exactly once, after
-//     `on_connect`, with the reason the connection ended (OK for a clean close by us). No user
+//     `on_connect`, with the reason the connection ended (OK for a clean close by us); a
+//     connection that never got to on_connect (its transport's handshake failed) ends with
+//     `on_transport_error` instead. No user
 //     callback runs inside another: on_high_water and on_close come after the callback that
 //     caused them.
 //   - No byte is dropped on a short write or EAGAIN: the rest waits in the output buffer, write
@@ -64,7 +72,8 @@
 //
 // Transport (Config::transport, net/transport.h): bytes on the wire may be other bytes than
 // the user's (TLS). Everything above holds of the user's bytes, with on_connect after the
-// transport's handshake; the output's limits and PendingOutput() count wire bytes.
+// transport's handshake (the connection is kHandshaking until then: not Connected(), Send
+// refused); the output's limits and PendingOutput() count wire bytes.
 //
 // Thread safety: `Send`, `ShutdownWrite`, `Close`, `ForceClose`, `Connected`, `SetContext`,
 // `Context` and the addresses are thread-safe. Everything else, callbacks included, is on
@@ -103,7 +112,13 @@ using ConnectionPtr = std::shared_ptr<Connection>;
 
 class Connection final : public std::enable_shared_from_this<Connection> {
  public:
-  enum class State : uint8_t { kConnecting, kConnected, kDisconnecting, kDisconnected };
+  enum class State : uint8_t {
+    kConnecting,
+    kHandshaking,  // Its transport's handshake runs; on_connect follows it.
+    kConnected,
+    kDisconnecting,
+    kDisconnected
+  };
 
   struct Options {
     // Pending output above this calls on_high_water (once per crossing), and on_low_water
@@ -146,6 +161,11 @@ class Connection final : public std::enable_shared_from_this<Connection> {
     absl::AnyInvocable<void(const ConnectionPtr&) const> on_connect;
     absl::AnyInvocable<void(const ConnectionPtr&, RingBuffer& input) const> on_message;
     absl::AnyInvocable<void(const ConnectionPtr&, const absl::Status& reason) const> on_close;
+    // With a transport: the connection ended before its handshake completed (it failed, timed
+    // out, the peer left, or the owner closed it), so on_connect never ran. It runs in place
+    // of on_close, exactly once, and is the connection's last callback.
+    absl::AnyInvocable<void(const ConnectionPtr&, const absl::Status& reason) const>
+        on_transport_error;
     absl::AnyInvocable<void(const ConnectionPtr&, size_t pending_bytes) const> on_high_water;
     // After an on_high_water: pending output is below the low-water mark again.
     absl::AnyInvocable<void(const ConnectionPtr&) const> on_low_water;
@@ -283,16 +303,6 @@ class Connection final : public std::enable_shared_from_this<Connection> {
   }
 
   bool Connected() const { return state_.load(std::memory_order_acquire) == State::kConnected; }
-  // Whether on_connect has run: false for a connection whose transport's handshake never
-  // completed (its on_close reports why, and the owner's user saw no OnConnect). Loop thread
-  // only.
-  bool connect_reported() const { return connect_reported_; }
-  // The connection's transport (Config::transport), or null: for the layer that made it to
-  // read what it negotiated (tls::Info). It lives as long as the connection. Loop thread only.
-  Transport* transport() const {
-    ColdState* cold = has_transport_ ? cold_.load(std::memory_order_acquire) : nullptr;
-    return cold != nullptr ? cold->transport.get() : nullptr;
-  }
   State state() const { return state_.load(std::memory_order_acquire); }
   const InetAddress& PeerAddr() const { return peer_; }
   // Connection::LocalAddr() — asked of the socket (getsockname) rather than kept: it is rarely
@@ -339,6 +349,7 @@ class Connection final : public std::enable_shared_from_this<Connection> {
 
  private:
   friend class TransportIo;
+  friend Transport* TransportOf(const Connection& connection);
   struct PrivateTag {};
 
  public:
@@ -390,6 +401,8 @@ class Connection final : public std::enable_shared_from_this<Connection> {
   void TryWriteOnce();
   // Counts one write system call of `n` bytes.
   void CountWrite(size_t n);
+  // Counts `n` bytes read from the socket, and the activity.
+  void CountBytesRead(size_t n);
   const Callbacks& callbacks() const { return config_->callbacks; }
 
   void HandleRead(const ConnectionPtr& self);
@@ -403,6 +416,16 @@ class Connection final : public std::enable_shared_from_this<Connection> {
   // there is no transport).
   absl::Status SendWireInLoop(const RingBuffer::Slices& slices, RingBuffer* whole_source,
                               bool reserved);
+
+  // The transport layer (net/connection_transport.cc): the plain paths above branch to it
+  // once, at their entry (Establish, HandleRead, SendSlicesInLoop, SendAll), and at the two
+  // places where a transport has last words (FinishIfFlushed, CloseInLoop).
+  Transport* transport() const {
+    ColdState* cold = has_transport_ ? cold_.load(std::memory_order_acquire) : nullptr;
+    return cold != nullptr ? cold->transport.get() : nullptr;
+  }
+  // Makes the transport, arms the handshake timer and starts the handshake (kHandshaking).
+  void StartTransport(absl::Status registered);
   // The user's bytes through the transport: its wire bytes replace their reservation.
   absl::Status SendThroughTransport(const RingBuffer::Slices& slices, bool reserved);
   // TransportIo::Write: buffers the bytes (FlushTransportOutput writes them).
@@ -417,9 +440,13 @@ class Connection final : public std::enable_shared_from_this<Connection> {
   // The transport may hold input the socket will not signal again (read past its per-call
   // limit, or delivered while reading was paused): read and deliver it in a task of its own.
   void QueueTransportRead();
-  // The transport's handshake completed: on_connect, and the idle timer in place of the
-  // handshake timer.
+  // The transport's handshake completed: kConnected, on_connect, and the idle timer in place
+  // of the handshake timer.
   void OnTransportEstablished(const ConnectionPtr& self);
+  void OnHandshakeTimeout();
+  // Before the FIN of an orderly end: the transport's last words (TLS close_notify), once,
+  // unless the peer broke its stream off without its own. True when they were written now.
+  bool WriteTransportLastWords();
   // The peer's end of stream (a FIN): deliver what is pending, then close.
   void OnPeerClosed();
   // Counts `n` more bytes as pending; false, counting nothing, if that would pass the cap.
@@ -453,7 +480,8 @@ class Connection final : public std::enable_shared_from_this<Connection> {
   // What Close(reason) was given, or OK.
   absl::Status CloseReason() const;
   void MarkActive();
-  void ArmIdleTimer(absl::Duration delay);
+  // The idle timer (or, while kHandshaking, the handshake's) runs `on_fire` after `delay`.
+  void ArmIdleTimer(absl::Duration delay, void (Connection::*on_fire)() = &Connection::OnIdleTimer);
   void OnIdleTimer();
 
   // Laid out for size (an idle connection's bytes are part of the library's promise).
@@ -477,7 +505,8 @@ class Connection final : public std::enable_shared_from_this<Connection> {
   bool read_paused_ : 1;  // PauseReading(), until ResumeReading().
   bool flush_queued_ : 1;  // Gathered output waits for the loop's before-poll flush.
   bool has_transport_ : 1;         // cold_->transport is set (Config::transport).
-  bool connect_reported_ : 1;      // on_connect has run.
+  // on_connect has run: on_close ends the connection, not on_transport_error.
+  bool connect_reported_ : 1;
   bool transport_shut_ : 1;        // Transport::Shutdown has run.
   bool transport_read_queued_ : 1; // A QueueTransportRead task is pending.
   // The transport read the peer's end while reading was paused with input undelivered: the

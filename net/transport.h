@@ -13,10 +13,10 @@
 // when it is established, and then:
 //   - reads through it: the transport reads the socket itself (`TransportIo::fd`), appends the
 //     plaintext it yields to the input buffer, and says when its handshake has completed. The
-//     connection runs on_connect only then (after `Transport::handshake_timeout` without it, it
-//     ends with DeadlineExceeded), and on_close runs after on_connect as always; a connection
-//     whose handshake fails runs no on_connect and reports its reason through on_close with
-//     `Connection::connect_reported()` false;
+//     connection is `kHandshaking` until then, and runs on_connect only then (after
+//     `Transport::handshake_timeout` without it, it ends with DeadlineExceeded); on_close runs
+//     after on_connect as always. A connection whose handshake fails runs neither: its reason
+//     goes to `Connection::Callbacks::on_transport_error`;
 //   - writes through it: what the user sends is handed to `Transport::Write`, which passes what
 //     goes on the wire to `TransportIo::Write`; those bytes are gathered, written and buffered
 //     as any send's, so the output, its limits and PendingOutput() count wire bytes;
@@ -125,6 +125,11 @@ struct TransportContext {
   // server's certificate against it. Empty for accepted connections.
   std::string_view server_name;
 };
+
+// TransportOf() — the transport `connection` runs over (Config::transport), or null: for the
+// layer that made it, to read what it negotiated (tls::Info). It lives as long as the
+// connection. Loop thread only.
+Transport* TransportOf(const Connection& connection);
 
 class TransportFactory {
  public:

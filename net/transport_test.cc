@@ -137,13 +137,11 @@ class XorServer {
       }
     };
     config->callbacks.on_close = [this](const ConnectionPtr& c, const absl::Status& reason) {
-      {
-        std::lock_guard<std::mutex> lock(mutex_);
-        events_.push_back(absl::StrCat("close:", absl::StatusCodeToString(reason.code()),
-                                       c->connect_reported() ? "" : " before connect"));
-        reasons_.push_back(reason);
-      }
-      connections_.erase(c.get());
+      RecordEnd(c, "close:", reason);
+    };
+    config->callbacks.on_transport_error = [this](const ConnectionPtr& c,
+                                                  const absl::Status& reason) {
+      RecordEnd(c, "transport error:", reason);
     };
     config_ = std::move(config);
     auto acceptor = Acceptor::Create(loop_.get(), InetAddress::Loopback(0), false);
@@ -178,6 +176,14 @@ class XorServer {
     });
     done.get_future().wait();
   }
+  // The connections open now (on the loop thread).
+  std::vector<ConnectionPtr> Connections() {
+    std::vector<ConnectionPtr> open;
+    RunAndWait([&] {
+      for (auto& [raw, connection] : connections_) open.push_back(connection);
+    });
+    return open;
+  }
   std::vector<std::string> events() {
     std::lock_guard<std::mutex> lock(mutex_);
     return events_;
@@ -188,6 +194,14 @@ class XorServer {
   }
 
  private:
+  void RecordEnd(const ConnectionPtr& c, const char* what, const absl::Status& reason) {
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      events_.push_back(absl::StrCat(what, absl::StatusCodeToString(reason.code())));
+      reasons_.push_back(reason);
+    }
+    connections_.erase(c.get());
+  }
   void Record(std::string event) {
     std::lock_guard<std::mutex> lock(mutex_);
     events_.push_back(std::move(event));
@@ -233,7 +247,7 @@ TEST(TransportSeamTest, AHandshakeThatNeverEndsTimesOutWithoutOnConnect) {
   int peer = Connect(server.address());
   ASSERT_TRUE(WriteAll(peer, "HEL"));  // Begun, never finished.
   ASSERT_TRUE(WaitFor([&] { return server.reasons().size() == 1; }));
-  EXPECT_EQ(server.events(), std::vector<std::string>{"close:DEADLINE_EXCEEDED before connect"});
+  EXPECT_EQ(server.events(), std::vector<std::string>{"transport error:DEADLINE_EXCEEDED"});
   EXPECT_NE(server.reasons()[0].message().find("XOR handshake not completed in time"),
             std::string::npos)
       << server.reasons()[0];
@@ -276,7 +290,56 @@ TEST(TransportSeamTest, ABadHandshakeEndsTheConnectionBeforeOnConnect) {
   int peer = Connect(server.address());
   ASSERT_TRUE(WriteAll(peer, "HOWDY"));
   ASSERT_TRUE(WaitFor([&] { return server.reasons().size() == 1; }));
-  EXPECT_EQ(server.events(), std::vector<std::string>{"close:INVALID_ARGUMENT before connect"});
+  EXPECT_EQ(server.events(), std::vector<std::string>{"transport error:INVALID_ARGUMENT"});
+  ::close(peer);
+}
+
+TEST(TransportSeamTest, DuringTheHandshakeTheConnectionIsHandshakingNotConnected) {
+  XorServer server({});
+  int peer = Connect(server.address());
+  std::vector<ConnectionPtr> open;
+  ASSERT_TRUE(WaitFor([&] { return !(open = server.Connections()).empty(); }));
+  ConnectionPtr connection = open[0];
+  EXPECT_EQ(connection->state(), Connection::State::kHandshaking);
+  EXPECT_FALSE(connection->Connected());
+  absl::Status sent = connection->Send("early");  // From this thread: not accepted.
+  EXPECT_EQ(sent.code(), absl::StatusCode::kFailedPrecondition) << sent;
+  server.RunAndWait([&] {
+    absl::Status in_loop = connection->SendSlices({"early", {}});
+    EXPECT_EQ(in_loop.code(), absl::StatusCode::kFailedPrecondition) << in_loop;
+    EXPECT_EQ(connection->PendingOutput(), 0u);
+  });
+  ASSERT_TRUE(WriteAll(peer, "HELLO"));
+  EXPECT_EQ(ReadExactly(peer, 5), "HELLO");
+  ASSERT_TRUE(WaitFor([&] { return connection->Connected(); }));
+  EXPECT_EQ(connection->state(), Connection::State::kConnected);
+  EXPECT_EQ(server.events(), std::vector<std::string>{"connect"});
+  ::close(peer);
+  ASSERT_TRUE(WaitFor([&] { return server.reasons().size() == 1; }));
+  EXPECT_EQ(server.events(), (std::vector<std::string>{"connect", "close:OK"}));
+}
+
+TEST(TransportSeamTest, ACloseDuringTheHandshakeEndsWithTheTransportErrorNotOnClose) {
+  XorServer server({});
+  int peer = Connect(server.address());
+  std::vector<ConnectionPtr> open;
+  ASSERT_TRUE(WaitFor([&] { return !(open = server.Connections()).empty(); }));
+  open[0]->Close(absl::CancelledError("owner stopping"));
+  ASSERT_TRUE(WaitFor([&] { return server.reasons().size() == 1; }));
+  EXPECT_EQ(server.events(), std::vector<std::string>{"transport error:CANCELLED"});
+  EXPECT_EQ(server.reasons()[0].message(), "owner stopping");
+  EXPECT_TRUE(gev::testing::SeesEndOfStream(peer));
+  ::close(peer);
+}
+
+TEST(TransportSeamTest, APeerThatLeavesDuringTheHandshakeIsATransportError) {
+  XorServer server({});
+  int peer = Connect(server.address());
+  ASSERT_TRUE(WriteAll(peer, "HEL"));
+  ::shutdown(peer, SHUT_WR);
+  ASSERT_TRUE(WaitFor([&] { return server.reasons().size() == 1; }));
+  EXPECT_EQ(server.events(), std::vector<std::string>{"transport error:UNAVAILABLE"});
+  EXPECT_EQ(server.reasons()[0].message(), "XOR: peer closed during the handshake");
   ::close(peer);
 }
 

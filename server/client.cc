@@ -45,6 +45,10 @@ class ClientCore : public std::enable_shared_from_this<ClientCore> {
     config->callbacks.on_close = [this](const ConnectionPtr& c, const absl::Status& reason) {
       OnConnectionClosed(c, reason);
     };
+    config->callbacks.on_transport_error = [this](const ConnectionPtr& c,
+                                                  const absl::Status& reason) {
+      OnHandshakeFailed(c, reason);
+    };
     config->callbacks.on_high_water = [this](const ConnectionPtr& c, size_t pending) {
       dispatch_.handler()->OnHighWater(*c, pending);
     };
@@ -229,23 +233,23 @@ class ClientCore : public std::enable_shared_from_this<ClientCore> {
     }
   }
 
-  void OnConnectionClosed(const ConnectionPtr& connection, const absl::Status& reason) {
-    if (!connection->connect_reported()) {
-      // Its transport's handshake failed (a bad certificate, a timeout): the handler saw no
-      // OnConnect, so no OnClose either; to the client it is a failed attempt.
-      if (connection != connection_) return;
-      connection_.reset();
-      if (stop_timer_ != 0) {
-        loop_->Cancel(stop_timer_);
-        stop_timer_ = 0;
-      }
-      if (stopped_) {
-        BecomeQuiet();
-      } else {
-        OnAttemptFailed(reason);
-      }
-      return;
+  // Its transport's handshake failed (a bad certificate, a timeout): the handler saw no
+  // OnConnect, so no OnClose either; to the client it is a failed attempt.
+  void OnHandshakeFailed(const ConnectionPtr& connection, const absl::Status& reason) {
+    if (connection != connection_) return;
+    connection_.reset();
+    if (stop_timer_ != 0) {
+      loop_->Cancel(stop_timer_);
+      stop_timer_ = 0;
     }
+    if (stopped_) {
+      BecomeQuiet();
+    } else {
+      OnAttemptFailed(reason);
+    }
+  }
+
+  void OnConnectionClosed(const ConnectionPtr& connection, const absl::Status& reason) {
     dispatch_.handler()->OnClose(*connection, reason);
     if (connection != connection_) return;
     connection_.reset();

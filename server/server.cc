@@ -75,12 +75,8 @@ struct Worker {
     connection->Establish();
   }
 
-  void OnClose(const ConnectionPtr& connection, const absl::Status& reason) {
-    if (connection->connect_reported()) {
-      handler->OnClose(*connection, reason);
-    } else {
-      handler->OnTransportError(*connection, reason);
-    }
+  // A connection's last callback: OnClose after OnConnect, or OnTransportError in its place.
+  void Forget(const ConnectionPtr& connection) {
     connections.erase(connection);
     connection_count.fetch_sub(1, std::memory_order_relaxed);
   }
@@ -172,7 +168,13 @@ absl::Status Server::Init(const SocketAddress& address,
       w->dispatch.OnMessage(c, input);
     };
     config->callbacks.on_close = [w](const ConnectionPtr& c, const absl::Status& reason) {
-      w->OnClose(c, reason);
+      w->handler->OnClose(*c, reason);
+      w->Forget(c);
+    };
+    config->callbacks.on_transport_error = [w](const ConnectionPtr& c,
+                                               const absl::Status& reason) {
+      w->handler->OnTransportError(*c, reason);
+      w->Forget(c);
     };
     config->callbacks.on_high_water = [w](const ConnectionPtr& c, size_t pending) {
       w->handler->OnHighWater(*c, pending);

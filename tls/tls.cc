@@ -990,7 +990,7 @@ std::shared_ptr<TransportFactory> ClientTransport(std::shared_ptr<ClientContext>
 
 ConnectionInfo Info(const Connection& conn) {
   ConnectionInfo info;
-  auto* transport = dynamic_cast<TlsTransport*>(conn.transport());
+  auto* transport = dynamic_cast<TlsTransport*>(TransportOf(conn));
   if (transport == nullptr) return info;
   info.tls = true;
   if (!transport->established()) return info;
