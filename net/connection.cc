@@ -101,7 +101,7 @@ void Connection::Establish() {
     return;
   }
   if (options().idle_timeout > absl::ZeroDuration() && state() != State::kDisconnected) {
-    ArmIdleTimer(options().idle_timeout);
+    ArmTimer(options().idle_timeout, &Connection::OnIdleTimer);
   }
 }
 
@@ -619,10 +619,7 @@ void Connection::CloseWhenFlushed(absl::Status reason) {
   SetReading(false);
   if (!reason.ok()) {
     // In place of the idle timer: this close ends within the timeout either way.
-    if (idle_timer_ != 0) loop()->Cancel(idle_timer_);
-    idle_timer_ = loop()->RunAfter(options().error_close_timeout, [weak = weak_from_this()] {
-      if (ConnectionPtr self = weak.lock()) self->OnErrorCloseTimeout();
-    });
+    ArmTimer(options().error_close_timeout, &Connection::OnErrorCloseTimeout);
   }
   FinishIfFlushed();
 }
@@ -635,7 +632,7 @@ absl::Status Connection::CloseReason() const {
 }
 
 void Connection::OnErrorCloseTimeout() {
-  idle_timer_ = 0;
+  timer_.Fired();
   if (state() == State::kDisconnected) return;
   absl::Status reason = CloseReason();
   // Teardown adds what was dropped; the stream is cut short, so RST.
@@ -678,10 +675,7 @@ void Connection::CloseInLoop(absl::Status reason, bool reset) {
     if (last_words || flush_queued_) TryWriteOnce();
   }
   state_.store(State::kDisconnected, std::memory_order_release);
-  if (idle_timer_ != 0) {
-    loop()->Cancel(idle_timer_);
-    idle_timer_ = 0;
-  }
+  timer_.Cancel(*loop());
   if (registered_) {
     registered_ = false;
     // Either way no event of this descriptor reaches us after this line (the loop forgets the
@@ -743,26 +737,25 @@ void Connection::Teardown(absl::Status reason, bool reset) {
 void Connection::MarkActive() {
   // Only the idle timer reads the time of last activity; without one, a clock read per read and
   // per write (about 20 ns each here) would be spent on every message for nothing.
-  if (options().idle_timeout > absl::ZeroDuration()) last_active_ms_ = loop()->NowMs();
+  if (options().idle_timeout > absl::ZeroDuration()) timer_.Touch(loop()->NowMs());
 }
 
-void Connection::ArmIdleTimer(absl::Duration delay, void (Connection::*on_fire)()) {
-  idle_timer_ = loop()->RunAfter(delay, [weak = weak_from_this(), on_fire] {
+void Connection::ArmTimer(absl::Duration delay, void (Connection::*on_fire)()) {
+  timer_.Arm(*loop(), delay, [weak = weak_from_this(), on_fire] {
     if (ConnectionPtr self = weak.lock()) ((*self).*on_fire)();
   });
 }
 
 void Connection::OnIdleTimer() {
-  idle_timer_ = 0;
+  timer_.Fired();
   if (state() == State::kDisconnected) return;
-  uint64_t idle_ms = static_cast<uint64_t>(absl::ToInt64Milliseconds(options().idle_timeout));
-  uint64_t quiet_for = loop()->NowMs() - last_active_ms_;
-  if (quiet_for >= idle_ms) {
+  absl::Duration left = timer_.IdleRemaining(loop()->NowMs(), options().idle_timeout);
+  if (left == absl::ZeroDuration()) {
     CloseInLoop(absl::DeadlineExceededError("idle timeout"));
     return;
   }
   // Active since the timer was set: sleep until the new last-activity time plus the timeout.
-  ArmIdleTimer(absl::Milliseconds(static_cast<int64_t>(idle_ms - quiet_for)));
+  ArmTimer(left, &Connection::OnIdleTimer);
 }
 
 void Connection::SetContext(std::any context) {

@@ -8,8 +8,10 @@
 // sent goes out at once, or waits in an `OutputQueue` (net/output_queue.h) only when the
 // socket cannot take everything. Its parts, each a class of its own tested on its own:
 // `OutputQueue` (the waiting bytes and the one write), `OutputBudget` (the bytes accepted and
-// not yet written, against max_pending_output), `ContextSlot` (the user's context). The
-// connection keeps the state machine, event dispatch, callbacks and teardown.
+// not yet written, against max_pending_output), `DeadlineTimer` (the handshake, idle and
+// error-close deadlines), `ContextSlot` (the user's context); a transport's layer is in
+// net/connection_transport.cc. The connection keeps the state machine, event dispatch,
+// callbacks and teardown.
 //
 // Lifecycle. One teardown path, owned by the loop:
 //
@@ -98,6 +100,7 @@
 #include "absl/time/time.h"
 #include "eventloop/event_loop.h"
 #include "net/context_slot.h"
+#include "net/deadline_timer.h"
 #include "net/inet_address.h"
 #include "net/output_budget.h"
 #include "net/output_queue.h"
@@ -480,8 +483,9 @@ class Connection final : public std::enable_shared_from_this<Connection> {
   // What Close(reason) was given, or OK.
   absl::Status CloseReason() const;
   void MarkActive();
-  // The idle timer (or, while kHandshaking, the handshake's) runs `on_fire` after `delay`.
-  void ArmIdleTimer(absl::Duration delay, void (Connection::*on_fire)() = &Connection::OnIdleTimer);
+  // The connection's one deadline (timer_) runs `on_fire` after `delay`, if the connection
+  // is still there.
+  void ArmTimer(absl::Duration delay, void (Connection::*on_fire)());
   void OnIdleTimer();
 
   // Laid out for size (an idle connection's bytes are part of the library's promise).
@@ -524,9 +528,9 @@ class Connection final : public std::enable_shared_from_this<Connection> {
   // Loop-thread-only state.
   RingBuffer input_;
   OutputQueue output_;
-  uint64_t last_active_ms_ = 0;  // Kept only while options().idle_timeout is set.
-  // The idle timer; while a transport's handshake runs, its timeout.
-  TimerId idle_timer_ = 0;
+  // The idle timeout (activity noted only while options().idle_timeout is set); while a
+  // transport's handshake runs, its timeout; while a close for an error flushes, its limit.
+  DeadlineTimer timer_;
 };
 
 }  // namespace gev

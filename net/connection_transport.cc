@@ -40,7 +40,7 @@ void Connection::StartTransport(absl::Status registered) {
   has_transport_ = true;
   absl::Duration limit = transport()->handshake_timeout();
   if (limit <= absl::ZeroDuration()) limit = options().idle_timeout;
-  if (limit > absl::ZeroDuration()) ArmIdleTimer(limit, &Connection::OnHandshakeTimeout);
+  if (limit > absl::ZeroDuration()) ArmTimer(limit, &Connection::OnHandshakeTimeout);
   absl::Status started = transport()->Start(TransportIo(this));
   FlushTransportOutput(0, /*may_gather=*/false);  // A ClientHello: at once.
   if (!started.ok()) CloseInLoop(started, /*reset=*/true);
@@ -48,7 +48,7 @@ void Connection::StartTransport(absl::Status registered) {
 }
 
 void Connection::OnHandshakeTimeout() {
-  idle_timer_ = 0;
+  timer_.Fired();
   // Not only while kHandshaking: a Close() during the handshake waits for its flights too.
   if (state() == State::kDisconnected || connect_reported_) return;
   CloseInLoop(absl::DeadlineExceededError(
@@ -70,16 +70,13 @@ bool Connection::WriteTransportLastWords() {
 void Connection::OnTransportEstablished(const ConnectionPtr& self) {
   State handshaking = State::kHandshaking;
   if (!state_.compare_exchange_strong(handshaking, State::kConnected)) return;  // Closing.
-  if (idle_timer_ != 0) {
-    loop()->Cancel(idle_timer_);
-    idle_timer_ = 0;
-  }
+  timer_.Cancel(*loop());
   connect_reported_ = true;
   MarkActive();
   if (callbacks().on_connect) callbacks().on_connect(self);
   if (options().idle_timeout > absl::ZeroDuration() && state() != State::kDisconnected &&
-      idle_timer_ == 0) {
-    ArmIdleTimer(options().idle_timeout);
+      !timer_.armed()) {
+    ArmTimer(options().idle_timeout, &Connection::OnIdleTimer);
   }
 }
 
