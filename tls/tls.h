@@ -104,7 +104,7 @@ struct ServerConfig {
   std::function<absl::Status(SSL_CTX*)> configure;
 };
 
-class TicketKeys;
+class TicketKeys;  // tls/internal/ticket_keys.h
 
 class ServerContext {
  public:
@@ -130,9 +130,11 @@ class ServerContext {
   // Handshakes that started with each certificate set: 1 for the first, 2 after one Reload.
   uint64_t generation() const;
 
+  // The certificate set new handshakes start with (tls/internal/server_state.h).
   struct Generation;
   std::shared_ptr<const Generation> current() const;
-  // Handshakes under way, shared with the transports (see max_handshakes).
+  // Handshakes under way, shared with the transports (see max_handshakes;
+  // tls/internal/server_state.h).
   struct HandshakeCount;
   const std::shared_ptr<HandshakeCount>& handshakes() const { return handshakes_; }
 
@@ -176,6 +178,8 @@ class ClientContext {
   ClientContext(const ClientContext&) = delete;
   ClientContext& operator=(const ClientContext&) = delete;
 
+  // The client's context and session cache, shared with its transports
+  // (tls/internal/client_state.h).
   struct State;
   const std::shared_ptr<State>& state() const { return state_; }
 
