@@ -533,6 +533,43 @@ TEST(TlsServer, ShutdownWriteSendsCloseNotifyAndServerSendsFromAnyThread) {
   EXPECT_TRUE(handler.close_reason(0).ok()) << handler.close_reason(0);
 }
 
+// With HalfClose: the peer's close_notify ends only its direction; the server answers after
+// it, then its own close_notify and FIN end the connection with OK.
+class AnswersAfterPeerShutdown : public RecordingEcho {
+ public:
+  explicit AnswersAfterPeerShutdown(std::string tail) : tail_(std::move(tail)) {}
+  void OnPeerShutdown(Connection& conn) override {
+    peer_shutdowns_.fetch_add(1);
+    EXPECT_TRUE(conn.Send(tail_).ok());
+    conn.ShutdownWrite();
+  }
+  int peer_shutdowns() const { return peer_shutdowns_.load(); }
+
+ private:
+  const std::string tail_;
+  std::atomic<int> peer_shutdowns_{0};
+};
+
+TEST(TlsServer, HalfCloseAnswersAfterThePeersCloseNotifyThenSendsItsOwn) {
+  std::string tail(512 * 1024, 'x');
+  for (size_t i = 0; i < tail.size(); ++i) tail[i] = static_cast<char>('a' + i % 23);
+  AnswersAfterPeerShutdown handler(tail);
+  TlsServer tls(&handler, MustCreate(LocalhostConfig()), {HalfClose(true)});
+  BlockingTlsClient client(tls.address(), {});
+  ASSERT_TRUE(client.Handshake().ok());
+  ASSERT_TRUE(client.Write("question"));
+  EXPECT_EQ(client.Read(8), "question");
+  EXPECT_EQ(SSL_shutdown(client.ssl()), 0);  // Our close_notify is sent; theirs is to come.
+  std::string answer = client.Read(tail.size());
+  EXPECT_EQ(answer.size(), tail.size());
+  EXPECT_TRUE(answer == tail);
+  EXPECT_TRUE(client.SeesCloseNotify());
+  EXPECT_TRUE(gev::testing::SeesEndOfStream(client.fd()));
+  ASSERT_TRUE(WaitFor([&] { return handler.closes() == 1; }));
+  EXPECT_EQ(handler.peer_shutdowns(), 1);
+  EXPECT_TRUE(handler.close_reason(0).ok()) << handler.close_reason(0);
+}
+
 TEST(TlsServer, APeerThatClosesWithoutCloseNotifyIsReportedSo) {
   RecordingEcho handler;
   TlsServer tls(&handler, MustCreate(LocalhostConfig()));
