@@ -50,9 +50,7 @@ Connection::Connection(PrivateTag, std::shared_ptr<const Config> config, int fd,
       flush_queued_(false),
       has_transport_(false),
       connect_reported_(false),
-      transport_shut_(false),
-      transport_read_queued_(false),
-      transport_end_pending_(false) {
+      lingering_(false) {
   input_.set_limit(options().max_input_bytes);
 }
 
@@ -124,6 +122,8 @@ void Connection::HandleEvent(const PollEvent& event) {
     // read or delivered after it.
     if (state() == State::kConnected || state() == State::kHandshaking) {
       HandleRead(self);
+    } else if (lingering_) {
+      DiscardLingeringInput();
     } else {
       SetReading(false);
     }
@@ -262,7 +262,7 @@ void Connection::AfterOutputDrained() {
 }
 
 void Connection::FinishIfFlushed() {
-  if (state() == State::kDisconnected || writing_) return;
+  if (state() == State::kDisconnected || writing_ || lingering_) return;
   // Bytes other threads had accepted are still queued to this loop: they go first.
   if (!output_budget_.NothingPending()) return;
   bool ending = (shutdown_requested_ && !write_shut_) || state() == State::kDisconnecting;
@@ -290,8 +290,69 @@ void Connection::FinishIfFlushed() {
   }
   if (state() == State::kDisconnecting) {
     // The peer's broken end comes first; then a reason Close() was given; else an orderly end.
-    CloseInLoop(peer_broke_off ? cold->end_reason : CloseReason());
+    absl::Status reason = peer_broke_off ? cold->end_reason : CloseReason();
+    if (!peer_closed_ && LingerBeforeClose(reason)) return;
+    CloseInLoop(std::move(reason));
   }
+}
+
+bool Connection::LingerBeforeClose(const absl::Status& reason) {
+  if (options().linger_quiet <= absl::ZeroDuration() ||
+      options().error_close_timeout <= absl::ZeroDuration()) {
+    return false;
+  }
+  // A peer that was sent an error is likely mid-stream; otherwise only bytes already waiting
+  // say that it is still sending (an orderly close of an idle or finished peer stays prompt).
+  int unread = 0;
+  bool unread_bytes = ::ioctl(fd_, FIONREAD, &unread) == 0 && unread > 0;
+  if (reason.ok() && !unread_bytes) return false;
+  // What was written goes first, then the FIN; the kernel delivers them while the peer's bytes
+  // are drained here, and closing after the peer's FIN (or its silence) resets nothing.
+  if (!write_shut_) {
+    ::shutdown(fd_, SHUT_WR);
+    write_shut_ = true;
+  }
+  lingering_ = true;
+  uint64_t now = loop()->NowMs();
+  EnsureColdState()->linger_until_ms =
+      now + static_cast<uint64_t>(absl::ToInt64Milliseconds(options().error_close_timeout));
+  timer_.Touch(now);
+  ArmTimer(std::min(options().linger_quiet, options().error_close_timeout),
+           &Connection::OnLingerTimer);
+  SetReading(true);
+  DiscardLingeringInput();
+  return true;
+}
+
+void Connection::DiscardLingeringInput() {
+  for (;;) {
+    ssize_t n = ::read(fd_, loop()->scratch_buffer(), EventLoop::kScratchSize);
+    if (n > 0) {
+      timer_.Touch(loop()->NowMs());
+      continue;
+    }
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return;
+    // The peer's FIN (or its reset, or an error): nothing more to wait for. The reason is the
+    // close's own: the output was written and these bytes were never the user's to read.
+    CloseInLoop(CloseReason());
+    return;
+  }
+}
+
+void Connection::OnLingerTimer() {
+  timer_.Fired();
+  if (state() == State::kDisconnected) return;
+  uint64_t now = loop()->NowMs();
+  uint64_t until = cold_.load(std::memory_order_acquire)->linger_until_ms;
+  absl::Duration quiet_left = timer_.IdleRemaining(now, options().linger_quiet);
+  if (quiet_left == absl::ZeroDuration() || now >= until) {
+    // Everything was written; a peer still sending gets the kernel's reset for the rest.
+    CloseInLoop(CloseReason());
+    return;
+  }
+  ArmTimer(std::min(quiet_left, absl::Milliseconds(static_cast<int64_t>(until - now))),
+           &Connection::OnLingerTimer);
 }
 
 absl::Status Connection::Send(std::string_view data) {
@@ -615,7 +676,8 @@ void Connection::Close(absl::Status reason) {
 }
 
 void Connection::CloseWhenFlushed(absl::Status reason) {
-  if (state() == State::kDisconnected) return;
+  // Lingering: a send's task that ran first wrote the output and began the end already.
+  if (state() == State::kDisconnected || lingering_) return;
   SetReading(false);
   if (!reason.ok()) {
     // In place of the idle timer: this close ends within the timeout either way.

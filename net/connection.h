@@ -52,7 +52,12 @@
 //   - Reads continue while output is pending, so a peer's FIN is always seen; after it, pending
 //     output is still delivered and the connection then closes (with Options::half_close it
 //     stays writable until the owner shuts its side too). Close() stops reading at once, and
-//     closes after everything accepted has been written, with a FIN.
+//     closes after everything accepted has been written, with a FIN. If the peer may still be
+//     sending then (the close is for an error, or its bytes wait unread: a pipeline behind a
+//     protocol error), the connection lingers after its FIN: it reads and drops what comes
+//     until the peer's FIN or Options::linger_quiet without a byte, because closing a socket
+//     with bytes unread makes the kernel send RST, and a reset can destroy the replies just
+//     written before the peer has read them.
 //   - Backpressure: when pending output crosses the high-water mark on_high_water runs once per
 //     crossing, and on_low_water once it is below the low-water mark again; by default reading
 //     stops in between (Options::pause_reading_at_high_water).
@@ -148,6 +153,11 @@ class Connection final : public std::enable_shared_from_this<Connection> {
     // written before the connection ends with RST anyway (a peer that sent garbage and does
     // not read). Zero leaves it the writes that can be made at once.
     absl::Duration error_close_timeout = absl::Seconds(5);
+    // Lingering (see Guarantees): a close of ours whose peer may still be sending (a close for
+    // an error, or any with the peer's bytes unread) sends FIN after the output, then reads
+    // and drops until the peer's FIN or this long without a byte, at most error_close_timeout
+    // in all. Zero closes at once.
+    absl::Duration linger_quiet = absl::Milliseconds(500);
     // Most bytes accepted for sending and not yet written to the socket (queued from other
     // threads or waiting in the output buffer). A Send that would pass it is refused whole with
     // ResourceExhausted. At most RingBuffer::kMaxLimit.
@@ -363,14 +373,24 @@ class Connection final : public std::enable_shared_from_this<Connection> {
   // What few connections need; see cold_.
   struct ColdState {
     ContextSlot context;  // Any thread.
-    // Loop thread only: the transport (Config::transport), and the reason the connection ends
-    // with once the peer's end of stream is handled (a transport's peer_close_reason).
+    // Loop thread only: the transport session (Config::transport) and its state, here rather
+    // than in the connection's flags because only a transport's connections have them.
     std::unique_ptr<Transport> transport;
+    // The reason the connection ends with once the peer's end of stream is handled (a
+    // transport's peer_close_reason).
     absl::Status end_reason;
+    bool transport_shut = false;        // Transport::Shutdown has run.
+    bool transport_read_queued = false;  // A QueueTransportRead task is pending.
+    // The transport read the peer's end while reading was paused with input undelivered: the
+    // end is acted on after that input, on ResumeReading (as a paused plain connection does
+    // not read the FIN).
+    bool transport_end_pending = false;
     // The reason the first Close(reason) with an error gave, for on_close once output is
     // flushed: set once, by any thread, before that Close() marks the connection closing, so
     // that the loop cannot close it with OK in between.
     std::atomic<absl::Status*> close_reason{nullptr};
+    // Loop thread only: when lingering ends at the latest (EventLoop::NowMs).
+    uint64_t linger_until_ms = 0;
 
     ColdState() = default;
     ColdState(const ColdState&) = delete;
@@ -427,6 +447,8 @@ class Connection final : public std::enable_shared_from_this<Connection> {
     ColdState* cold = has_transport_ ? cold_.load(std::memory_order_acquire) : nullptr;
     return cold != nullptr ? cold->transport.get() : nullptr;
   }
+  // The transport's state; only while has_transport_ (the cold state exists then).
+  ColdState& session() const { return *cold_.load(std::memory_order_acquire); }
   // Makes the transport, arms the handshake timer and starts the handshake (kHandshaking).
   void StartTransport(absl::Status registered);
   // The user's bytes through the transport: its wire bytes replace their reservation.
@@ -480,6 +502,13 @@ class Connection final : public std::enable_shared_from_this<Connection> {
   void CloseWhenFlushed(absl::Status reason);
   // A close for an error did not get its output written within error_close_timeout.
   void OnErrorCloseTimeout();
+  // The output of a Close() is written: FIN, and lingering (reading and dropping) while the
+  // peer may still be sending. True when lingering; `reason` is the close's.
+  bool LingerBeforeClose(const absl::Status& reason);
+  // Lingering: reads and drops what the peer sends; its FIN, a reset or an error ends it.
+  void DiscardLingeringInput();
+  // Lingering: quiet for linger_quiet, or past the end of the whole linger: closes.
+  void OnLingerTimer();
   // What Close(reason) was given, or OK.
   absl::Status CloseReason() const;
   void MarkActive();
@@ -511,12 +540,10 @@ class Connection final : public std::enable_shared_from_this<Connection> {
   bool has_transport_ : 1;         // cold_->transport is set (Config::transport).
   // on_connect has run: on_close ends the connection, not on_transport_error.
   bool connect_reported_ : 1;
-  bool transport_shut_ : 1;        // Transport::Shutdown has run.
-  bool transport_read_queued_ : 1; // A QueueTransportRead task is pending.
-  // The transport read the peer's end while reading was paused with input undelivered: the
-  // end is acted on after that input, on ResumeReading (as a paused plain connection does not
-  // read the FIN).
-  bool transport_end_pending_ : 1;
+  // Closing with the peer's unread bytes in the kernel: FIN sent after the output, reading
+  // and discarding until the peer's FIN (a close with bytes unread would be a reset that can
+  // destroy the replies just written before the peer reads them).
+  bool lingering_ : 1;
   // Bytes accepted and not yet written or dropped; at most max_pending_output. In what would
   // otherwise be padding.
   OutputBudget output_budget_;

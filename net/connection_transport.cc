@@ -57,12 +57,11 @@ void Connection::OnHandshakeTimeout() {
 }
 
 bool Connection::WriteTransportLastWords() {
-  if (!connect_reported_ || transport_shut_ || write_shut_) return false;
+  if (!connect_reported_ || session().transport_shut || write_shut_) return false;
   // Not to a peer that broke its stream off without its own: it gets what was pending and the
   // FIN.
-  ColdState* cold = cold_.load(std::memory_order_acquire);
-  if (cold != nullptr && !cold->end_reason.ok()) return false;
-  transport_shut_ = true;
+  if (!session().end_reason.ok()) return false;
+  session().transport_shut = true;
   transport()->Shutdown(TransportIo(this));
   return true;
 }
@@ -82,9 +81,9 @@ void Connection::OnTransportEstablished(const ConnectionPtr& self) {
 
 void Connection::HandleTransportRead(const ConnectionPtr& self) {
   Transport::ReadResult result;
-  if (transport_end_pending_) {
+  if (session().transport_end_pending) {
     // The end was read before; what came ahead of it is delivered first (below).
-    transport_end_pending_ = false;
+    session().transport_end_pending = false;
     result.peer_closed = true;
   } else {
     size_t before = output_.Length();
@@ -112,11 +111,11 @@ void Connection::HandleTransportRead(const ConnectionPtr& self) {
   }
   if (result.peer_closed) {
     if (!result.peer_close_reason.ok()) {
-      EnsureColdState()->end_reason = std::move(result.peer_close_reason);
+      session().end_reason = std::move(result.peer_close_reason);
     }
     if (!connect_reported_) {
       // Ended before its handshake did: nothing to deliver or flush for the user.
-      absl::Status reason = EnsureColdState()->end_reason;
+      absl::Status reason = session().end_reason;
       CloseInLoop(reason.ok() ? absl::UnavailableError(absl::StrCat(
                                     transport()->name(), ": peer closed during the handshake"))
                               : reason);
@@ -125,7 +124,7 @@ void Connection::HandleTransportRead(const ConnectionPtr& self) {
     if (!input_.IsEmpty() && !reading_) {
       // Paused (in on_connect, say) with plaintext that came ahead of the end: it is delivered
       // on ResumeReading, and then the end.
-      transport_end_pending_ = true;
+      session().transport_end_pending = true;
       return;
     }
     OnPeerClosed();
@@ -135,11 +134,11 @@ void Connection::HandleTransportRead(const ConnectionPtr& self) {
 }
 
 void Connection::QueueTransportRead() {
-  if (transport_read_queued_) return;
-  transport_read_queued_ = true;
+  if (session().transport_read_queued) return;
+  session().transport_read_queued = true;
   // Never refused: this is the loop thread, before Run() has returned.
   (void)loop()->QueueInLoop([self = shared_from_this()] {
-    self->transport_read_queued_ = false;
+    self->session().transport_read_queued = false;
     if (self->state() == State::kConnected && self->reading_) self->HandleTransportRead(self);
   });
 }
@@ -185,7 +184,7 @@ void Connection::FlushTransportOutput(size_t before, bool may_gather) {
 
 absl::Status Connection::SendThroughTransport(const RingBuffer::Slices& slices, bool reserved) {
   size_t total = slices.size();
-  if (state() == State::kDisconnected || write_shut_ || transport_shut_) {
+  if (state() == State::kDisconnected || write_shut_ || session().transport_shut) {
     if (reserved) output_budget_.Release(total);
     return absl::FailedPreconditionError("connection is closed for writing");
   }

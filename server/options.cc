@@ -54,6 +54,10 @@ Option StopTimeout(absl::Duration timeout) {
   return [timeout](ServerOptions& o) { o.stop_timeout = timeout; };
 }
 
+Option LingerQuiet(absl::Duration quiet) {
+  return [quiet](ServerOptions& o) { o.linger_quiet = quiet; };
+}
+
 Option WithTransport(std::shared_ptr<TransportFactory> transport) {
   return [transport = std::move(transport)](ServerOptions& o) { o.transport = transport; };
 }
@@ -73,6 +77,9 @@ absl::StatusOr<Connection::Options> ConnectionOptionsFor(const ConnectionSetting
   }
   if (settings.stop_timeout < absl::ZeroDuration()) {
     return absl::InvalidArgumentError("StopTimeout must not be negative");
+  }
+  if (settings.linger_quiet < absl::ZeroDuration()) {
+    return absl::InvalidArgumentError("LingerQuiet must not be negative");
   }
   if (settings.high_water_mark == 0) return absl::InvalidArgumentError("HighWaterMark is 0");
   if (settings.max_input_bytes == 0) return absl::InvalidArgumentError("MaxInputBytes is 0");
@@ -100,6 +107,7 @@ absl::StatusOr<Connection::Options> ConnectionOptionsFor(const ConnectionSetting
   options.max_pending_output = max_pending_output;
   options.idle_timeout = settings.idle_time;
   options.error_close_timeout = settings.stop_timeout;
+  options.linger_quiet = settings.linger_quiet;
   options.gather_writes = settings.gather_writes;
   return options;
 }

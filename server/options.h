@@ -78,6 +78,12 @@ struct ConnectionSettings {
   // long a connection closed for a protocol error may write the replies it had produced
   // before it (then RST).
   absl::Duration stop_timeout = absl::Seconds(5);
+  // After a close of ours (a protocol error's; any close that leaves the peer's bytes unread)
+  // while the peer may still be sending: FIN after the output, then read and drop what comes
+  // until the peer's FIN or this long without a byte (in all at most stop_timeout), as nginx's
+  // lingering close. Closing with bytes unread makes the kernel reset the connection, and a
+  // reset can destroy the replies just written before the peer reads them. Zero closes at once.
+  absl::Duration linger_quiet = absl::Milliseconds(500);
   // What runs between each socket and its connection: TLS (tls::ServerTransport or
   // tls::ClientTransport in //tls) or another net/transport.h; null carries bytes as they are.
   // With one, OnConnect follows the handshake; a handshake that fails reaches
@@ -129,6 +135,7 @@ Option HalfClose(bool on);
 Option MaxInputBytes(size_t bytes);
 Option MaxPendingOutput(size_t bytes);
 Option StopTimeout(absl::Duration timeout);
+Option LingerQuiet(absl::Duration quiet);
 Option GatherWrites(bool on);
 Option WithTransport(std::shared_ptr<TransportFactory> transport);
 

@@ -699,6 +699,44 @@ TEST_P(ServerModeTest, RepliesToTheFramesBeforeAProtocolErrorArriveThenFin) {
   ::close(client);
 }
 
+// The same with a long pipeline behind the bad frame, most of it still unread in the kernel
+// when the server closes: closing then would be a reset that can destroy the replies before
+// the client reads them, so the server lingers (reads and drops the rest) until the client's
+// FIN, and the client gets its replies and a FIN.
+TEST_P(ServerModeTest, AProtocolErrorWithUnreadBytesBehindItLingersInsteadOfResetting) {
+  RecordingHandler handler;
+  ServerOptions options = Loopback(2, GetParam());
+  options.protocol = std::make_shared<LengthFieldProtocol>(1024);
+  auto server = MustCreate(&handler, options);
+  ASSERT_NE(server, nullptr);
+  ServerThread running(server.get());
+  int client = Connect(server->ListenAddress());
+  std::string pipeline = LengthFramed("one") + std::string("\xff\xff\xff\xff", 4) +
+                         Pattern(2 << 20, 4);  // More than one read takes.
+  // Written from a thread of its own: the server reads what it drops at its own pace.
+  std::thread writer([&] { EXPECT_TRUE(WriteAll(client, pipeline)); });
+  writer.join();
+  std::this_thread::sleep_for(std::chrono::milliseconds(50));  // The last bytes land.
+  ::shutdown(client, SHUT_WR);
+  bool reset = true;
+  EXPECT_EQ(ReadToEnd(client, &reset), LengthFramed("one"));
+  EXPECT_FALSE(reset) << "the reply was followed by a reset, not a FIN";
+  ASSERT_TRUE(WaitFor([&] { return handler.closes() == 1; }));
+  EXPECT_EQ(handler.reasons()[0].code(), absl::StatusCode::kInvalidArgument)
+      << handler.reasons()[0];
+  ::close(client);
+}
+
+TEST(ServerTest, LingerQuietMustNotBeNegative) {
+  RecordingHandler handler;
+  ServerOptions options = Loopback(1);
+  options.linger_quiet = absl::Milliseconds(-1);
+  absl::Status created = Server::Create(&handler, options).status();
+  EXPECT_TRUE(absl::IsInvalidArgument(created)) << created;
+  options.linger_quiet = absl::ZeroDuration();  // Closes at once: allowed.
+  EXPECT_NE(MustCreate(&handler, options), nullptr);
+}
+
 // HalfClose(true): OnPeerShutdown hears the peer's FIN and the connection stays writable; the
 // default OnPeerShutdown shuts this side at once (what was sent, then the FIN).
 TEST_P(ServerModeTest, HalfCloseHandsThePeersFinToTheHandler) {
