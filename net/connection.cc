@@ -112,6 +112,11 @@ void Connection::HandleEvent(const PollEvent& event) {
   loop()->DcheckInLoopThread();
   // Keeps this connection alive until the event is handled, whatever the callbacks release.
   ConnectionPtr self = shared_from_this();
+  if (event.error && lingering_) {
+    // The output was written and the peer gave up on the rest: the close's own reason.
+    CloseInLoop(CloseReason());
+    return;
+  }
   if (event.error) {
     int error = event.error_code != 0 ? event.error_code : sockets::PendingError(fd_);
     CloseInLoop(absl::ErrnoToStatus(error != 0 ? error : EIO, "socket error"));
@@ -291,7 +296,11 @@ void Connection::FinishIfFlushed() {
   if (state() == State::kDisconnecting) {
     // The peer's broken end comes first; then a reason Close() was given; else an orderly end.
     absl::Status reason = peer_broke_off ? cold->end_reason : CloseReason();
-    if (!peer_closed_ && LingerBeforeClose(reason)) return;
+    // Not when the peer's end has been read already (by a transport, while paused), nor before
+    // anything was exchanged (a close during the handshake).
+    bool peer_may_send = !peer_closed_ && !peer_broke_off && connect_reported_ &&
+                         !(has_transport_ && session().transport_end_pending);
+    if (peer_may_send && LingerBeforeClose(reason)) return;
     CloseInLoop(std::move(reason));
   }
 }
@@ -314,10 +323,17 @@ bool Connection::LingerBeforeClose(const absl::Status& reason) {
   }
   lingering_ = true;
   uint64_t now = loop()->NowMs();
-  EnsureColdState()->linger_until_ms =
-      now + static_cast<uint64_t>(absl::ToInt64Milliseconds(options().error_close_timeout));
+  ColdState* cold = EnsureColdState();
+  // A close for an error set its end when it began (CloseWhenFlushed): flushing and lingering
+  // share error_close_timeout. An orderly close's linger starts its own.
+  if (cold->linger_until_ms == 0) {
+    cold->linger_until_ms =
+        now + static_cast<uint64_t>(absl::ToInt64Milliseconds(options().error_close_timeout));
+  }
   timer_.Touch(now);
-  ArmTimer(std::min(options().linger_quiet, options().error_close_timeout),
+  uint64_t until = cold->linger_until_ms;
+  ArmTimer(std::min(options().linger_quiet,
+                    absl::Milliseconds(static_cast<int64_t>(until > now ? until - now : 0))),
            &Connection::OnLingerTimer);
   SetReading(true);
   DiscardLingeringInput();
@@ -325,7 +341,9 @@ bool Connection::LingerBeforeClose(const absl::Status& reason) {
 }
 
 void Connection::DiscardLingeringInput() {
-  for (;;) {
+  // A few reads per event, so that a fast sender cannot keep the loop from the others; polling
+  // is level-triggered, so the rest is reported again.
+  for (int reads = 0; reads < kMaxLingeringReads; ++reads) {
     ssize_t n = ::read(fd_, loop()->scratch_buffer(), EventLoop::kScratchSize);
     if (n > 0) {
       timer_.Touch(loop()->NowMs());
@@ -554,7 +572,7 @@ absl::Status Connection::SendWireInLoop(const RingBuffer::Slices& slices,
 
 void Connection::CheckHighWater(size_t before) {
   // A handshake in progress has only its own small flights out, and must not stop reading.
-  if (state() == State::kHandshaking) return;
+  if (!connect_reported_) return;
   size_t after = output_.Length();
   if (above_high_water_ || after <= options().high_water_mark ||
       before > options().high_water_mark) {
@@ -598,6 +616,8 @@ void Connection::CrossBelowLowWater() {
 
 void Connection::PauseReading() {
   loop()->AssertInLoopThread();
+  // Lingering reads only to drop what comes; stopping would leave it unread for the reset.
+  if (lingering_) return;
   read_paused_ = true;
   SetReading(false);
 }
@@ -651,8 +671,8 @@ void Connection::ShutdownWrite() {
 }
 
 void Connection::Close(absl::Status reason) {
-  State expected = state();
-  if (expected != State::kConnected && expected != State::kHandshaking) return;
+  State current = state();
+  if (current != State::kConnected && current != State::kHandshaking) return;
   if (!reason.ok()) {
     // Published before the state says closing: whichever path then finishes the close (this
     // close's task, a write that drains the output first, the peer's FIN) closes with it.
@@ -663,7 +683,10 @@ void Connection::Close(absl::Status reason) {
       (void)published.release();  // Owned by the cold state now.
     }
   }
-  if (!state_.compare_exchange_strong(expected, State::kDisconnecting)) return;
+  // The loop may move kHandshaking to kConnected meanwhile: that is no reason to give up.
+  while (!state_.compare_exchange_weak(current, State::kDisconnecting)) {
+    if (current != State::kConnected && current != State::kHandshaking) return;
+  }
   // On the loop thread, input stops now: no OnMessage follows a Close() made in OnConnect or
   // OnMessage. Replies computed before it are still sent (SendSlices), so the close itself
   // waits for the end of the current callback.
@@ -682,6 +705,9 @@ void Connection::CloseWhenFlushed(absl::Status reason) {
   if (!reason.ok()) {
     // In place of the idle timer: this close ends within the timeout either way.
     ArmTimer(options().error_close_timeout, &Connection::OnErrorCloseTimeout);
+    EnsureColdState()->linger_until_ms =
+        loop()->NowMs() +
+        static_cast<uint64_t>(absl::ToInt64Milliseconds(options().error_close_timeout));
   }
   FinishIfFlushed();
 }
@@ -759,6 +785,11 @@ void Connection::CloseInLoop(absl::Status reason, bool reset) {
 }
 
 void Connection::Teardown(absl::Status reason, bool reset) {
+  // An orderly close by the owner (a server stopping) before on_connect is still a handshake
+  // that did not complete, and on_transport_error says so.
+  if (!connect_reported_ && reason.ok()) {
+    reason = absl::CancelledError("closed before the handshake completed");
+  }
   // Accepted and never written: buffered here, or still queued from other threads (those tasks
   // release their own count when they find the connection closed).
   size_t unsent = output_budget_.pending();

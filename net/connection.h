@@ -389,7 +389,8 @@ class Connection final : public std::enable_shared_from_this<Connection> {
     // flushed: set once, by any thread, before that Close() marks the connection closing, so
     // that the loop cannot close it with OK in between.
     std::atomic<absl::Status*> close_reason{nullptr};
-    // Loop thread only: when lingering ends at the latest (EventLoop::NowMs).
+    // Loop thread only: when lingering ends at the latest (EventLoop::NowMs); set when a close
+    // for an error begins, or else when lingering does.
     uint64_t linger_until_ms = 0;
 
     ColdState() = default;
@@ -507,6 +508,7 @@ class Connection final : public std::enable_shared_from_this<Connection> {
   bool LingerBeforeClose(const absl::Status& reason);
   // Lingering: reads and drops what the peer sends; its FIN, a reset or an error ends it.
   void DiscardLingeringInput();
+  static constexpr int kMaxLingeringReads = 16;
   // Lingering: quiet for linger_quiet, or past the end of the whole linger: closes.
   void OnLingerTimer();
   // What Close(reason) was given, or OK.

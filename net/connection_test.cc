@@ -1263,6 +1263,38 @@ TEST(ConnectionTest, ACloseForAnErrorSendsWhatWasAnsweredThenFinWithinItsTimeout
   }
 }
 
+// An orderly Close() with the peer's bytes still unread in the kernel (a request pipelined
+// behind "QUIT"): closing then would make the kernel reset the connection, which can destroy
+// the reply before the peer reads it. The connection lingers instead: FIN after the reply,
+// then it reads and drops until the peer's FIN, and ends with OK. With linger_quiet zero it
+// closes at once (and the kernel resets).
+TEST(ConnectionTest, AnOrderlyCloseWithTheNextRequestUnreadLingersForThePeersFin) {
+  for (bool linger : {true, false}) {
+    SCOPED_TRACE(linger ? "lingering" : "linger_quiet zero");
+    Connection::Options options;
+    if (!linger) options.linger_quiet = absl::ZeroDuration();
+    auto server = StartServer({.on_message =
+                                   [](const ConnectionPtr& c, RingBuffer& input) {
+                                     input.RetrieveAll();  // Only the first read is answered.
+                                     EXPECT_TRUE(c->Send("bye").ok());
+                                     c->Close();
+                                   }},
+                              options);
+    int client = Connect(server->address());
+    // More than one read takes: the rest waits in the kernel when the reply is flushed. Without
+    // lingering the write may fail at the reset.
+    (void)WriteAll(client, "QUIT" + Pattern(1 << 20, 3));
+    std::this_thread::sleep_for(milliseconds(50));
+    ::shutdown(client, SHUT_WR);
+    bool reset = false;
+    EXPECT_EQ(ReadToEnd(client, &reset), "bye");
+    EXPECT_EQ(reset, !linger);
+    ASSERT_TRUE(server->WaitForCloses(1));
+    EXPECT_TRUE(server->last_close_reason().ok()) << server->last_close_reason();
+    ::close(client);
+  }
+}
+
 // A Close(reason) from another thread right after a Send: the send's task writes everything and
 // finds the connection closing before the close's own task has run. The close must still carry
 // its reason (it used to be stored by that later task, and the connection closed with OK).

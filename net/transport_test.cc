@@ -330,6 +330,14 @@ TEST(TransportSeamTest, ACloseDuringTheHandshakeEndsWithTheTransportErrorNotOnCl
   EXPECT_EQ(server.reasons()[0].message(), "owner stopping");
   EXPECT_TRUE(gev::testing::SeesEndOfStream(peer));
   ::close(peer);
+  // An orderly Close() (a server stopping) is still a handshake that did not complete.
+  int second = Connect(server.address());
+  ASSERT_TRUE(WaitFor([&] { return !(open = server.Connections()).empty(); }));
+  open[0]->Close();
+  ASSERT_TRUE(WaitFor([&] { return server.reasons().size() == 2; }));
+  EXPECT_EQ(server.events()[1], "transport error:CANCELLED");
+  EXPECT_EQ(server.reasons()[1].message(), "closed before the handshake completed");
+  ::close(second);
 }
 
 TEST(TransportSeamTest, APeerThatLeavesDuringTheHandshakeIsATransportError) {
