@@ -6,11 +6,16 @@
 #include <atomic>
 #include <cerrno>
 #include <cstdio>
+#include <string>
 #include <thread>
 
 #include "net/socket_ops.h"
 
 namespace gev {
+
+std::string ListeningLine(const Server& server) {
+  return "listening on " + server.ListenSocketAddress().ToString();
+}
 
 absl::Status ServeUntilSignal(Server& server) {
   (void)sockets::RaiseOpenFileLimit();  // Best effort: serving fewer clients still works.
@@ -28,7 +33,7 @@ absl::Status ServeUntilSignal(Server& server) {
     sigwait(&signals, &signal_number);
     if (serving.load()) server.Stop();
   });
-  std::printf("listening on %s\n", server.ListenAddress().ToString().c_str());
+  std::printf("%s\n", ListeningLine(server).c_str());
   std::fflush(stdout);
   absl::Status served = server.Start();
   serving.store(false);

@@ -22,6 +22,8 @@
 #ifndef GEV_SERVER_SERVE_H_
 #define GEV_SERVER_SERVE_H_
 
+#include <string>
+
 #include "absl/status/status.h"
 #include "server/server.h"
 
@@ -31,6 +33,11 @@ namespace gev {
 // SIGINT/SIGTERM, prints "listening on <address>" to stdout, runs server.Start() until one of
 // them arrives or the server stops, and returns what Start() returned.
 absl::Status ServeUntilSignal(Server& server);
+
+// ListeningLine() — the line ServeUntilSignal prints: "listening on " and where `server`
+// listens ("127.0.0.1:6380", "[::1]:6380", a Unix socket's path, or "@name" for an abstract
+// one).
+std::string ListeningLine(const Server& server);
 
 }  // namespace gev
 
