@@ -3,12 +3,43 @@
 #include <arpa/inet.h>
 #include <netdb.h>
 
+#include <cerrno>
 #include <cstring>
+#include <string>
 
+#include "absl/status/status.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 
 namespace gev {
+
+namespace net_internal {
+
+absl::Status LookupFailure(int rc, absl::string_view host) {
+  std::string why = absl::StrCat("cannot resolve \"", host, "\": ",
+                                 rc != 0 ? ::gai_strerror(rc) : "no address");
+  switch (rc) {
+    case EAI_NONAME:  // No such name (NXDOMAIN, nothing in the hosts file).
+#ifdef EAI_NODATA
+    case EAI_NODATA:  // The name exists, with no address.
+#endif
+#ifdef EAI_ADDRFAMILY
+    case EAI_ADDRFAMILY:  // None of the family asked for (tcp4, tcp6).
+#endif
+    case 0:
+      return absl::NotFoundError(why);
+    case EAI_AGAIN:  // The name service did not answer in time: another try may work.
+    case EAI_FAIL:
+      return absl::UnavailableError(why);
+    case EAI_SYSTEM:
+      return absl::ErrnoToStatus(errno, why);
+    default:
+      return absl::InvalidArgumentError(why);
+  }
+}
+
+}  // namespace net_internal
+
 
 absl::StatusOr<NetworkType> ParseNetwork(absl::string_view name) {
   if (name == "tcp") return NetworkType::kTcp;
@@ -64,8 +95,8 @@ absl::StatusOr<InetAddress> InetAddress::Parse(absl::string_view host_port, Netw
   addrinfo* results = nullptr;
   int rc = ::getaddrinfo(host_text.c_str(), port_string.c_str(), &hints, &results);
   if (rc != 0 || results == nullptr) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("cannot resolve \"", host, "\": ", ::gai_strerror(rc)));
+    if (results != nullptr) ::freeaddrinfo(results);
+    return net_internal::LookupFailure(rc, host);
   }
   address = FromSockaddr(results->ai_addr, results->ai_addrlen);
   ::freeaddrinfo(results);

@@ -24,9 +24,10 @@
 
 #include <cstdint>
 #include <string>
-#include "absl/strings/string_view.h"
 
+#include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 
 namespace gev {
 
@@ -41,7 +42,10 @@ class InetAddress {
   InetAddress() = default;
 
   // InetAddress::Parse() — "host:port", "[v6]:port" or ":port". With kTcp6, ":port" is the
-  // IPv6 any-address; otherwise IPv4's. Host names are resolved with getaddrinfo.
+  // IPv6 any-address; otherwise IPv4's. Host names are resolved with getaddrinfo (it may
+  // block): NotFound for a name that does not exist (or has no address of the family),
+  // Unavailable when the name service failed to answer, InvalidArgument for what is no
+  // address.
   static absl::StatusOr<InetAddress> Parse(absl::string_view host_port,
                                            NetworkType network = NetworkType::kTcp);
   static InetAddress FromSockaddr(const struct sockaddr* address, socklen_t length);
@@ -66,6 +70,13 @@ class InetAddress {
   };
   Storage storage_{};
 };
+
+namespace net_internal {
+
+// LookupFailure() — the Status for getaddrinfo's `rc` (an EAI_ code; 0: no address) for `host`.
+absl::Status LookupFailure(int rc, absl::string_view host);
+
+}  // namespace net_internal
 
 }  // namespace gev
 

@@ -1,5 +1,6 @@
 #include "net/inet_address.h"
 
+#include <netdb.h>
 #include <netinet/in.h>
 
 #include "gtest/gtest.h"
@@ -38,6 +39,21 @@ TEST(InetAddressTest, RejectsBadAddresses) {
   EXPECT_FALSE(InetAddress::Parse("127.0.0.1:70000").ok());
   EXPECT_FALSE(InetAddress::Parse("127.0.0.1:http").ok());
   EXPECT_FALSE(InetAddress::Parse("[::1]:80", NetworkType::kTcp4).ok());
+}
+
+// What getaddrinfo says becomes a code a caller can act on: no such host (NotFound) is not a
+// name service that failed to answer (Unavailable: try again) nor a bad address.
+TEST(InetAddressTest, LookupFailuresSayWhatWentWrong) {
+  EXPECT_TRUE(absl::IsNotFound(net_internal::LookupFailure(EAI_NONAME, "nosuch.invalid")));
+  EXPECT_TRUE(absl::IsNotFound(net_internal::LookupFailure(EAI_NODATA, "mx-only.example")));
+  EXPECT_TRUE(absl::IsNotFound(net_internal::LookupFailure(EAI_ADDRFAMILY, "v4-only.example")));
+  EXPECT_TRUE(absl::IsNotFound(net_internal::LookupFailure(0, "empty.example")));
+  EXPECT_TRUE(absl::IsUnavailable(net_internal::LookupFailure(EAI_AGAIN, "slow.example")));
+  EXPECT_TRUE(absl::IsUnavailable(net_internal::LookupFailure(EAI_FAIL, "broken.example")));
+  EXPECT_TRUE(absl::IsInvalidArgument(net_internal::LookupFailure(EAI_SERVICE, "x")));
+  absl::Status status = net_internal::LookupFailure(EAI_NONAME, "nosuch.invalid");
+  EXPECT_NE(status.message().find("cannot resolve \"nosuch.invalid\""), std::string::npos)
+      << status;
 }
 
 TEST(InetAddressTest, ParsesNetworks) {

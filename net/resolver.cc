@@ -2,69 +2,130 @@
 
 #include <arpa/inet.h>
 
+#include <chrono>
 #include <condition_variable>
 #include <deque>
 #include <mutex>
 #include <thread>
 #include <utility>
 
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
+
 namespace gev {
 namespace {
+
+// One lookup's answer reaches `done` once, on the loop: the answer, or DeadlineExceeded when
+// the timeout comes first (the answer is then dropped). Touched on the loop thread only.
+// The timeout's timer is not cancelled when the answer comes first (it would be set from the
+// caller's thread and read on the loop's): it finds `done` gone and does nothing.
+struct Pending {
+  absl::AnyInvocable<void(absl::StatusOr<SocketAddress>)> done;
+
+  void Finish(absl::StatusOr<SocketAddress> address) {
+    if (!done) return;  // The other one came first.
+    auto callback = std::move(done);
+    done = nullptr;
+    callback(std::move(address));
+  }
+};
 
 struct Lookup {
   std::shared_ptr<EventLoop> loop;
   std::string network;
   std::string address;
   ResolveFunction resolve;
-  absl::AnyInvocable<void(absl::StatusOr<SocketAddress>)> done;
+  std::shared_ptr<Pending> pending;
+  absl::Time deadline = absl::InfiniteFuture();
 };
 
-// One thread for every lookup of the process: lookups are rare (a connect, a reconnect) and
-// a thread each would be a thread per reconnecting client when DNS hangs.
-class ResolverThread {
+// A few threads for every lookup of the process, started as lookups wait for one and ended
+// after a quiet spell: lookups are rare (a connect, a reconnect), yet a burst of them (a proxy
+// dialing for many clients at once) should not be answered one after another, and a name
+// service that hangs should not hold a thread per reconnecting client either (kMaxThreads).
+class ResolverPool {
  public:
-  static ResolverThread& Get() {
+  static constexpr size_t kMaxThreads = 16;
+  static constexpr size_t kMaxQueued = 4096;
+  static constexpr std::chrono::seconds kIdleExit{30};
+
+  static ResolverPool& Get() {
     // Never destroyed: a lookup may still be running at exit, and joining it would wait for DNS.
-    static ResolverThread* resolver = new ResolverThread;
-    return *resolver;
+    static ResolverPool* pool = new ResolverPool;
+    return *pool;
   }
 
   void Add(Lookup lookup) {
+    bool start_thread = false;
+    bool refused = false;
     {
       std::lock_guard<std::mutex> lock(mutex_);
-      queue_.push_back(std::move(lookup));
+      if (queue_.size() >= kMaxQueued) {
+        refused = true;
+      } else {
+        queue_.push_back(std::move(lookup));
+        // Every waiting lookup gets a thread of its own, up to the cap.
+        if (queue_.size() > idle_ && threads_ < kMaxThreads) {
+          ++threads_;
+          start_thread = true;
+        }
+      }
     }
-    ready_.notify_one();
+    if (refused) {
+      std::string why = absl::StrCat("resolving \"", lookup.address, "\": ", kMaxQueued,
+                                     " lookups are waiting already");
+      Answer(std::move(lookup), absl::ResourceExhaustedError(why));
+      return;
+    }
+    if (start_thread) {
+      std::thread([this] { Serve(); }).detach();
+    } else {
+      ready_.notify_one();
+    }
   }
 
  private:
-  ResolverThread() {
-    std::thread([this] { Serve(); }).detach();
+  static void Answer(Lookup lookup, absl::StatusOr<SocketAddress> address) {
+    // Refused by a finished loop, which destroys the task unrun: nobody waits for it any more.
+    (void)lookup.loop->QueueInLoop(
+        [pending = std::move(lookup.pending), address = std::move(address)]() mutable {
+          pending->Finish(std::move(address));
+        });
   }
 
   void Serve() {
+    std::unique_lock<std::mutex> lock(mutex_);
     while (true) {
-      Lookup lookup;
-      {
-        std::unique_lock<std::mutex> lock(mutex_);
-        ready_.wait(lock, [this] { return !queue_.empty(); });
-        lookup = std::move(queue_.front());
-        queue_.pop_front();
+      ++idle_;
+      bool woken = ready_.wait_for(lock, kIdleExit, [this] { return !queue_.empty(); });
+      --idle_;
+      if (!woken) {
+        if (threads_ > 1) {  // One stays for the next lookup.
+          --threads_;
+          return;
+        }
+        continue;
       }
+      Lookup lookup = std::move(queue_.front());
+      queue_.pop_front();
+      lock.unlock();
       absl::StatusOr<SocketAddress> address =
-          lookup.resolve ? lookup.resolve(lookup.network, lookup.address)
-                         : SocketAddress::Parse(lookup.network, lookup.address);
-      // Refused by a finished loop, which destroys `done` unrun: nobody waits for it any more.
-      (void)lookup.loop->QueueInLoop(
-          [done = std::move(lookup.done), address = std::move(address)]() mutable {
-            done(std::move(address));
-          });
+          absl::Now() >= lookup.deadline
+              // Its timeout has answered already; the name service is not asked in vain.
+              ? absl::StatusOr<SocketAddress>(absl::DeadlineExceededError("lookup not started"))
+          : lookup.resolve ? lookup.resolve(lookup.network, lookup.address)
+                           : SocketAddress::Parse(lookup.network, lookup.address);
+      Answer(std::move(lookup), std::move(address));
+      lock.lock();
     }
   }
 
   std::mutex mutex_;
   std::condition_variable ready_;
-  std::deque<Lookup> queue_;  // Guarded by mutex_.
+  std::deque<Lookup> queue_;  // Guarded by mutex_, as the counts.
+  size_t threads_ = 0;
+  size_t idle_ = 0;
 };
 
 }  // namespace
@@ -86,10 +147,19 @@ bool NeedsNameLookup(absl::string_view network, absl::string_view address) {
 }
 
 void ResolveOffLoop(std::shared_ptr<EventLoop> loop, std::string network, std::string address,
-                    ResolveFunction resolve,
+                    ResolveFunction resolve, absl::Duration timeout,
                     absl::AnyInvocable<void(absl::StatusOr<SocketAddress>)> done) {
-  ResolverThread::Get().Add(Lookup{std::move(loop), std::move(network), std::move(address),
-                                   std::move(resolve), std::move(done)});
+  auto pending = std::make_shared<Pending>();
+  pending->done = std::move(done);
+  Lookup lookup{loop, std::move(network), address, std::move(resolve), pending};
+  if (timeout > absl::ZeroDuration() && timeout != absl::InfiniteDuration()) {
+    lookup.deadline = absl::Now() + timeout;
+    (void)loop->RunAfter(timeout, [pending, address, timeout] {
+      pending->Finish(absl::DeadlineExceededError(absl::StrCat(
+          "resolving \"", address, "\" took longer than ", absl::FormatDuration(timeout))));
+    });
+  }
+  ResolverPool::Get().Add(std::move(lookup));
 }
 
 }  // namespace gev

@@ -3,8 +3,11 @@
 #include <atomic>
 #include <chrono>
 #include <optional>
+#include <string>
 #include <thread>
+#include <vector>
 
+#include "absl/status/status.h"
 #include "absl/time/time.h"
 #include "eventloop/event_loop.h"
 #include "gtest/gtest.h"
@@ -26,7 +29,7 @@ TEST(ResolverTest, ResolvesLocalhostOffTheLoopAndAnswersOnIt) {
   std::shared_ptr<EventLoop> loop = *EventLoop::Create();
   std::optional<absl::StatusOr<SocketAddress>> result;
   loop->QueueInLoop([&] {
-    ResolveOffLoop(loop, "tcp4", "localhost:8080", nullptr,
+    ResolveOffLoop(loop, "tcp4", "localhost:8080", nullptr, absl::ZeroDuration(),
                    [&](absl::StatusOr<SocketAddress> address) {
                      EXPECT_TRUE(loop->IsInLoopThread());
                      result = std::move(address);
@@ -51,7 +54,7 @@ TEST(ResolverTest, ASlowLookupDoesNotStallTheLoop) {
     return absl::NotFoundError("no such host");
   };
   loop->QueueInLoop([&] {
-    ResolveOffLoop(loop, "tcp", "slow.example:1", slow, [&](absl::StatusOr<SocketAddress> a) {
+    ResolveOffLoop(loop, "tcp", "slow.example:1", slow, absl::ZeroDuration(), [&](absl::StatusOr<SocketAddress> a) {
       EXPECT_TRUE(absl::IsNotFound(a.status()));
       resolved = true;
       loop->Stop();
@@ -81,13 +84,73 @@ TEST(ResolverTest, AFinishedLoopDropsTheAnswer) {
         looked_up = true;
         return absl::NotFoundError("x");
       },
-      [&](absl::StatusOr<SocketAddress>) { answered = true; });
+      absl::ZeroDuration(), [&](absl::StatusOr<SocketAddress>) { answered = true; });
   for (int i = 0; i < 200 && !looked_up; ++i) {
     std::this_thread::sleep_for(std::chrono::milliseconds(5));
   }
   std::this_thread::sleep_for(std::chrono::milliseconds(20));
   EXPECT_TRUE(looked_up.load());
   EXPECT_FALSE(answered.load());
+}
+
+// A burst of slow lookups (a proxy dialing for many clients at once) is answered side by side,
+// not one after another.
+TEST(ResolverTest, SlowLookupsRunSideBySide) {
+  std::shared_ptr<EventLoop> loop = *EventLoop::Create();
+  constexpr int kLookups = 8;
+  std::atomic<int> running{0};
+  std::atomic<int> most_at_once{0};
+  auto slow = [&](const std::string&, const std::string&) -> absl::StatusOr<SocketAddress> {
+    int now = running.fetch_add(1) + 1;
+    int seen = most_at_once.load();
+    while (now > seen && !most_at_once.compare_exchange_weak(seen, now)) {
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(500));
+    running.fetch_sub(1);
+    return SocketAddress::Parse("tcp", "127.0.0.1:1");
+  };
+  int answered = 0;
+  loop->QueueInLoop([&] {
+    for (int i = 0; i < kLookups; ++i) {
+      ResolveOffLoop(loop, "tcp", "slow.example:1", slow, absl::Seconds(10),
+                     [&](absl::StatusOr<SocketAddress> address) {
+                       EXPECT_TRUE(address.ok()) << address.status();
+                       if (++answered == kLookups) loop->Stop();
+                     });
+    }
+  });
+  loop->RunAfter(absl::Seconds(10), [&] { loop->Stop(); });
+  loop->Run();
+  EXPECT_EQ(answered, kLookups);
+  EXPECT_EQ(most_at_once.load(), kLookups) << "lookups waited for one another";
+}
+
+// A name service that hangs: the lookup ends at its timeout with DeadlineExceeded, once; the
+// late answer is dropped.
+TEST(ResolverTest, ALookupEndsAtItsTimeoutAndItsLateAnswerIsDropped) {
+  std::shared_ptr<EventLoop> loop = *EventLoop::Create();
+  std::atomic<bool> looked_up{false};
+  auto hanging = [&](const std::string&, const std::string&) -> absl::StatusOr<SocketAddress> {
+    std::this_thread::sleep_for(std::chrono::milliseconds(400));
+    looked_up = true;
+    return SocketAddress::Parse("tcp", "127.0.0.1:1");
+  };
+  std::vector<absl::Status> answers;
+  loop->QueueInLoop([&] {
+    ResolveOffLoop(loop, "tcp", "hanging.example:1", hanging, absl::Milliseconds(100),
+                   [&](absl::StatusOr<SocketAddress> address) {
+                     answers.push_back(address.status());
+                   });
+  });
+  loop->RunEvery(absl::Milliseconds(10), [&] {
+    if (looked_up) loop->RunAfter(absl::Milliseconds(50), [&] { loop->Stop(); });
+  });
+  loop->RunAfter(absl::Seconds(5), [&] { loop->Stop(); });
+  loop->Run();
+  EXPECT_TRUE(looked_up.load());
+  ASSERT_EQ(answers.size(), 1u);
+  EXPECT_TRUE(absl::IsDeadlineExceeded(answers[0])) << answers[0];
+  EXPECT_NE(answers[0].message().find("hanging.example:1"), std::string::npos) << answers[0];
 }
 
 }  // namespace

@@ -77,7 +77,10 @@ class ClientCore : public std::enable_shared_from_this<ClientCore> {
       return;
     }
     uint64_t generation = ++resolve_generation_;
+    // The lookup gets connect_timeout of its own: a name service that hangs fails the attempt
+    // (DeadlineExceeded), which the reconnect policy then treats as any other.
     ResolveOffLoop(loop_, options_.network, options_.address, options_.resolve,
+                   options_.connect_timeout,
                    [weak = weak_from_this(), generation](absl::StatusOr<SocketAddress> address) {
                      std::shared_ptr<ClientCore> core = weak.lock();
                      if (core == nullptr || core->stopped_ ||

@@ -26,12 +26,12 @@
 // share one thread and talk without locks, or one loop of a set shared by many clients.
 //
 // Connecting never blocks a loop: the connect is non-blocking with `connect_timeout`, and a
-// host name is resolved on the process's resolver thread (net/resolver.h), one lookup at a
-// time and not bounded by connect_timeout (the lookup takes what the name service takes). A
-// malformed address fails Create/Dial with InvalidArgument; a failed attempt reaches
-// `on_connect_error` with a Status: Unavailable (refused, unreachable), DeadlineExceeded
-// (timed out), NotFound (no such Unix socket, or a resolver that says so), InvalidArgument (a
-// name getaddrinfo cannot resolve), or what errno says.
+// host name is resolved on the process's resolver threads (net/resolver.h; lookups run side by
+// side), the lookup bounded by `connect_timeout` too. A malformed address fails Create/Dial
+// with InvalidArgument; a failed attempt reaches `on_connect_error` with a Status: Unavailable
+// (refused, unreachable, a name service that failed to answer), DeadlineExceeded (the connect
+// or the lookup timed out), NotFound (no such Unix socket, or no such host), or what errno
+// says.
 //
 // Reconnect (`options.reconnect`): after a failed attempt the next waits initial_delay, then
 // each wait is `multiplier` times the last, up to max_delay, each drawn at random from
@@ -108,7 +108,8 @@ struct ClientOptions : ConnectionSettings {
   std::function<void(const absl::Status& error, bool retrying)> on_connect_error;
   // Set as each new connection's context before OnConnect (a proxy's other side, say).
   std::any context;
-  // Name lookups; null uses getaddrinfo. Runs on the resolver thread.
+  // Name lookups; null uses getaddrinfo. Runs on a resolver thread, beside other lookups:
+  // thread-safe.
   ResolveFunction resolve;
   // The name the transport (ConnectionSettings::transport; TLS: tls::ClientTransport) sends
   // and checks the server's certificate against; empty takes the host of `address` (a Unix

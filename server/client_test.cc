@@ -500,16 +500,19 @@ TEST(ClientTest, ResolvesNamesOffTheLoopAndReportsUnknownOnes) {
   // The lookup blocks for 200 ms; the client's loop keeps running timers meanwhile.
   std::atomic<bool> looking_up{false};
   std::atomic<bool> loop_ran_during_lookup{false};
+  // A name this resolver knows, whatever the machine's hosts file says.
+  const std::string port = std::to_string(server->ListenAddress().port());
   tcp4.resolve = [&](const std::string& network, const std::string& address)
       -> absl::StatusOr<SocketAddress> {
     looking_up = true;
     std::this_thread::sleep_for(std::chrono::milliseconds(200));
     looking_up = false;
-    return SocketAddress::Parse(network, address);
+    if (address != "echo.test:" + port) return absl::NotFoundError(address);
+    return SocketAddress::Parse(network, "127.0.0.1:" + port);
   };
   auto named = Client::Create(&handler, [&] {
     ClientOptions options = tcp4;
-    options.address = "localhost:" + std::to_string(server->ListenAddress().port());
+    options.address = "echo.test:" + port;
     return options;
   }());
   ASSERT_TRUE(named.ok()) << named.status();
@@ -534,6 +537,25 @@ TEST(ClientTest, ResolvesNamesOffTheLoopAndReportsUnknownOnes) {
   ASSERT_TRUE(WaitFor([&] { return log.size() == 1; }));
   std::lock_guard<std::mutex> lock(log.mutex);
   EXPECT_TRUE(absl::IsNotFound(log.errors[0])) << log.errors[0];
+}
+
+// A name service that hangs fails the attempt at connect_timeout (DeadlineExceeded), and the
+// reconnect policy goes on as after any failed attempt.
+TEST(ClientTest, ALookupThatHangsFailsTheAttemptAtTheConnectTimeout) {
+  RecordingHandler handler;
+  ClientOptions options;
+  AttemptLog log;
+  log.Attach(options);
+  options.connect_timeout = absl::Milliseconds(100);
+  options.resolve = [](const std::string&, const std::string&) -> absl::StatusOr<SocketAddress> {
+    std::this_thread::sleep_for(std::chrono::milliseconds(600));
+    return absl::NotFoundError("answered too late");
+  };
+  auto client = Dial(&handler, "hanging.example:5432", options);
+  ASSERT_TRUE(client.ok());
+  ASSERT_TRUE(WaitFor([&] { return log.size() >= 1; }));
+  std::lock_guard<std::mutex> lock(log.mutex);
+  EXPECT_TRUE(absl::IsDeadlineExceeded(log.errors[0])) << log.errors[0];
 }
 
 TEST(ClientTest, ConnectsOverAUnixSocket) {
