@@ -48,6 +48,7 @@ Connection::Connection(PrivateTag, std::shared_ptr<const Config> config, int fd,
       fd_closed_(false),
       read_paused_(false),
       flush_queued_(false),
+      input_delivery_queued_(false),
       has_transport_(false),
       connect_reported_(false),
       lingering_(false) {
@@ -634,9 +635,28 @@ void Connection::SetReading(bool on) {
   if (reading_ == on) return;
   reading_ = on;
   UpdateInterest();
-  // A transport may have read (and decrypted) more than it delivered before reading stopped;
-  // the socket will not say so again.
-  if (on && has_transport_ && state() != State::kHandshaking) QueueTransportRead();
+  if (!on) return;
+  if (has_transport_) {
+    // A transport may have read (and decrypted) more than it delivered before reading
+    // stopped; the socket will not say so again.
+    if (state() != State::kHandshaking) QueueTransportRead();
+    return;
+  }
+  // Input the handler left when reading stopped (it stopped consuming to let its output
+  // drain): the socket will not say so again either.
+  if (!input_.IsEmpty()) QueueInputDelivery();
+}
+
+void Connection::QueueInputDelivery() {
+  if (input_delivery_queued_) return;
+  input_delivery_queued_ = true;
+  // Never refused: this is the loop thread, before Run() has returned.
+  (void)loop()->QueueInLoop([self = shared_from_this()] {
+    self->input_delivery_queued_ = false;
+    if (self->state() != State::kConnected || !self->reading_ || self->input_.IsEmpty()) return;
+    if (self->callbacks().on_message) self->callbacks().on_message(self, self->input_);
+    if (!self->input_.IsEmpty()) self->input_.ShrinkToFit();
+  });
 }
 
 absl::StatusOr<PeerCredentials> Connection::PeerCredentials() const {

@@ -318,6 +318,42 @@ TEST(ConnectionTest, PauseReadingHoldsInputUntilResumed) {
   ::close(client);
 }
 
+// A handler that stops consuming mid-pipeline (its replies must drain first) pauses reading
+// and leaves the rest in the input; when reading resumes it gets that rest again, with no new
+// byte from the peer to prompt it. Each request is one byte, answered with itself; the handler
+// answers two per call and pauses.
+TEST(ConnectionTest, ResumingDeliversTheInputTheHandlerLeft) {
+  ConnectionPtr held;
+  std::atomic<int> calls{0};
+  auto server = StartServer({.on_message = [&](const ConnectionPtr& c, RingBuffer& input) {
+    ++calls;
+    size_t n = std::min<size_t>(2, input.Length());
+    EXPECT_TRUE(c->SendFromBuffer(input, n).ok());
+    if (!input.IsEmpty()) {
+      c->PauseReading();
+      held = c;
+    }
+  }});
+  int client = Connect(server->address());
+  ASSERT_TRUE(WriteAll(client, "abcdef"));  // One read, most likely; if not, still in order.
+  EXPECT_EQ(ReadExactly(client, 2), "ab");
+  for (const char* next : {"cd", "ef"}) {
+    ConnectionPtr paused;
+    ASSERT_TRUE(WaitFor([&] {
+      server->RunAndWait([&] { paused = held; });
+      return paused != nullptr;
+    }));
+    server->RunAndWait([&] {
+      held.reset();
+      paused->ResumeReading();  // Nothing new arrives: the rest must come from the input.
+    });
+    EXPECT_EQ(ReadExactly(client, 2), next);
+  }
+  EXPECT_GE(calls.load(), 3);
+  server->RunAndWait([&] { held.reset(); });
+  ::close(client);
+}
+
 TEST(ConnectionTest, DrainingBelowLowWaterDoesNotLiftAUserPause) {
   Connection::Options options;
   options.high_water_mark = 64 * 1024;
