@@ -1,7 +1,10 @@
 // A Redis server (RESP2) on gev: the commands of commands.h over a sharded store, for real
 // clients (redis-cli, redis-benchmark, any Redis client library). Pipelined and split requests
-// are answered in order; all the replies one read brings are built into one buffer and leave
-// in one write.
+// are answered in order; small replies of one read are built into one buffer and leave in one
+// write, and large ones stream: every 64 KiB of replies is sent as it is made, and parsing
+// stops while the connection's pending output is over --output_high_water_mib, going on where
+// it stopped once the peer has read its replies (as redis-server's client output buffer). A
+// pipeline's answer costs the server that mark, one reply and the input, not the whole answer.
 //
 //   tools/bazel run //examples/redis:redis_server -- --port=6380 --loops=2
 //   redis-cli -p 6380 set greeting hello
@@ -20,6 +23,7 @@
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
+#include "absl/status/status.h"
 #include "absl/time/time.h"
 #include "examples/common/serve.h"
 #include "examples/redis/commands.h"
@@ -32,6 +36,8 @@ ABSL_FLAG(int, loops, 1, "worker loops (<= 0: one per CPU)");
 ABSL_FLAG(bool, reuseport, false, "one SO_REUSEPORT listener per loop instead of one acceptor");
 ABSL_FLAG(int, max_input_mib, 64, "most unparsed input per connection, in MiB");
 ABSL_FLAG(bool, gather_writes, true, "write each loop iteration's replies once per connection");
+ABSL_FLAG(int, output_high_water_mib, 8,
+          "stop answering a pipeline while this much of its replies waits for the peer, in MiB");
 
 namespace gev::redis {
 namespace {
@@ -45,7 +51,11 @@ struct ConnectionState {
 
 class RedisHandler : public Handler {
  public:
-  explicit RedisHandler(size_t loops) : loops_(loops) {}
+  // Replies are sent once this many are made, rather than built up for the whole read.
+  static constexpr size_t kStreamBytes = 64 * 1024;
+
+  RedisHandler(size_t loops, size_t high_water_mark)
+      : loops_(loops), high_water_mark_(high_water_mark) {}
 
   void OnLoopStart(EventLoop& loop, size_t loop_index) override {
     per_loop_[loop_index] = std::make_unique<LoopState>();
@@ -68,6 +78,14 @@ class RedisHandler : public Handler {
     bool close = false;
     state->needed = 0;
     while (pos < input.size() && !close) {
+      if (loop.out.size() >= kStreamBytes) {
+        if (!SendNow(conn, loop.out)) return {};
+        loop.out.clear();
+        // The peer reads slower than it asks: the rest of the pipeline waits in the input. The
+        // connection stopped reading at the same mark, and hands the rest back to OnMessage
+        // when the replies have drained (Connection::ResumeReading).
+        if (conn.PendingOutput() > high_water_mark_) break;
+      }
       ParseResult parsed = ParseCommand(input.substr(pos), &loop.args, &loop.unquoted, &state->progress);
       if (parsed.outcome == ParseResult::Outcome::kIncomplete) {
         state->needed = parsed.needed;
@@ -92,6 +110,16 @@ class RedisHandler : public Handler {
   }
 
  private:
+  // Sends `replies` now; false when the connection could not take them (it is closed then).
+  static bool SendNow(Connection& conn, const std::string& replies) {
+    absl::Status sent = conn.SendSlices({replies, {}});
+    if (sent.ok()) return true;
+    // Refused for the pending-output cap: a hole in the answers, so the connection ends, with
+    // the reason. Otherwise it is closed already, with its own.
+    if (absl::IsResourceExhausted(sent)) conn.ForceClose(sent);
+    return false;
+  }
+
   struct LoopState {
     std::string out;       // Every reply of one OnMessage call.
     std::string wrapped;   // The input, when it wraps around its ring.
@@ -107,6 +135,7 @@ class RedisHandler : public Handler {
   };
 
   const size_t loops_;
+  const size_t high_water_mark_;
   Store store_;
   // One per loop, created and used on that loop's thread only.
   std::vector<std::unique_ptr<LoopState>> per_loop_{loops_};
@@ -120,11 +149,18 @@ int main(int argc, char** argv) {
   absl::ParseCommandLine(argc, argv);
   int loops = absl::GetFlag(FLAGS_loops);
   if (loops <= 0) loops = std::max(1, static_cast<int>(std::thread::hardware_concurrency()));
-  gev::redis::RedisHandler handler(static_cast<size_t>(loops));
+  size_t max_input = static_cast<size_t>(std::max(1, absl::GetFlag(FLAGS_max_input_mib))) << 20;
+  size_t high_water =
+      static_cast<size_t>(std::max(1, absl::GetFlag(FLAGS_output_high_water_mib))) << 20;
+  gev::redis::RedisHandler handler(static_cast<size_t>(loops), high_water);
   auto server = gev::NewServer(
       &handler, gev::Address(gev::examples::AddressForPort(absl::GetFlag(FLAGS_port))),
       gev::NumLoops(loops), gev::ReusePort(absl::GetFlag(FLAGS_reuseport)),
-      gev::MaxInputBytes(static_cast<size_t>(absl::GetFlag(FLAGS_max_input_mib)) << 20),
+      gev::MaxInputBytes(max_input), gev::HighWaterMark(high_water),
+      // Parsing stops past the mark, so pending output stays within it, the replies of one
+      // stream chunk and one reply, which can be as large as a value the input limit let in.
+      gev::MaxPendingOutput(std::min<size_t>(2 * high_water + max_input + (1 << 20),
+                                             gev::RingBuffer::kMaxLimit)),
       gev::GatherWrites(absl::GetFlag(FLAGS_gather_writes)));
   if (!server.ok()) return gev::examples::Fail(server.status());
   return gev::examples::ServeUntilSignal(**server);

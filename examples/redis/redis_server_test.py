@@ -4,14 +4,19 @@
 - A differential test: the same random command stream, split at random points, goes to our
   server and to redis-server (7.0, from Debian); the replies must be equal byte for byte.
 - Protocol errors: each bad request gets Redis's reply (after the replies to the commands
-  before it) and the connection closes, as with redis-server, ending as it does (a FIN, or a
-  reset where the server closes with input it never read).
+  before it) and the connection closes, as with redis-server, ending as it does (a FIN), or with
+  a FIN where redis-server closes with input it never read and the kernel resets (ours lingers).
+- Inline commands of 60, 100 and 300 KiB split at random points: answered, or refused as too
+  big, as redis-server does.
+- 300 pipelined GETs of a 1 MiB value: the same 300 MiB answer as redis-server's, while our
+  server's peak memory grows by less than its output mark plus 24 MiB.
 
 Every check runs against one loop and against two loops with SO_REUSEPORT. Needs redis-server
 and redis-cli (Debian's redis-server and redis-tools; tools/bazel installs them): missing,
 the test fails. Loopback only; every wait is bounded.
 """
 
+import hashlib
 import os
 import random
 import shutil
@@ -188,6 +193,13 @@ PROTOCOL_ERRORS = [
 ]
 
 
+def same_end(ours, theirs):
+    """Equal replies and ends, except that where redis-server closes with the client's bytes
+    unread (the kernel resets) ours lingers and ends with a FIN: the replies survive either way
+    here, but a reset can destroy them before the client reads them."""
+    return ours == theirs or (ours[0] == theirs[0] and ours[1] == "eof" and theirs[1] == "reset")
+
+
 def protocol_errors(ours, redis_path):
     for request in PROTOCOL_ERRORS:
         results = []
@@ -196,8 +208,81 @@ def protocol_errors(ours, redis_path):
             sock.sendall(request)
             results.append(read_to_end(sock))
             sock.close()
-        check(results[0] == results[1],
+        check(same_end(*results),
               "request %r: ours %r, redis-server %r" % (request[:40], results[0], results[1]))
+
+
+def oversized_inline(ours, redis_path, seed):
+    """Inline commands over and under redis-server's 64 KiB limit, split at random points: the
+    same reply (an ECHO, or the error) and the same end, however the reads cut the line. Over
+    80 KiB: redis-server, reading 16 KiB at a time, has seen more than 64 KiB without a line
+    end whatever the cuts; between 64 and 80 KiB its answer depends on them."""
+    for size in (60 * 1024, 100 * 1024, 300 * 1024):
+        request = b"echo " + b"a" * size + b"\r\nping\r\nquit\r\n"
+        results = []
+        for address in (ours, redis_path):
+            sock = connect(address)
+            try:
+                send_split(sock, request, random.Random(seed * 31 + size + len(results)))
+            except OSError:
+                pass  # Refused before the rest was sent: the reply and the end tell how.
+            results.append(read_to_end(sock))
+            sock.close()
+        check(same_end(*results), "inline command of %d bytes: ours %r, redis-server %r" %
+              (size, (results[0][0][:60], results[0][1]), (results[1][0][:60], results[1][1])))
+
+
+def server_memory_kib(pid, field):
+    with open("/proc/%d/status" % pid) as status:
+        for line in status:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    return 0
+
+
+def large_pipeline(ours, redis_path, pid, high_water_mib):
+    """SET k <1 MiB>, then 300 GETs of it in one write, read by a client that starts reading
+    late: the same 300 MiB answer as redis-server's (compared by digest), while our server's
+    peak memory grows by about its output mark, one reply and the input, not the answer."""
+    value = os.urandom(1 << 20)
+    request = resp(b"SET", b"big", value) + resp(b"GET", b"big") * 300 + resp(b"PING")
+    expected_length = 5 + 300 * (len(b"$1048576\r\n") + len(value) + 2) + 7
+    digests = []
+    growth_kib = 0
+    for address in (ours, redis_path):
+        sock = connect(address)
+        sock.settimeout(30)
+        before = server_memory_kib(pid, "VmRSS") if address is ours else 0
+        sock.sendall(request)
+        time.sleep(0.5)  # Replies pile up at the server meanwhile, as far as it lets them.
+        digest = hashlib.sha256()
+        length = 0
+        tail = b""
+        while not tail.endswith(b"+PONG\r\n"):
+            try:
+                chunk = sock.recv(1 << 20)
+            except OSError as error:  # A reset: the answer is cut short (compared below).
+                print("reading the 300 MiB answer:", error, flush=True)
+                break
+            if not chunk:
+                break
+            digest.update(chunk)
+            length += len(chunk)
+            tail = (tail + chunk)[-16:]
+        sock.close()
+        if address is ours:
+            growth_kib = server_memory_kib(pid, "VmHWM") - before
+        digests.append((length, digest.hexdigest()))
+    check(digests[0] == digests[1] and digests[0][0] == expected_length,
+          "300 x 1 MiB pipelined GETs: ours %r, redis-server %r, expected %d bytes" %
+          (digests[0], digests[1], expected_length))
+    # The mark, a 1 MiB reply, the 1 MiB input and its copy, the stream chunk, with room for
+    # the allocator: far below the 300 MiB answer (before streaming: 403 MiB, or a reset).
+    limit_kib = (high_water_mib + 24) * 1024
+    print("300 x 1 MiB GETs: peak memory grew by %d KiB (limit %d KiB)" % (growth_kib, limit_kib),
+          flush=True)
+    check(growth_kib < limit_kib, "peak memory grew by %d KiB for a 300 MiB answer (limit %d)"
+          % (growth_kib, limit_kib))
 
 
 def redis_cli(port, *args, stdin=None):
@@ -242,6 +327,8 @@ def main():
                 for seed in range(1, 5):
                     differential(address, redis_path, seed)
                 protocol_errors(address, redis_path)
+                oversized_inline(address, redis_path, 1)
+                large_pipeline(address, redis_path, ours.pid, 8)
             finally:
                 ours.terminate()
                 code = ours.wait(timeout=20)

@@ -115,10 +115,14 @@ size_t FindBeforeNul(std::string_view input, char c, size_t from) {
 ParseResult ParseInline(std::string_view input, std::vector<std::string_view>* args,
                         std::string* unquoted) {
   size_t newline = FindBeforeNul(input, '\n', 0);
-  if (newline == std::string_view::npos) {
-    if (input.size() > kMaxInlineLength) return Error("Protocol error: too big inline request");
-    return Incomplete(input.size() + 1);
+  // Too big whether or not its end has arrived yet: the same request is refused however the
+  // reads cut it (redis-server reads 16 KiB at a time and refuses once 64 KiB wait without a
+  // line end; one larger read must not let a longer line through).
+  if (newline == std::string_view::npos ? input.size() > kMaxInlineLength
+                                        : newline > kMaxInlineLength) {
+    return Error("Protocol error: too big inline request");
   }
+  if (newline == std::string_view::npos) return Incomplete(input.size() + 1);
   std::string_view line = input.substr(0, newline);
   if (!line.empty() && line.back() == '\r') line.remove_suffix(1);
   if (!SplitInlineArgs(line, args, unquoted)) {

@@ -48,6 +48,14 @@ TEST(RespTest, InlineCommandsSplitAsRedisDoes) {
   EXPECT_EQ(ParseCommand("ping", &args, &unquoted, &progress).outcome, Outcome::kIncomplete);
   EXPECT_EQ(ParseCommand(std::string(kMaxInlineLength + 1, 'a'), &args, &unquoted, &progress).error,
             "Protocol error: too big inline request");
+  // Whole in one read, line end and all: still too big (a 16 KiB read at a time would have
+  // refused it before its end came).
+  EXPECT_EQ(ParseCommand("echo " + std::string(kMaxInlineLength, 'a') + "\r\n", &args, &unquoted,
+                         &progress)
+                .error,
+            "Protocol error: too big inline request");
+  std::string longest = "echo " + std::string(kMaxInlineLength - 6, 'a') + "\r\n";  // 64 KiB.
+  EXPECT_EQ(ParseCommand(longest, &args, &unquoted, &progress).outcome, Outcome::kCommand);
 }
 
 TEST(RespTest, ProtocolErrorsCarryRedisText) {
