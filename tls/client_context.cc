@@ -25,13 +25,12 @@ namespace gev::tls {
 namespace {
 
 using internal::AlpnWire;
-using internal::BioPtr;
 using internal::DrainErrors;
 using internal::LoadCertificate;
-using internal::MemoryBio;
 using internal::MessageCallback;
 using internal::OpenSslError;
 using internal::TlsTransport;
+using internal::TrustCertificates;
 
 bool IsIpLiteral(const std::string& name) {
   unsigned char address[sizeof(in6_addr)];
@@ -135,15 +134,8 @@ absl::StatusOr<std::shared_ptr<ClientContext>> ClientContext::Create(ClientConfi
   if (config.verify_peer) {
     SSL_CTX_set_verify(c, SSL_VERIFY_PEER, nullptr);
     if (!config.ca_pem.empty()) {
-      BioPtr bio = MemoryBio(config.ca_pem);
-      X509_STORE* store = SSL_CTX_get_cert_store(c);
-      int added = 0;
-      while (X509* ca = PEM_read_bio_X509(bio.get(), nullptr, nullptr, nullptr)) {
-        added += X509_STORE_add_cert(store, ca);
-        X509_free(ca);
-      }
-      ERR_clear_error();  // The end of the PEM stream.
-      if (added == 0) return absl::InvalidArgumentError("ca_pem holds no certificate");
+      absl::Status trusted = TrustCertificates(c, config.ca_pem, "", false, "ca_pem");
+      if (!trusted.ok()) return trusted;
     } else if (!config.ca_file.empty()) {
       if (SSL_CTX_load_verify_locations(c, config.ca_file.c_str(), nullptr) != 1) {
         return OpenSslError(absl::StrCat("CA file ", config.ca_file));

@@ -27,6 +27,7 @@ using internal::LoadCertificate;
 using internal::MessageCallback;
 using internal::OpenSslError;
 using internal::TicketCallback;
+using internal::TrustCertificates;
 using internal::TicketKeysIndex;
 using internal::TlsTransport;
 
@@ -87,6 +88,15 @@ absl::StatusOr<CtxPtr> NewServerCtx(const ServerConfig& config, const Certificat
   if (config.allow_tls12) SSL_CTX_set_msg_callback(c, MessageCallback);
   absl::Status loaded = LoadCertificate(c, pair);
   if (!loaded.ok()) return loaded;
+  if (!config.client_ca_pem.empty() || !config.client_ca_file.empty()) {
+    absl::Status trusted =
+        TrustCertificates(c, config.client_ca_pem, config.client_ca_file,
+                          /*name_to_clients=*/true,
+                          config.client_ca_pem.empty() ? "client_ca_file" : "client_ca_pem");
+    if (!trusted.ok()) return trusted;
+    // A resumed session keeps the certificate its full handshake checked (tickets carry it).
+    SSL_CTX_set_verify(c, SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT, nullptr);
+  }
   if (config.configure) {
     absl::Status configured = config.configure(c);
     if (!configured.ok()) return configured;

@@ -94,6 +94,12 @@ struct ServerConfig {
   // 45 KiB of OpenSSL's buffers until its timeout, so this bounds a flood's memory (4096: about
   // 180 MiB) while the handshakes that complete free their place.
   size_t max_handshakes = 4096;
+  // Client certificates (mutual TLS): set, every client must present a certificate that chains
+  // to one of these CAs (PEM, in memory or a file; the PEM wins), which the server names in its
+  // request. A client without one, or with another, fails its handshake (OnTransportError);
+  // tls::Info's peer_subject says who a client is.
+  std::string client_ca_pem;
+  std::string client_ca_file;
   // Resumption by session tickets; false: every handshake is a full one.
   bool session_tickets = true;
   // How long a ticket key encrypts new tickets; tickets of the key before it are accepted (and

@@ -1061,17 +1061,7 @@ TEST(TlsClient, ResumesAfterAConnectionThatEndedBadly) {
 TEST(TlsClient, PresentsAClientCertificateToAServerThatAsksForOne) {
   RecordingEcho server_handler;
   ServerConfig server_config = LocalhostConfig();
-  server_config.configure = [](SSL_CTX* ctx) {
-    const std::string& pem = Certs().ca.pem();
-    BIO* bio = BIO_new_mem_buf(pem.data(), static_cast<int>(pem.size()));
-    X509* ca = PEM_read_bio_X509(bio, nullptr, nullptr, nullptr);
-    BIO_free(bio);
-    if (ca == nullptr) return absl::InternalError("test CA PEM");
-    X509_STORE_add_cert(SSL_CTX_get_cert_store(ctx), ca);
-    X509_free(ca);
-    SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT, nullptr);
-    return absl::OkStatus();
-  };
+  server_config.client_ca_pem = Certs().ca.pem();  // Mutual TLS: clients of this CA only.
   TlsServer tls(&server_handler, MustCreate(server_config));
 
   ClientConfig with_certificate;
@@ -1103,6 +1093,32 @@ TEST(TlsClient, PresentsAClientCertificateToAServerThatAsksForOne) {
   EXPECT_TRUE(absl::StrContains(server_handler.transport_error(0).message(), "certificate"))
       << server_handler.transport_error(0);
   EXPECT_EQ(server_handler.connects(), 1);
+
+  // With a certificate of another CA: refused the same way.
+  ClientConfig stranger;
+  stranger.ca_pem = Certs().ca.pem();
+  stranger.certificate = Certs().other_ca.Issue("stranger", {"x.test"});
+  ClientHandler stranger_handler(2);
+  absl::StatusOr<std::unique_ptr<Client>> refused = Client::Create(
+      &stranger_handler, TlsClientOptions(tls.address(), MustCreateClient(stranger)));
+  ASSERT_TRUE(refused.ok());
+  (*refused)->Connect();
+  ASSERT_TRUE(WaitFor([&] { return server_handler.transport_error_count() == 2; }));
+  EXPECT_TRUE(absl::StrContains(server_handler.transport_error(1).message(), "certificate"))
+      << server_handler.transport_error(1);
+  (*refused)->Stop();
+  EXPECT_EQ(server_handler.connects(), 1);
+}
+
+TEST(TlsServer, AClientCaThatIsNoCertificateIsRefused) {
+  ServerConfig config = LocalhostConfig();
+  config.client_ca_pem = "not a certificate";
+  absl::Status created = ServerContext::Create(config).status();
+  EXPECT_TRUE(absl::IsInvalidArgument(created)) << created;
+  config.client_ca_pem.clear();
+  config.client_ca_file = "/nonexistent/gev-client-ca.pem";
+  created = ServerContext::Create(config).status();
+  EXPECT_TRUE(absl::IsInvalidArgument(created)) << created;
 }
 
 TEST(TlsClient, ChecksTheServersCertificateAndName) {

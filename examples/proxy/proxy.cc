@@ -1,6 +1,10 @@
 #include "examples/proxy/proxy.h"
 
+#include <sys/resource.h>
+
 #include <any>
+#include <atomic>
+#include <cstdint>
 #include <memory>
 #include <utility>
 
@@ -15,9 +19,12 @@ struct TcpProxy::Pair {
   Connection* downstream = nullptr;  // Until its OnClose (the server holds it until then).
   Connection* upstream = nullptr;    // From its OnConnect until its OnClose.
   std::unique_ptr<Client> client;  // Dials the upstream; let go when the downstream closes.
+  std::atomic<size_t>* open_pairs = nullptr;  // The proxy's count, which this pair is in.
 
   void FreeIfBothClosed() {
-    if (downstream == nullptr && upstream == nullptr) delete this;
+    if (downstream != nullptr || upstream != nullptr) return;
+    open_pairs->fetch_sub(1, std::memory_order_relaxed);
+    delete this;
   }
 };
 
@@ -31,8 +38,10 @@ T* ContextAs(const Connection& connection) {
 }
 
 // The other side ended: an orderly end is passed on once flushed, anything else as a reset.
+// The idle timeout (DeadlineExceeded, the one deadline an established connection has) cut
+// nothing short: a FIN too.
 void EndBecauseOtherSideEnded(Connection& side, const absl::Status& reason, const char* other) {
-  if (reason.ok()) {
+  if (reason.ok() || absl::IsDeadlineExceeded(reason)) {
     side.Close();
   } else {
     side.ForceClose(absl::Status(reason.code(), absl::StrCat(other, ": ", reason.message())));
@@ -56,10 +65,37 @@ void Relay(Connection& from, RingBuffer& input, Connection* to, const char* to_n
 
 TcpProxy::TcpProxy(Options options) : options_(std::move(options)) {}
 
+namespace {
+
+size_t MaxPairsForDescriptorLimit() {
+  rlimit limit{};
+  if (::getrlimit(RLIMIT_NOFILE, &limit) != 0 || limit.rlim_cur == RLIM_INFINITY) {
+    return SIZE_MAX;
+  }
+  constexpr size_t kKeptBack = 64;  // Listeners, pollers, wakeups, spares, the resolver's.
+  return limit.rlim_cur > kKeptBack + 2 ? (limit.rlim_cur - kKeptBack) / 2 : 1;
+}
+
+}  // namespace
+
 void TcpProxy::OnConnect(Connection& downstream) {
+  size_t max_pairs = max_pairs_.load(std::memory_order_relaxed);
+  if (max_pairs == 0) {
+    // Read when the first client comes: the server has raised the limit by then.
+    max_pairs = options_.max_pairs != 0 ? options_.max_pairs : MaxPairsForDescriptorLimit();
+    max_pairs_.store(max_pairs, std::memory_order_relaxed);
+  }
+  if (open_pairs_.fetch_add(1, std::memory_order_relaxed) >= max_pairs) {
+    open_pairs_.fetch_sub(1, std::memory_order_relaxed);
+    refused_.fetch_add(1, std::memory_order_relaxed);
+    downstream.ForceClose(absl::ResourceExhaustedError(absl::StrCat(
+        max_pairs, " pairs are open: no descriptor is left to dial the upstream")));
+    return;
+  }
   // Nothing is read until there is somewhere to send it.
   downstream.PauseReading();
   Pair* pair = new Pair;
+  pair->open_pairs = &open_pairs_;
   pair->downstream = &downstream;
   downstream.SetContext(pair);
 
@@ -68,6 +104,7 @@ void TcpProxy::OnConnect(Connection& downstream) {
   client.address = options_.upstream;
   client.loop = downstream.shared_loop();  // Both sides on one thread: no locks between them.
   client.connect_timeout = options_.connect_timeout;
+  client.idle_time = options_.idle_timeout;
   client.high_water_mark = options_.high_water_mark;
   client.pause_reading_at_high_water = false;  // The downstream's OnHighWater pauses it.
   client.half_close = true;                    // Its FIN is relayed, not an end.
@@ -85,6 +122,7 @@ void TcpProxy::OnConnect(Connection& downstream) {
   absl::StatusOr<std::unique_ptr<Client>> dialer =
       Client::Create(&upstream_handler_, std::move(client));
   if (!dialer.ok()) {
+    // The pair is freed by the downstream's OnClose (its context).
     downstream.ForceClose(dialer.status());
     return;
   }

@@ -29,6 +29,12 @@
 //   - Either side may be TLS (Options::upstream_transport, the server's WithTransport): the
 //     relay sees plaintext, and a failed upstream handshake resets the downstream with its
 //     reason as a failed connect does.
+//   - A pair quiet for Options::idle_timeout (no byte either way) is closed, both sides with a
+//     FIN.
+//   - Descriptors: a pair needs two. A client that arrives when Options::max_pairs are open
+//     (by default what the descriptor limit leaves, less a reserve) is reset at once with the
+//     reason, rather than accepted to fail its dial for want of a descriptor while it holds
+//     one an established pair could use.
 //   - Half-closes are relayed: a FIN from one side reaches the other once everything it sent
 //     before it has (ShutdownWrite), and the other direction goes on until its own FIN; the
 //     pair ends when both directions are done (the server is made with HalfClose(true), the
@@ -68,6 +74,12 @@ class TcpProxy : public Handler {
     // The name the upstream's certificate is checked against (and sent as SNI); empty takes
     // the host of `upstream`.
     std::string upstream_server_name;
+    // A pair with no byte either way for this long is closed; zero never. The server's
+    // IdleTime should be the same (the downstream side's timer).
+    absl::Duration idle_timeout = absl::ZeroDuration();
+    // Most pairs open at once; zero: what RLIMIT_NOFILE allows when the first client comes
+    // (two descriptors a pair, 64 kept back for the process).
+    size_t max_pairs = 0;
   };
 
   explicit TcpProxy(Options options);
@@ -84,6 +96,10 @@ class TcpProxy : public Handler {
   uint64_t pairs_opened() const { return pairs_opened_.load(std::memory_order_relaxed); }
   uint64_t upstream_failures() const {
     return upstream_failures_.load(std::memory_order_relaxed);
+  }
+  // Clients reset because max_pairs were open.
+  uint64_t refused_for_descriptors() const {
+    return refused_.load(std::memory_order_relaxed);
   }
 
  private:
@@ -103,6 +119,9 @@ class TcpProxy : public Handler {
   Upstream upstream_handler_;
   std::atomic<uint64_t> pairs_opened_{0};
   std::atomic<uint64_t> upstream_failures_{0};
+  std::atomic<uint64_t> refused_{0};
+  std::atomic<size_t> open_pairs_{0};
+  std::atomic<size_t> max_pairs_{0};  // Options::max_pairs, or the limit's, set once.
 };
 
 }  // namespace gev::examples

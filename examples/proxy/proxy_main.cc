@@ -8,6 +8,9 @@
 //   tools/bazel run //examples/proxy -- --port=7000 --upstream=example.com:443
 //       --upstream_tls                                              (TLS originated; one line)
 
+#include <algorithm>
+#include <cstdint>
+
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
@@ -28,11 +31,18 @@ ABSL_FLAG(int64_t, high_water_mark, 1 << 20,
 ABSL_FLAG(int, connect_timeout_ms, 5000, "upstream connect timeout");
 ABSL_FLAG(std::string, tls_cert, "", "terminate TLS from clients with this PEM chain");
 ABSL_FLAG(std::string, tls_key, "", "the private key of --tls_cert");
+ABSL_FLAG(std::string, tls_client_ca, "",
+          "with --tls_cert: require client certificates issued by a CA in this PEM file");
 ABSL_FLAG(bool, upstream_tls, false, "speak TLS to the upstream (its certificate is verified)");
 ABSL_FLAG(std::string, upstream_ca, "",
           "PEM CAs the upstream is verified against (default: the system's)");
 ABSL_FLAG(std::string, upstream_server_name, "",
           "name checked in the upstream's certificate and sent as SNI (default: its host)");
+
+ABSL_FLAG(absl::Duration, idle_timeout, absl::ZeroDuration(),
+          "close a pair with no byte either way for this long (0: never)");
+ABSL_FLAG(int64_t, max_pairs, 0,
+          "most pairs open at once; 0: what the descriptor limit leaves (2 a pair)");
 
 int main(int argc, char** argv) {
   absl::SetProgramUsageMessage(
@@ -43,6 +53,8 @@ int main(int argc, char** argv) {
   options.upstream_network = absl::GetFlag(FLAGS_upstream_network);
   options.connect_timeout = absl::Milliseconds(absl::GetFlag(FLAGS_connect_timeout_ms));
   options.high_water_mark = static_cast<size_t>(absl::GetFlag(FLAGS_high_water_mark));
+  options.idle_timeout = absl::GetFlag(FLAGS_idle_timeout);
+  options.max_pairs = static_cast<size_t>(std::max<int64_t>(0, absl::GetFlag(FLAGS_max_pairs)));
   if (absl::GetFlag(FLAGS_upstream_tls)) {
     gev::tls::ClientConfig upstream_tls;
     upstream_tls.ca_file = absl::GetFlag(FLAGS_upstream_ca);
@@ -62,6 +74,7 @@ int main(int argc, char** argv) {
     gev::tls::ServerConfig terminate;
     terminate.certificate.chain_file = absl::GetFlag(FLAGS_tls_cert);
     terminate.certificate.key_file = absl::GetFlag(FLAGS_tls_key);
+    terminate.client_ca_file = absl::GetFlag(FLAGS_tls_client_ca);
     absl::StatusOr<std::shared_ptr<gev::tls::ServerContext>> context =
         gev::tls::ServerContext::Create(terminate);
     if (!context.ok()) return gev::examples::Fail(context.status());
@@ -78,7 +91,7 @@ int main(int argc, char** argv) {
                        : listen_unix),
       gev::NumLoops(absl::GetFlag(FLAGS_loops)), gev::ReusePort(absl::GetFlag(FLAGS_reuseport)),
       gev::HighWaterMark(options.high_water_mark), gev::PauseReadingAtHighWater(false),
-      gev::HalfClose(true),
+      gev::HalfClose(true), gev::IdleTime(options.idle_timeout),
       gev::WithTransport(downstream_transport));
   if (!server.ok()) return gev::examples::Fail(server.status());
   return gev::examples::ServeUntilSignal(**server);

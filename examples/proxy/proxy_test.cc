@@ -69,20 +69,24 @@ std::unique_ptr<Server> StartBackend(Handler* handler) {
   return server.ok() ? std::move(*server) : nullptr;
 }
 
-absl::StatusOr<ExampleProcess> StartProxy(const std::string& upstream, int loops = 1) {
-  return ExampleProcess::Start("examples/proxy/proxy",
-                               {"--port=0", "--upstream=" + upstream,
-                                "--loops=" + std::to_string(loops)});
+absl::StatusOr<ExampleProcess> StartProxy(const std::string& upstream, int loops = 1,
+                                          std::vector<std::string> flags = {}) {
+  std::vector<std::string> args = {"--port=0", "--upstream=" + upstream,
+                                   "--loops=" + std::to_string(loops)};
+  args.insert(args.end(), flags.begin(), flags.end());
+  return ExampleProcess::Start("examples/proxy/proxy", args);
 }
 
 // A backend serving `handler` on a thread of this process, and the proxy binary before it.
 class ProxiedBackend {
  public:
-  explicit ProxiedBackend(Handler* handler, int proxy_loops = 1)
+  explicit ProxiedBackend(Handler* handler, int proxy_loops = 1,
+                          std::vector<std::string> proxy_flags = {})
       : server_(StartBackend(handler)),
         running_(server_ != nullptr ? std::make_unique<ServerThread>(server_.get()) : nullptr),
         proxy_(server_ != nullptr
-                   ? StartProxy(server_->ListenAddress().ToString(), proxy_loops)
+                   ? StartProxy(server_->ListenAddress().ToString(), proxy_loops,
+                                std::move(proxy_flags))
                    : absl::StatusOr<ExampleProcess>(absl::InternalError("no backend"))) {}
   // OK once both run; a test asserts it first.
   absl::Status status() const { return proxy_.status(); }
@@ -508,6 +512,73 @@ TEST(ProxyTest, AnUpstreamThatHalfClosesFirstStillHearsTheClientOut) {
       << upstream.received() << " bytes reached the upstream";
   EXPECT_EQ(upstream.received(), 300u * 1024);
   ::close(client);
+  EXPECT_EQ(proxy->Terminate(), 0);
+}
+
+// --idle_timeout: a pair with no byte either way is closed, both sides with a FIN; a pair that
+// keeps talking is not.
+TEST(ProxyTest, AQuietPairIsClosedAtTheIdleTimeout) {
+  Backend backend;
+  ProxiedBackend relay(&backend, 1, {"--idle_timeout=300ms"});
+  ASSERT_TRUE(relay.status().ok()) << relay.status();
+  ExampleProcess* proxy = &relay.proxy();
+  int quiet = Connect(proxy->address());
+  int talking = Connect(proxy->address());
+  ASSERT_GE(quiet, 0);
+  ASSERT_GE(talking, 0);
+  ASSERT_TRUE(WriteAll(quiet, "once"));
+  EXPECT_EQ(ReadExactly(quiet, 4), "once");
+  for (int i = 0; i < 8; ++i) {  // 800 ms, past the timeout, a message every 100 ms.
+    ASSERT_TRUE(WriteAll(talking, "tick"));
+    ASSERT_EQ(ReadExactly(talking, 4), "tick") << "message " << i;
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  EXPECT_EQ(ReadUntilEnd(quiet, 3000), 0) << "the quiet pair did not end with a FIN";
+  ASSERT_TRUE(WaitFor([&] { return backend.reasons().size() == 1; }));
+  EXPECT_TRUE(backend.reasons()[0].ok() || absl::IsDeadlineExceeded(backend.reasons()[0]))
+      << backend.reasons()[0];
+  ASSERT_TRUE(WriteAll(talking, "still"));
+  EXPECT_EQ(ReadExactly(talking, 5), "still");
+  ::close(quiet);
+  ::close(talking);
+  EXPECT_EQ(proxy->Terminate(), 0);
+}
+
+// --max_pairs (by default what the descriptor limit leaves): a client past it is reset at once,
+// and the pairs that are open go on; once one ends, a new client is served.
+TEST(ProxyTest, ClientsPastTheDescriptorBudgetAreResetAtOnce) {
+  Backend backend;
+  ProxiedBackend relay(&backend, 1, {"--max_pairs=3"});
+  ASSERT_TRUE(relay.status().ok()) << relay.status();
+  ExampleProcess* proxy = &relay.proxy();
+  std::vector<int> open;
+  for (int i = 0; i < 3; ++i) {
+    int client = Connect(proxy->address());
+    ASSERT_GE(client, 0);
+    ASSERT_TRUE(WriteAll(client, "hi"));
+    ASSERT_EQ(ReadExactly(client, 2), "hi");
+    open.push_back(client);
+  }
+  int refused = Connect(proxy->address());
+  ASSERT_GE(refused, 0);
+  EXPECT_EQ(ReadUntilEnd(refused), ECONNRESET);
+  ::close(refused);
+  for (int client : open) {
+    ASSERT_TRUE(WriteAll(client, "on"));
+    EXPECT_EQ(ReadExactly(client, 2), "on");
+  }
+  ::close(open.back());
+  open.pop_back();
+  ASSERT_TRUE(WaitFor([&] { return backend.reasons().size() == 1; }));
+  int next = -1;
+  bool served = WaitFor([&] {  // The freed pair's place is taken once its teardown is done.
+    if (next >= 0) ::close(next);
+    next = Connect(proxy->address());
+    return next >= 0 && WriteAll(next, "in") && ReadExactly(next, 2) == "in";
+  });
+  EXPECT_TRUE(served);
+  if (next >= 0) ::close(next);
+  for (int client : open) ::close(client);
   EXPECT_EQ(proxy->Terminate(), 0);
 }
 

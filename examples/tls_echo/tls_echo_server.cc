@@ -31,6 +31,8 @@ ABSL_FLAG(int, loops, -1, "worker loops (<= 0: one per CPU)");
 ABSL_FLAG(bool, reuseport, false, "one SO_REUSEPORT listener per loop instead of one acceptor");
 ABSL_FLAG(std::string, cert, "", "PEM certificate chain, leaf first (required)");
 ABSL_FLAG(std::string, key, "", "PEM private key of the certificate (required)");
+ABSL_FLAG(std::string, client_ca, "",
+          "require client certificates issued by a CA in this PEM file (mutual TLS)");
 ABSL_FLAG(std::string, alpn, "", "ALPN protocols offered, comma-separated, preferred first");
 ABSL_FLAG(bool, tls12, true, "accept TLS 1.2 as well as 1.3");
 ABSL_FLAG(absl::Duration, handshake_timeout, absl::Seconds(10), "longest TLS handshake");
@@ -74,6 +76,7 @@ int main(int argc, char** argv) {
   gev::tls::ServerConfig config;
   config.certificate.chain_file = absl::GetFlag(FLAGS_cert);
   config.certificate.key_file = absl::GetFlag(FLAGS_key);
+  config.client_ca_file = absl::GetFlag(FLAGS_client_ca);
   if (config.certificate.chain_file.empty() || config.certificate.key_file.empty()) {
     return gev::examples::Fail(absl::InvalidArgumentError("--cert and --key are required"));
   }

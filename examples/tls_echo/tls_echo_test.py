@@ -6,7 +6,8 @@ close_notify answered with one, the certificate files renewed in place and picke
 handshakes while an open connection keeps working, garbage and a silent peer closed (the
 handshake timeout). `openssl s_client`: a verified echo, and a session it saved resumed. The
 proxy: TLS terminated from a Python client and originated to the TLS echo server, and a plain
-client through a proxy that originates TLS. Certificates are made with `openssl req` when the
+client through a proxy that originates TLS. Mutual TLS (--client_ca, --tls_client_ca): a client
+certificate of the CA served, none or another CA's refused. Certificates are made with `openssl req` when the
 test runs. Each server check runs on one loop and on two with SO_REUSEPORT. openssl comes from
 Debian (tools/bazel installs it); missing, the test fails. Loopback only; every wait is bounded.
 """
@@ -52,6 +53,21 @@ def make_certificates(directory):
              "-nodes", "-subj", "/CN=" + name, "-keyout", key, "-out", csr])
         run(["openssl", "x509", "-req", "-in", csr, "-CA", ca_cert, "-CAkey", ca_key,
              "-CAcreateserial", "-days", "2", "-extfile", extensions, "-out", cert])
+        paths[name] = (cert, key)
+    # Mutual TLS: a client certificate the CA signed, and one of another CA.
+    other_key = os.path.join(directory, "other-ca.key")
+    other_cert = os.path.join(directory, "other-ca.pem")
+    run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
+         "-nodes", "-days", "2", "-subj", "/CN=another CA", "-keyout", other_key,
+         "-out", other_cert])
+    for name, signer_cert, signer_key in (("client", ca_cert, ca_key),
+                                          ("stranger", other_cert, other_key)):
+        key, csr = os.path.join(directory, name + ".key"), os.path.join(directory, name + ".csr")
+        cert = os.path.join(directory, name + ".pem")
+        run(["openssl", "req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
+             "-nodes", "-subj", "/CN=" + name, "-keyout", key, "-out", csr])
+        run(["openssl", "x509", "-req", "-in", csr, "-CA", signer_cert, "-CAkey", signer_key,
+             "-CAcreateserial", "-days", "2", "-out", cert])
         paths[name] = (cert, key)
     return paths
 
@@ -293,6 +309,46 @@ def check_proxy(echo_binary, proxy_binary, paths):
           % (refused.returncode, refused.stderr[-500:]))
 
 
+def served_with_client_certificate(port, paths, certificate):
+    """Whether a client presenting `certificate` (a (cert, key) pair, or None) gets an echo."""
+    context = client_context(paths["ca"])
+    if certificate is not None:
+        context.load_cert_chain(*certificate)
+    try:
+        with tls_connect(port, context) as sock:
+            # TLS 1.3: the handshake ends at the client before the server has checked its
+            # certificate; a refusal arrives as an alert on the first read.
+            return echo(sock, b"mutual") == b"mutual"
+    except (ssl.SSLError, ConnectionError, socket.timeout):
+        return False
+
+
+def check_client_certificates(echo_binary, proxy_binary, paths):
+    """--client_ca (tls_echo) and --tls_client_ca (proxy): a good, a missing and a wrong one."""
+    server, port = start(echo_binary, ["--loops=1", "--cert=" + paths["first"][0],
+                                       "--key=" + paths["first"][1],
+                                       "--client_ca=" + paths["ca"]])
+    upstream, upstream_port = start(echo_binary, ["--loops=1", "--cert=" + paths["first"][0],
+                                                  "--key=" + paths["first"][1]])
+    proxy, proxy_port = start(proxy_binary, [
+        "--loops=1", "--upstream=127.0.0.1:%d" % upstream_port, "--upstream_tls",
+        "--upstream_ca=" + paths["ca"], "--upstream_server_name=localhost",
+        "--tls_cert=" + paths["renewed"][0], "--tls_key=" + paths["renewed"][1],
+        "--tls_client_ca=" + paths["ca"]])
+    try:
+        for name, where in (("tls_echo --client_ca", port), ("proxy --tls_client_ca", proxy_port)):
+            check(served_with_client_certificate(where, paths, paths["client"]),
+                  name + ": a client certificate of the CA is served")
+            check(not served_with_client_certificate(where, paths, None),
+                  name + ": a client without a certificate is refused")
+            check(not served_with_client_certificate(where, paths, paths["stranger"]),
+                  name + ": a client certificate of another CA is refused")
+    finally:
+        for process, name in ((server, "tls_echo --client_ca"), (proxy, "proxy --tls_client_ca"),
+                              (upstream, "upstream")):
+            stop(process, name)
+
+
 def main():
     echo_binary, proxy_binary = sys.argv[1], sys.argv[2]
     if shutil.which("openssl") is None:
@@ -304,6 +360,7 @@ def main():
             check_server(echo_binary, paths, workdir, loop_args)
         check_s_client(echo_binary, paths, workdir)
         check_proxy(echo_binary, proxy_binary, paths)
+        check_client_certificates(echo_binary, proxy_binary, paths)
     if FAILURES:
         print("%d checks failed" % len(FAILURES))
         return 1

@@ -112,4 +112,23 @@ std::vector<std::string> CertificateNames(SSL_CTX* ctx) {
   return names;
 }
 
+absl::Status TrustCertificates(SSL_CTX* ctx, const std::string& pem, const std::string& file,
+                               bool name_to_clients, const char* what) {
+  BioPtr bio = pem.empty() ? BioPtr(BIO_new_file(file.c_str(), "r")) : MemoryBio(pem);
+  if (bio == nullptr) return OpenSslError(absl::StrCat(what, " ", file));
+  X509_STORE* store = SSL_CTX_get_cert_store(ctx);
+  int added = 0;
+  while (X509* ca = PEM_read_bio_X509(bio.get(), nullptr, nullptr, nullptr)) {
+    added += X509_STORE_add_cert(store, ca);
+    if (name_to_clients) SSL_CTX_add_client_CA(ctx, ca);
+    X509_free(ca);
+  }
+  ERR_clear_error();  // The end of the PEM stream.
+  if (added == 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(what, pem.empty() ? absl::StrCat(" ", file) : "", " holds no certificate"));
+  }
+  return absl::OkStatus();
+}
+
 }  // namespace gev::tls::internal

@@ -59,6 +59,13 @@ absl::StatusOr<std::string> AlpnWire(const std::vector<std::string>& protocols);
 // against the certificate.
 absl::Status LoadCertificate(SSL_CTX* ctx, const CertificateKeyPair& pair);
 
+// TrustCertificates() — adds every certificate of the PEM `pem`, or of the PEM file `file`
+// when `pem` is empty, to `ctx`'s trust store; with `name_to_clients` also to the list of CAs a
+// server names in its certificate request. `what` names the setting in errors
+// (InvalidArgument: no certificate, or an unreadable file).
+absl::Status TrustCertificates(SSL_CTX* ctx, const std::string& pem, const std::string& file,
+                               bool name_to_clients, const char* what);
+
 // The DNS names a certificate is for: its subjectAltName entries, or its common name when it
 // has none (RFC 6125 6.4.4), lower-cased.
 std::vector<std::string> CertificateNames(SSL_CTX* ctx);
