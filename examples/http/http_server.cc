@@ -9,8 +9,19 @@
 //   curl -i http://127.0.0.1:8080/plaintext
 //
 // With --tls_cert and --tls_key it serves HTTPS instead (TLS 1.3 or 1.2, ALPN http/1.1).
+//
+// Timeouts and descriptors, as nginx: a request head (from the connection's start, or from the
+// first byte of the next request) must arrive within --header_timeout (408, then close), and a
+// keep-alive connection may wait --keepalive_timeout for its next request. When the process
+// nears its descriptor limit, each new connection closes the connection of its loop that has
+// waited longest for a request (idle keep-alive ones first, then slow heads), so that slow or
+// idle clients cannot lock ordinary requests out.
+
+#include <sys/resource.h>
 
 #include <algorithm>
+#include <atomic>
+#include <cstdint>
 #include <ctime>
 #include <memory>
 #include <string>
@@ -33,6 +44,12 @@ ABSL_FLAG(bool, reuseport, false, "one SO_REUSEPORT listener per loop instead of
 ABSL_FLAG(bool, gather_writes, true, "write each loop iteration's responses once per connection");
 ABSL_FLAG(std::string, tls_cert, "", "serve HTTPS with this PEM certificate chain");
 ABSL_FLAG(std::string, tls_key, "", "the private key of --tls_cert");
+ABSL_FLAG(absl::Duration, header_timeout, absl::Seconds(60),
+          "longest a request head may take to arrive (nginx's client_header_timeout)");
+ABSL_FLAG(absl::Duration, keepalive_timeout, absl::Seconds(75),
+          "longest a keep-alive connection may wait for its next request");
+ABSL_FLAG(std::string, tls_client_ca, "",
+          "with --tls_cert: require client certificates issued by a CA in this PEM file");
 
 namespace gev::http {
 namespace {
@@ -41,8 +58,41 @@ constexpr std::string_view kHelloWorld = "Hello, World!";
 // How long a connection that got its last response may go on sending before it is closed.
 constexpr absl::Duration kLingerTime = absl::Seconds(2);
 
+struct ConnectionState;
+
+// A loop's connections that wait for a request, in the order they began waiting (the oldest
+// first): a list the connections link themselves into, so that moving one costs no allocation.
+struct WaitingList {
+  ConnectionState* front = nullptr;
+  ConnectionState* back = nullptr;
+};
+
 struct ConnectionState {
   bool closing = false;  // The last response is out (or on its way); the write side is shut.
+  // Waiting for a request since this time (EventLoop::NowMs), in one of its loop's lists: idle
+  // (nothing of a request yet, after a response) or heads (a request begun, or none yet on a
+  // new connection).
+  uint64_t waiting_since_ms = 0;
+  WaitingList* list = nullptr;
+  ConnectionState* previous = nullptr;
+  ConnectionState* next = nullptr;
+  std::weak_ptr<Connection> connection;
+
+  void Unlink() {
+    if (list == nullptr) return;
+    (previous != nullptr ? previous->next : list->front) = next;
+    (next != nullptr ? next->previous : list->back) = previous;
+    list = nullptr;
+    previous = next = nullptr;
+  }
+  void LinkLast(WaitingList* to, uint64_t now_ms) {
+    Unlink();
+    list = to;
+    waiting_since_ms = now_ms;
+    previous = to->back;
+    (to->back != nullptr ? to->back->next : to->front) = this;
+    to->back = this;
+  }
 };
 
 std::string_view StatusLine(HeadStatus status) {
@@ -58,18 +108,47 @@ std::string_view StatusLine(HeadStatus status) {
 
 class HttpHandler : public Handler {
  public:
-  explicit HttpHandler(size_t loops) : per_loop_(loops) {}
+  HttpHandler(size_t loops, absl::Duration header_timeout, absl::Duration keepalive_timeout)
+      : header_timeout_ms_(static_cast<uint64_t>(absl::ToInt64Milliseconds(header_timeout))),
+        keepalive_timeout_ms_(
+            static_cast<uint64_t>(absl::ToInt64Milliseconds(keepalive_timeout))),
+        per_loop_(loops) {}
 
   void OnLoopStart(EventLoop& loop, size_t loop_index) override {
     auto state = std::make_unique<LoopState>();
     state->RefreshDate();
-    // The loop's timer, on the loop's thread: the Date its responses share, without a lock.
+    // The loop's timer, on the loop's thread: the Date its responses share, and the end of
+    // the waits that took too long, without a lock.
     LoopState* raw = state.get();
-    loop.RunEvery(absl::Seconds(1), [raw] { raw->RefreshDate(); });
+    loop.RunEvery(absl::Seconds(1), [this, raw, &loop] {
+      raw->RefreshDate();
+      EndLongWaits(*raw, loop.NowMs());
+    });
     per_loop_[loop_index] = std::move(state);
+    // Read once the server has raised the limit (ServeUntilSignal). What is kept back covers
+    // the process's own descriptors: listeners, each loop's poller and wakeup, the acceptor's
+    // spare, the standard streams.
+    rlimit limit{};
+    if (loop_index == 0 && ::getrlimit(RLIMIT_NOFILE, &limit) == 0 &&
+        limit.rlim_cur != RLIM_INFINITY) {
+      size_t reserve = 16 + 4 * per_loop_.size();
+      descriptor_budget_.store(limit.rlim_cur > reserve ? limit.rlim_cur - reserve : 1);
+    }
   }
 
-  void OnConnect(Connection& conn) override { conn.EmplaceContext<ConnectionState>(); }
+  void OnConnect(Connection& conn) override {
+    ConnectionState& state = conn.EmplaceContext<ConnectionState>();
+    state.connection = conn.shared_from_this();
+    LoopState& loop = *per_loop_[conn.LoopIndex()];
+    state.LinkLast(&loop.heads, conn.loop()->NowMs());  // Its first head's time starts now.
+    size_t open = open_connections_.fetch_add(1) + 1;
+    if (open > descriptor_budget_.load()) EvictLongestWaiting(loop, &state);
+  }
+
+  void OnClose(Connection& conn, const absl::Status&) override {
+    open_connections_.fetch_sub(1);
+    if (ConnectionState* state = conn.ContextAs<ConnectionState>()) state->Unlink();
+  }
 
   Reply OnMessage(Connection& conn, RingBuffer& buffer) override {
     ConnectionState* state = conn.ContextAs<ConnectionState>();
@@ -80,6 +159,7 @@ class HttpHandler : public Handler {
     LoopState& loop = *per_loop_[conn.LoopIndex()];
     loop.out.clear();
     bool close = false;
+    bool answered = false;
     while (!close) {
       // Empty lines before a request line are skipped (RFC 9112, section 2.2).
       while (!buffer.IsEmpty() && (buffer.At(0) == '\n' || (buffer.At(0) == '\r' &&
@@ -106,10 +186,20 @@ class HttpHandler : public Handler {
       }
       if (buffer.Length() - head_length < request.content_length) break;  // The body's coming.
       Respond(loop, request);
+      answered = true;
       buffer.Retrieve(head_length + request.content_length);
       close = !request.keep_alive;
     }
+    if (!close) {
+      // Waiting again: for the next request (idle), or for the rest of one begun now. A head
+      // that only grew keeps the time it began: the header timeout is for the whole head.
+      bool began = answered || state->list != &loop.heads;
+      if (began) {
+        state->LinkLast(buffer.IsEmpty() ? &loop.idle : &loop.heads, conn.loop()->NowMs());
+      }
+    }
     if (close) {
+      state->Unlink();
       // A close with the peer's bytes unread would reset the connection, and a reset can
       // destroy the response in flight before the client reads it. So, as RFC 9112 (9.6) and
       // nginx's lingering close do: half-close after the responses below, drop what else
@@ -130,6 +220,8 @@ class HttpHandler : public Handler {
 
  private:
   struct LoopState {
+    WaitingList idle;          // Keep-alive connections between requests.
+    WaitingList heads;         // Connections with a request under way, or none yet.
     std::string out;           // Every response of one OnMessage call.
     std::string date;          // "Date: <IMF-fixdate>\r\n"
     char head[kMaxHeadBytes];  // A request head that wraps around the input ring.
@@ -163,14 +255,60 @@ class HttpHandler : public Handler {
     if (request.method != "HEAD") out.append(body.data(), body.size());
   }
 
+  // Connections whose wait has lasted too long: idle ones are closed (FIN), slow heads are
+  // answered 408 and closed, as nginx does.
+  void EndLongWaits(LoopState& loop, uint64_t now_ms) {
+    while (loop.idle.front != nullptr &&
+           now_ms - loop.idle.front->waiting_since_ms >= keepalive_timeout_ms_) {
+      ConnectionState* state = loop.idle.front;
+      state->Unlink();
+      if (ConnectionPtr conn = state->connection.lock()) conn->Close();
+    }
+    while (loop.heads.front != nullptr &&
+           now_ms - loop.heads.front->waiting_since_ms >= header_timeout_ms_) {
+      ConnectionState* state = loop.heads.front;
+      state->Unlink();
+      ConnectionPtr conn = state->connection.lock();
+      if (conn == nullptr) continue;
+      loop.out.clear();
+      AppendStatus(loop, "408 Request Timeout");
+      // Refused only when the connection is closing already; then it ends on its own.
+      (void)conn->Send(loop.out);
+      state->closing = true;
+      conn->Close();
+    }
+  }
+
+  // Near the descriptor limit: the connection of this loop that has waited longest for a
+  // request goes, idle ones first (they lose nothing), then slow heads. Not `newcomer`.
+  void EvictLongestWaiting(LoopState& loop, ConnectionState* newcomer) {
+    for (WaitingList* list : {&loop.idle, &loop.heads}) {
+      ConnectionState* oldest = list->front;
+      if (oldest == nullptr || oldest == newcomer) continue;
+      oldest->Unlink();
+      if (ConnectionPtr conn = oldest->connection.lock()) {
+        evicted_.fetch_add(1);
+        conn->ForceClose(absl::ResourceExhaustedError(
+            "closed to free a descriptor: it waited longest for a request"));
+      }
+      return;
+    }
+  }
+
   static void AppendStatus(LoopState& loop, std::string_view status) {
     loop.out.append("HTTP/1.1 ").append(status.data(), status.size()).append("\r\nServer: gev\r\n");
     loop.out.append(loop.date);
     loop.out.append("Content-Length: 0\r\nConnection: close\r\n\r\n");
   }
 
+  const uint64_t header_timeout_ms_;
+  const uint64_t keepalive_timeout_ms_;
   // One per loop, created and used on that loop's thread only.
   std::vector<std::unique_ptr<LoopState>> per_loop_;
+  // Every loop's: connections open, and how many may be before the longest waiting goes.
+  std::atomic<size_t> open_connections_{0};
+  std::atomic<size_t> descriptor_budget_{SIZE_MAX};
+  std::atomic<uint64_t> evicted_{0};
 };
 
 }  // namespace
@@ -186,13 +324,15 @@ int main(int argc, char** argv) {
     gev::tls::ServerConfig config;
     config.certificate.chain_file = absl::GetFlag(FLAGS_tls_cert);
     config.certificate.key_file = absl::GetFlag(FLAGS_tls_key);
+    config.client_ca_file = absl::GetFlag(FLAGS_tls_client_ca);
     config.alpn = {"http/1.1"};
     absl::StatusOr<std::shared_ptr<gev::tls::ServerContext>> context =
         gev::tls::ServerContext::Create(config);
     if (!context.ok()) return gev::examples::Fail(context.status());
     tls = gev::tls::ServerTransport(*context);
   }
-  gev::http::HttpHandler handler(static_cast<size_t>(loops));
+  gev::http::HttpHandler handler(static_cast<size_t>(loops), absl::GetFlag(FLAGS_header_timeout),
+                                 absl::GetFlag(FLAGS_keepalive_timeout));
   auto server = gev::NewServer(
       &handler, gev::Address(gev::examples::AddressForPort(absl::GetFlag(FLAGS_port))),
       gev::NumLoops(loops), gev::ReusePort(absl::GetFlag(FLAGS_reuseport)),

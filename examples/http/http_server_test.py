@@ -5,11 +5,14 @@ a 404, HEAD. Raw sockets: pipelined requests answered in order in one read, a re
 byte by byte, a body split from its head, garbage (400 and a close), an oversized head (431
 and a close), an HTTP/1.0 keep-alive, the Date header's format and its refresh. Each runs
 against one loop and against two loops with SO_REUSEPORT; then HTTPS (--tls_cert) with curl:
-verified, ALPN http/1.1, kept alive. curl comes from Debian (tools/bazel
+verified, ALPN http/1.1, kept alive. Then --header_timeout (408 for a trickling head) and
+--keepalive_timeout, and 250 slow heads at a 256-descriptor limit beside ordinary requests, each
+answered within 1 s. curl comes from Debian (tools/bazel
 installs it); missing, the test fails. Loopback only; every wait is bounded.
 """
 
 import re
+import resource
 import shutil
 import socket
 import subprocess
@@ -29,10 +32,13 @@ def check(condition, message):
         print("FAIL:", message, flush=True)
 
 
-def start(binary, args):
+def start(binary, args, descriptors=None):
     # stderr to a file: a pipe nobody reads could fill and block the server.
+    def limit():
+        if descriptors is not None:  # Soft and hard: the server raises soft to hard.
+            resource.setrlimit(resource.RLIMIT_NOFILE, (descriptors, descriptors))
     process = subprocess.Popen([binary, "--port=0"] + args, stdout=subprocess.PIPE,
-                               stderr=tempfile.TemporaryFile())
+                               stderr=tempfile.TemporaryFile(), preexec_fn=limit)
     line = process.stdout.readline().decode()
     if "listening on" not in line:
         raise RuntimeError("http_server did not start: %r" % line)
@@ -171,6 +177,102 @@ def with_sockets(port):
     sock.close()
 
 
+def ended_within(sock, seconds):
+    """What the server sent before it closed, or None if it was still open after `seconds`."""
+    sock.settimeout(seconds)
+    data = b""
+    try:
+        while True:
+            chunk = sock.recv(65536)
+            if not chunk:
+                return data
+            data += chunk
+    except socket.timeout:
+        return None
+    except ConnectionResetError:
+        return data
+
+
+def with_timeouts(binary):
+    """--header_timeout: a head that trickles gets 408 and a close; --keepalive_timeout: an
+    idle keep-alive connection is closed; a connection that keeps asking is not."""
+    print("== http_server timeouts", flush=True)
+    process, port = start(binary, ["--loops=1", "--header_timeout=1s", "--keepalive_timeout=1s"])
+    try:
+        slow = connect(port)
+        slow.sendall(b"GET /plaintext HTTP/1.1\r\nHost: x\r\n")  # Never finished.
+        idle = connect(port)
+        idle.sendall(b"GET /plaintext HTTP/1.1\r\nHost: x\r\n\r\n")
+        answer, _ = read_responses(idle, 1)
+        check(len(answer) == 1 and b"200 OK" in answer[0], "the idle connection's request answered")
+        busy = connect(port)
+        started = time.time()
+        answered = 0
+        while time.time() - started < 2.5:  # Past both timeouts, one request every 0.3 s.
+            busy.sendall(b"GET /plaintext HTTP/1.1\r\nHost: x\r\n\r\n")
+            answered += len(read_responses(busy, 1)[0])
+            time.sleep(0.3)
+        check(answered >= 8, "a connection that keeps asking is served: %d answers" % answered)
+        slow_end = ended_within(slow, 3)
+        check(slow_end is not None and b"408 Request Timeout" in slow_end,
+              "a trickling head gets 408 and a close: %r" % slow_end)
+        idle_end = ended_within(idle, 3)
+        check(idle_end == b"", "an idle keep-alive connection is closed: %r" % idle_end)
+        for sock in (slow, idle, busy):
+            sock.close()
+    finally:
+        process.terminate()
+        check(process.wait(timeout=20) == 0, "http_server with timeouts exits cleanly")
+
+
+def with_few_descriptors(binary):
+    """At a 256-descriptor limit, 250 connections that send a head a byte at a time hold what
+    they can; ordinary requests are still answered, each within 1 s, because a new connection
+    takes the place of the one that has waited longest."""
+    print("== http_server at 256 descriptors", flush=True)
+    process, port = start(binary, ["--loops=1"], descriptors=256)
+    slow = []
+    try:
+        for _ in range(250):
+            try:
+                sock = socket.create_connection(("127.0.0.1", port), timeout=2)
+                sock.sendall(b"G")
+                slow.append(sock)
+            except OSError:
+                break  # Refused or shed: the server is full, as intended.
+        trickle_until = time.time() + 1
+        while time.time() < trickle_until:  # The heads keep trickling meanwhile.
+            for sock in slow:
+                try:
+                    sock.send(b"E")
+                except OSError:
+                    pass
+            time.sleep(0.2)
+        served = 0
+        slowest = 0.0
+        for _ in range(20):
+            started = time.time()
+            try:
+                sock = connect(port)
+                sock.settimeout(1)
+                sock.sendall(b"GET /plaintext HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+                response = ended_within(sock, 1)
+                sock.close()
+            except OSError:
+                response = None
+            elapsed = time.time() - started
+            slowest = max(slowest, elapsed)
+            if response is not None and b"200 OK" in response and elapsed < 1:
+                served += 1
+        check(served == 20, "ordinary requests served beside 250 slow heads at 256 descriptors: "
+              "%d of 20, the slowest in %.2f s" % (served, slowest))
+    finally:
+        for sock in slow:
+            sock.close()
+        process.terminate()
+        check(process.wait(timeout=20) == 0, "http_server at 256 descriptors exits cleanly")
+
+
 def main():
     binary = sys.argv[1]
     if shutil.which("curl") is None:
@@ -187,6 +289,8 @@ def main():
             code = process.wait(timeout=20)
             check(code == 0, "http_server %s exits cleanly: %s" % (mode, code))
     with_https(binary)
+    with_timeouts(binary)
+    with_few_descriptors(binary)
     print("%d failures" % len(FAILURES))
     return 1 if FAILURES else 0
 
