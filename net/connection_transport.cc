@@ -23,6 +23,10 @@ bool TransportIo::Write(std::string_view wire_bytes) {
 
 void TransportIo::CountRead(size_t n) { connection_->CountBytesRead(n); }
 
+void TransportIo::Abort(absl::Status reason) {
+  connection_->CloseInLoop(std::move(reason), /*reset=*/true);
+}
+
 Transport* TransportOf(const Connection& connection) { return connection.transport(); }
 
 void Connection::StartTransport(absl::Status registered) {

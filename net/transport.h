@@ -49,8 +49,8 @@ namespace gev {
 class Connection;
 class EventLoop;
 
-// TransportIo — what a transport reaches of its connection. A small value, valid during the
-// call it is passed to.
+// TransportIo — what a transport reaches of its connection. A small value, valid as long as the
+// transport (its connection owns it): a transport may keep the one Start was given.
 class TransportIo {
  public:
   // The connection's socket: the transport reads it (and may set options on it).
@@ -64,6 +64,10 @@ class TransportIo {
   // TransportIo::CountRead() — counts bytes the transport read from the socket
   // (Counters::bytes_read) and marks the connection active (the idle timeout).
   void CountRead(size_t n);
+  // TransportIo::Abort() — ends the connection at once with `reason` (RST), for a transport that
+  // gives up outside its own calls: a TLS server evicting a stalled handshake for a new one.
+  // Before on_connect the reason reaches on_transport_error. Loop thread only.
+  void Abort(absl::Status reason);
 
  private:
   friend class Connection;

@@ -149,7 +149,11 @@ class ServerTransportFactory final : public TransportFactory {
     std::shared_ptr<const ServerContext::Generation> generation = context_->current();
     const std::shared_ptr<ServerContext::HandshakeCount>& count = context_->handshakes();
     size_t before = count->in_flight.fetch_add(1, std::memory_order_relaxed);
-    if (generation->max_handshakes != 0 && before >= generation->max_handshakes) {
+    // At the cap, the handshake of this loop quiet longest makes way (its count released at
+    // once): idle half-open sockets cannot lock real clients out for a whole handshake
+    // timeout. Refused only when this loop has none to evict.
+    if (generation->max_handshakes != 0 && before >= generation->max_handshakes &&
+        !TlsTransport::EvictStalledHandshake(count.get())) {
       count->in_flight.fetch_sub(1, std::memory_order_relaxed);
       return absl::ResourceExhaustedError(
           absl::StrCat("TLS: ", generation->max_handshakes, " handshakes already under way"));

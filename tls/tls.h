@@ -89,10 +89,13 @@ struct ServerConfig {
   bool allow_tls12 = true;
   // Longest handshake (positive); the connection ends with DeadlineExceeded after it.
   absl::Duration handshake_timeout = absl::Seconds(10);
-  // Most handshakes under way at once, over every loop (0: no limit). A connection past it is
-  // closed at once (OnTransportError, ResourceExhausted): a half-open handshake holds about
-  // 45 KiB of OpenSSL's buffers until its timeout, so this bounds a flood's memory (4096: about
-  // 180 MiB) while the handshakes that complete free their place.
+  // Most handshakes under way at once, over every loop (0: no limit): a half-open handshake
+  // holds about 45 KiB of OpenSSL's buffers until its timeout, so this bounds a flood's memory
+  // (4096: about 180 MiB). At the cap a new handshake takes the place of the one of its loop
+  // that has gone longest without a byte from its peer, which ends at once (OnTransportError,
+  // ResourceExhausted "evicted"): idle half-open sockets cannot lock real clients out for a
+  // whole handshake timeout, and a client in the middle of its handshake keeps its place. Only
+  // a loop with no handshake of this server to evict refuses the new one (ResourceExhausted).
   size_t max_handshakes = 4096;
   // Client certificates (mutual TLS): set, every client must present a certificate that chains
   // to one of these CAs (PEM, in memory or a file; the PEM wins), which the server names in its

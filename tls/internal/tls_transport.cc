@@ -41,9 +41,63 @@ TlsTransport::~TlsTransport() {
 }
 
 void TlsTransport::EndHandshakeCount() {
+  UnlistHandshake();
   if (handshake_count_ == nullptr) return;
   handshake_count_->in_flight.fetch_sub(1, std::memory_order_relaxed);
   handshake_count_.reset();
+}
+
+namespace {
+
+// This thread's server handshakes under way, oldest first. A loop's transports live on its
+// thread, so the list needs no lock; each server's cap is its own (HandshakeCount), so an
+// eviction looks only at its own server's entries.
+struct HandshakeList {
+  TlsTransport* front = nullptr;
+  TlsTransport* back = nullptr;
+};
+thread_local HandshakeList this_thread_handshakes;
+
+}  // namespace
+
+void TlsTransport::ListHandshake(TransportIo io) {
+  evict_io_ = io;
+  last_progress_ms_ = io.loop()->NowMs();
+  HandshakeList& list = this_thread_handshakes;
+  previous_handshake_ = list.back;
+  (list.back != nullptr ? list.back->next_handshake_ : list.front) = this;
+  list.back = this;
+  listed_ = true;
+}
+
+void TlsTransport::UnlistHandshake() {
+  if (!listed_) return;
+  HandshakeList& list = this_thread_handshakes;
+  (previous_handshake_ != nullptr ? previous_handshake_->next_handshake_ : list.front) =
+      next_handshake_;
+  (next_handshake_ != nullptr ? next_handshake_->previous_handshake_ : list.back) =
+      previous_handshake_;
+  previous_handshake_ = next_handshake_ = nullptr;
+  listed_ = false;
+}
+
+bool TlsTransport::EvictStalledHandshake(const ServerContext::HandshakeCount* count) {
+  // The one quiet longest: a socket that opened a handshake and sends nothing (or a byte now
+  // and then) loses its place before a client in the middle of its handshake. A scan: the cap
+  // is reached only under a flood, and a few thousand entries take microseconds.
+  TlsTransport* victim = nullptr;
+  for (TlsTransport* t = this_thread_handshakes.front; t != nullptr; t = t->next_handshake_) {
+    if (t->handshake_count_.get() != count) continue;
+    if (victim == nullptr || t->last_progress_ms_ < victim->last_progress_ms_) victim = t;
+  }
+  if (victim == nullptr) return false;
+  TransportIo io = *victim->evict_io_;
+  uint64_t quiet_ms = io.loop()->NowMs() - victim->last_progress_ms_;
+  victim->EndHandshakeCount();  // Its place is the new handshake's from now on.
+  io.Abort(absl::ResourceExhaustedError(absl::StrCat(
+      "TLS: evicted at max_handshakes for a new handshake, after ", quiet_ms,
+      " ms without a byte")));
+  return true;
 }
 
 int TlsTransport::ReadSocket(char* data, int size, BIO* bio) {
@@ -58,6 +112,7 @@ int TlsTransport::ReadSocket(char* data, int size, BIO* bio) {
   } while (n < 0 && errno == EINTR);
   if (n > 0) {
     io_->CountRead(static_cast<size_t>(n));
+    if (listed_) last_progress_ms_ = io_->loop()->NowMs();
     // Less than asked for: the socket is empty for now. The next read of this call would only
     // say EAGAIN (a syscall per event for nothing); the poller, level-triggered, reports what
     // arrives later.
@@ -100,7 +155,11 @@ absl::Status TlsTransport::Failure(int ssl_result, std::string_view what) {
 }
 
 absl::Status TlsTransport::Start(TransportIo io) {
-  if (!client_) return absl::OkStatus();  // A server waits for the ClientHello.
+  if (!client_) {
+    // A server waits for the ClientHello; until its handshake ends it may be evicted.
+    if (handshake_count_ != nullptr) ListHandshake(io);
+    return absl::OkStatus();
+  }
   ERR_clear_error();  // As in Write().
   io_ = io;
   int result = SSL_do_handshake(ssl_);  // Writes the ClientHello.

@@ -23,6 +23,7 @@
 #include <openssl/ssl.h>
 
 #include <cstddef>
+#include <cstdint>
 #include <memory>
 #include <optional>
 #include <string>
@@ -48,6 +49,11 @@ class TlsTransport final : public Transport, public BioBackend {
   void CountHandshake(std::shared_ptr<ServerContext::HandshakeCount> count) {
     handshake_count_ = std::move(count);
   }
+  // EvictStalledHandshake() — at max_handshakes, a new handshake takes the place of the one on
+  // this thread (loop) counted in `count` that has gone longest without a byte from its peer:
+  // it ends (ResourceExhausted, RST) and its count is released at once. False when this loop
+  // has none to evict. Loop thread only.
+  static bool EvictStalledHandshake(const ServerContext::HandshakeCount* count);
 
   absl::Status Start(TransportIo io) override;
   ReadResult Read(TransportIo io, RingBuffer& input) override;
@@ -84,8 +90,17 @@ class TlsTransport final : public Transport, public BioBackend {
   bool saw_end_of_stream_ = false;
   bool socket_drained_ = false;  // In this Read(), a read returned less than it asked for.
   std::shared_ptr<ServerContext::HandshakeCount> handshake_count_;  // Until established.
+  // Server, while counted: its place in this thread's list of handshakes under way (oldest
+  // first), the connection to end if it is evicted, and when its peer last sent a byte.
+  TlsTransport* previous_handshake_ = nullptr;
+  TlsTransport* next_handshake_ = nullptr;
+  bool listed_ = false;
+  std::optional<TransportIo> evict_io_;
+  uint64_t last_progress_ms_ = 0;
 
   void EndHandshakeCount();
+  void ListHandshake(TransportIo io);
+  void UnlistHandshake();
 };
 
 // Renegotiation: TLS 1.3 has none; a TLS 1.2 peer that sends a handshake record after the
