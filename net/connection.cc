@@ -49,6 +49,7 @@ Connection::Connection(PrivateTag, std::shared_ptr<const Config> config, int fd,
       read_paused_(false),
       flush_queued_(false),
       input_delivery_queued_(false),
+      input_left_by_handler_(false),
       has_transport_(false),
       connect_reported_(false),
       lingering_(false) {
@@ -152,7 +153,7 @@ void Connection::HandleRead(const ConnectionPtr& self) {
   ssize_t n = input_.ReadFromFd(fd_, loop()->scratch_buffer(), EventLoop::kScratchSize);
   if (n > 0) {
     CountBytesRead(static_cast<size_t>(n));
-    if (callbacks().on_message) callbacks().on_message(self, input_);
+    DeliverInput(self);
     // Leftover bytes (a partial frame) should not pin a burst-sized block.
     if (!input_.IsEmpty()) input_.ShrinkToFit();
     return;
@@ -602,6 +603,11 @@ void Connection::CrossBelowLowWater() {
       state() == State::kConnected) {
     SetReading(true);
   }
+  // A handler that stopped at the mark with reading left on (no self-pause): the rest of its
+  // input too.
+  if (reading_ && input_left_by_handler_ && !has_transport_ && state() == State::kConnected) {
+    QueueInputDelivery();
+  }
   if (!high_water_reported_) return;
   // As on_high_water: after the current callback or event, and only while still below.
   // Never refused: this runs on the loop thread, before Run() has returned.
@@ -644,7 +650,7 @@ void Connection::SetReading(bool on) {
   }
   // Input the handler left when reading stopped (it stopped consuming to let its output
   // drain): the socket will not say so again either.
-  if (!input_.IsEmpty()) QueueInputDelivery();
+  if (input_left_by_handler_) QueueInputDelivery();
 }
 
 void Connection::QueueInputDelivery() {
@@ -654,9 +660,19 @@ void Connection::QueueInputDelivery() {
   (void)loop()->QueueInLoop([self = shared_from_this()] {
     self->input_delivery_queued_ = false;
     if (self->state() != State::kConnected || !self->reading_ || self->input_.IsEmpty()) return;
-    if (self->callbacks().on_message) self->callbacks().on_message(self, self->input_);
+    self->DeliverInput(self);
     if (!self->input_.IsEmpty()) self->input_.ShrinkToFit();
   });
+}
+
+void Connection::DeliverInput(const ConnectionPtr& self) {
+  if (!callbacks().on_message) return;
+  size_t before = input_.Length();
+  callbacks().on_message(self, input_);
+  // It consumed some and left the rest: it stopped on purpose (its output must drain first),
+  // and gets the rest again when it may go on. A handler that consumed nothing waits for more
+  // bytes, and handing it the same ones again would only spin.
+  input_left_by_handler_ = !input_.IsEmpty() && input_.Length() < before;
 }
 
 absl::StatusOr<PeerCredentials> Connection::PeerCredentials() const {

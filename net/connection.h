@@ -347,9 +347,10 @@ class Connection final : public std::enable_shared_from_this<Connection> {
   // a proxy does to the side whose bytes the other side cannot take yet. Bytes the peer sends
   // meanwhile wait in the kernel (its window then closes), none are lost; a peer's FIN is seen
   // once reading resumes. Independent of the high-water pause: reading runs only when neither
-  // holds it. When reading resumes (either way) with input the handler left in the buffer,
-  // on_message gets it again, in a task of its own: a handler may stop consuming a pipeline
-  // while its replies drain, and go on from where it stopped. Loop thread only.
+  // holds it. When reading resumes (either way), or output drains below the low-water mark,
+  // and the handler's last on_message consumed part of the input and left the rest, it gets
+  // the rest again, in a task of its own: a handler may stop consuming a pipeline while its
+  // replies drain, and go on from where it stopped. Loop thread only.
   void PauseReading();
   void ResumeReading();
 
@@ -490,6 +491,8 @@ class Connection final : public std::enable_shared_from_this<Connection> {
   void SetReading(bool on);
   // Reading resumed with input the handler left: on_message gets it again in a task.
   void QueueInputDelivery();
+  // on_message with the input, noting whether the handler left part of it on purpose.
+  void DeliverInput(const ConnectionPtr& self);
   void UpdateInterest();
   // Marks the connection closed and stops its events; Teardown() follows as a loop task.
   // `reset`: end with RST even if no output is left (the stream is known to be incomplete).
@@ -544,6 +547,8 @@ class Connection final : public std::enable_shared_from_this<Connection> {
   bool read_paused_ : 1;  // PauseReading(), until ResumeReading().
   bool flush_queued_ : 1;  // Gathered output waits for the loop's before-poll flush.
   bool input_delivery_queued_ : 1;  // A QueueInputDelivery task is pending.
+  // The last on_message consumed part of the input and left the rest (see DeliverInput).
+  bool input_left_by_handler_ : 1;
   bool has_transport_ : 1;         // cold_->transport is set (Config::transport).
   // on_connect has run: on_close ends the connection, not on_transport_error.
   bool connect_reported_ : 1;

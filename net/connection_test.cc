@@ -354,6 +354,38 @@ TEST(ConnectionTest, ResumingDeliversTheInputTheHandlerLeft) {
   ::close(client);
 }
 
+// The same without the self-pause (pause_reading_at_high_water false, reading never stops): a
+// handler that stops answering at the mark gets the rest of its input again once its output
+// drains below the low-water mark. Ten one-byte requests, each answered with 64 KiB.
+TEST(ConnectionTest, DrainingBelowLowWaterHandsBackTheInputTheHandlerLeft) {
+  Connection::Options options;
+  options.high_water_mark = 128 * 1024;
+  options.low_water_mark = 64 * 1024;
+  options.pause_reading_at_high_water = false;
+  const std::string reply = Pattern(64 * 1024, 5);
+  auto server = StartServer({.on_connect =
+                                 [](const ConnectionPtr& c) {
+                                   int size = 4096;  // The output waits here, not in the kernel.
+                                   ::setsockopt(c->fd(), SOL_SOCKET, SO_SNDBUF, &size,
+                                                sizeof(size));
+                                 },
+                             .on_message =
+                                 [&](const ConnectionPtr& c, RingBuffer& input) {
+                                   while (!input.IsEmpty() &&
+                                          c->PendingOutput() <= 128 * 1024) {
+                                     input.Retrieve(1);
+                                     EXPECT_TRUE(c->Send(reply).ok());
+                                   }
+                                 }},
+                            options);
+  int client = Connect(server->address(), 16 * 1024);
+  ASSERT_TRUE(WriteAll(client, "0123456789"));
+  std::this_thread::sleep_for(milliseconds(100));  // The server stops at the mark meanwhile.
+  std::string all = ReadExactly(client, 10 * reply.size());
+  EXPECT_EQ(all.size(), 10 * reply.size()) << "the rest of the requests were never answered";
+  ::close(client);
+}
+
 TEST(ConnectionTest, DrainingBelowLowWaterDoesNotLiftAUserPause) {
   Connection::Options options;
   options.high_water_mark = 64 * 1024;

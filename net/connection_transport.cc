@@ -102,7 +102,7 @@ void Connection::HandleTransportRead(const ConnectionPtr& self) {
   // As after a plain read: what arrived is delivered unless the connection stopped reading
   // (Close() or PauseReading() in on_connect; a paused connection gets it on ResumeReading).
   if (!input_.IsEmpty() && state() == State::kConnected && reading_) {
-    if (callbacks().on_message) callbacks().on_message(self, input_);
+    DeliverInput(self);
     if (!input_.IsEmpty()) input_.ShrinkToFit();
   }
   if (state() == State::kDisconnected) return;

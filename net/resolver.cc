@@ -6,11 +6,11 @@
 #include <condition_variable>
 #include <deque>
 #include <mutex>
+#include <optional>
 #include <thread>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
-#include "absl/time/clock.h"
 #include "absl/time/time.h"
 
 namespace gev {
@@ -18,13 +18,18 @@ namespace {
 
 // One lookup's answer reaches `done` once, on the loop: the answer, or DeadlineExceeded when
 // the timeout comes first (the answer is then dropped). Touched on the loop thread only.
-// The timeout's timer is not cancelled when the answer comes first (it would be set from the
-// caller's thread and read on the loop's): it finds `done` gone and does nothing.
 struct Pending {
   absl::AnyInvocable<void(absl::StatusOr<SocketAddress>)> done;
+  // The timeout's timer. Set before the lookup is queued, so the answer's task (which the
+  // resolver thread queues after taking the lookup under the pool's lock) sees it.
+  EventLoop* loop = nullptr;
+  TimerId timer = 0;
 
-  void Finish(absl::StatusOr<SocketAddress> address) {
+  // `from_timer`: the timer itself, which does not read `timer` (it may fire before the
+  // caller has stored it).
+  void Finish(absl::StatusOr<SocketAddress> address, bool from_timer) {
     if (!done) return;  // The other one came first.
+    if (!from_timer && timer != 0) loop->Cancel(timer);
     auto callback = std::move(done);
     done = nullptr;
     callback(std::move(address));
@@ -37,7 +42,9 @@ struct Lookup {
   std::string address;
   ResolveFunction resolve;
   std::shared_ptr<Pending> pending;
-  absl::Time deadline = absl::InfiniteFuture();
+  // Past it the name service is not asked (the timeout has answered); monotonic, so that a
+  // clock step cannot fail lookups.
+  std::optional<std::chrono::steady_clock::time_point> deadline;
 };
 
 // A few threads for every lookup of the process, started as lookups wait for one and ended
@@ -90,7 +97,7 @@ class ResolverPool {
     // Refused by a finished loop, which destroys the task unrun: nobody waits for it any more.
     (void)lookup.loop->QueueInLoop(
         [pending = std::move(lookup.pending), address = std::move(address)]() mutable {
-          pending->Finish(std::move(address));
+          pending->Finish(std::move(address), /*from_timer=*/false);
         });
   }
 
@@ -111,7 +118,7 @@ class ResolverPool {
       queue_.pop_front();
       lock.unlock();
       absl::StatusOr<SocketAddress> address =
-          absl::Now() >= lookup.deadline
+          lookup.deadline.has_value() && std::chrono::steady_clock::now() >= *lookup.deadline
               // Its timeout has answered already; the name service is not asked in vain.
               ? absl::StatusOr<SocketAddress>(absl::DeadlineExceededError("lookup not started"))
           : lookup.resolve ? lookup.resolve(lookup.network, lookup.address)
@@ -151,12 +158,15 @@ void ResolveOffLoop(std::shared_ptr<EventLoop> loop, std::string network, std::s
                     absl::AnyInvocable<void(absl::StatusOr<SocketAddress>)> done) {
   auto pending = std::make_shared<Pending>();
   pending->done = std::move(done);
-  Lookup lookup{loop, std::move(network), address, std::move(resolve), pending};
+  Lookup lookup{loop, std::move(network), address, std::move(resolve), pending, std::nullopt};
   if (timeout > absl::ZeroDuration() && timeout != absl::InfiniteDuration()) {
-    lookup.deadline = absl::Now() + timeout;
-    (void)loop->RunAfter(timeout, [pending, address, timeout] {
-      pending->Finish(absl::DeadlineExceededError(absl::StrCat(
-          "resolving \"", address, "\" took longer than ", absl::FormatDuration(timeout))));
+    lookup.deadline = std::chrono::steady_clock::now() + absl::ToChronoNanoseconds(timeout);
+    pending->loop = loop.get();
+    pending->timer = loop->RunAfter(timeout, [pending, address, timeout] {
+      pending->Finish(absl::DeadlineExceededError(absl::StrCat("resolving \"", address,
+                                                               "\" took longer than ",
+                                                               absl::FormatDuration(timeout))),
+                      /*from_timer=*/true);
     });
   }
   ResolverPool::Get().Add(std::move(lookup));

@@ -193,7 +193,8 @@ class HttpHandler : public Handler {
     if (!close) {
       // Waiting again: for the next request (idle), or for the rest of one begun now. A head
       // that only grew keeps the time it began: the header timeout is for the whole head.
-      bool began = answered || state->list != &loop.heads;
+      // (Blank lines alone change nothing: they would keep an idle connection for ever.)
+      bool began = answered || (state->list != &loop.heads && !buffer.IsEmpty());
       if (began) {
         state->LinkLast(buffer.IsEmpty() ? &loop.idle : &loop.heads, conn.loop()->NowMs());
       }
@@ -262,7 +263,11 @@ class HttpHandler : public Handler {
            now_ms - loop.idle.front->waiting_since_ms >= keepalive_timeout_ms_) {
       ConnectionState* state = loop.idle.front;
       state->Unlink();
-      if (ConnectionPtr conn = state->connection.lock()) conn->Close();
+      // A reason makes the close bounded (StopTimeout, then RST): a client that never read its
+      // responses would otherwise hold the descriptor while zero-window probes keep it alive.
+      if (ConnectionPtr conn = state->connection.lock()) {
+        conn->Close(absl::DeadlineExceededError("keep-alive timeout"));
+      }
     }
     while (loop.heads.front != nullptr &&
            now_ms - loop.heads.front->waiting_since_ms >= header_timeout_ms_) {
@@ -275,12 +280,14 @@ class HttpHandler : public Handler {
       // Refused only when the connection is closing already; then it ends on its own.
       (void)conn->Send(loop.out);
       state->closing = true;
-      conn->Close();
+      conn->Close(absl::DeadlineExceededError("header timeout"));  // Bounded, as above.
+
     }
   }
 
   // Near the descriptor limit: the connection of this loop that has waited longest for a
-  // request goes, idle ones first (they lose nothing), then slow heads. Not `newcomer`.
+  // request goes, idle ones first (their responses are written, unless the client has not
+  // read them), then slow heads. Not `newcomer`.
   void EvictLongestWaiting(LoopState& loop, ConnectionState* newcomer) {
     for (WaitingList* list : {&loop.idle, &loop.heads}) {
       ConnectionState* oldest = list->front;

@@ -2,11 +2,14 @@
 
 #include <sys/resource.h>
 
+#include <algorithm>
 #include <any>
 #include <atomic>
 #include <cstdint>
 #include <memory>
+#include <unordered_set>
 #include <utility>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
 
@@ -20,12 +23,25 @@ struct TcpProxy::Pair {
   Connection* upstream = nullptr;    // From its OnConnect until its OnClose.
   std::unique_ptr<Client> client;  // Dials the upstream; let go when the downstream closes.
   std::atomic<size_t>* open_pairs = nullptr;  // The proxy's count, which this pair is in.
+  // The idle sweep's: its loop's pairs (null without an idle timeout), when a byte last
+  // moved, and both sides' pending output at the last sweep (a change is a write's progress).
+  std::unordered_set<Pair*>* loop_pairs = nullptr;
+  uint64_t last_active_ms = 0;
+  size_t pending_seen[2] = {0, 0};
 
   void FreeIfBothClosed() {
     if (downstream != nullptr || upstream != nullptr) return;
     open_pairs->fetch_sub(1, std::memory_order_relaxed);
+    if (loop_pairs != nullptr) loop_pairs->erase(this);
     delete this;
   }
+  void Touch(const Connection& side) {
+    if (loop_pairs != nullptr) last_active_ms = side.loop()->NowMs();
+  }
+};
+
+struct TcpProxy::LoopPairs {
+  std::unordered_set<Pair*> pairs;
 };
 
 namespace {
@@ -38,10 +54,8 @@ T* ContextAs(const Connection& connection) {
 }
 
 // The other side ended: an orderly end is passed on once flushed, anything else as a reset.
-// The idle timeout (DeadlineExceeded, the one deadline an established connection has) cut
-// nothing short: a FIN too.
 void EndBecauseOtherSideEnded(Connection& side, const absl::Status& reason, const char* other) {
-  if (reason.ok() || absl::IsDeadlineExceeded(reason)) {
+  if (reason.ok()) {
     side.Close();
   } else {
     side.ForceClose(absl::Status(reason.code(), absl::StrCat(other, ": ", reason.message())));
@@ -64,6 +78,8 @@ void Relay(Connection& from, RingBuffer& input, Connection* to, const char* to_n
 }  // namespace
 
 TcpProxy::TcpProxy(Options options) : options_(std::move(options)) {}
+
+TcpProxy::~TcpProxy() = default;
 
 namespace {
 
@@ -97,6 +113,15 @@ void TcpProxy::OnConnect(Connection& downstream) {
   Pair* pair = new Pair;
   pair->open_pairs = &open_pairs_;
   pair->downstream = &downstream;
+  if (options_.idle_timeout > absl::ZeroDuration()) {
+    std::lock_guard<std::mutex> lock(loops_mutex_);
+    auto loop = loops_.find(downstream.LoopIndex());
+    if (loop != loops_.end()) {
+      pair->loop_pairs = &loop->second->pairs;
+      pair->loop_pairs->insert(pair);
+      pair->Touch(downstream);
+    }
+  }
   downstream.SetContext(pair);
 
   ClientOptions client;
@@ -104,7 +129,6 @@ void TcpProxy::OnConnect(Connection& downstream) {
   client.address = options_.upstream;
   client.loop = downstream.shared_loop();  // Both sides on one thread: no locks between them.
   client.connect_timeout = options_.connect_timeout;
-  client.idle_time = options_.idle_timeout;
   client.high_water_mark = options_.high_water_mark;
   client.pause_reading_at_high_water = false;  // The downstream's OnHighWater pauses it.
   client.half_close = true;                    // Its FIN is relayed, not an end.
@@ -131,8 +155,51 @@ void TcpProxy::OnConnect(Connection& downstream) {
   pair->client->Connect();
 }
 
+void TcpProxy::OnLoopStart(EventLoop& loop, size_t loop_index) {
+  if (options_.idle_timeout <= absl::ZeroDuration()) return;
+  auto pairs = std::make_unique<LoopPairs>();
+  LoopPairs* raw = pairs.get();
+  {
+    std::lock_guard<std::mutex> lock(loops_mutex_);
+    loops_[loop_index] = std::move(pairs);
+  }
+  // A quarter of the timeout between sweeps: a quiet pair ends within 1.25 of it.
+  absl::Duration every = std::max(options_.idle_timeout / 4, absl::Milliseconds(10));
+  loop.RunEvery(every, [this, raw, &loop] { EndQuietPairs(*raw, loop.NowMs()); });
+}
+
+void TcpProxy::EndQuietPairs(LoopPairs& loop, uint64_t now_ms) {
+  uint64_t idle_ms = static_cast<uint64_t>(absl::ToInt64Milliseconds(options_.idle_timeout));
+  std::vector<Pair*> quiet;
+  for (Pair* pair : loop.pairs) {
+    size_t pending[2] = {pair->downstream != nullptr ? pair->downstream->PendingOutput() : 0,
+                         pair->upstream != nullptr ? pair->upstream->PendingOutput() : 0};
+    if (pending[0] != pair->pending_seen[0] || pending[1] != pair->pending_seen[1]) {
+      pair->pending_seen[0] = pending[0];
+      pair->pending_seen[1] = pending[1];
+      pair->last_active_ms = now_ms;  // A write made progress (or more was relayed).
+    }
+    if (now_ms - pair->last_active_ms >= idle_ms) quiet.push_back(pair);
+  }
+  // Closing runs no callback here (the teardowns follow as tasks), so the pairs stay.
+  for (Pair* pair : quiet) {
+    pair->last_active_ms = now_ms;  // Ended once.
+    bool nothing_pending = pair->pending_seen[0] == 0 && pair->pending_seen[1] == 0;
+    for (Connection* side : {pair->downstream, pair->upstream}) {
+      if (side == nullptr) continue;
+      if (nothing_pending) {
+        side->Close();
+      } else {
+        side->ForceClose(absl::DeadlineExceededError(absl::StrCat(
+            "proxy pair moved no byte for ", absl::FormatDuration(options_.idle_timeout))));
+      }
+    }
+  }
+}
+
 Reply TcpProxy::OnMessage(Connection& downstream, RingBuffer& input) {
   Pair* pair = ContextAs<Pair>(downstream);
+  if (pair != nullptr) pair->Touch(downstream);
   Relay(downstream, input, pair != nullptr ? pair->upstream : nullptr, "upstream");
   return {};
 }
@@ -182,6 +249,7 @@ void TcpProxy::Upstream::OnConnect(Connection& upstream) {
 
 Reply TcpProxy::Upstream::OnMessage(Connection& upstream, RingBuffer& input) {
   Pair* pair = ContextAs<Pair>(upstream);
+  pair->Touch(upstream);
   Relay(upstream, input, pair->downstream, "downstream");
   return {};
 }

@@ -29,8 +29,9 @@
 //   - Either side may be TLS (Options::upstream_transport, the server's WithTransport): the
 //     relay sees plaintext, and a failed upstream handshake resets the downstream with its
 //     reason as a failed connect does.
-//   - A pair quiet for Options::idle_timeout (no byte either way) is closed, both sides with a
-//     FIN.
+//   - A pair that moves no byte for Options::idle_timeout (nothing read on either side, and
+//     neither side's pending output written) is closed: with a FIN both ways when nothing is
+//     pending, else reset (DeadlineExceeded), since what is pending would be cut short.
 //   - Descriptors: a pair needs two. A client that arrives when Options::max_pairs are open
 //     (by default what the descriptor limit leaves, less a reserve) is reset at once with the
 //     reason, rather than accepted to fail its dial for want of a descriptor while it holds
@@ -48,7 +49,9 @@
 #include <atomic>
 #include <cstddef>
 #include <cstdint>
+#include <map>
 #include <memory>
+#include <mutex>
 #include <string>
 
 #include "absl/status/status.h"
@@ -74,8 +77,9 @@ class TcpProxy : public Handler {
     // The name the upstream's certificate is checked against (and sent as SNI); empty takes
     // the host of `upstream`.
     std::string upstream_server_name;
-    // A pair with no byte either way for this long is closed; zero never. The server's
-    // IdleTime should be the same (the downstream side's timer).
+    // A pair that moves no byte for this long is closed; zero never. The pair's own clock, not
+    // the connections' idle timers: a side paused for backpressure reads and writes nothing
+    // while the other side moves the stream.
     absl::Duration idle_timeout = absl::ZeroDuration();
     // Most pairs open at once; zero: what RLIMIT_NOFILE allows when the first client comes
     // (two descriptors a pair, 64 kept back for the process).
@@ -83,8 +87,10 @@ class TcpProxy : public Handler {
   };
 
   explicit TcpProxy(Options options);
+  ~TcpProxy() override;  // Where LoopPairs is complete.
   const Options& options() const { return options_; }
 
+  void OnLoopStart(EventLoop& loop, size_t loop_index) override;
   void OnConnect(Connection& downstream) override;
   Reply OnMessage(Connection& downstream, RingBuffer& input) override;
   void OnHighWater(Connection& downstream, size_t pending) override;
@@ -104,6 +110,9 @@ class TcpProxy : public Handler {
 
  private:
   struct Pair;
+  struct LoopPairs;
+  // Closes the pairs of `loop` that moved no byte for idle_timeout.
+  void EndQuietPairs(LoopPairs& loop, uint64_t now_ms);
   // The upstream connections' handler.
   class Upstream : public Handler {
    public:
@@ -122,6 +131,9 @@ class TcpProxy : public Handler {
   std::atomic<uint64_t> refused_{0};
   std::atomic<size_t> open_pairs_{0};
   std::atomic<size_t> max_pairs_{0};  // Options::max_pairs, or the limit's, set once.
+  // Each loop's pairs, for the idle sweep; made in OnLoopStart, then used on that loop only.
+  std::mutex loops_mutex_;
+  std::map<size_t, std::unique_ptr<LoopPairs>> loops_;  // Guarded by loops_mutex_.
 };
 
 }  // namespace gev::examples

@@ -91,7 +91,7 @@ int main(int argc, char** argv) {
                        : listen_unix),
       gev::NumLoops(absl::GetFlag(FLAGS_loops)), gev::ReusePort(absl::GetFlag(FLAGS_reuseport)),
       gev::HighWaterMark(options.high_water_mark), gev::PauseReadingAtHighWater(false),
-      gev::HalfClose(true), gev::IdleTime(options.idle_timeout),
+      gev::HalfClose(true),
       gev::WithTransport(downstream_transport));
   if (!server.ok()) return gev::examples::Fail(server.status());
   return gev::examples::ServeUntilSignal(**server);
