@@ -5,7 +5,8 @@ a 404, HEAD. Raw sockets: pipelined requests answered in order in one read, a re
 byte by byte, a body split from its head, garbage (400 and a close), an oversized head (431
 and a close), an HTTP/1.0 keep-alive, the Date header's format and its refresh. Each runs
 against one loop and against two loops with SO_REUSEPORT; then HTTPS (--tls_cert) with curl:
-verified, ALPN http/1.1, kept alive. Then --header_timeout (408 for a trickling head) and
+verified, ALPN http/1.1, kept alive, and --tls_client_ca (a client certificate of the CA served,
+none or another CA's refused). Then --header_timeout (408 for a trickling head) and
 --keepalive_timeout, and 250 slow heads at a 256-descriptor limit beside ordinary requests, each
 answered within 1 s. curl comes from Debian (tools/bazel
 installs it); missing, the test fails. Loopback only; every wait is bounded.
@@ -322,6 +323,53 @@ def with_https(binary):
             process.terminate()
             code = process.wait(timeout=20)
             check(code == 0, "http_server over TLS exits cleanly: %s" % code)
+        with_client_certificates(binary, directory, cert, key)
+
+
+def make_client_certificate(directory, name, ca_cert, ca_key):
+    key, csr = directory + "/" + name + ".key", directory + "/" + name + ".csr"
+    cert = directory + "/" + name + ".pem"
+    subprocess.run(["openssl", "req", "-new", "-newkey", "ec", "-pkeyopt",
+                    "ec_paramgen_curve:P-256", "-nodes", "-subj", "/CN=" + name, "-keyout", key,
+                    "-out", csr], capture_output=True, check=True, timeout=60)
+    subprocess.run(["openssl", "x509", "-req", "-in", csr, "-CA", ca_cert, "-CAkey", ca_key,
+                    "-CAcreateserial", "-days", "2", "-out", cert],
+                   capture_output=True, check=True, timeout=60)
+    return cert, key
+
+
+def with_client_certificates(binary, directory, cert, key):
+    """--tls_client_ca: curl with a certificate of the CA is served; without one, or with one of
+    another CA, it is refused."""
+    print("== http_server over TLS with --tls_client_ca", flush=True)
+    cas = {}
+    for name in ("clients-ca", "other-ca"):
+        ca_key, ca_cert = directory + "/" + name + ".key", directory + "/" + name + ".pem"
+        subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
+                        "ec_paramgen_curve:P-256", "-nodes", "-days", "2", "-subj", "/CN=" + name,
+                        "-keyout", ca_key, "-out", ca_cert],
+                       capture_output=True, check=True, timeout=60)
+        cas[name] = (ca_cert, ca_key)
+    good = make_client_certificate(directory, "good-client", *cas["clients-ca"])
+    stranger = make_client_certificate(directory, "stranger", *cas["other-ca"])
+    process, port = start(binary, ["--loops=1", "--tls_cert=" + cert, "--tls_key=" + key,
+                                   "--tls_client_ca=" + cas["clients-ca"][0]])
+    try:
+        url = "https://localhost:%d/plaintext" % port
+        base = ["--cacert", cert, "--resolve", "localhost:%d:127.0.0.1" % port]
+        served = curl(*base, "--cert", good[0], "--key", good[1], url)
+        check(served.returncode == 0 and served.stdout == b"Hello, World!",
+              "curl with a client certificate of the CA: %d %r %s" %
+              (served.returncode, served.stdout, served.stderr.decode()[-500:]))
+        for what, extra in (("without a client certificate", []),
+                            ("with another CA's client certificate",
+                             ["--cert", stranger[0], "--key", stranger[1]])):
+            refused = curl(*base, *extra, url)
+            check(refused.returncode != 0 and refused.stdout != b"Hello, World!",
+                  "curl %s is refused: %d %r" % (what, refused.returncode, refused.stdout))
+    finally:
+        process.terminate()
+        check(process.wait(timeout=20) == 0, "http_server with --tls_client_ca exits cleanly")
 
 
 if __name__ == "__main__":
