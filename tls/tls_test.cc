@@ -16,6 +16,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <cstdlib>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -809,16 +810,27 @@ TEST(TlsServer, AFloodOfIdleHalfOpenSocketsDoesNotLockRealClientsOut) {
     return tls.server->ConnectionCount() + static_cast<size_t>(handler.transport_error_count()) >=
            static_cast<size_t>(kHalfOpen);
   }, 20000));
+  // Counted when accepted, the flood's connections may still wait in their loops' queues (each
+  // an SSL to make): a first client, not timed, comes after them.
+  {
+    BlockingTlsClient first(tls.address(), {});
+    ASSERT_TRUE(first.Handshake().ok());
+  }
+  // Not a speed figure: a client locked out waits the whole 10 s handshake timeout. Under a
+  // sanitizer on a busy machine a handshake alone can take a good part of a second.
+  bool sanitized = std::getenv("TSAN_OPTIONS") != nullptr || std::getenv("ASAN_OPTIONS") != nullptr;
+  auto bound = sanitized ? std::chrono::seconds(5) : std::chrono::seconds(1);
   for (int i = 0; i < 50; ++i) {
     auto started = std::chrono::steady_clock::now();
     BlockingTlsClient client(tls.address(), {});
     absl::Status handshake = client.Handshake();
     auto took = std::chrono::steady_clock::now() - started;
     ASSERT_TRUE(handshake.ok()) << "client " << i << ": " << handshake;
-    // Not a speed figure: locked out, a client would wait for the 10 s handshake timeout.
-    EXPECT_LT(took, std::chrono::seconds(1)) << "client " << i;
+    EXPECT_LT(took, bound) << "client " << i << ": "
+                           << std::chrono::duration_cast<std::chrono::milliseconds>(took).count()
+                           << " ms";
   }
-  ASSERT_TRUE(WaitFor([&] { return handler.connects() == 50; })) << handler.connects();
+  ASSERT_TRUE(WaitFor([&] { return handler.connects() == 51; })) << handler.connects();
   for (int fd : flood) ::close(fd);
 }
 
