@@ -1335,7 +1335,8 @@ TEST(ConnectionTest, ACloseForAnErrorSendsWhatWasAnsweredThenFinWithinItsTimeout
 // behind "QUIT"): closing then would make the kernel reset the connection, which can destroy
 // the reply before the peer reads it. The connection lingers instead: FIN after the reply,
 // then it reads and drops until the peer's FIN, and ends with OK. With linger_quiet zero it
-// closes at once (and the kernel resets).
+// closes at once (and the kernel resets; seen in most runs, but timing decides what the client
+// sees).
 TEST(ConnectionTest, AnOrderlyCloseWithTheNextRequestUnreadLingersForThePeersFin) {
   for (bool linger : {true, false}) {
     SCOPED_TRACE(linger ? "lingering" : "linger_quiet zero");
@@ -1356,7 +1357,9 @@ TEST(ConnectionTest, AnOrderlyCloseWithTheNextRequestUnreadLingersForThePeersFin
     ::shutdown(client, SHUT_WR);
     bool reset = false;
     EXPECT_EQ(ReadToEnd(client, &reset), "bye");
-    EXPECT_EQ(reset, !linger);
+    // Without lingering the kernel resets, but whether the client sees it depends on timing
+    // (a failed write of the rest may take the error first): only the lingering end is sure.
+    if (linger) EXPECT_FALSE(reset) << "the reply was followed by a reset, not a FIN";
     ASSERT_TRUE(server->WaitForCloses(1));
     EXPECT_TRUE(server->last_close_reason().ok()) << server->last_close_reason();
     ::close(client);
