@@ -1359,7 +1359,9 @@ TEST(ConnectionTest, AnOrderlyCloseWithTheNextRequestUnreadLingersForThePeersFin
     EXPECT_EQ(ReadToEnd(client, &reset), "bye");
     // Without lingering the kernel resets, but whether the client sees it depends on timing
     // (a failed write of the rest may take the error first): only the lingering end is sure.
-    if (linger) EXPECT_FALSE(reset) << "the reply was followed by a reset, not a FIN";
+    if (linger) {
+      EXPECT_FALSE(reset) << "the reply was followed by a reset, not a FIN";
+    }
     ASSERT_TRUE(server->WaitForCloses(1));
     EXPECT_TRUE(server->last_close_reason().ok()) << server->last_close_reason();
     ::close(client);
