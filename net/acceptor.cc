@@ -110,6 +110,10 @@ absl::Status Acceptor::Listen() {
 void Acceptor::HandleEvent(const PollEvent&) {
   loop_->DcheckInLoopThread();
   while (true) {
+    if (gate_ != nullptr && !gate_->TryReserve()) {
+      if (PauseForGate()) return;
+      continue;  // A slot freed while pausing.
+    }
     sockaddr_storage peer{};
     socklen_t length = sizeof(peer);
     int fd;
@@ -122,13 +126,16 @@ void Acceptor::HandleEvent(const PollEvent&) {
       InetAddress peer_address = InetAddress::FromSockaddr(reinterpret_cast<sockaddr*>(&peer),
                                                            length);
       if (new_connection_) {
-        new_connection_(fd, peer_address);
+        new_connection_(fd, peer_address);  // With the slot.
       } else {
         ::close(fd);
+        if (gate_ != nullptr) gate_->Unreserve();
       }
       continue;
     }
-    switch (errno) {
+    int accept_error = errno;
+    if (gate_ != nullptr) gate_->Unreserve();  // A shed below takes no slot either.
+    switch (accept_error) {
       case EAGAIN:
 #if EAGAIN != EWOULDBLOCK
       case EWOULDBLOCK:
@@ -177,11 +184,45 @@ void Acceptor::ResumeAfterBackoff() {
     std::unique_lock<std::shared_mutex> lock(DescriptorTableLock());
     spare_fd_ = OpenSpareDescriptor();
   }
+  if (waiting_for_gate_) return;  // ResumeAccepting() polls again.
   absl::Status resumed = loop_->UpdateInterest(listen_fd_, Interest::kRead);
   if (resumed.ok()) return;
   // Nobody to return this to; paused, the listener would stay deaf, so it tries again.
   LogIfFailed(resumed, "resuming the listener");
   backoff_timer_ = loop_->RunAfter(kExhaustionBackoff, [this] { ResumeAfterBackoff(); });
+}
+
+bool Acceptor::PauseForGate() {
+  // Stop polling first: once the gate has this acceptor, ResumeAccepting() may run next.
+  if (backoff_timer_ == 0) {
+    LogIfFailed(loop_->UpdateInterest(listen_fd_, Interest::kNone), "pausing the listener");
+  }
+  waiting_for_gate_ = true;
+  if (gate_->WaitForSlot(*this)) {
+    gate_pauses_.fetch_add(1, std::memory_order_relaxed);
+    return true;
+  }
+  waiting_for_gate_ = false;
+  if (backoff_timer_ == 0) {
+    LogIfFailed(loop_->UpdateInterest(listen_fd_, Interest::kRead), "resuming the listener");
+  }
+  return false;
+}
+
+bool Acceptor::ResumeAccepting() {
+  loop_->AssertInLoopThread();
+  if (!waiting_for_gate_) return false;
+  waiting_for_gate_ = false;
+  if (listening_ && backoff_timer_ == 0) {
+    // Level-triggered: clients already waiting in the backlog make the next poll report it.
+    absl::Status resumed = loop_->UpdateInterest(listen_fd_, Interest::kRead);
+    if (!resumed.ok()) {
+      // Nobody to return this to; the back-off's retry polls again.
+      LogIfFailed(resumed, "resuming the listener");
+      backoff_timer_ = loop_->RunAfter(kExhaustionBackoff, [this] { ResumeAfterBackoff(); });
+    }
+  }
+  return true;
 }
 
 }  // namespace gev

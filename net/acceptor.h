@@ -16,6 +16,11 @@
 // polling the listener for a short back-off and tries again, so it keeps serving once
 // descriptors free up.
 //
+// A connection limit (the server's MaxConnections) is an `AcceptGate`: asked for a slot before
+// each accept, and when it has none the acceptor stops polling the listener, so new clients
+// wait in the kernel's listen backlog instead of being accepted and reset, until the gate calls
+// ResumeAccepting() on the acceptor's loop.
+//
 // Example (on the loop thread):
 //
 //   auto acceptor = gev::Acceptor::Create(loop, *gev::InetAddress::Parse("127.0.0.1:0"),
@@ -42,6 +47,24 @@
 
 namespace gev {
 
+class Acceptor;
+
+// AcceptGate — admission for one or more acceptors (a limit on open connections). Its calls
+// come from the acceptors' loop threads, several at once with ReusePort: thread-safe.
+class AcceptGate {
+ public:
+  virtual ~AcceptGate() = default;
+  // A slot for the connection about to be accepted, used by it; false when none is free. The
+  // slot is the new-connection callback's to give back when that connection ends.
+  virtual bool TryReserve() = 0;
+  // Gives back a slot TryReserve took that no connection used (nothing was waiting).
+  virtual void Unreserve() = 0;
+  // `acceptor` stopped polling because TryReserve failed. The gate must arrange for
+  // ResumeAccepting() to run on its loop once a slot frees, and return true; or return false
+  // when a slot freed meanwhile (the acceptor then goes on at once and waits for nothing).
+  virtual bool WaitForSlot(Acceptor& acceptor) = 0;
+};
+
 class Acceptor final : public EventHandler {
  public:
   // Takes ownership of `fd`.
@@ -59,6 +82,12 @@ class Acceptor final : public EventHandler {
   }
   // Acceptor::Listen() — starts accepting. Loop thread only.
   absl::Status Listen();
+  // Acceptor::set_gate() — asks `gate` (null: nobody) before each accept; set before Listen().
+  // The gate must outlive the acceptor.
+  void set_gate(AcceptGate* gate) { gate_ = gate; }
+  // Acceptor::ResumeAccepting() — polls the listener again after the gate had no slot. Returns
+  // whether it was waiting for one (false: a no-op). Loop thread only.
+  bool ResumeAccepting();
   // The bound address, with the real port when 0 was asked for.
   const SocketAddress& listen_address() const { return listen_address_; }
 
@@ -67,6 +96,8 @@ class Acceptor final : public EventHandler {
   uint64_t shed_count() const { return shed_.load(std::memory_order_relaxed); }
   // How many times a shed took its spare descriptor back. Thread-safe.
   uint64_t spares_reopened() const { return spares_reopened_.load(std::memory_order_relaxed); }
+  // How many times the acceptor stopped polling because its gate had no slot. Thread-safe.
+  uint64_t gate_pauses() const { return gate_pauses_.load(std::memory_order_relaxed); }
 
   void HandleEvent(const PollEvent& event) override;
 
@@ -75,8 +106,12 @@ class Acceptor final : public EventHandler {
   // Out of descriptors: sheds one pending connection through the spare descriptor. Returns
   // false when it could not (no spare), after pausing the listener for a back-off.
   bool ShedOneConnection();
-  // The back-off's end: takes the spare back if it can and polls the listener again.
+  // The back-off's end: takes the spare back if it can and polls the listener again (unless
+  // the gate has no slot meanwhile).
   void ResumeAfterBackoff();
+  // The gate has no slot: stops polling until ResumeAccepting(). Returns false when the gate
+  // found a slot freed meanwhile (nothing paused).
+  bool PauseForGate();
 
   EventLoop* const loop_;
   const int listen_fd_;
@@ -87,8 +122,11 @@ class Acceptor final : public EventHandler {
   std::atomic<uint64_t> accepted_{0};
   std::atomic<uint64_t> shed_{0};
   std::atomic<uint64_t> spares_reopened_{0};
+  std::atomic<uint64_t> gate_pauses_{0};
   // Loop-thread-only state.
   NewConnectionCallback new_connection_;
+  AcceptGate* gate_ = nullptr;
+  bool waiting_for_gate_ = false;
   int spare_fd_;
   bool listening_ = false;
   TimerId backoff_timer_ = 0;

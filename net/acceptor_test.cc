@@ -60,6 +60,66 @@ TEST(AcceptorTest, AcceptsEveryPendingConnectionInOneEvent) {
   for (int fd : clients) ::close(fd);
 }
 
+// A gate with two slots: the third pending client is not accepted until a slot is given back
+// and the gate resumes the acceptor; pending clients stay in the backlog meanwhile.
+class TwoSlots : public AcceptGate {
+ public:
+  bool TryReserve() override {
+    if (used == 2) return false;
+    ++used;
+    return true;
+  }
+  void Unreserve() override { --used; }
+  bool WaitForSlot(Acceptor& acceptor) override {
+    waiting = &acceptor;
+    return used >= 2;  // Waits unless a slot is free.
+  }
+  int used = 0;
+  Acceptor* waiting = nullptr;
+};
+
+TEST(AcceptorTest, AGateWithoutASlotPausesAcceptingUntilResumed) {
+  auto loop = *EventLoop::Create();
+  auto acceptor = Acceptor::Create(loop.get(), InetAddress::Loopback(0), false);
+  ASSERT_TRUE(acceptor.ok()) << acceptor.status();
+  TwoSlots gate;
+  (*acceptor)->set_gate(&gate);
+  std::vector<int> accepted;
+  (*acceptor)->set_new_connection_callback([&](int fd, const InetAddress&) {
+    accepted.push_back(fd);
+  });
+  std::vector<int> clients;
+  for (int i = 0; i < 5; ++i) {
+    auto client = sockets::ConnectBlocking((*acceptor)->listen_address());
+    ASSERT_TRUE(client.ok()) << client.status();
+    clients.push_back(*client);
+  }
+  size_t accepted_before_resume = 0;
+  uint64_t polls_while_paused = 0;
+  loop->QueueInLoop([&] { ASSERT_TRUE((*acceptor)->Listen().ok()); });
+  loop->RunAfter(absl::Milliseconds(100), [&] {
+    accepted_before_resume = accepted.size();
+    polls_while_paused = loop->poll_count();
+    ::close(accepted.back());  // A connection ends: its slot comes back.
+    accepted.pop_back();
+    --gate.used;
+    ASSERT_NE(gate.waiting, nullptr);
+    EXPECT_TRUE(gate.waiting->ResumeAccepting());
+    EXPECT_FALSE(gate.waiting->ResumeAccepting());  // Once.
+  });
+  loop->RunAfter(absl::Milliseconds(200), [&] {
+    acceptor->reset();
+    loop->Stop();
+  });
+  loop->Run();
+  EXPECT_EQ(accepted_before_resume, 2u);
+  EXPECT_EQ(accepted.size(), 2u);  // One more after the resume, then paused again.
+  EXPECT_EQ(gate.used, 2);
+  EXPECT_LT(polls_while_paused, 10u) << "the paused listener was polled in a loop";
+  for (int fd : accepted) ::close(fd);
+  for (int fd : clients) ::close(fd);
+}
+
 TEST(AcceptorTest, SeveralAcceptorsShareAPortWithReusePort) {
   auto loop = *EventLoop::Create();
   auto first = Acceptor::Create(loop.get(), InetAddress::Loopback(0), true);

@@ -29,6 +29,9 @@ Option CustomProtocol(std::shared_ptr<Protocol> protocol) {
 Option LoadBalance(LoadBalancer balancer) {
   return [balancer = std::move(balancer)](ServerOptions& o) { o.load_balancer = balancer; };
 }
+Option MaxConnections(size_t connections) {
+  return [connections](ServerOptions& o) { o.max_connections = connections; };
+}
 Option TCPNoDelay(bool on) {
   return [on](ServerOptions& o) { o.tcp_no_delay = on; };
 }

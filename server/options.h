@@ -106,6 +106,11 @@ struct ServerOptions : ConnectionSettings {
   bool reuse_port = false;
   // Empty means RoundRobin().
   LoadBalancer load_balancer;
+  // Most connections open at once; zero: no limit. At the limit the listeners stop accepting:
+  // new clients wait in the kernel's listen backlog (and past it their connects are retried by
+  // their kernels), not accepted and reset, and are accepted as connections close. The limit
+  // counts a connection from its accept until its OnClose (or OnTransportError).
+  size_t max_connections = 0;
 };
 
 namespace server_internal {
@@ -127,6 +132,7 @@ Option ReusePort(bool on);
 Option IdleTime(absl::Duration idle_time);
 Option CustomProtocol(std::shared_ptr<Protocol> protocol);
 Option LoadBalance(LoadBalancer balancer);
+Option MaxConnections(size_t connections);
 Option TCPNoDelay(bool on);
 Option TCPKeepAlive(absl::Duration interval);
 Option HighWaterMark(size_t bytes);

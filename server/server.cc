@@ -33,6 +33,53 @@ class OwnedFd {
   int fd_;
 };
 
+// ServerOptions::max_connections for every listener of a server: a slot per connection from
+// its accept to its last callback. Listeners without a slot stop polling (Acceptor::
+// PauseForGate), and the release that frees a slot at the limit wakes them.
+//
+// The waiting count and the open count are read crosswise (a listener adds itself to the
+// waiters, then looks at the count; a release lowers the count, then looks at the waiters):
+// with sequentially consistent atomics one of the two sees the other, so no listener waits
+// while a slot is free.
+class ConnectionLimit final : public AcceptGate {
+ public:
+  ConnectionLimit(size_t max, absl::AnyInvocable<void()> wake_listeners)
+      : max_(max), wake_listeners_(std::move(wake_listeners)) {}
+
+  bool TryReserve() override {
+    size_t open = open_.load();
+    while (open < max_) {
+      if (open_.compare_exchange_weak(open, open + 1)) return true;
+    }
+    return false;
+  }
+  void Unreserve() override { Release(); }
+  bool WaitForSlot(Acceptor&) override {
+    waiting_.fetch_add(1);
+    if (open_.load() < max_) {
+      waiting_.fetch_sub(1);
+      return false;
+    }
+    pauses_.fetch_add(1, std::memory_order_relaxed);
+    return true;
+  }
+
+  // A connection's slot, back at its end.
+  void Release() {
+    if (open_.fetch_sub(1) == max_ && waiting_.load() > 0) wake_listeners_();
+  }
+  // A waiting listener polls again (its ResumeAccepting() returned true).
+  void Resumed() { waiting_.fetch_sub(1); }
+  uint64_t pauses() const { return pauses_.load(std::memory_order_relaxed); }
+
+ private:
+  const size_t max_;
+  absl::AnyInvocable<void()> wake_listeners_;  // Thread-safe: queues tasks on loops.
+  std::atomic<size_t> open_{0};
+  std::atomic<size_t> waiting_{0};
+  std::atomic<uint64_t> pauses_{0};
+};
+
 // One worker loop, its thread and its connections.
 struct Worker {
   Worker(Handler* handler, Protocol* protocol, const ServerOptions* options)
@@ -40,6 +87,7 @@ struct Worker {
 
   Handler* const handler;
   const ServerOptions* const options;
+  ConnectionLimit* limit = nullptr;  // The server's; null without max_connections.
   // Shared with the connections' Config: a ConnectionPtr kept past the server still reaches a
   // (finished) loop.
   std::shared_ptr<EventLoop> loop;
@@ -61,6 +109,7 @@ struct Worker {
     if (draining) {
       ::close(fd);
       connection_count.fetch_sub(1, std::memory_order_relaxed);
+      if (limit != nullptr) limit->Release();
       return;
     }
     // Best effort: a socket that refuses an option (its peer already reset it, say) still
@@ -79,6 +128,7 @@ struct Worker {
   void Forget(const ConnectionPtr& connection) {
     connections.erase(connection);
     connection_count.fetch_sub(1, std::memory_order_relaxed);
+    if (limit != nullptr) limit->Release();
   }
 
   // Shutdown, on this loop: stop accepting, close every connection after its output is
@@ -147,10 +197,17 @@ absl::Status Server::Init(const SocketAddress& address,
   main_loop_ = std::move(*main_loop);
   balancer_ = options_.load_balancer ? options_.load_balancer : RoundRobin();
 
+  if (options_.max_connections != 0) {
+    // The tasks reach the server through `this`: loops run only within Start(), which the
+    // server outlives, and a loop that has finished refuses them.
+    limit_ = std::make_unique<server_internal::ConnectionLimit>(
+        options_.max_connections, [this] { WakeListeners(); });
+  }
   SocketAddress bind_address = address;
   for (int i = 0; i < options_.num_loops; ++i) {
     auto worker = std::make_unique<Worker>(handler_, options_.protocol.get(), &options_);
     Worker* w = worker.get();
+    w->limit = limit_.get();
     absl::StatusOr<std::unique_ptr<EventLoop>> loop = EventLoop::Create();
     if (!loop.ok()) return loop.status();
     w->loop = std::move(*loop);
@@ -195,6 +252,7 @@ absl::Status Server::Init(const SocketAddress& address,
       w->acceptor = std::move(*acceptor);
       // Port 0: the first listener picked one; the others must share it.
       bind_address = w->acceptor->listen_address();
+      w->acceptor->set_gate(limit_.get());
       w->acceptor->set_new_connection_callback(
           [w](int fd, const InetAddress& peer) { w->Adopt(fd, peer, /*counted=*/false); });
     }
@@ -208,6 +266,7 @@ absl::Status Server::Init(const SocketAddress& address,
     if (!acceptor.ok()) return acceptor.status();
     acceptor_ = std::move(*acceptor);
     listen_address_ = acceptor_->listen_address();
+    acceptor_->set_gate(limit_.get());
     acceptor_->set_new_connection_callback(
         [this](int fd, const InetAddress& peer) { Dispatch(fd, peer); });
   }
@@ -220,6 +279,22 @@ Server::~Server() {
   // Never started: the loops never ran, so nothing is registered with them.
 }
 
+void Server::WakeListeners() {
+  // Refused only by a finished loop, whose listener is gone anyway.
+  if (!options_.reuse_port) {
+    (void)main_loop_->QueueInLoop([this] {
+      if (acceptor_ != nullptr && acceptor_->ResumeAccepting()) limit_->Resumed();
+    });
+    return;
+  }
+  for (auto& worker : workers_) {
+    Worker* w = worker.get();
+    (void)w->loop->QueueInLoop([this, w] {
+      if (w->acceptor != nullptr && w->acceptor->ResumeAccepting()) limit_->Resumed();
+    });
+  }
+}
+
 void Server::Dispatch(int fd, const InetAddress& peer) {
   for (size_t i = 0; i < workers_.size(); ++i) {
     connection_counts_[i] = workers_[i]->connection_count.load(std::memory_order_relaxed);
@@ -230,7 +305,8 @@ void Server::Dispatch(int fd, const InetAddress& peer) {
   // Raw pointers in the tasks below are safe: workers and loops belong to the server, which
   // outlives every loop's run (Stop joins them before the server can be destroyed).
   // Refused only by a finished loop, and workers finish after the acceptor: then the OwnedFd
-  // closes the descriptor.
+  // closes the descriptor (its connection-limit slot is not given back: the server is
+  // stopping, and its listener is gone).
   (void)worker->loop->RunInLoop([worker, owned = server_internal::OwnedFd(fd), peer]() mutable {
     worker->Adopt(owned.Release(), peer, /*counted=*/true);
   });
@@ -395,6 +471,7 @@ ServerStats Server::Stats() const {
     }
     stats.loops.push_back(std::move(loop));
   }
+  if (limit_ != nullptr) stats.accept_pauses = limit_->pauses();
   return stats;
 }
 

@@ -64,6 +64,7 @@ namespace gev {
 
 namespace server_internal {
 struct Worker;
+class ConnectionLimit;
 }  // namespace server_internal
 
 // What one worker loop has done since the server was created. A snapshot, read without
@@ -88,6 +89,8 @@ struct LoopStats {
 
 struct ServerStats {
   std::vector<LoopStats> loops;  // One per worker loop, in order.
+  // Times a listener stopped accepting at ServerOptions::max_connections.
+  uint64_t accept_pauses = 0;
   LoopStats Total() const;
 };
 
@@ -135,6 +138,8 @@ class Server {
   Server(Handler* handler, ServerOptions options);
   absl::Status Init(const SocketAddress& address, const Connection::Options& connection_options);
   void Dispatch(int fd, const InetAddress& peer);
+  // A slot freed under max_connections: every waiting listener polls again. Thread-safe.
+  void WakeListeners();
   // A listener failed to start: remembered for Start() to return, logged, the server stops.
   void FailToListen(const absl::Status& status);
   // Drains and joins the workers, then marks the server stopped; returns Start()'s result.
@@ -145,6 +150,8 @@ class Server {
   const ServerOptions options_;
   SocketAddress listen_address_;
   std::unique_ptr<EventLoop> main_loop_;
+  // Before the listeners, which hold it as their gate; null without max_connections.
+  std::unique_ptr<server_internal::ConnectionLimit> limit_;
   std::unique_ptr<Acceptor> acceptor_;  // Acceptor mode only; main loop thread.
   std::vector<std::unique_ptr<server_internal::Worker>> workers_;
 

@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <poll.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -246,6 +247,101 @@ TEST_P(ServerModeTest, CloseInOnConnectStopsInput) {
   }
   EXPECT_EQ(echoed, 0) << "of " << kTries;
   EXPECT_EQ(messages.load(), 0);
+}
+
+// True when nothing arrives on `fd` for `ms` (neither bytes nor an end).
+bool QuietFor(int fd, int ms) {
+  pollfd waiter{fd, POLLIN, 0};
+  return ::poll(&waiter, 1, ms) == 0;
+}
+
+// MaxConnections: at the limit the listeners stop accepting, so a new client waits in the
+// backlog (not reset), and is served once a connection closes.
+TEST_P(ServerModeTest, MaxConnectionsMakesNewClientsWaitNotFail) {
+  RecordingHandler handler;
+  ServerOptions options = Loopback(2, GetParam());
+  options.max_connections = 3;
+  auto server = MustCreate(&handler, options);
+  ASSERT_NE(server, nullptr);
+  ServerThread running(server.get());
+  std::vector<int> served;
+  for (int i = 0; i < 3; ++i) {
+    int fd = Connect(server->ListenAddress());
+    ASSERT_GE(fd, 0);
+    ASSERT_TRUE(WriteAll(fd, "in"));
+    ASSERT_EQ(ReadExactly(fd, 2), "in");
+    served.push_back(fd);
+  }
+  int waiting = Connect(server->ListenAddress());  // The kernel completes it; nobody accepts.
+  ASSERT_GE(waiting, 0);
+  ASSERT_TRUE(WriteAll(waiting, "wait"));
+  EXPECT_TRUE(QuietFor(waiting, 300)) << "a client past the limit was answered or ended";
+  EXPECT_EQ(server->ConnectionCount(), 3u);
+  EXPECT_EQ(handler.connects(), 3);
+  EXPECT_GE(server->Stats().accept_pauses, 1u);
+  ::close(served.back());
+  served.pop_back();
+  EXPECT_EQ(ReadExactly(waiting, 4), "wait");  // Accepted once a slot freed.
+  ::close(waiting);
+  for (int fd : served) ::close(fd);
+  EXPECT_TRUE(WaitFor([&] { return server->ConnectionCount() == 0; }));
+  // And the slots all came back: three at once again.
+  std::vector<int> again;
+  for (int i = 0; i < 3; ++i) {
+    int fd = Connect(server->ListenAddress());
+    ASSERT_TRUE(WriteAll(fd, "re"));
+    EXPECT_EQ(ReadExactly(fd, 2), "re");
+    again.push_back(fd);
+  }
+  for (int fd : again) ::close(fd);
+}
+
+// Many clients at once against a small limit, on two loops: every one is served, and never
+// more than the limit are open together, even with a listener per loop accepting at once.
+TEST_P(ServerModeTest, MaxConnectionsHoldsUnderAConnectStorm) {
+  constexpr int kLimit = 4;
+  constexpr int kClients = 40;
+  // Counts connections from OnConnect to OnClose, which lie inside a connection's slot.
+  struct Counting : RecordingHandler {
+    std::atomic<int> open{0};
+    std::atomic<int> peak{0};
+    void OnConnect(Connection& conn) override {
+      int now = open.fetch_add(1) + 1;
+      int seen = peak.load();
+      while (now > seen && !peak.compare_exchange_weak(seen, now)) {
+      }
+      RecordingHandler::OnConnect(conn);
+    }
+    void OnClose(Connection& conn, const absl::Status& reason) override {
+      open.fetch_sub(1);
+      RecordingHandler::OnClose(conn, reason);
+    }
+  };
+  Counting closing;
+  ServerOptions options = Loopback(2, GetParam());
+  options.max_connections = kLimit;
+  auto server = MustCreate(&closing, options);
+  ASSERT_NE(server, nullptr);
+  ServerThread running(server.get());
+  std::atomic<int> answered{0};
+  std::vector<std::thread> clients;
+  for (int i = 0; i < kClients; ++i) {
+    clients.emplace_back([&, i] {
+      int fd = Connect(server->ListenAddress());
+      if (fd < 0) return;
+      std::string message = absl::StrCat("client ", i);
+      if (WriteAll(fd, message) && ReadExactly(fd, message.size()) == message) ++answered;
+      // Held a moment, so that connections overlap whatever the machine's pace.
+      std::this_thread::sleep_for(std::chrono::milliseconds(30));
+      ::close(fd);
+    });
+  }
+  for (std::thread& client : clients) client.join();
+  EXPECT_EQ(answered.load(), kClients);
+  EXPECT_LE(closing.peak.load(), kLimit);
+  EXPECT_GE(closing.peak.load(), 2);  // The storm did overlap.
+  EXPECT_EQ(closing.connects(), kClients);
+  EXPECT_TRUE(WaitFor([&] { return server->ConnectionCount() == 0; }));
 }
 
 INSTANTIATE_TEST_SUITE_P(AcceptorAndReusePort, ServerModeTest, ::testing::Bool());
