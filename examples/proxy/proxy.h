@@ -30,12 +30,16 @@
 //     relay sees plaintext, and a failed upstream handshake resets the downstream with its
 //     reason as a failed connect does.
 //   - A pair that moves no byte for Options::idle_timeout (nothing read on either side, and
-//     neither side's pending output written) is closed: with a FIN both ways when nothing is
-//     pending, else reset (DeadlineExceeded), since what is pending would be cut short.
-//   - Descriptors: a pair needs two. A client that arrives when Options::max_pairs are open
-//     (by default what the descriptor limit leaves, less a reserve) is reset at once with the
-//     reason, rather than accepted to fail its dial for want of a descriptor while it holds
-//     one an established pair could use.
+//     neither side's peer taking any of what it was sent: pending output, and what the kernel
+//     holds, SIOCOUTQ) is closed: with a FIN both ways when nothing is pending, else reset
+//     (DeadlineExceeded), since what is pending would be cut short.
+//   - Descriptors: a pair needs two, so a proxy must stop accepting while it could not dial.
+//     Made with MaxConnections(max_pairs) (proxy_main does, with MaxPairsForDescriptorLimit()
+//     after raising the limit), the server leaves clients past max_pairs in the listen backlog
+//     until a pair ends. One that gets in all the same while Options::max_pairs pairs hold
+//     descriptors (an upstream still flushing after its downstream closed) is reset at once
+//     with the reason, rather than accepted to fail its dial for want of a descriptor while it
+//     holds one an established pair could use.
 //   - Half-closes are relayed: a FIN from one side reaches the other once everything it sent
 //     before it has (ShutdownWrite), and the other direction goes on until its own FIN; the
 //     pair ends when both directions are done (the server is made with HalfClose(true), the
@@ -81,13 +85,17 @@ class TcpProxy : public Handler {
     // the connections' idle timers: a side paused for backpressure reads and writes nothing
     // while the other side moves the stream.
     absl::Duration idle_timeout = absl::ZeroDuration();
-    // Most pairs open at once; zero: what RLIMIT_NOFILE allows when the first client comes
-    // (two descriptors a pair, 64 kept back for the process).
+    // Most pairs open at once; zero: MaxPairsForDescriptorLimit(1) when the first client comes.
     size_t max_pairs = 0;
   };
 
   explicit TcpProxy(Options options);
   ~TcpProxy() override;  // Where LoopPairs is complete.
+
+  // The pairs RLIMIT_NOFILE leaves room for now, in a server with `loops` worker loops: two
+  // descriptors a pair, after a reserve for the process (listeners, pollers, wakeups, the
+  // acceptor's spare, name lookups in flight).
+  static size_t MaxPairsForDescriptorLimit(int loops);
   const Options& options() const { return options_; }
 
   void OnLoopStart(EventLoop& loop, size_t loop_index) override;

@@ -10,6 +10,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <thread>
 
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
@@ -17,6 +18,7 @@
 #include "absl/time/time.h"
 #include "examples/common/serve.h"
 #include "examples/proxy/proxy.h"
+#include "net/socket_ops.h"
 #include "server/server.h"
 #include "tls/tls.h"
 
@@ -54,7 +56,15 @@ int main(int argc, char** argv) {
   options.connect_timeout = absl::Milliseconds(absl::GetFlag(FLAGS_connect_timeout_ms));
   options.high_water_mark = static_cast<size_t>(absl::GetFlag(FLAGS_high_water_mark));
   options.idle_timeout = absl::GetFlag(FLAGS_idle_timeout);
+  // Raised here (ServeUntilSignal would, later) so that the pairs it leaves room for are known
+  // before the server is made. Best effort: a lower limit only means fewer pairs.
+  (void)gev::sockets::RaiseOpenFileLimit();
   options.max_pairs = static_cast<size_t>(std::max<int64_t>(0, absl::GetFlag(FLAGS_max_pairs)));
+  int loops = absl::GetFlag(FLAGS_loops);
+  if (loops <= 0) loops = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  if (options.max_pairs == 0) {
+    options.max_pairs = gev::examples::TcpProxy::MaxPairsForDescriptorLimit(loops);
+  }
   if (absl::GetFlag(FLAGS_upstream_tls)) {
     gev::tls::ClientConfig upstream_tls;
     upstream_tls.ca_file = absl::GetFlag(FLAGS_upstream_ca);
@@ -92,6 +102,8 @@ int main(int argc, char** argv) {
       gev::NumLoops(absl::GetFlag(FLAGS_loops)), gev::ReusePort(absl::GetFlag(FLAGS_reuseport)),
       gev::HighWaterMark(options.high_water_mark), gev::PauseReadingAtHighWater(false),
       gev::HalfClose(true),
+      // Past it, clients wait in the listen backlog instead of being accepted and reset.
+      gev::MaxConnections(options.max_pairs),
       gev::WithTransport(downstream_transport));
   if (!server.ok()) return gev::examples::Fail(server.status());
   return gev::examples::ServeUntilSignal(**server);

@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
+#include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -18,7 +19,8 @@
 namespace gev::examples {
 namespace {
 
-pid_t Spawn(const std::string& path, const std::vector<std::string>& args, int stdout_fd) {
+pid_t Spawn(const std::string& path, const std::vector<std::string>& args, int stdout_fd,
+            int descriptor_limit) {
   std::vector<std::string> argv_storage = {path};
   argv_storage.insert(argv_storage.end(), args.begin(), args.end());
   std::vector<char*> argv;
@@ -27,6 +29,10 @@ pid_t Spawn(const std::string& path, const std::vector<std::string>& args, int s
   pid_t pid = ::fork();
   if (pid == 0) {
     if (stdout_fd >= 0) ::dup2(stdout_fd, STDOUT_FILENO);
+    if (descriptor_limit > 0) {
+      rlimit limit{static_cast<rlim_t>(descriptor_limit), static_cast<rlim_t>(descriptor_limit)};
+      if (::setrlimit(RLIMIT_NOFILE, &limit) != 0) ::_exit(126);
+    }
     ::execv(path.c_str(), argv.data());
     ::_exit(127);
   }
@@ -49,8 +55,9 @@ int WaitWithTimeout(pid_t pid, int timeout_ms) {
 }  // namespace
 
 absl::StatusOr<ExampleProcess> ExampleProcess::Start(const std::string& path,
-                                                     const std::vector<std::string>& args) {
-  absl::StatusOr<ExampleProcess> started = StartClient(path, args);
+                                                     const std::vector<std::string>& args,
+                                                     int descriptor_limit) {
+  absl::StatusOr<ExampleProcess> started = StartClient(path, args, descriptor_limit);
   if (!started.ok()) return started.status();
   ExampleProcess process = std::move(*started);
   absl::StatusOr<std::string> listening = process.WaitForLine("listening on ", 10000);
@@ -71,10 +78,11 @@ absl::StatusOr<ExampleProcess> ExampleProcess::Start(const std::string& path,
 }
 
 absl::StatusOr<ExampleProcess> ExampleProcess::StartClient(const std::string& path,
-                                                           const std::vector<std::string>& args) {
+                                                           const std::vector<std::string>& args,
+                                                           int descriptor_limit) {
   int pipe_fds[2];
   if (::pipe2(pipe_fds, O_CLOEXEC) != 0) return absl::ErrnoToStatus(errno, "pipe2");
-  pid_t pid = Spawn(path, args, pipe_fds[1]);
+  pid_t pid = Spawn(path, args, pipe_fds[1], descriptor_limit);
   ::close(pipe_fds[1]);
   if (pid < 0) {
     ::close(pipe_fds[0]);
@@ -131,7 +139,7 @@ int ExampleProcess::Terminate() {
 
 int RunToCompletion(const std::string& path, const std::vector<std::string>& args,
                     int timeout_seconds) {
-  pid_t pid = Spawn(path, args, -1);
+  pid_t pid = Spawn(path, args, -1, 0);
   if (pid < 0) return -1;
   int code = WaitWithTimeout(pid, timeout_seconds * 1000);
   if (code < 0) {

@@ -31,16 +31,19 @@ namespace gev::examples {
 class ExampleProcess {
  public:
   // Starts `path` (relative to the test's runfiles directory) and waits up to 10 s for its
-  // "listening on <address>" line.
+  // "listening on <address>" line. A `descriptor_limit` above zero is the process's
+  // RLIMIT_NOFILE, soft and hard (so it cannot raise it).
   static absl::StatusOr<ExampleProcess> Start(const std::string& path,
-                                              const std::vector<std::string>& args);
+                                              const std::vector<std::string>& args,
+                                              int descriptor_limit = 0);
   ExampleProcess(ExampleProcess&& other) noexcept;
   ExampleProcess& operator=(ExampleProcess&&) = delete;
   ~ExampleProcess();
 
   // Starts `path` without waiting for anything: for a client, which does not listen.
   static absl::StatusOr<ExampleProcess> StartClient(const std::string& path,
-                                                    const std::vector<std::string>& args);
+                                                    const std::vector<std::string>& args,
+                                                    int descriptor_limit = 0);
   // Reads the process's output up to the next line containing `text` (lines before it are
   // skipped) and returns that line; DeadlineExceeded after `timeout_ms`, Unavailable at EOF.
   absl::StatusOr<std::string> WaitForLine(const std::string& text, int timeout_ms = 10000);
