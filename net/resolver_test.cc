@@ -1,6 +1,8 @@
 #include "net/resolver.h"
 
 #include <atomic>
+#include <condition_variable>
+#include <mutex>
 #include <chrono>
 #include <optional>
 #include <string>
@@ -151,6 +153,74 @@ TEST(ResolverTest, ALookupEndsAtItsTimeoutAndItsLateAnswerIsDropped) {
   ASSERT_EQ(answers.size(), 1u);
   EXPECT_TRUE(absl::IsDeadlineExceeded(answers[0])) << answers[0];
   EXPECT_NE(answers[0].message().find("hanging.example:1"), std::string::npos) << answers[0];
+}
+
+// The pool's bound: with every thread held by a hung name service and 4,096 lookups waiting,
+// the next ones are refused at once with ResourceExhausted, not queued without end; once the
+// name service answers, every accepted lookup is answered.
+TEST(ResolverTest, LookupsPastTheQueueAreRefusedAtOnce) {
+  std::shared_ptr<EventLoop> loop = *EventLoop::Create();
+  constexpr int kThreads = 16;
+  constexpr int kQueued = 4096;
+  constexpr int kPast = 5;
+  std::mutex mutex;
+  std::condition_variable released_cv;
+  bool released = false;
+  std::atomic<int> running{0};
+  auto hung = [&](const std::string&, const std::string&) -> absl::StatusOr<SocketAddress> {
+    running.fetch_add(1);
+    std::unique_lock<std::mutex> lock(mutex);
+    released_cv.wait(lock, [&] { return released; });
+    return SocketAddress::Parse("tcp", "127.0.0.1:1");
+  };
+  auto release = [&] {
+    std::lock_guard<std::mutex> lock(mutex);
+    released = true;
+    released_cv.notify_all();
+  };
+  int ok = 0;
+  int refused = 0;
+  int other = 0;
+  auto count = [&](absl::StatusOr<SocketAddress> address) {
+    if (address.ok()) {
+      ++ok;
+    } else if (absl::IsResourceExhausted(address.status()) &&
+               address.status().message().find("queued.example") != std::string::npos) {
+      ++refused;
+    } else {
+      ++other;
+    }
+    if (ok + refused + other == kThreads + kQueued + kPast) loop->Stop();
+  };
+  loop->QueueInLoop([&] {
+    for (int i = 0; i < kThreads; ++i) {
+      ResolveOffLoop(loop, "tcp", "held.example:1", hung, absl::ZeroDuration(), count);
+    }
+  });
+  // Once every thread is held, the queue fills, then overflows.
+  loop->RunEvery(absl::Milliseconds(5), [&, queued = false]() mutable {
+    if (queued || running.load() < kThreads) return;
+    queued = true;
+    for (int i = 0; i < kQueued + kPast; ++i) {
+      ResolveOffLoop(loop, "tcp", "queued.example:1", hung, absl::ZeroDuration(), count);
+    }
+    // The refusals are answered as tasks on this loop; the rest wait for the name service.
+    loop->RunAfter(absl::Milliseconds(100), [&] {
+      EXPECT_EQ(refused, kPast);
+      EXPECT_EQ(ok, 0);
+      release();
+    });
+  });
+  loop->RunAfter(absl::Seconds(20), [&] {
+    release();
+    loop->Stop();
+  });
+  loop->Run();
+  release();
+  EXPECT_EQ(running.load(), kThreads + kQueued);
+  EXPECT_EQ(ok, kThreads + kQueued);
+  EXPECT_EQ(refused, kPast);
+  EXPECT_EQ(other, 0);
 }
 
 }  // namespace

@@ -236,15 +236,19 @@ class ClientCore : public std::enable_shared_from_this<ClientCore> {
     }
   }
 
+  // The connection it bounded has ended.
+  void CancelStopTimer() {
+    if (stop_timer_ == 0) return;
+    loop_->Cancel(stop_timer_);
+    stop_timer_ = 0;
+  }
+
   // Its transport's handshake failed (a bad certificate, a timeout): the handler saw no
   // OnConnect, so no OnClose either; to the client it is a failed attempt.
   void OnHandshakeFailed(const ConnectionPtr& connection, const absl::Status& reason) {
     if (connection != connection_) return;
     connection_.reset();
-    if (stop_timer_ != 0) {
-      loop_->Cancel(stop_timer_);
-      stop_timer_ = 0;
-    }
+    CancelStopTimer();
     if (stopped_) {
       BecomeQuiet();
     } else {
@@ -260,10 +264,7 @@ class ClientCore : public std::enable_shared_from_this<ClientCore> {
       std::lock_guard<std::mutex> lock(mutex_);
       published_connection_.reset();
     }
-    if (stop_timer_ != 0) {
-      loop_->Cancel(stop_timer_);
-      stop_timer_ = 0;
-    }
+    CancelStopTimer();
     if (stopped_) {
       BecomeQuiet();
     } else if (options_.reconnect.enabled) {
