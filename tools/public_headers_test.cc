@@ -6,6 +6,7 @@
 #include "eventloop/event_loop.h"
 #include "eventloop/log.h"
 #include "eventloop/timing_wheel.h"
+#include "http/request.h"
 #include "net/acceptor.h"
 #include "net/connection.h"
 #include "net/connector.h"
@@ -36,6 +37,8 @@ struct Counter {
   char scratch[8];
   (void)buffer.Contiguous(4, scratch, sizeof(scratch));
   (void)buffer.Find("\r\n");
+  size_t items = 0;
+  gev::http::ForEachListItem("a, b", [&](std::string_view) { return ++items < 2; });
 }
 }  // namespace
 

@@ -34,7 +34,7 @@
 #include "absl/flags/usage.h"
 #include "absl/time/time.h"
 #include "examples/common/serve.h"
-#include "examples/http/http_request.h"
+#include "http/request.h"
 #include "server/server.h"
 #include "tls/tls.h"
 
@@ -94,17 +94,6 @@ struct ConnectionState {
     to->back = this;
   }
 };
-
-std::string_view StatusLine(HeadStatus status) {
-  switch (status) {
-    case HeadStatus::kOk: return "200 OK";
-    case HeadStatus::kBadRequest: return "400 Bad Request";
-    case HeadStatus::kVersionNotSupported: return "505 HTTP Version Not Supported";
-    case HeadStatus::kNotImplemented: return "501 Not Implemented";
-    case HeadStatus::kBodyTooLarge: return "413 Content Too Large";
-  }
-  return "500 Internal Server Error";
-}
 
 class HttpHandler : public Handler {
  public:
@@ -173,7 +162,7 @@ class HttpHandler : public Handler {
       size_t head_length = HeadLength(window);
       if (head_length == std::string_view::npos) {
         if (buffer.Length() < kMaxHeadBytes) break;  // More of the head is on its way.
-        AppendStatus(loop, "431 Request Header Fields Too Large");
+        AppendStatus(loop, StatusLine(HeadStatus::kHeadTooLarge));
         close = true;
         break;
       }

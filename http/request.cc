@@ -1,4 +1,4 @@
-#include "examples/http/http_request.h"
+#include "http/request.h"
 
 #include <charconv>
 
@@ -17,14 +17,6 @@ bool IsTokenChar(char c) {
   }
 }
 
-bool IsToken(std::string_view s) {
-  if (s.empty()) return false;
-  for (char c : s) {
-    if (!IsTokenChar(c)) return false;
-  }
-  return true;
-}
-
 // Field values: visible characters, spaces, tabs and obs-text; no other control bytes.
 bool IsFieldValue(std::string_view s) {
   for (char c : s) {
@@ -34,32 +26,11 @@ bool IsFieldValue(std::string_view s) {
   return true;
 }
 
-bool EqualsIgnoreCase(std::string_view a, std::string_view b) {
-  if (a.size() != b.size()) return false;
-  for (size_t i = 0; i < a.size(); ++i) {
-    char x = a[i], y = b[i];
-    if (x >= 'A' && x <= 'Z') x = static_cast<char>(x - 'A' + 'a');
-    if (y >= 'A' && y <= 'Z') y = static_cast<char>(y - 'A' + 'a');
-    if (x != y) return false;
-  }
-  return true;
-}
-
-std::string_view TrimSpaces(std::string_view s) {
-  while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) s.remove_prefix(1);
-  while (!s.empty() && (s.back() == ' ' || s.back() == '\t')) s.remove_suffix(1);
-  return s;
-}
-
 // Does the comma-separated list `value` hold `token` (case-insensitive)?
 bool ListHas(std::string_view value, std::string_view token) {
-  while (!value.empty()) {
-    size_t comma = value.find(',');
-    if (EqualsIgnoreCase(TrimSpaces(value.substr(0, comma)), token)) return true;
-    if (comma == std::string_view::npos) break;
-    value.remove_prefix(comma + 1);
-  }
-  return false;
+  return !ForEachListItem(value, [token](std::string_view item) {
+    return !EqualsIgnoreCase(item, token);
+  });
 }
 
 HeadStatus ParseRequestLine(std::string_view line, Request* request) {
@@ -101,6 +72,63 @@ bool NextLine(std::string_view head, size_t* pos, std::string_view* line) {
 
 }  // namespace
 
+bool IsToken(std::string_view s) {
+  if (s.empty()) return false;
+  for (char c : s) {
+    if (!IsTokenChar(c)) return false;
+  }
+  return true;
+}
+
+bool EqualsIgnoreCase(std::string_view a, std::string_view b) {
+  if (a.size() != b.size()) return false;
+  for (size_t i = 0; i < a.size(); ++i) {
+    char x = a[i], y = b[i];
+    if (x >= 'A' && x <= 'Z') x = static_cast<char>(x - 'A' + 'a');
+    if (y >= 'A' && y <= 'Z') y = static_cast<char>(y - 'A' + 'a');
+    if (x != y) return false;
+  }
+  return true;
+}
+
+std::string_view TrimSpaces(std::string_view s) {
+  while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) s.remove_prefix(1);
+  while (!s.empty() && (s.back() == ' ' || s.back() == '\t')) s.remove_suffix(1);
+  return s;
+}
+
+std::optional<std::string_view> Request::Find(std::string_view name) const {
+  for (const Field& field : fields) {
+    if (EqualsIgnoreCase(field.name, name)) return field.value;
+  }
+  return std::nullopt;
+}
+
+size_t Request::Count(std::string_view name) const {
+  size_t count = 0;
+  for (const Field& field : fields) count += EqualsIgnoreCase(field.name, name) ? 1 : 0;
+  return count;
+}
+
+bool Request::HasToken(std::string_view name, std::string_view token) const {
+  for (const Field& field : fields) {
+    if (EqualsIgnoreCase(field.name, name) && ListHas(field.value, token)) return true;
+  }
+  return false;
+}
+
+std::string_view StatusLine(HeadStatus status) {
+  switch (status) {
+    case HeadStatus::kOk: return "200 OK";
+    case HeadStatus::kBadRequest: return "400 Bad Request";
+    case HeadStatus::kHeadTooLarge: return "431 Request Header Fields Too Large";
+    case HeadStatus::kBodyTooLarge: return "413 Content Too Large";
+    case HeadStatus::kNotImplemented: return "501 Not Implemented";
+    case HeadStatus::kVersionNotSupported: return "505 HTTP Version Not Supported";
+  }
+  return "500 Internal Server Error";
+}
+
 size_t HeadLength(std::string_view bytes) {
   // Lines end with CRLF, or (RFC 9112, 2.2, as nginx allows) a bare LF: the head ends at the
   // first LF that follows an LF with at most a CR between them.
@@ -111,8 +139,14 @@ size_t HeadLength(std::string_view bytes) {
   return std::string_view::npos;
 }
 
-HeadStatus ParseHead(std::string_view head, Request* request) {
-  *request = Request();
+HeadStatus ParseHead(std::string_view head, Request* request, uint64_t max_body_bytes) {
+  if (head.size() > kMaxHeadBytes) return HeadStatus::kHeadTooLarge;
+  request->method = {};
+  request->target = {};
+  request->minor_version = 1;
+  request->keep_alive = true;
+  request->content_length = 0;
+  request->fields.clear();  // Keeps what it had allocated: a Request reused costs nothing.
   size_t pos = 0;
   std::string_view line;
   // Empty lines before the request line are skipped (RFC 9112, 2.2).
@@ -132,6 +166,8 @@ HeadStatus ParseHead(std::string_view head, Request* request) {
     std::string_view name = line.substr(0, colon);
     std::string_view value = TrimSpaces(line.substr(colon + 1));
     if (!IsToken(name) || !IsFieldValue(value)) return HeadStatus::kBadRequest;
+    if (request->fields.size() == kMaxFields) return HeadStatus::kHeadTooLarge;
+    request->fields.push_back(Field{name, value});
     if (EqualsIgnoreCase(name, "content-length")) {
       uint64_t length = 0;
       auto [end, error] = std::from_chars(value.data(), value.data() + value.size(), length);
@@ -158,7 +194,7 @@ HeadStatus ParseHead(std::string_view head, Request* request) {
   } else if (keep_alive) {
     request->keep_alive = true;
   }
-  if (request->content_length > kMaxBodyBytes) return HeadStatus::kBodyTooLarge;
+  if (request->content_length > max_body_bytes) return HeadStatus::kBodyTooLarge;
   return HeadStatus::kOk;
 }
 

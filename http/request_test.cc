@@ -1,6 +1,7 @@
-#include "examples/http/http_request.h"
+#include "http/request.h"
 
 #include <string>
+#include <vector>
 
 #include "gtest/gtest.h"
 
@@ -70,6 +71,56 @@ TEST(HttpRequestTest, LinesMayEndWithABareLf) {
   ASSERT_EQ(ParseHead("\n\r\nGET / HTTP/1.0\n\n", &request), HeadStatus::kOk);
   // A CR that ends no line is still refused.
   EXPECT_EQ(ParseHead("GET / HTTP/1.1\nHost: a\rb\n\n", &request), HeadStatus::kBadRequest);
+}
+
+TEST(HttpRequestTest, KeepsEveryFieldInOrderAndFindsThemInAnyCase) {
+  Request request;
+  std::string head =
+      "GET /chat HTTP/1.1\r\nHost: example.com\r\nUpgrade: websocket\r\n"
+      "Connection: keep-alive, Upgrade\r\nSec-WebSocket-Key:  dGhlIHNhbXBsZSBub25jZQ==  \r\n"
+      "Sec-WebSocket-Protocol: chat\r\nsec-websocket-protocol: superchat, , v2\r\n"
+      "Origin: http://example.com\r\n\r\n";
+  ASSERT_EQ(ParseHead(head, &request), HeadStatus::kOk);
+  ASSERT_EQ(request.fields.size(), 7u);
+  EXPECT_EQ(request.fields[0].name, "Host");
+  EXPECT_EQ(request.fields[3].value, "dGhlIHNhbXBsZSBub25jZQ==");  // Trimmed.
+  EXPECT_EQ(request.Find("upgrade"), "websocket");
+  EXPECT_EQ(request.Find("SEC-WEBSOCKET-PROTOCOL"), "chat");  // The first.
+  EXPECT_EQ(request.Find("cookie"), std::nullopt);
+  EXPECT_EQ(request.Count("Sec-WebSocket-Protocol"), 2u);
+  EXPECT_TRUE(request.HasToken("connection", "upgrade"));
+  EXPECT_TRUE(request.HasToken("Sec-WebSocket-Protocol", "V2"));
+  EXPECT_FALSE(request.HasToken("Sec-WebSocket-Protocol", "super"));
+  std::vector<std::string> items;
+  ForEachListItem(" a, ,b ,c,", [&](std::string_view item) {
+    items.emplace_back(item);
+    return true;
+  });
+  EXPECT_EQ(items, (std::vector<std::string>{"a", "b", "c"}));
+  // Parsed again, a request holds the new head's fields only.
+  ASSERT_EQ(ParseHead("GET / HTTP/1.0\r\n\r\n", &request), HeadStatus::kOk);
+  EXPECT_TRUE(request.fields.empty());
+  EXPECT_FALSE(request.keep_alive);
+}
+
+TEST(HttpRequestTest, TooManyFieldsOrBytesAre431AndTheBodyLimitIsTheCallers) {
+  Request request;
+  std::string head = "GET / HTTP/1.1\r\nHost: x\r\n";
+  for (size_t i = 1; i < kMaxFields; ++i) head += "A: b\r\n";
+  EXPECT_EQ(ParseHead(head + "\r\n", &request), HeadStatus::kOk);
+  EXPECT_EQ(request.fields.size(), kMaxFields);
+  EXPECT_EQ(ParseHead(head + "A: b\r\n\r\n", &request), HeadStatus::kHeadTooLarge);
+  std::string long_head = "GET / HTTP/1.1\r\nHost: x\r\nX: " + std::string(kMaxHeadBytes, 'a') +
+                          "\r\n\r\n";
+  EXPECT_EQ(ParseHead(long_head, &request), HeadStatus::kHeadTooLarge);
+  EXPECT_EQ(ParseHead("POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 11\r\n\r\n", &request,
+                      /*max_body_bytes=*/10),
+            HeadStatus::kBodyTooLarge);
+  EXPECT_EQ(ParseHead("POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\n", &request,
+                      /*max_body_bytes=*/10),
+            HeadStatus::kOk);
+  EXPECT_EQ(StatusLine(HeadStatus::kHeadTooLarge), "431 Request Header Fields Too Large");
+  EXPECT_EQ(StatusLine(HeadStatus::kBadRequest), "400 Bad Request");
 }
 
 }  // namespace
