@@ -176,7 +176,8 @@ TEST(FrameTest, ClosePayloadsAreCheckedAndMadeWithinAControlFrame) {
   EXPECT_TRUE(ParseClosePayload("", &close));
   EXPECT_EQ(close.code, kCloseNoStatus);
   EXPECT_FALSE(ParseClosePayload(Bytes({0x03}), &close));
-  EXPECT_TRUE(ParseClosePayload(Bytes({0x03, 0xE8}) + "bye", &close));
+  const std::string bye = Bytes({0x03, 0xE8}) + "bye";  // The reason is a view into it.
+  EXPECT_TRUE(ParseClosePayload(bye, &close));
   EXPECT_EQ(close.code, 1000);
   EXPECT_EQ(close.reason, "bye");
   EXPECT_FALSE(ParseClosePayload(Bytes({0x03, 0xE8, 0xFF}), &close));  // Reason not UTF-8.
