@@ -1,0 +1,196 @@
+#include "websocket/message_reader.h"
+
+#include <algorithm>
+#include <utility>
+
+namespace gev::websocket {
+namespace {
+
+// A message buffer larger than this is let go after its message, so that one large message
+// does not cost an idle connection its size for good.
+constexpr size_t kKeptMessageCapacity = 64 * 1024;
+
+}  // namespace
+
+ReadResult MessageReader::Fail(uint16_t code, std::string reason) {
+  closed_ = true;
+  return ReadResult{false, code, std::move(reason)};
+}
+
+ReadResult MessageReader::Read(RingBuffer& input, Sink& sink) {
+  ReadResult result;
+  while (!closed_) {
+    if (!in_frame_ && !StartFrame(input, &result)) return result;
+    bool go_on = IsControl(frame_.opcode) ? ReadControlFrame(input, sink, &result)
+                                          : ReadDataPayload(input, sink, &result);
+    if (!go_on) return result;
+  }
+  // After a close frame nothing the peer sends means anything (RFC 6455, 5.5.1).
+  input.RetrieveAll();
+  return result;
+}
+
+bool MessageReader::StartFrame(RingBuffer& input, ReadResult* result) {
+  char bytes[kMaxFrameHeader];
+  std::string_view head =
+      input.Contiguous(std::min(input.Length(), kMaxFrameHeader), bytes, sizeof(bytes));
+  // Uncompressed, a frame may bring the message to the limit and no further; compressed, the
+  // limit is checked on what it inflates to.
+  const uint64_t so_far = in_message_ ? message_.size() : 0;
+  const uint64_t room = limits_.max_message > so_far ? limits_.max_message - so_far : 0;
+  FrameHeader header;
+  // Control frames (at most 125 bytes) are not part of the message, whatever room it has.
+  FrameCheck check = ReadFrameHeader(head, role_, inflater_ != nullptr,
+                                     std::max<uint64_t>(room, kMaxControlPayload), &header);
+  if (check.status == FrameCheck::kNeedMore) return false;
+  if (check.status == FrameCheck::kInvalid) {
+    *result = Fail(check.close_code, check.reason);
+    return false;
+  }
+  const bool compressed = header.opcode == Opcode::kContinuation ? compressed_ : header.rsv1;
+  if (!IsControl(header.opcode) && !compressed && header.payload_length > room) {
+    *result = Fail(kCloseMessageTooBig, "a message larger than the limit");
+    return false;
+  }
+  switch (header.opcode) {
+    case Opcode::kContinuation:
+      if (!in_message_) {
+        *result = Fail(kCloseProtocolError, "continuation frame with no message begun");
+        return false;
+      }
+      if (header.rsv1) {
+        *result = Fail(kCloseProtocolError, "RSV1 set on a continuation frame");
+        return false;
+      }
+      break;
+    case Opcode::kText:
+    case Opcode::kBinary:
+      if (in_message_) {
+        *result = Fail(kCloseProtocolError, "a new message began before the last one ended");
+        return false;
+      }
+      in_message_ = true;
+      message_type_ = header.opcode == Opcode::kText ? MessageType::kText : MessageType::kBinary;
+      compressed_ = header.rsv1;
+      message_.clear();
+      utf8_.Reset();
+      if (!compressed_ && header.payload_length > 0) {
+        // One allocation for an unfragmented message; a fragmented one grows as it comes.
+        message_.reserve(static_cast<size_t>(std::min<uint64_t>(header.payload_length,
+                                                                limits_.max_message)));
+      }
+      break;
+    default:
+      break;  // Control frames stand apart from the message around them.
+  }
+  input.Retrieve(header.header_length);
+  frame_ = header;
+  frame_read_ = 0;
+  in_frame_ = true;
+  return true;
+}
+
+bool MessageReader::ReadDataPayload(RingBuffer& input, Sink& sink, ReadResult* result) {
+  const uint64_t left = frame_.payload_length - frame_read_;
+  const size_t take = static_cast<size_t>(std::min<uint64_t>(left, input.Length()));
+  if (take == 0 && left > 0) return false;  // More is on its way.
+  const bool last = frame_.fin && take == left;
+  if (!compressed_) {
+    const size_t old_size = message_.size();
+    message_.resize(old_size + take);
+    input.Read(message_.data() + old_size, take);
+    if (frame_.masked) ApplyMask(message_.data() + old_size, take, frame_.mask_key, frame_read_);
+    frame_read_ += take;
+    if (message_type_ == MessageType::kText &&
+        !utf8_.Feed(message_.data() + old_size, take)) {
+      *result = Fail(kCloseInvalidPayload, "text that is not UTF-8");
+      return false;
+    }
+  } else {
+    scratch_.resize(take);
+    input.Read(scratch_.data(), take);
+    if (frame_.masked) ApplyMask(scratch_.data(), take, frame_.mask_key, frame_read_);
+    frame_read_ += take;
+    const size_t old_size = message_.size();
+    switch (inflater_->Inflate(scratch_, last, static_cast<size_t>(limits_.max_message),
+                               &message_)) {
+      case MessageInflater::kOk:
+        break;
+      case MessageInflater::kCorrupt:
+        *result = Fail(kCloseInvalidPayload, "a compressed message that does not inflate");
+        return false;
+      case MessageInflater::kTooBig:
+        *result = Fail(kCloseMessageTooBig, "a message that inflates past the limit");
+        return false;
+    }
+    if (message_type_ == MessageType::kText &&
+        !utf8_.Feed(message_.data() + old_size, message_.size() - old_size)) {
+      *result = Fail(kCloseInvalidPayload, "text that is not UTF-8");
+      return false;
+    }
+  }
+  if (frame_read_ < frame_.payload_length) return false;  // The rest of the frame is to come.
+  in_frame_ = false;
+  if (!frame_.fin) return true;
+  if (message_type_ == MessageType::kText && !utf8_.AtBoundary()) {
+    *result = Fail(kCloseInvalidPayload, "text that ends inside a character");
+    return false;
+  }
+  EndMessage(sink);
+  return true;
+}
+
+void MessageReader::EndMessage(Sink& sink) {
+  in_message_ = false;
+  compressed_ = false;
+  sink.OnMessage(message_type_, message_);
+  if (message_.capacity() > kKeptMessageCapacity) {
+    std::string().swap(message_);
+  } else {
+    message_.clear();
+  }
+}
+
+bool MessageReader::ReadControlFrame(RingBuffer& input, Sink& sink, ReadResult* result) {
+  const size_t length = static_cast<size_t>(frame_.payload_length);  // At most 125.
+  if (input.Length() < length) return false;  // Control frames are used whole.
+  scratch_.resize(length);
+  input.Read(scratch_.data(), length);
+  if (frame_.masked) ApplyMask(scratch_.data(), length, frame_.mask_key, 0);
+  in_frame_ = false;
+  switch (frame_.opcode) {
+    case Opcode::kPing:
+      sink.OnPing(scratch_);
+      return true;
+    case Opcode::kPong:
+      sink.OnPong(scratch_);
+      return true;
+    default:
+      break;
+  }
+  // A close frame: an optional code (two bytes), then a UTF-8 reason.
+  closed_ = true;
+  if (length == 1) {
+    *result = Fail(kCloseProtocolError, "a close frame of one byte");
+    return false;
+  }
+  uint16_t code = kCloseNoStatus;
+  std::string_view reason;
+  if (length >= 2) {
+    code = static_cast<uint16_t>((static_cast<unsigned char>(scratch_[0]) << 8) |
+                                 static_cast<unsigned char>(scratch_[1]));
+    if (!IsValidCloseCode(code)) {
+      *result = Fail(kCloseProtocolError, "a close code no peer may send");
+      return false;
+    }
+    reason = std::string_view(scratch_).substr(2);
+    if (!IsValidUtf8(reason)) {
+      *result = Fail(kCloseInvalidPayload, "a close reason that is not UTF-8");
+      return false;
+    }
+  }
+  sink.OnClose(code, reason);
+  return true;
+}
+
+}  // namespace gev::websocket
