@@ -1,4 +1,4 @@
-"""Exposes Debian's prebuilt abseil, GoogleTest, Google Benchmark and OpenSSL under upstream labels.
+"""Exposes Debian's prebuilt abseil, GoogleTest, Google Benchmark, OpenSSL and zlib under upstream labels.
 
 Each repository is generated from the installed package: one `cc_library` per upstream label,
 carrying the link flags that the package's pkg-config file lists. Headers live in /usr/include,
@@ -157,4 +157,22 @@ system_openssl = repository_rule(
     local = True,
     doc = ("Debian's libssl-dev (OpenSSL 3) under the labels of the Bazel Central Registry's " +
            "`openssl` module: @openssl//:ssl and @openssl//:crypto. Only //tls depends on it."),
+)
+
+def _system_zlib_impl(ctx):
+    if not ctx.path("/usr/include/zlib.h").exists:
+        fail(("missing /usr/include/zlib.h (zlib, for //websocket's permessage-deflate): " +
+              "install it with\n  apt-get install -y zlib1g-dev\n" +
+              "or run tools/bazel, which does so when run as root."))
+    ctx.file("WORKSPACE", 'workspace(name = "{}")\n'.format(ctx.name))
+    ctx.file("BUILD.bazel", "\n".join([
+        'package(default_visibility = ["//visibility:public"])\n',
+        _library("zlib", _pkg_config_libs(ctx, ["zlib"])),
+    ]))
+
+system_zlib = repository_rule(
+    implementation = _system_zlib_impl,
+    local = True,
+    doc = ("Debian's zlib1g-dev under the label of the Bazel Central Registry's `zlib` module: " +
+           "@zlib//:zlib. Only //websocket (permessage-deflate) depends on it."),
 )
