@@ -109,6 +109,9 @@ absl::Status Acceptor::Listen() {
 
 void Acceptor::HandleEvent(const PollEvent&) {
   loop_->DcheckInLoopThread();
+  // Waiting for a slot, yet polled: only if stopping the polling failed (logged). The gate has
+  // this acceptor already; asking again would count it twice.
+  if (waiting_for_gate_) return;
   while (true) {
     if (gate_ != nullptr && !gate_->TryReserve()) {
       if (PauseForGate()) return;
@@ -198,7 +201,7 @@ bool Acceptor::PauseForGate() {
     LogIfFailed(loop_->UpdateInterest(listen_fd_, Interest::kNone), "pausing the listener");
   }
   waiting_for_gate_ = true;
-  if (gate_->WaitForSlot(*this)) {
+  if (gate_->WaitForSlot()) {
     gate_pauses_.fetch_add(1, std::memory_order_relaxed);
     return true;
   }

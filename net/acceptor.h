@@ -59,10 +59,11 @@ class AcceptGate {
   virtual bool TryReserve() = 0;
   // Gives back a slot TryReserve took that no connection used (nothing was waiting).
   virtual void Unreserve() = 0;
-  // `acceptor` stopped polling because TryReserve failed. The gate must arrange for
-  // ResumeAccepting() to run on its loop once a slot frees, and return true; or return false
-  // when a slot freed meanwhile (the acceptor then goes on at once and waits for nothing).
-  virtual bool WaitForSlot(Acceptor& acceptor) = 0;
+  // The calling acceptor stopped polling because TryReserve failed. The gate must arrange for
+  // ResumeAccepting() to run on that acceptor's loop once a slot frees (if the acceptor still
+  // exists then: the gate is not told of its end), and return true; or return false when a
+  // slot freed meanwhile (the acceptor then goes on at once and waits for nothing).
+  virtual bool WaitForSlot() = 0;
 };
 
 class Acceptor final : public EventHandler {

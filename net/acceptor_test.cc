@@ -70,12 +70,12 @@ class TwoSlots : public AcceptGate {
     return true;
   }
   void Unreserve() override { --used; }
-  bool WaitForSlot(Acceptor& acceptor) override {
-    waiting = &acceptor;
+  bool WaitForSlot() override {
+    ++waits;
     return used >= 2;  // Waits unless a slot is free.
   }
   int used = 0;
-  Acceptor* waiting = nullptr;
+  int waits = 0;
 };
 
 TEST(AcceptorTest, AGateWithoutASlotPausesAcceptingUntilResumed) {
@@ -85,8 +85,16 @@ TEST(AcceptorTest, AGateWithoutASlotPausesAcceptingUntilResumed) {
   TwoSlots gate;
   (*acceptor)->set_gate(&gate);
   std::vector<int> accepted;
+  int accepts = 0;
   (*acceptor)->set_new_connection_callback([&](int fd, const InetAddress&) {
     accepted.push_back(fd);
+    if (++accepts == 3) {
+      // The one accept the resume allowed: a little while for a wrong fourth, then stop.
+      loop->RunAfter(absl::Milliseconds(50), [&] {
+        acceptor->reset();
+        loop->Stop();
+      });
+    }
   });
   std::vector<int> clients;
   for (int i = 0; i < 5; ++i) {
@@ -95,26 +103,31 @@ TEST(AcceptorTest, AGateWithoutASlotPausesAcceptingUntilResumed) {
     clients.push_back(*client);
   }
   size_t accepted_before_resume = 0;
+  uint64_t polls_before = 0;
   uint64_t polls_while_paused = 0;
   loop->QueueInLoop([&] { ASSERT_TRUE((*acceptor)->Listen().ok()); });
+  loop->RunAfter(absl::Milliseconds(20), [&] { polls_before = loop->poll_count(); });
   loop->RunAfter(absl::Milliseconds(100), [&] {
     accepted_before_resume = accepted.size();
-    polls_while_paused = loop->poll_count();
+    polls_while_paused = loop->poll_count() - polls_before;
+    ASSERT_EQ(accepted.size(), 2u);
+    EXPECT_EQ(gate.waits, 1);
     ::close(accepted.back());  // A connection ends: its slot comes back.
     accepted.pop_back();
     --gate.used;
-    ASSERT_NE(gate.waiting, nullptr);
-    EXPECT_TRUE(gate.waiting->ResumeAccepting());
-    EXPECT_FALSE(gate.waiting->ResumeAccepting());  // Once.
+    EXPECT_TRUE((*acceptor)->ResumeAccepting());
+    EXPECT_FALSE((*acceptor)->ResumeAccepting());  // Once.
   });
-  loop->RunAfter(absl::Milliseconds(200), [&] {
+  loop->RunAfter(absl::Seconds(10), [&] {  // Only if the third accept never comes.
     acceptor->reset();
     loop->Stop();
   });
   loop->Run();
   EXPECT_EQ(accepted_before_resume, 2u);
+  EXPECT_EQ(accepts, 3);
   EXPECT_EQ(accepted.size(), 2u);  // One more after the resume, then paused again.
   EXPECT_EQ(gate.used, 2);
+  EXPECT_EQ(gate.waits, 2);
   EXPECT_LT(polls_while_paused, 10u) << "the paused listener was polled in a loop";
   for (int fd : accepted) ::close(fd);
   for (int fd : clients) ::close(fd);

@@ -54,7 +54,7 @@ class ConnectionLimit final : public AcceptGate {
     return false;
   }
   void Unreserve() override { Release(); }
-  bool WaitForSlot(Acceptor&) override {
+  bool WaitForSlot() override {
     waiting_.fetch_add(1);
     if (open_.load() < max_) {
       waiting_.fetch_sub(1);

@@ -8,6 +8,7 @@
 
 #include <algorithm>
 #include <any>
+#include <deque>
 #include <atomic>
 #include <cstdint>
 #include <memory>
@@ -26,28 +27,37 @@ struct TcpProxy::Pair {
   Connection* downstream = nullptr;  // Until its OnClose (the server holds it until then).
   Connection* upstream = nullptr;    // From its OnConnect until its OnClose.
   std::unique_ptr<Client> client;  // Dials the upstream; let go when the downstream closes.
-  std::atomic<size_t>* open_pairs = nullptr;  // The proxy's count, which this pair is in.
-  // The idle sweep's: its loop's pairs (null without an idle timeout), when a byte last
+  std::atomic<size_t>* open_pairs = nullptr;  // The proxy's count.
+  LoopPairs* home = nullptr;  // Its loop's pairs.
+  // In open_pairs: dialing or relaying. False while parked: accepted when max_pairs were open,
+  // waiting in its loop's queue for one to end.
+  bool counted = false;
+  // The idle sweep's: whether it is in its loop's set (with an idle timeout), when a byte last
   // moved, and both sides' undelivered bytes at the last sweep (a change is a write's
   // progress).
-  std::unordered_set<Pair*>* loop_pairs = nullptr;
+  bool swept = false;
   uint64_t last_active_ms = 0;
   size_t undelivered_seen[2] = {0, 0};
 
-  void FreeIfBothClosed() {
-    if (downstream != nullptr || upstream != nullptr) return;
-    open_pairs->fetch_sub(1, std::memory_order_relaxed);
-    if (loop_pairs != nullptr) loop_pairs->erase(this);
-    delete this;
-  }
+  void FreeIfBothClosed();
   void Touch(const Connection& side) {
-    if (loop_pairs != nullptr) last_active_ms = side.loop()->NowMs();
+    if (swept) last_active_ms = side.loop()->NowMs();
   }
 };
 
 struct TcpProxy::LoopPairs {
-  std::unordered_set<Pair*> pairs;
+  EventLoop* loop = nullptr;
+  std::unordered_set<Pair*> pairs;  // With an idle timeout: every pair, for the sweep.
+  std::deque<Pair*> parked;         // Oldest first.
+  TimerId retry = 0;                // Dials parked pairs as pairs end; set while any wait.
 };
+
+void TcpProxy::Pair::FreeIfBothClosed() {
+  if (downstream != nullptr || upstream != nullptr) return;
+  if (counted) open_pairs->fetch_sub(1, std::memory_order_relaxed);
+  if (swept) home->pairs.erase(this);
+  delete this;
+}
 
 namespace {
 
@@ -116,36 +126,74 @@ size_t TcpProxy::MaxPairsForDescriptorLimit(int loops) {
   return limit.rlim_cur > kept_back + 2 ? (limit.rlim_cur - kept_back) / 2 : 1;
 }
 
-void TcpProxy::OnConnect(Connection& downstream) {
-  size_t max_pairs = max_pairs_.load(std::memory_order_relaxed);
-  if (max_pairs == 0) {
-    // Read when the first client comes: the server has raised the limit by then.
-    max_pairs = options_.max_pairs != 0 ? options_.max_pairs : MaxPairsForDescriptorLimit(1);
-    max_pairs_.store(max_pairs, std::memory_order_relaxed);
+bool TcpProxy::TakePairSlot() {
+  const size_t max_pairs = max_pairs_.load(std::memory_order_relaxed);
+  size_t open = open_pairs_.load(std::memory_order_relaxed);
+  while (open < max_pairs) {
+    if (open_pairs_.compare_exchange_weak(open, open + 1, std::memory_order_relaxed)) return true;
   }
-  if (open_pairs_.fetch_add(1, std::memory_order_relaxed) >= max_pairs) {
-    open_pairs_.fetch_sub(1, std::memory_order_relaxed);
-    refused_.fetch_add(1, std::memory_order_relaxed);
-    downstream.ForceClose(absl::ResourceExhaustedError(absl::StrCat(
-        max_pairs, " pairs are open: no descriptor is left to dial the upstream")));
+  return false;
+}
+
+void TcpProxy::OnConnect(Connection& downstream) {
+  if (max_pairs_.load(std::memory_order_relaxed) == 0) {
+    // Read when the first client comes: the server has raised the limit by then.
+    max_pairs_.store(options_.max_pairs != 0 ? options_.max_pairs : MaxPairsForDescriptorLimit(1),
+                     std::memory_order_relaxed);
+  }
+  LoopPairs* home = nullptr;
+  {
+    std::lock_guard<std::mutex> lock(loops_mutex_);
+    auto found = loops_.find(downstream.LoopIndex());
+    if (found != loops_.end()) home = found->second.get();
+  }
+  if (home == nullptr) {  // Only a server that skipped OnLoopStart; never ours.
+    downstream.ForceClose(absl::FailedPreconditionError("the proxy's loop was not started"));
     return;
   }
   // Nothing is read until there is somewhere to send it.
   downstream.PauseReading();
   Pair* pair = new Pair;
   pair->open_pairs = &open_pairs_;
+  pair->home = home;
   pair->downstream = &downstream;
   if (options_.idle_timeout > absl::ZeroDuration()) {
-    std::lock_guard<std::mutex> lock(loops_mutex_);
-    auto loop = loops_.find(downstream.LoopIndex());
-    if (loop != loops_.end()) {
-      pair->loop_pairs = &loop->second->pairs;
-      pair->loop_pairs->insert(pair);
-      pair->Touch(downstream);
-    }
+    pair->swept = true;
+    home->pairs.insert(pair);
+    pair->Touch(downstream);
   }
   downstream.SetContext(pair);
+  if (!TakePairSlot()) {
+    // The server's MaxConnections let it in while pairs were still ending (an upstream
+    // flushing after its downstream closed holds its descriptors): it waits, not reset.
+    parked_.fetch_add(1, std::memory_order_relaxed);
+    home->parked.push_back(pair);
+    if (home->retry == 0) {
+      home->retry = home->loop->RunEvery(absl::Milliseconds(10), [this, home] {
+        DialParked(*home);
+      });
+    }
+    return;
+  }
+  pair->counted = true;
+  Dial(pair);
+}
 
+void TcpProxy::DialParked(LoopPairs& home) {
+  while (!home.parked.empty() && TakePairSlot()) {
+    Pair* pair = home.parked.front();
+    home.parked.pop_front();
+    pair->counted = true;
+    Dial(pair);
+  }
+  if (home.parked.empty() && home.retry != 0) {
+    home.loop->Cancel(home.retry);
+    home.retry = 0;
+  }
+}
+
+void TcpProxy::Dial(Pair* pair) {
+  Connection& downstream = *pair->downstream;
   ClientOptions client;
   client.network = options_.upstream_network;
   client.address = options_.upstream;
@@ -178,13 +226,14 @@ void TcpProxy::OnConnect(Connection& downstream) {
 }
 
 void TcpProxy::OnLoopStart(EventLoop& loop, size_t loop_index) {
-  if (options_.idle_timeout <= absl::ZeroDuration()) return;
   auto pairs = std::make_unique<LoopPairs>();
   LoopPairs* raw = pairs.get();
+  raw->loop = &loop;
   {
     std::lock_guard<std::mutex> lock(loops_mutex_);
     loops_[loop_index] = std::move(pairs);
   }
+  if (options_.idle_timeout <= absl::ZeroDuration()) return;
   // A quarter of the timeout between sweeps: a quiet pair ends within 1.25 of it.
   absl::Duration every = std::max(options_.idle_timeout / 4, absl::Milliseconds(10));
   loop.RunEvery(every, [this, raw, &loop] { EndQuietPairs(*raw, loop.NowMs()); });
@@ -254,6 +303,10 @@ void TcpProxy::OnClose(Connection& downstream, const absl::Status& reason) {
   if (pair == nullptr) return;
   downstream.SetContext(std::any());
   pair->downstream = nullptr;
+  if (!pair->counted) {  // Parked: it leaves the queue.
+    std::deque<Pair*>& parked = pair->home->parked;
+    parked.erase(std::find(parked.begin(), parked.end(), pair));
+  }
   if (pair->upstream != nullptr) EndBecauseOtherSideEnded(*pair->upstream, reason, "downstream");
   // On the loop thread this returns at once: a connect in progress is cancelled (no callback
   // follows), a connected upstream flushes and closes, and its OnClose follows.

@@ -36,10 +36,12 @@
 //   - Descriptors: a pair needs two, so a proxy must stop accepting while it could not dial.
 //     Made with MaxConnections(max_pairs) (proxy_main does, with MaxPairsForDescriptorLimit()
 //     after raising the limit), the server leaves clients past max_pairs in the listen backlog
-//     until a pair ends. One that gets in all the same while Options::max_pairs pairs hold
-//     descriptors (an upstream still flushing after its downstream closed) is reset at once
-//     with the reason, rather than accepted to fail its dial for want of a descriptor while it
-//     holds one an established pair could use.
+//     until a pair ends. The server counts downstream connections and a pair can outlive its
+//     downstream (an upstream still flushing after its downstream closed), so a client can
+//     get in while Options::max_pairs pairs are open: it waits (not read, not dialed for) in
+//     its loop's queue until one ends, neither reset nor given a dial that would fail for
+//     want of a descriptor. The descriptors stay within two a pair: a waiting client has the
+//     server slot the lingering pair's downstream gave up.
 //   - Half-closes are relayed: a FIN from one side reaches the other once everything it sent
 //     before it has (ShutdownWrite), and the other direction goes on until its own FIN; the
 //     pair ends when both directions are done (the server is made with HalfClose(true), the
@@ -111,16 +113,20 @@ class TcpProxy : public Handler {
   uint64_t upstream_failures() const {
     return upstream_failures_.load(std::memory_order_relaxed);
   }
-  // Clients reset because max_pairs were open.
-  uint64_t refused_for_descriptors() const {
-    return refused_.load(std::memory_order_relaxed);
-  }
+  // Clients that waited for a pair to end because max_pairs were open.
+  uint64_t parked_for_descriptors() const { return parked_.load(std::memory_order_relaxed); }
 
  private:
   struct Pair;
   struct LoopPairs;
   // Closes the pairs of `loop` that moved no byte for idle_timeout.
   void EndQuietPairs(LoopPairs& loop, uint64_t now_ms);
+  // A place among the max_pairs, if one is free.
+  bool TakePairSlot();
+  // Dials for the clients waiting on `loop` while places are free.
+  void DialParked(LoopPairs& loop);
+  // Dials the upstream for `pair`, which holds a place.
+  void Dial(Pair* pair);
   // The upstream connections' handler.
   class Upstream : public Handler {
    public:
@@ -136,10 +142,11 @@ class TcpProxy : public Handler {
   Upstream upstream_handler_;
   std::atomic<uint64_t> pairs_opened_{0};
   std::atomic<uint64_t> upstream_failures_{0};
-  std::atomic<uint64_t> refused_{0};
+  std::atomic<uint64_t> parked_{0};
   std::atomic<size_t> open_pairs_{0};
   std::atomic<size_t> max_pairs_{0};  // Options::max_pairs, or the limit's, set once.
-  // Each loop's pairs, for the idle sweep; made in OnLoopStart, then used on that loop only.
+  // Each loop's pairs (for the idle sweep) and waiting clients; made in OnLoopStart, then used
+  // on that loop only.
   std::mutex loops_mutex_;
   std::map<size_t, std::unique_ptr<LoopPairs>> loops_;  // Guarded by loops_mutex_.
 };

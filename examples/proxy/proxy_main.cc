@@ -103,7 +103,7 @@ int main(int argc, char** argv) {
       gev::HighWaterMark(options.high_water_mark), gev::PauseReadingAtHighWater(false),
       gev::HalfClose(true),
       // Past it, clients wait in the listen backlog instead of being accepted and reset.
-      gev::MaxConnections(options.max_pairs),
+      gev::MaxConnections(options.max_pairs == SIZE_MAX ? 0 : options.max_pairs),
       gev::WithTransport(downstream_transport));
   if (!server.ok()) return gev::examples::Fail(server.status());
   return gev::examples::ServeUntilSignal(**server);
