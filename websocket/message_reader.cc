@@ -34,23 +34,27 @@ bool MessageReader::StartFrame(RingBuffer& input, ReadResult* result) {
   char bytes[kMaxFrameHeader];
   std::string_view head =
       input.Contiguous(std::min(input.Length(), kMaxFrameHeader), bytes, sizeof(bytes));
-  // Uncompressed, a frame may bring the message to the limit and no further; compressed, the
-  // limit is checked on what it inflates to.
-  const uint64_t so_far = in_message_ ? message_.size() : 0;
-  const uint64_t room = limits_.max_message > so_far ? limits_.max_message - so_far : 0;
   FrameHeader header;
-  // Control frames (at most 125 bytes) are not part of the message, whatever room it has.
-  FrameCheck check = ReadFrameHeader(head, role_, inflater_ != nullptr,
-                                     std::max<uint64_t>(room, kMaxControlPayload), &header);
+  // The limit is judged below, where it is known whether the frame is compressed.
+  FrameCheck check = ReadFrameHeader(head, role_, inflater_ != nullptr, ~uint64_t{0}, &header);
   if (check.status == FrameCheck::kNeedMore) return false;
   if (check.status == FrameCheck::kInvalid) {
     *result = Fail(check.close_code, check.reason);
     return false;
   }
-  const bool compressed = header.opcode == Opcode::kContinuation ? compressed_ : header.rsv1;
-  if (!IsControl(header.opcode) && !compressed && header.payload_length > room) {
-    *result = Fail(kCloseMessageTooBig, "a message larger than the limit");
-    return false;
+  if (!IsControl(header.opcode)) {
+    const bool compressed = header.opcode == Opcode::kContinuation ? compressed_ : header.rsv1;
+    const uint64_t so_far = in_message_ ? message_.size() : 0;
+    const uint64_t room = limits_.max_message > so_far ? limits_.max_message - so_far : 0;
+    // Uncompressed, a frame may bring the message to the limit and no further. Compressed,
+    // the limit is on what it inflates to (checked as it inflates); incompressible data
+    // deflates to a little more than itself, so the wire may carry somewhat more, within
+    // twice the limit, past which no deflate stream of a message within it can be.
+    const uint64_t wire_limit = compressed ? 2 * limits_.max_message + 1024 : room;
+    if (header.payload_length > wire_limit) {
+      *result = Fail(kCloseMessageTooBig, "a message larger than the limit");
+      return false;
+    }
   }
   switch (header.opcode) {
     case Opcode::kContinuation:
