@@ -116,20 +116,21 @@ bool MessageReader::ReadDataPayload(RingBuffer& input, Sink& sink, ReadResult* r
     if (frame_.masked) ApplyMask(scratch_.data(), take, frame_.mask_key, frame_read_);
     frame_read_ += take;
     const size_t old_size = message_.size();
-    switch (inflater_->Inflate(scratch_, last, static_cast<size_t>(limits_.max_message),
-                               &message_)) {
-      case MessageInflater::kOk:
-        break;
-      case MessageInflater::kCorrupt:
-        *result = Fail(kCloseInvalidPayload, "a compressed message that does not inflate");
-        return false;
-      case MessageInflater::kTooBig:
-        *result = Fail(kCloseMessageTooBig, "a message that inflates past the limit");
-        return false;
-    }
+    MessageInflater::Result inflated = inflater_->Inflate(
+        scratch_, last, static_cast<size_t>(limits_.max_message), &message_);
+    // What inflated before a failure is judged first, as it would have been had the payload
+    // come in smaller reads: the verdict does not depend on how the bytes were cut.
     if (message_type_ == MessageType::kText &&
         !utf8_.Feed(message_.data() + old_size, message_.size() - old_size)) {
       *result = Fail(kCloseInvalidPayload, "text that is not UTF-8");
+      return false;
+    }
+    if (inflated == MessageInflater::kCorrupt) {
+      *result = Fail(kCloseInvalidPayload, "a compressed message that does not inflate");
+      return false;
+    }
+    if (inflated == MessageInflater::kTooBig) {
+      *result = Fail(kCloseMessageTooBig, "a message that inflates past the limit");
       return false;
     }
   }
