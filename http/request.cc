@@ -97,11 +97,56 @@ std::string_view TrimSpaces(std::string_view s) {
   return s;
 }
 
-std::optional<std::string_view> Request::Find(std::string_view name) const {
+namespace {
+
+template <typename Fields>
+std::optional<std::string_view> FindIn(const Fields& fields, std::string_view name) {
   for (const Field& field : fields) {
     if (EqualsIgnoreCase(field.name, name)) return field.value;
   }
   return std::nullopt;
+}
+
+template <typename Fields>
+bool HasTokenIn(const Fields& fields, std::string_view name, std::string_view token) {
+  for (const Field& field : fields) {
+    if (EqualsIgnoreCase(field.name, name) && ListHas(field.value, token)) return true;
+  }
+  return false;
+}
+
+// The field lines of a head from `*pos` through its blank line, into `fields`.
+HeadStatus ParseFields(std::string_view head, size_t* pos,
+                       absl::InlinedVector<Field, 16>* fields) {
+  std::string_view line;
+  while (true) {
+    if (!NextLine(head, pos, &line)) return HeadStatus::kBadRequest;
+    if (line.empty()) break;  // The blank line: the head ends here.
+    // No obs-fold (a line that starts with a space continues nothing here), no bare CR or LF.
+    size_t colon = line.find(':');
+    if (colon == std::string_view::npos) return HeadStatus::kBadRequest;
+    std::string_view name = line.substr(0, colon);
+    std::string_view value = TrimSpaces(line.substr(colon + 1));
+    if (!IsToken(name) || !IsFieldValue(value)) return HeadStatus::kBadRequest;
+    if (fields->size() == kMaxFields) return HeadStatus::kHeadTooLarge;
+    fields->push_back(Field{name, value});
+  }
+  if (*pos != head.size()) return HeadStatus::kBadRequest;  // A blank line inside the head.
+  return HeadStatus::kOk;
+}
+
+}  // namespace
+
+std::optional<std::string_view> Request::Find(std::string_view name) const {
+  return FindIn(fields, name);
+}
+
+std::optional<std::string_view> Response::Find(std::string_view name) const {
+  return FindIn(fields, name);
+}
+
+bool Response::HasToken(std::string_view name, std::string_view token) const {
+  return HasTokenIn(fields, name, token);
 }
 
 size_t Request::Count(std::string_view name) const {
@@ -111,10 +156,7 @@ size_t Request::Count(std::string_view name) const {
 }
 
 bool Request::HasToken(std::string_view name, std::string_view token) const {
-  for (const Field& field : fields) {
-    if (EqualsIgnoreCase(field.name, name) && ListHas(field.value, token)) return true;
-  }
-  return false;
+  return HasTokenIn(fields, name, token);
 }
 
 std::string_view StatusLine(HeadStatus status) {
@@ -196,6 +238,29 @@ HeadStatus ParseHead(std::string_view head, Request* request, uint64_t max_body_
   }
   if (request->content_length > max_body_bytes) return HeadStatus::kBodyTooLarge;
   return HeadStatus::kOk;
+}
+
+HeadStatus ParseResponseHead(std::string_view head, Response* response) {
+  if (head.size() > kMaxHeadBytes) return HeadStatus::kHeadTooLarge;
+  response->fields.clear();
+  size_t pos = 0;
+  std::string_view line;
+  if (!NextLine(head, &pos, &line)) return HeadStatus::kBadRequest;
+  // status-line = HTTP-version SP status-code SP [ reason-phrase ]
+  if (line.size() < 12 || line.substr(0, 5) != "HTTP/" || line[6] != '.' || line[5] != '1' ||
+      line[7] < '0' || line[7] > '9' || line[8] != ' ' || (line.size() > 12 && line[12] != ' ')) {
+    return HeadStatus::kBadRequest;
+  }
+  int status = 0;
+  for (size_t i = 9; i < 12; ++i) {
+    if (line[i] < '0' || line[i] > '9') return HeadStatus::kBadRequest;
+    status = status * 10 + (line[i] - '0');
+  }
+  if (status < 100) return HeadStatus::kBadRequest;
+  response->minor_version = line[7] - '0';
+  response->status = status;
+  response->reason = line.size() > 13 ? line.substr(13) : std::string_view();
+  return ParseFields(head, &pos, &response->fields);
 }
 
 }  // namespace gev::http

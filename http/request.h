@@ -91,6 +91,22 @@ size_t HeadLength(std::string_view bytes);
 HeadStatus ParseHead(std::string_view head, Request* request,
                      uint64_t max_body_bytes = kDefaultMaxBodyBytes);
 
+// A response head (RFC 9112, 4), as a client reads one: the status and every field.
+struct Response {
+  int minor_version = 1;
+  int status = 0;  // 100..999
+  std::string_view reason;
+  absl::InlinedVector<Field, 16> fields;
+
+  std::optional<std::string_view> Find(std::string_view name) const;
+  bool HasToken(std::string_view name, std::string_view token) const;
+};
+
+// ParseResponseHead() — parses `head` (HeadLength() bytes) strictly, as ParseHead does a
+// request: kBadRequest for anything malformed, kHeadTooLarge past the limits. Views point
+// into `head`.
+HeadStatus ParseResponseHead(std::string_view head, Response* response);
+
 // Helpers for what follows a parse (an upgrade's fields, say).
 bool EqualsIgnoreCase(std::string_view a, std::string_view b);
 // TrimSpaces() — `s` without the spaces and tabs at its ends.

@@ -123,5 +123,27 @@ TEST(HttpRequestTest, TooManyFieldsOrBytesAre431AndTheBodyLimitIsTheCallers) {
   EXPECT_EQ(StatusLine(HeadStatus::kBadRequest), "400 Bad Request");
 }
 
+TEST(HttpResponseTest, ParsesAStatusLineAndFieldsStrictly) {
+  Response response;
+  const std::string head =
+      "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+      "Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\n";
+  ASSERT_EQ(ParseResponseHead(head, &response), HeadStatus::kOk);
+  EXPECT_EQ(response.status, 101);
+  EXPECT_EQ(response.reason, "Switching Protocols");
+  EXPECT_EQ(response.Find("sec-websocket-accept"), "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=");
+  EXPECT_TRUE(response.HasToken("connection", "upgrade"));
+  ASSERT_EQ(ParseResponseHead("HTTP/1.0 404\r\n\r\n", &response), HeadStatus::kOk);
+  EXPECT_EQ(response.status, 404);
+  EXPECT_TRUE(response.reason.empty());
+  EXPECT_TRUE(response.fields.empty());
+  for (const char* bad : {"HTTP/1.1 10 x\r\n\r\n", "HTTP/2.0 200 OK\r\n\r\n",
+                          "HTTP/1.1 2000 OK\r\n\r\n", "HTTP/1.1 20x OK\r\n\r\n",
+                          "ICY 200 OK\r\n\r\n", "HTTP/1.1 200 OK\r\nBad Name: x\r\n\r\n",
+                          "HTTP/1.1 200 OK\r\nNo colon\r\n\r\n"}) {
+    EXPECT_EQ(ParseResponseHead(bad, &response), HeadStatus::kBadRequest) << bad;
+  }
+}
+
 }  // namespace
 }  // namespace gev::http

@@ -359,7 +359,9 @@ TEST(WebSocketServiceTest, BadUpgradesAreRefusedWithTheRightStatus) {
 TEST(WebSocketServiceTest, TheServersCloseWaitsForThePeerThenTimesOut) {
   EchoHandler handler;
   Options options;
-  options.close_timeout = absl::Milliseconds(300);
+  // Long enough that the silent client reads the close frame before the reset, however busy
+  // the machine; short enough to wait for.
+  options.close_timeout = absl::Seconds(1);
   Running running(&handler, options);
   {
     RawClient client(running.address());
@@ -390,15 +392,22 @@ TEST(WebSocketServiceTest, QuietSocketsArePingedThenClosedAndSlowUpgradesTimedOu
   options.ping_interval = absl::Milliseconds(200);
   options.idle_timeout = absl::Milliseconds(700);
   options.handshake_timeout = absl::Milliseconds(300);
-  options.close_timeout = absl::Milliseconds(300);
+  // Long enough that the client reads the close frame before the reset that would follow a
+  // close left unanswered discards it, however busy the machine.
+  options.close_timeout = absl::Seconds(5);
   Running running(&handler, options);
   RawClient quiet(running.address());
   ASSERT_EQ(quiet.Upgrade().rfind("HTTP/1.1 101", 0), 0u);
   ASSERT_TRUE(quiet.WaitForEvents(1, 3000));
   EXPECT_EQ(quiet.events[0], "ping:");
-  ASSERT_TRUE(quiet.WaitForEvents(2, 3000));
+  ASSERT_TRUE(quiet.WaitForEvents(2, 3000))
+      << ::testing::PrintToString(quiet.events) << " "
+      << (WaitFor([&] { return !handler.Closes().empty(); }) ? handler.Closes()[0].second : "");
   EXPECT_EQ(quiet.events[1], "close:1001:idle");
+  ASSERT_TRUE(quiet.SendFrame(Opcode::kClose, CloseCode(1001)));  // The answer.
   EXPECT_TRUE(quiet.SeesEnd(3000));
+  ASSERT_TRUE(WaitFor([&] { return handler.Closes().size() == 1; }));
+  EXPECT_EQ(handler.Closes()[0].first, 1001);
 
   RawClient slow(running.address());
   ASSERT_TRUE(slow.SendRaw("GET / HTTP/1.1\r\nHost: x\r\n"));  // And nothing more.

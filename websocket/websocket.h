@@ -74,7 +74,7 @@ class Service;
 namespace internal {
 struct LoopState;
 struct ConnectionState;
-class SocketEvents;
+struct SocketInternals;
 }  // namespace internal
 
 struct Options {
@@ -135,12 +135,13 @@ class Socket : public std::enable_shared_from_this<Socket> {
   // for a code no endpoint may send (nothing is sent); FailedPrecondition if a close frame was
   // sent already. Thread-safe.
   absl::Status Close(uint16_t code = kCloseNormal, std::string_view reason = {});
-  // Socket::Subscribe() / Unsubscribe() — whether Publish(topic) reaches this socket.
-  // Thread-safe (applied on the socket's loop, in order with its other calls from that
-  // thread).
+  // Socket::Subscribe() / Unsubscribe() — whether Publish(topic) reaches this socket (a
+  // server's socket; a client's has no topics and ignores them). Thread-safe (applied on the
+  // socket's loop, in order with its other calls from that thread).
   void Subscribe(std::string topic);
   void Unsubscribe(std::string topic);
-  // Socket::Publish() — Service::Publish to `topic`, except to this socket. Thread-safe.
+  // Socket::Publish() — Service::Publish to `topic`, except to this socket (a server's; a
+  // client's publishes nothing). Thread-safe.
   void Publish(std::string_view topic, std::string_view message,
                MessageType type = MessageType::kText);
   // Whether this socket is subscribed to `topic`. Loop thread only.
@@ -158,20 +159,23 @@ class Socket : public std::enable_shared_from_this<Socket> {
 
  private:
   friend class Service;
-  friend class internal::SocketEvents;
-  Socket(Service* service, ConnectionPtr connection);
-  // Frames `payload` (compressing a data frame when it should be) and sends it. Any thread.
+  friend struct internal::SocketInternals;
+  Socket(Service* service, const Options* options, Role role, ConnectionPtr connection);
+  // Frames `payload` (compressing a data frame when it should be, masking it on a client) and
+  // sends it. Any thread.
   absl::Status SendFrame(Opcode opcode, std::string_view payload);
   // The close frame, once: FailedPrecondition if one went already.
   absl::Status SendCloseFrame(std::string_view payload);
 
-  Service* const service_;
+  Service* const service_;   // Null on a client.
+  const Options* const options_;
+  const Role role_;          // kServer: frames go unmasked; kClient: masked.
   const ConnectionPtr connection_;
   std::string protocol_;
   std::string target_;
   std::optional<DeflateAgreement> deflate_;
-  // With server context takeover: this socket's own compressor, used on its loop thread only
-  // (a send from another thread goes uncompressed, which RFC 7692 allows per message).
+  // With context takeover on our side: this socket's own compressor, used on its loop thread
+  // only (a send from another thread goes uncompressed, which RFC 7692 allows per message).
   std::unique_ptr<Deflater> own_deflater_;
   std::any user_data_;
   std::vector<std::string> topics_;  // Loop thread only.
@@ -241,16 +245,10 @@ class Service : public gev::Handler {
  private:
   friend class Socket;
   internal::LoopState& LoopOf(const Connection& conn);
-  // The connection's state (its context), or null once closed.
-  static internal::ConnectionState* StateOf(Connection& conn);
   // The HTTP phase: requests until an upgrade. False once the connection is closing.
   bool ReadRequests(internal::ConnectionState& state, RingBuffer& input);
   void AcceptUpgrade(internal::ConnectionState& state, const http::Request& request,
                      RingBuffer& input, size_t head_length);
-  void ReadFrames(internal::ConnectionState& state, RingBuffer& input);
-  void Sweep(internal::LoopState& loop);
-  // The socket's close frame went out (Socket::Close, a timeout): its close deadline starts.
-  void CloseSent(Socket& socket);
   void SubscribeInLoop(Socket& socket, std::string topic, bool subscribe);
 
   SocketHandler* const handler_;

@@ -1,0 +1,172 @@
+#include <openssl/rand.h>
+
+#include <algorithm>
+#include <cstring>
+#include <string>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "websocket/internal/session.h"
+#include "websocket/websocket.h"
+
+namespace gev::websocket {
+namespace {
+
+// A client's masking keys (RFC 6455, 5.3: unpredictable, from a strong source of entropy):
+// OpenSSL's generator, drawn 256 bytes at a time per thread.
+uint32_t NextMaskKey() {
+  thread_local unsigned char pool[256];
+  thread_local size_t used = sizeof(pool);
+  if (used == sizeof(pool)) {
+    if (RAND_bytes(pool, sizeof(pool)) != 1) {
+      // OpenSSL's generator cannot fail once seeded; if it ever did, a key from the clock and
+      // the pool's address is still not a constant the peer could predict in advance.
+      uint64_t fallback = static_cast<uint64_t>(absl::ToUnixNanos(absl::Now())) ^
+                          reinterpret_cast<uintptr_t>(&pool);
+      std::memcpy(pool, &fallback, sizeof(fallback));
+      std::memset(pool + sizeof(fallback), 0, sizeof(pool) - sizeof(fallback));
+    }
+    used = 0;
+  }
+  uint32_t key;
+  std::memcpy(&key, pool + used, sizeof(key));
+  used += sizeof(key);
+  return key;
+}
+
+}  // namespace
+
+Socket::Socket(Service* service, const Options* options, Role role, ConnectionPtr connection)
+    : service_(service), options_(options), role_(role), connection_(std::move(connection)) {}
+
+absl::Status Socket::SendFrame(Opcode opcode, std::string_view payload) {
+  if (close_sent_.load(std::memory_order_acquire)) {
+    return absl::FailedPreconditionError("the WebSocket is closing");
+  }
+  const DeflateOptions& deflate = options_->deflate;
+  std::string body;  // A compressed or masked copy, when the payload cannot go as it is.
+  bool rsv1 = false;
+  if (deflate_.has_value() && !IsControl(opcode) && payload.size() >= deflate.min_size) {
+    const bool ours_without_context = role_ == Role::kServer
+                                          ? deflate_->server_no_context_takeover
+                                          : deflate_->client_no_context_takeover;
+    const int window = role_ == Role::kServer ? deflate_->server_max_window_bits
+                                              : deflate_->client_max_window_bits;
+    Deflater* deflater = nullptr;
+    if (ours_without_context) {
+      deflater = &internal::SharedDeflater(window, deflate.level);
+    } else if (connection_->loop()->IsInLoopThread()) {
+      deflater = own_deflater_.get();
+    }
+    if (deflater != nullptr && deflater->Compress(payload, &body)) {
+      rsv1 = true;
+      payload = body;
+    }
+  }
+  std::optional<uint32_t> mask_key;
+  if (role_ == Role::kClient) {
+    mask_key = NextMaskKey();
+    if (payload.data() != body.data()) body.assign(payload.data(), payload.size());
+    ApplyMask(body.data(), body.size(), *mask_key, 0);
+    payload = body;
+  }
+  char header[kMaxFrameHeader];
+  size_t n = WriteFrameHeader(header, opcode, /*fin=*/true, rsv1, payload.size(), mask_key);
+  absl::Status sent = connection_->SendAll({std::string_view(header, n), payload});
+  const size_t max_backlog = options_->max_backlog;
+  if (sent.ok() && max_backlog != 0 && connection_->PendingOutput() > max_backlog) {
+    // A close frame behind the backlog would not arrive either: the connection ends now.
+    connection_->ForceClose(absl::ResourceExhaustedError(
+        absl::StrCat("pending output passed max_backlog (", max_backlog, " bytes)")));
+  }
+  return sent;
+}
+
+absl::Status Socket::Send(std::string_view message, MessageType type) {
+  return SendFrame(type == MessageType::kText ? Opcode::kText : Opcode::kBinary, message);
+}
+
+absl::Status Socket::Ping(std::string_view payload) {
+  if (payload.size() > kMaxControlPayload) {
+    return absl::InvalidArgumentError("a ping carries at most 125 bytes");
+  }
+  return SendFrame(Opcode::kPing, payload);
+}
+
+absl::Status Socket::SendCloseFrame(std::string_view payload) {
+  if (close_sent_.exchange(true, std::memory_order_acq_rel)) {
+    return absl::FailedPreconditionError("a close frame was sent already");
+  }
+  std::string masked;
+  std::optional<uint32_t> mask_key;
+  if (role_ == Role::kClient) {
+    mask_key = NextMaskKey();
+    masked.assign(payload.data(), payload.size());
+    ApplyMask(masked.data(), masked.size(), *mask_key, 0);
+    payload = masked;
+  }
+  char header[kMaxFrameHeader];
+  size_t n = WriteFrameHeader(header, Opcode::kClose, true, false, payload.size(), mask_key);
+  return connection_->SendAll({std::string_view(header, n), payload});
+}
+
+absl::Status Socket::Close(uint16_t code, std::string_view reason) {
+  if (!IsValidCloseCode(code)) {
+    return absl::InvalidArgumentError(absl::StrCat("close code ", code, " is not one to send"));
+  }
+  absl::Status sent = SendCloseFrame(ClosePayloadFor(code, reason));
+  if (!sent.ok()) {
+    // Sent before, or refused by a connection that is ending: it ends either way. Refused at
+    // the pending cap: the peer reads nothing, so the connection ends now.
+    if (absl::IsResourceExhausted(sent)) {
+      connection_->ForceClose(
+          absl::Status(sent.code(), absl::StrCat("close frame refused: ", sent.message())));
+    }
+    return sent;
+  }
+  // The close deadline starts on the socket's loop. Refused only by a finished loop, whose
+  // connections are closed already.
+  std::shared_ptr<Socket> self = shared_from_this();
+  (void)connection_->loop()->RunInLoop([self] { internal::CloseSent(*self); });
+  return sent;
+}
+
+void Socket::Subscribe(std::string topic) {
+  if (service_ == nullptr) return;  // A client's socket has no topics.
+  std::shared_ptr<Socket> self = shared_from_this();
+  // Refused only by a finished loop, whose sockets are closed already.
+  (void)connection_->loop()->RunInLoop([self, topic = std::move(topic)]() mutable {
+    self->service_->SubscribeInLoop(*self, std::move(topic), true);
+  });
+}
+
+void Socket::Unsubscribe(std::string topic) {
+  if (service_ == nullptr) return;
+  std::shared_ptr<Socket> self = shared_from_this();
+  // As in Subscribe.
+  (void)connection_->loop()->RunInLoop([self, topic = std::move(topic)]() mutable {
+    self->service_->SubscribeInLoop(*self, std::move(topic), false);
+  });
+}
+
+bool Socket::IsSubscribed(std::string_view topic) const {
+  return std::find(topics_.begin(), topics_.end(), topic) != topics_.end();
+}
+
+void Socket::Publish(std::string_view topic, std::string_view message, MessageType type) {
+  if (service_ != nullptr) service_->Publish(topic, message, type, this);
+}
+
+HttpResponse Handler::OnHttpRequest(const http::Request& request) {
+  HttpResponse response;
+  if (request.target == "/") {
+    response.status_line = "426 Upgrade Required";
+    response.headers = {{"Upgrade", "websocket"}, {"Sec-WebSocket-Version", "13"}};
+    response.body = "a WebSocket endpoint: upgrade to talk\n";
+  } else {
+    response.body = "Not Found\n";
+  }
+  return response;
+}
+
+}  // namespace gev::websocket
