@@ -1,0 +1,297 @@
+#include "websocket/client.h"
+
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <chrono>
+#include <cstdio>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "gtest/gtest.h"
+#include "server/server.h"
+#include "server/testing/loopback_client.h"
+#include "websocket/websocket.h"
+
+namespace gev::websocket {
+namespace {
+
+using ::gev::testing::Pattern;
+using ::gev::testing::ServerThread;
+using ::gev::testing::WaitFor;
+
+// The server side: echoes, closes on request, refuses /forbidden.
+class EchoServer : public Handler {
+ public:
+  void OnUpgrade(Upgrade& upgrade) override {
+    if (upgrade.offer->target == "/forbidden") {
+      upgrade.refusal = HandshakeError{"403 Forbidden", "not here"};
+    }
+    origins.push_back(std::string(upgrade.offer->origin));
+  }
+  void OnMessage(Socket& socket, std::string_view message, MessageType type) override {
+    if (message == "close me") {
+      EXPECT_TRUE(socket.Close(4000, "asked").ok());
+      return;
+    }
+    EXPECT_TRUE(socket.Send(message, type).ok());
+  }
+  void OnClose(Socket&, uint16_t code, std::string_view) override {
+    std::lock_guard<std::mutex> lock(mutex);
+    codes.push_back(code);
+  }
+  std::vector<uint16_t> Codes() {
+    std::lock_guard<std::mutex> lock(mutex);
+    return codes;
+  }
+  std::mutex mutex;
+  std::vector<uint16_t> codes;
+  std::vector<std::string> origins;  // Loop thread; read after the server stops.
+};
+
+// The client side: records everything, sends what it is told on open.
+class Recorder : public Handler {
+ public:
+  std::vector<std::pair<std::string, MessageType>> to_send;
+  void OnOpen(Socket& socket) override {
+    opens.fetch_add(1);
+    compressed = socket.compressed();
+    protocol = socket.protocol();
+    for (const auto& [message, type] : to_send) EXPECT_TRUE(socket.Send(message, type).ok());
+  }
+  void OnMessage(Socket&, std::string_view message, MessageType type) override {
+    std::lock_guard<std::mutex> lock(mutex);
+    messages.emplace_back(std::string(message), type);
+  }
+  void OnClose(Socket&, uint16_t code, std::string_view reason) override {
+    std::lock_guard<std::mutex> lock(mutex);
+    closes.emplace_back(code, std::string(reason));
+  }
+  size_t MessageCount() {
+    std::lock_guard<std::mutex> lock(mutex);
+    return messages.size();
+  }
+  std::vector<std::pair<uint16_t, std::string>> Closes() {
+    std::lock_guard<std::mutex> lock(mutex);
+    return closes;
+  }
+  std::atomic<int> opens{0};
+  std::atomic<bool> compressed{false};
+  std::string protocol;
+  std::mutex mutex;
+  std::vector<std::pair<std::string, MessageType>> messages;
+  std::vector<std::pair<uint16_t, std::string>> closes;
+};
+
+struct EchoService {
+  explicit EchoService(Options options = {}) : service(&handler, std::move(options)) {
+    auto made = NewServer(&service, Address("127.0.0.1:0"), NumLoops(1));
+    EXPECT_TRUE(made.ok()) << made.status();
+    server = std::move(*made);
+    thread = std::make_unique<ServerThread>(server.get());
+  }
+  std::string Url(const std::string& path = "/") const {
+    return absl::StrCat("ws://127.0.0.1:", server->ListenAddress().port(), path);
+  }
+  EchoServer handler;
+  Service service;
+  std::unique_ptr<Server> server;
+  std::unique_ptr<ServerThread> thread;
+};
+
+TEST(WebSocketClientTest, EchoesThroughOurServerWithAndWithoutDeflate) {
+  for (bool deflate : {false, true}) {
+    Options server_options;
+    server_options.deflate.enabled = true;
+    server_options.protocols = {"chat"};
+    EchoService server(server_options);
+    Recorder recorder;
+    const std::string big = Pattern(1 << 20, 3);
+    recorder.to_send = {{"hello", MessageType::kText},
+                        {std::string(100000, 'z'), MessageType::kText},
+                        {big, MessageType::kBinary}};
+    ClientOptions options;
+    options.websocket.deflate.enabled = deflate;
+    options.websocket.protocols = {"superchat", "chat"};
+    options.headers = {{"Origin", "http://client.example"}};
+    auto client = Client::Dial(&recorder, server.Url("/echo?x=1"), options);
+    ASSERT_TRUE(client.ok()) << client.status();
+    ASSERT_TRUE(WaitFor([&] { return recorder.MessageCount() == 3; }));
+    EXPECT_EQ(recorder.compressed.load(), deflate);
+    EXPECT_EQ(recorder.protocol, "chat");
+    {
+      std::lock_guard<std::mutex> lock(recorder.mutex);
+      EXPECT_EQ(recorder.messages[0].first, "hello");
+      EXPECT_EQ(recorder.messages[1].first, std::string(100000, 'z'));
+      EXPECT_TRUE(recorder.messages[2].first == big);
+      EXPECT_EQ(recorder.messages[2].second, MessageType::kBinary);
+    }
+    (*client)->Stop();
+    EXPECT_EQ((*client)->socket(), nullptr);
+    ASSERT_TRUE(WaitFor([&] { return server.handler.Codes().size() == 1; }));
+    EXPECT_EQ(server.handler.Codes()[0], kCloseGoingAway);
+    server.thread.reset();
+    ASSERT_EQ(server.handler.origins.size(), 1u);
+    EXPECT_EQ(server.handler.origins[0], "http://client.example");
+  }
+}
+
+TEST(WebSocketClientTest, ARefusedUpgradeIsReportedAndNothingOpens) {
+  EchoService server;
+  Recorder recorder;
+  std::mutex mutex;
+  std::vector<absl::Status> errors;
+  ClientOptions options;
+  options.on_handshake_error = [&](const absl::Status& why) {
+    std::lock_guard<std::mutex> lock(mutex);
+    errors.push_back(why);
+  };
+  auto client = Client::Dial(&recorder, server.Url("/forbidden"), options);
+  ASSERT_TRUE(client.ok()) << client.status();
+  ASSERT_TRUE(WaitFor([&] {
+    std::lock_guard<std::mutex> lock(mutex);
+    return !errors.empty();
+  }));
+  {
+    std::lock_guard<std::mutex> lock(mutex);
+    EXPECT_NE(errors[0].message().find("403"), std::string::npos) << errors[0];
+  }
+  EXPECT_EQ(recorder.opens.load(), 0);
+  EXPECT_TRUE(recorder.Closes().empty());
+}
+
+TEST(WebSocketClientTest, ReconnectsAfterTheServerClosesAndHearsItsCode) {
+  EchoService server;
+  Recorder recorder;
+  recorder.to_send = {{"close me", MessageType::kText}};
+  ClientOptions options;
+  options.connection.reconnect.enabled = true;
+  options.connection.reconnect.initial_delay = absl::Milliseconds(20);
+  auto client = Client::Dial(&recorder, server.Url(), options);
+  ASSERT_TRUE(client.ok()) << client.status();
+  ASSERT_TRUE(WaitFor([&] { return recorder.opens.load() >= 3; }));
+  auto closes = recorder.Closes();
+  ASSERT_GE(closes.size(), 2u);
+  EXPECT_EQ(closes[0], std::make_pair(uint16_t{4000}, std::string("asked")));
+  (*client)->Stop();
+}
+
+TEST(WebSocketClientTest, BadUrlsAndMissingTransportsAreRefused) {
+  Recorder recorder;
+  for (const char* url : {"http://x/", "ws://", "ws://:80/", "ws://host:0/", "ws://host:99999/",
+                          "ws://user@host/", "ws://[::1/", "ws://host/a b"}) {
+    auto client = Client::Dial(&recorder, url, {});
+    EXPECT_TRUE(absl::IsInvalidArgument(client.status())) << url << ": " << client.status();
+  }
+  auto secure = Client::Dial(&recorder, "wss://127.0.0.1:1/", {});
+  EXPECT_TRUE(absl::IsFailedPrecondition(secure.status())) << secure.status();
+}
+
+// A server that answers 101 with the wrong accept value, or an extension never offered: the
+// client fails the connection (RFC 6455, 4.1) and opens nothing.
+TEST(WebSocketClientTest, AWrongAcceptValueOrAnUnofferedExtensionFailsTheUpgrade) {
+  for (const std::string& extra :
+       {std::string("Sec-WebSocket-Accept: AAAAAAAAAAAAAAAAAAAAAAAAAAA=\r\n"),
+        std::string("Sec-WebSocket-Accept: {accept}\r\nSec-WebSocket-Extensions: "
+                    "permessage-deflate\r\n"),
+        std::string("Sec-WebSocket-Accept: {accept}\r\nSec-WebSocket-Protocol: other\r\n")}) {
+    InetAddress address;
+    int listener = ::gev::testing::ListenOnLoopback(&address);
+    ASSERT_GE(listener, 0);
+    std::thread fake([&] {
+      int peer = ::gev::testing::AcceptWithin(listener);
+      if (peer < 0) return;
+      std::string request;
+      char buffer[4096];
+      while (request.find("\r\n\r\n") == std::string::npos) {
+        ssize_t n = ::read(peer, buffer, sizeof(buffer));
+        if (n <= 0) break;
+        request.append(buffer, static_cast<size_t>(n));
+      }
+      size_t at = request.find("Sec-WebSocket-Key: ");
+      std::string key = request.substr(at + 19, 24);
+      std::string fields = extra;
+      size_t slot = fields.find("{accept}");
+      if (slot != std::string::npos) fields.replace(slot, 8, AcceptKey(key));
+      std::string response =
+          "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n" +
+          fields + "\r\n";
+      ::gev::testing::WriteAll(peer, response);
+      ::gev::testing::SeesEndOfStream(peer);  // The client hangs up.
+      ::close(peer);
+    });
+    Recorder recorder;
+    std::atomic<bool> failed{false};
+    ClientOptions options;
+    options.on_handshake_error = [&](const absl::Status&) { failed = true; };
+    auto client = Client::Dial(&recorder, absl::StrCat("ws://", address.ToString(), "/"), options);
+    ASSERT_TRUE(client.ok()) << client.status();
+    EXPECT_TRUE(WaitFor([&] { return failed.load(); })) << extra;
+    EXPECT_EQ(recorder.opens.load(), 0) << extra;
+    (*client)->Stop();
+    fake.join();
+    ::close(listener);
+  }
+}
+
+// A server nobody here wrote: python3-websockets' echo, with permessage-deflate. Its close
+// code reaches OnClose.
+TEST(WebSocketClientTest, TalksToPythonWebsocketsServer) {
+  const char* script = R"py(
+import asyncio, sys, websockets
+async def echo(ws):
+    async for message in ws:
+        if message == "bye":
+            await ws.close(4002, "python says bye")
+            return
+        await ws.send(message)
+async def main():
+    async with websockets.serve(echo, "127.0.0.1", 0, compression="deflate", max_size=None) as server:
+        print(server.sockets[0].getsockname()[1], flush=True)
+        await asyncio.sleep(60)
+asyncio.run(main())
+)py";
+  int output[2];
+  ASSERT_EQ(::pipe(output), 0);
+  pid_t child = ::fork();
+  if (child == 0) {
+    ::dup2(output[1], STDOUT_FILENO);
+    ::execl("/usr/bin/python3", "python3", "-c", script, static_cast<char*>(nullptr));
+    ::_exit(127);
+  }
+  ::close(output[1]);
+  FILE* lines = ::fdopen(output[0], "r");
+  int port = 0;
+  ASSERT_EQ(std::fscanf(lines, "%d", &port), 1) << "python3-websockets did not start";
+  Recorder recorder;
+  const std::string text = std::string(50000, 'q') + "\u00e9";
+  recorder.to_send = {{text, MessageType::kText}, {"short", MessageType::kText},
+                      {"bye", MessageType::kText}};
+  ClientOptions options;
+  options.websocket.deflate.enabled = true;
+  auto client = Client::Dial(&recorder, absl::StrCat("ws://127.0.0.1:", port, "/"), options);
+  ASSERT_TRUE(client.ok()) << client.status();
+  EXPECT_TRUE(WaitFor([&] { return !recorder.Closes().empty(); }));
+  EXPECT_TRUE(recorder.compressed.load());
+  {
+    std::lock_guard<std::mutex> lock(recorder.mutex);
+    ASSERT_EQ(recorder.messages.size(), 2u);
+    EXPECT_EQ(recorder.messages[0].first, text);
+    EXPECT_EQ(recorder.messages[1].first, "short");
+    ASSERT_EQ(recorder.closes.size(), 1u);
+    EXPECT_EQ(recorder.closes[0], std::make_pair(uint16_t{4002}, std::string("python says bye")));
+  }
+  (*client)->Stop();
+  ::kill(child, SIGTERM);
+  ::waitpid(child, nullptr, 0);
+  std::fclose(lines);
+}
+
+}  // namespace
+}  // namespace gev::websocket
