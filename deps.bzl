@@ -7,8 +7,9 @@
 Defines, unless the workspace has already defined them (with pinned upstream http_archives,
 say): the offline stand-ins for Bazel 4.2.3's implicit @rules_cc, @rules_java and
 @remote_coverage_tools (third_party/bazel_offline), and @com_google_absl,
-@com_google_googletest, @com_github_google_benchmark and @openssl (for @gev//tls only) from
-Debian's packages (third_party/system_libs.bzl).
+@com_google_googletest, @com_github_google_benchmark, @openssl (for @gev//tls and
+@gev//websocket) and @zlib (for @gev//websocket) from Debian's packages
+(third_party/system_libs.bzl).
 """
 
 load(
@@ -17,6 +18,7 @@ load(
     "system_benchmark",
     "system_googletest",
     "system_openssl",
+    "system_zlib",
 )
 
 def _offline_standin_impl(ctx):
@@ -45,3 +47,5 @@ def gev_dependencies():
         system_benchmark(name = "com_github_google_benchmark")
     if not native.existing_rule("openssl"):
         system_openssl(name = "openssl")
+    if not native.existing_rule("zlib"):
+        system_zlib(name = "zlib")

@@ -103,6 +103,39 @@ else
   fail "@gev//tls does not build or run from the README's WORKSPACE"
 fi
 
+# @gev//websocket from the same WORKSPACE: gev_dependencies() declares @zlib too.
+mkdir -p websocket_user
+cat >websocket_user/BUILD.bazel <<'BUILD'
+cc_binary(
+    name = "websocket_user",
+    srcs = ["websocket_user.cc"],
+    deps = ["@gev//websocket"],
+)
+BUILD
+cat >websocket_user/websocket_user.cc <<'CC'
+// A WebSocket service made and its accept value checked: what depending on @gev//websocket gives.
+#include <cstdio>
+
+#include "websocket/websocket.h"
+
+class Quiet : public gev::websocket::Handler {
+  void OnMessage(gev::websocket::Socket&, std::string_view, gev::websocket::MessageType) override {}
+};
+
+int main() {
+  Quiet quiet;
+  gev::websocket::Service service(&quiet, {});
+  return gev::websocket::AcceptKey("dGhlIHNhbXBsZSBub25jZQ==") == "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
+             ? 0 : 1;
+}
+CC
+if "${bazel[@]}" build //websocket_user >websocket.log 2>&1 && bazel-bin/websocket_user/websocket_user; then
+  ok "the same workspace builds and runs a program on @gev//websocket"
+else
+  tail -30 websocket.log
+  fail "@gev//websocket does not build or run from the README's WORKSPACE"
+fi
+
 if "${bazel[@]}" build --cxxopt=-std=c++14 //:my_server >old.log 2>&1; then
   fail "a build below C++17 succeeded; the headers' #error should have stopped it"
 elif grep -q "gev needs C++17" old.log; then
