@@ -529,7 +529,9 @@ TEST(ServerTest, StopIsBoundedWhenAPeerNeverReads) {
   auto start = std::chrono::steady_clock::now();
   server->Stop();
   auto took = std::chrono::steady_clock::now() - start;
-  EXPECT_LT(took, std::chrono::seconds(3));  // A bound, not a speed measurement.
+  // A bound, not a speed measurement: unbounded, Stop would wait for a peer that never reads.
+  // Generous, as a sanitizer on a machine running two CI runs took 4.3 s for 200 ms.
+  EXPECT_LT(took, std::chrono::seconds(15));
   ASSERT_EQ(handler.closes(), 1);
   EXPECT_EQ(handler.reasons()[0].code(), absl::StatusCode::kCancelled);
   // Truncated, and it says so: the peer's stream ends in RST, not a FIN that looks complete,
