@@ -1,9 +1,11 @@
 // idle_memory: what an idle connection costs a server process. Opens --connections clients to
 // the server at --addr, echoes one small message on each, then reports the growth of the
 // server's resident memory (VmRSS of --pid) per connection. Kernel socket buffers are not in
-// RSS: the figure is the server's own user-space cost.
+// RSS: the figure is the server's own user-space cost. --websocket upgrades each connection
+// first (GET /) and echoes the message as one masked text frame: an idle WebSocket's cost.
 //
 //   tools/bazel run --config=opt //tools:idle_memory -- --addr=127.0.0.1:1833 --pid=1234
+//   tools/bazel run --config=opt //tools:idle_memory -- --addr=127.0.0.1:8080 --pid=1234 --websocket
 //
 // Needs 10,000 descriptors here and the server needs as many (both raise their soft limit).
 
@@ -30,6 +32,7 @@ ABSL_FLAG(int, pid, 0, "the server's process id");
 ABSL_FLAG(int, connections, 10000, "connections to open");
 ABSL_FLAG(std::string, message, "hello\n", "the message echoed once per connection");
 ABSL_FLAG(bool, json, false, "print one JSON line");
+ABSL_FLAG(bool, websocket, false, "upgrade to WebSocket first and echo one text frame");
 
 namespace {
 
@@ -57,6 +60,44 @@ bool EchoOnce(int fd, const std::string& message) {
   return reply == message;
 }
 
+bool ReadExactly(int fd, std::string* out, size_t n) {
+  out->resize(n);
+  size_t got = 0;
+  while (got < n) {
+    ssize_t r = ::read(fd, out->data() + got, n - got);
+    if (r <= 0) return false;
+    got += static_cast<size_t>(r);
+  }
+  return true;
+}
+
+// The upgrade (RFC 6455's sample key; the accept value is not this tool's to check), then one
+// masked text frame of `message` (under 126 bytes) and its unmasked echo.
+bool WebSocketEchoOnce(int fd, const std::string& message) {
+  const std::string request =
+      "GET / HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+      "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n";
+  if (message.size() > 125 ||
+      ::write(fd, request.data(), request.size()) != static_cast<ssize_t>(request.size())) {
+    return false;
+  }
+  std::string head;
+  char byte;
+  while (head.size() < 4 || head.compare(head.size() - 4, 4, "\r\n\r\n") != 0) {
+    if (::read(fd, &byte, 1) != 1) return false;
+    head.push_back(byte);
+  }
+  if (head.rfind("HTTP/1.1 101", 0) != 0) return false;
+  const unsigned char key[4] = {0x12, 0x34, 0x56, 0x78};
+  std::string frame = {static_cast<char>(0x81), static_cast<char>(0x80 | message.size())};
+  frame.append(reinterpret_cast<const char*>(key), 4);
+  for (size_t i = 0; i < message.size(); ++i) frame.push_back(static_cast<char>(message[i] ^ key[i % 4]));
+  if (::write(fd, frame.data(), frame.size()) != static_cast<ssize_t>(frame.size())) return false;
+  std::string echo;
+  return ReadExactly(fd, &echo, 2 + message.size()) &&
+         echo.substr(2) == message && static_cast<unsigned char>(echo[0]) == 0x81;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -80,7 +121,7 @@ int main(int argc, char** argv) {
     timeval timeout{5, 0};
     ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof(timeout));
     if (fd < 0 || ::connect(fd, address->sockaddr(), address->length()) != 0 ||
-        !EchoOnce(fd, message)) {
+        !(absl::GetFlag(FLAGS_websocket) ? WebSocketEchoOnce(fd, message) : EchoOnce(fd, message))) {
       if (failures++ == 0) std::perror("connect/echo");
       if (fd >= 0) ::close(fd);
       continue;

@@ -47,11 +47,13 @@ class Client::Bridge : public gev::Handler {
   void OnConnect(Connection& conn) override {
     loop_.loop = conn.loop();
     ConnectionState& state = internal::NewState(conn, &loop_);
-    state.key = NewKey();
+    state.client = true;
+    key_ = NewKey();
+    current_ = &state;
     const ClientOptions& options = client_->options_;
     std::string request = absl::StrCat(
         "GET ", client_->target_.path, " HTTP/1.1\r\nHost: ", client_->target_.host_header,
-        "\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: ", state.key,
+        "\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: ", key_,
         "\r\nSec-WebSocket-Version: 13\r\n");
     if (!options.websocket.protocols.empty()) {
       absl::StrAppend(&request, "Sec-WebSocket-Protocol: ",
@@ -98,6 +100,7 @@ class Client::Bridge : public gev::Handler {
       client_->socket_.reset();
     }
     internal::EndSession(conn, reason, client_->handler_);
+    current_ = nullptr;
     if (sweep_timer_ != 0) {
       conn.loop()->Cancel(sweep_timer_);
       sweep_timer_ = 0;
@@ -131,7 +134,7 @@ class Client::Bridge : public gev::Handler {
                                       "a 101 without Upgrade: websocket and Connection: upgrade"));
     }
     std::optional<std::string_view> accept = response.Find("sec-websocket-accept");
-    if (!accept.has_value() || *accept != AcceptKey(state.key)) {
+    if (!accept.has_value() || *accept != AcceptKey(key_)) {
       return Refuse(state, input, absl::InvalidArgumentError(
                                       "Sec-WebSocket-Accept does not match the key sent"));
     }
@@ -181,6 +184,13 @@ class Client::Bridge : public gev::Handler {
   Client* const client_;
   internal::LoopState loop_;  // This client's one connection at a time; its loop thread only.
   TimerId sweep_timer_ = 0;
+  std::string key_;  // The current upgrade request's Sec-WebSocket-Key.
+  // The connection's state until its OnClose. A client on a loop that finished with the
+  // connection open gets no OnClose (gev::Client's rule): then the state is freed here.
+  ConnectionState* current_ = nullptr;
+
+ public:
+  ~Bridge() override { delete current_; }
 };
 
 absl::StatusOr<Client::Target> Client::ParseUrl(std::string_view url) {

@@ -10,6 +10,13 @@ namespace {
 // does not cost an idle connection its size for good.
 constexpr size_t kKeptMessageCapacity = 64 * 1024;
 
+// A compressed piece, or a control payload, between its read and its use within one Read: one
+// per thread rather than one per connection, since an idle connection needs none.
+std::string& Scratch() {
+  thread_local std::string scratch;
+  return scratch;
+}
+
 }  // namespace
 
 ReadResult MessageReader::Fail(uint16_t code, std::string reason) {
@@ -111,13 +118,15 @@ bool MessageReader::ReadDataPayload(RingBuffer& input, Sink& sink, ReadResult* r
       return false;
     }
   } else {
-    scratch_.resize(take);
-    input.Read(scratch_.data(), take);
-    if (frame_.masked) ApplyMask(scratch_.data(), take, frame_.mask_key, frame_read_);
+    std::string& scratch = Scratch();
+    scratch.resize(take);
+    input.Read(scratch.data(), take);
+    if (frame_.masked) ApplyMask(scratch.data(), take, frame_.mask_key, frame_read_);
     frame_read_ += take;
     const size_t old_size = message_.size();
     MessageInflater::Result inflated = inflater_->Inflate(
-        scratch_, last, static_cast<size_t>(limits_.max_message), &message_);
+        scratch, last, static_cast<size_t>(limits_.max_message), &message_);
+    if (scratch.capacity() > kKeptMessageCapacity) std::string().swap(scratch);
     // What inflated before a failure is judged first, as it would have been had the payload
     // come in smaller reads: the verdict does not depend on how the bytes were cut.
     if (message_type_ == MessageType::kText &&
@@ -159,16 +168,17 @@ void MessageReader::EndMessage(Sink& sink) {
 bool MessageReader::ReadControlFrame(RingBuffer& input, Sink& sink, ReadResult* result) {
   const size_t length = static_cast<size_t>(frame_.payload_length);  // At most 125.
   if (input.Length() < length) return false;  // Control frames are used whole.
-  scratch_.resize(length);
-  input.Read(scratch_.data(), length);
-  if (frame_.masked) ApplyMask(scratch_.data(), length, frame_.mask_key, 0);
+  std::string& scratch = Scratch();
+  scratch.resize(length);
+  input.Read(scratch.data(), length);
+  if (frame_.masked) ApplyMask(scratch.data(), length, frame_.mask_key, 0);
   in_frame_ = false;
   switch (frame_.opcode) {
     case Opcode::kPing:
-      sink.OnPing(scratch_);
+      sink.OnPing(scratch);
       return true;
     case Opcode::kPong:
-      sink.OnPong(scratch_);
+      sink.OnPong(scratch);
       return true;
     default:
       break;
@@ -182,13 +192,13 @@ bool MessageReader::ReadControlFrame(RingBuffer& input, Sink& sink, ReadResult* 
   uint16_t code = kCloseNoStatus;
   std::string_view reason;
   if (length >= 2) {
-    code = static_cast<uint16_t>((static_cast<unsigned char>(scratch_[0]) << 8) |
-                                 static_cast<unsigned char>(scratch_[1]));
+    code = static_cast<uint16_t>((static_cast<unsigned char>(scratch[0]) << 8) |
+                                 static_cast<unsigned char>(scratch[1]));
     if (!IsValidCloseCode(code)) {
       *result = Fail(kCloseProtocolError, "a close code no peer may send");
       return false;
     }
-    reason = std::string_view(scratch_).substr(2);
+    reason = std::string_view(scratch).substr(2);
     if (!IsValidUtf8(reason)) {
       *result = Fail(kCloseInvalidPayload, "a close reason that is not UTF-8");
       return false;

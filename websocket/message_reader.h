@@ -89,7 +89,8 @@ class MessageReader {
 
   // Whether a message has begun and not ended (a shutdown may wait for it).
   bool InMessage() const { return in_message_; }
-  // Memory this reader holds beyond its own size: the message being assembled.
+  // Memory this reader holds beyond its own size: the message being assembled. (A compressed
+  // piece or a control payload waits in its thread's scratch, used only within Read.)
   size_t BufferedBytes() const { return message_.capacity(); }
 
  private:
@@ -120,7 +121,6 @@ class MessageReader {
   bool compressed_ = false;
   std::string message_;
   Utf8Validator utf8_;
-  std::string scratch_;  // A compressed piece, or a control payload, before it is used.
 };
 
 }  // namespace gev::websocket

@@ -36,7 +36,8 @@ uint32_t NextMaskKey() {
 
 }  // namespace
 
-Socket::Socket(Service* service, const Options* options, Role role, ConnectionPtr connection)
+Socket::Socket(PassKey, Service* service, const Options* options, Role role,
+               ConnectionPtr connection)
     : service_(service), options_(options), role_(role), connection_(std::move(connection)) {}
 
 absl::Status Socket::SendFrame(Opcode opcode, std::string_view payload) {

@@ -157,10 +157,17 @@ class Socket : public std::enable_shared_from_this<Socket> {
   // What OnUpgrade put in Upgrade::user_data, in place. Loop thread only.
   std::any& user_data() { return user_data_; }
 
+ public:
+  // Only //websocket makes sockets (std::make_shared needs a public constructor).
+  class PassKey {
+    friend struct internal::SocketInternals;
+    PassKey() = default;
+  };
+  Socket(PassKey, Service* service, const Options* options, Role role, ConnectionPtr connection);
+
  private:
   friend class Service;
   friend struct internal::SocketInternals;
-  Socket(Service* service, const Options* options, Role role, ConnectionPtr connection);
   // Frames `payload` (compressing a data frame when it should be, masking it on a client) and
   // sends it. Any thread.
   absl::Status SendFrame(Opcode opcode, std::string_view payload);

@@ -79,14 +79,15 @@ void ConnectionState::LinkLast(WaitList* to, uint64_t now_ms) {
 }
 
 ConnectionState* StateOf(Connection& conn) {
-  auto* state = conn.ContextAs<std::shared_ptr<ConnectionState>>();
-  return state != nullptr ? state->get() : nullptr;
+  ConnectionState** state = conn.ContextAs<ConnectionState*>();
+  return state != nullptr ? *state : nullptr;
 }
 
 ConnectionState& NewState(Connection& conn, LoopState* loop) {
-  // A shared_ptr because a context must be copyable; it is the only owner.
-  ConnectionState& state =
-      *conn.EmplaceContext<std::shared_ptr<ConnectionState>>(std::make_shared<ConnectionState>());
+  // Owned by the connection until EndSession, which every OnConnect is followed by (OnClose).
+  auto* owned = new ConnectionState;
+  conn.SetContext(owned);
+  ConnectionState& state = *owned;
   state.connection = &conn;
   state.loop = loop;
   state.LinkLast(&loop->http, conn.loop()->NowMs());
@@ -108,7 +109,7 @@ Deflater& SharedDeflater(int window_bits, int level) {
 void OpenSocket(ConnectionState& state, std::shared_ptr<Socket> socket,
                 const std::optional<DeflateAgreement>& deflate, const Options& options,
                 Role role) {
-  state.reader = std::make_unique<MessageReader>(role, MessageReader::Limits{options.max_message});
+  state.reader.emplace(role, MessageReader::Limits{options.max_message});
   SocketInternals::deflate(*socket) = deflate;
   if (deflate.has_value()) {
     state.inflater = std::make_unique<Inflater>(*deflate, role);
@@ -172,6 +173,7 @@ void EndSession(Connection& conn, const absl::Status& reason, Handler* handler) 
     handler->OnClose(*socket, state->peer_closed ? state->peer_code : kCloseAbnormal, why);
   }
   conn.SetContext(std::any());  // The state goes; the socket lives while the user keeps it.
+  delete state;
 }
 
 void Sweep(LoopState& loop, const Options& options) {
@@ -182,7 +184,7 @@ void Sweep(LoopState& loop, const Options& options) {
       ConnectionState* state = loop.http.front;
       state->Unlink();
       state->phase = Phase::kDone;
-      if (state->key.empty()) {  // A server's: the client is told.
+      if (!state->client) {  // A server's: the client is told.
         // Refused only when the connection is closing already.
         (void)state->connection->Send(RefusalResponse({"408 Request Timeout", "too slow"}));
       }

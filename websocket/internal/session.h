@@ -14,6 +14,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 
 #include "absl/container/flat_hash_map.h"
@@ -33,7 +34,9 @@ namespace gev::websocket::internal {
 struct SocketInternals {
   static std::shared_ptr<Socket> Make(Service* service, const Options* options, Role role,
                                       ConnectionPtr connection) {
-    return std::shared_ptr<Socket>(new Socket(service, options, role, std::move(connection)));
+    // One allocation for the socket and its count.
+    return std::make_shared<Socket>(Socket::PassKey(), service, options, role,
+                                    std::move(connection));
   }
   static absl::Status SendFrame(Socket& socket, Opcode opcode, std::string_view payload) {
     return socket.SendFrame(opcode, payload);
@@ -71,7 +74,7 @@ struct ConnectionState {
   Connection* connection = nullptr;  // Until OnClose.
   LoopState* loop = nullptr;
   std::shared_ptr<Socket> socket;  // From the upgrade.
-  std::unique_ptr<MessageReader> reader;
+  std::optional<MessageReader> reader;
   std::unique_ptr<Inflater> inflater;
   // The peer's close frame, if one came.
   bool peer_closed = false;
@@ -79,8 +82,8 @@ struct ConnectionState {
   std::string peer_reason;
   // Keepalive: one ping per quiet spell.
   bool pinged = false;
-  // A client's: the key its upgrade request sent.
-  std::string key;
+  // A client's upgrade, which the server does not answer 408 when it is slow.
+  bool client = false;
 
   // Its place in one of the loop's waiting lists, oldest first.
   WaitList* list = nullptr;
@@ -103,9 +106,10 @@ struct LoopState {
   char head[http::kMaxHeadBytes];  // An HTTP head that wraps around the input ring.
 };
 
-// The connection's state (its context), or null once closed.
+// The connection's state (its context, as a plain pointer: no allocation for the context's
+// value), or null once closed.
 ConnectionState* StateOf(Connection& conn);
-// Makes the connection's state (in OnConnect).
+// Makes the connection's state (in OnConnect); EndSession frees it.
 ConnectionState& NewState(Connection& conn, LoopState* loop);
 
 // A compressor without context takeover, reset after each message, so one per thread, window
@@ -123,7 +127,7 @@ void ReadFrames(ConnectionState& state, RingBuffer& input, Handler* handler);
 // The socket's close frame went out: its close deadline starts.
 void CloseSent(Socket& socket);
 // The connection closed: the socket leaves its topics, and `handler` hears OnClose (if the
-// socket opened). The state is gone after this.
+// socket opened). The state is freed.
 void EndSession(Connection& conn, const absl::Status& reason, Handler* handler);
 // The deadlines of `loop` that have passed: slow HTTP (408), quiet sockets (a ping, then 1001),
 // unanswered close frames (dropped).
