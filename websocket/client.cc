@@ -40,9 +40,25 @@ std::string NewKey() {
 }  // namespace
 
 // The gev::Handler of the client's connection: the upgrade, then the session.
-class Client::Bridge : public gev::Handler {
+class Client::Bridge : public gev::Handler, public std::enable_shared_from_this<Bridge> {
  public:
-  explicit Bridge(Client* client) : client_(client) {}
+  Bridge(SocketHandler* handler, Target target, ClientOptions options)
+      : handler_(handler), target_(std::move(target)), options_(std::move(options)) {}
+  ~Bridge() override { delete current_; }
+
+  const ClientOptions& options() const { return options_; }
+  std::shared_ptr<Socket> socket() const {
+    std::lock_guard<std::mutex> lock(mutex_);
+    return socket_;
+  }
+  // Its client is going. Inside one of the connection's callbacks, that connection's OnClose
+  // is still to come (gev::Client ends it once the callback returns): this bridge keeps itself
+  // for it. Elsewhere the client's Stop has waited for it.
+  void Orphan() {
+    if (current_ != nullptr && loop_.loop != nullptr && loop_.loop->IsInLoopThread()) {
+      self_ = shared_from_this();
+    }
+  }
 
   void OnConnect(Connection& conn) override {
     loop_.loop = conn.loop();
@@ -50,9 +66,9 @@ class Client::Bridge : public gev::Handler {
     state.client = true;
     key_ = NewKey();
     current_ = &state;
-    const ClientOptions& options = client_->options_;
+    const ClientOptions& options = options_;
     std::string request = absl::StrCat(
-        "GET ", client_->target_.path, " HTTP/1.1\r\nHost: ", client_->target_.host_header,
+        "GET ", target_.path, " HTTP/1.1\r\nHost: ", target_.host_header,
         "\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: ", key_,
         "\r\nSec-WebSocket-Version: 13\r\n");
     if (!options.websocket.protocols.empty()) {
@@ -72,7 +88,7 @@ class Client::Bridge : public gev::Handler {
     absl::Duration every = internal::SweepInterval(options.websocket);
     if (every != absl::InfiniteDuration() && sweep_timer_ == 0) {
       sweep_timer_ = conn.loop()->RunEvery(
-          every, [this] { internal::Sweep(loop_, client_->options_.websocket); });
+          every, [this] { internal::Sweep(loop_, options_.websocket); });
     }
   }
 
@@ -84,27 +100,30 @@ class Client::Bridge : public gev::Handler {
     }
     if (state->phase == Phase::kHttp && !ReadResponse(*state, input)) return {};
     if (state->phase == Phase::kOpen || state->phase == Phase::kClosing) {
-      internal::ReadFrames(*state, input, client_->handler_);
+      internal::ReadFrames(*state, input, handler_);
     }
     return {};
   }
 
   void OnLowWater(Connection& conn) override {
     ConnectionState* state = StateOf(conn);
-    if (state != nullptr && state->phase == Phase::kOpen) client_->handler_->OnDrain(*state->socket);
+    if (state != nullptr && state->phase == Phase::kOpen) handler_->OnDrain(*state->socket);
   }
 
   void OnClose(Connection& conn, const absl::Status& reason) override {
-    {
-      std::lock_guard<std::mutex> lock(client_->mutex_);
-      client_->socket_.reset();
-    }
-    internal::EndSession(conn, reason, client_->handler_);
-    current_ = nullptr;
+    // An orphaned bridge goes when this returns; its own state is settled before the handler
+    // hears of the close (which may destroy the client, or a new one).
+    std::shared_ptr<Bridge> keep = std::move(self_);
     if (sweep_timer_ != 0) {
       conn.loop()->Cancel(sweep_timer_);
       sweep_timer_ = 0;
     }
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      socket_.reset();
+    }
+    current_ = nullptr;  // EndSession frees it.
+    internal::EndSession(conn, reason, handler_);
   }
 
  private:
@@ -138,7 +157,7 @@ class Client::Bridge : public gev::Handler {
       return Refuse(state, input, absl::InvalidArgumentError(
                                       "Sec-WebSocket-Accept does not match the key sent"));
     }
-    const ClientOptions& options = client_->options_;
+    const ClientOptions& options = options_;
     std::string protocol(response.Find("sec-websocket-protocol").value_or(std::string_view()));
     if (!protocol.empty() &&
         std::find(options.websocket.protocols.begin(), options.websocket.protocols.end(),
@@ -162,13 +181,13 @@ class Client::Bridge : public gev::Handler {
     std::shared_ptr<Socket> socket = SocketInternals::Make(
         nullptr, &options.websocket, Role::kClient, conn.shared_from_this());
     SocketInternals::protocol(*socket) = protocol;
-    SocketInternals::target(*socket) = client_->target_.path;
+    SocketInternals::target(*socket) = target_.path;
     internal::OpenSocket(state, socket, deflate, options.websocket, Role::kClient);
     {
-      std::lock_guard<std::mutex> lock(client_->mutex_);
-      client_->socket_ = socket;
+      std::lock_guard<std::mutex> lock(mutex_);
+      socket_ = socket;
     }
-    client_->handler_->OnOpen(*socket);
+    handler_->OnOpen(*socket);
     return true;
   }
 
@@ -176,21 +195,23 @@ class Client::Bridge : public gev::Handler {
     state.phase = Phase::kDone;
     state.Unlink();
     input.RetrieveAll();
-    if (client_->options_.on_handshake_error) client_->options_.on_handshake_error(why);
+    if (options_.on_handshake_error) options_.on_handshake_error(why);
     state.connection->Close(why);
     return false;
   }
 
-  Client* const client_;
+  SocketHandler* const handler_;  // The user's (gev::Handler is this bridge's base).
+  const Target target_;
+  const ClientOptions options_;
   internal::LoopState loop_;  // This client's one connection at a time; its loop thread only.
   TimerId sweep_timer_ = 0;
   std::string key_;  // The current upgrade request's Sec-WebSocket-Key.
   // The connection's state until its OnClose. A client on a loop that finished with the
   // connection open gets no OnClose (gev::Client's rule): then the state is freed here.
   ConnectionState* current_ = nullptr;
-
- public:
-  ~Bridge() override { delete current_; }
+  std::shared_ptr<Bridge> self_;  // Set by Orphan() until OnClose.
+  mutable std::mutex mutex_;
+  std::shared_ptr<Socket> socket_;  // Guarded by mutex_.
 };
 
 absl::StatusOr<Client::Target> Client::ParseUrl(std::string_view url) {
@@ -247,9 +268,6 @@ absl::StatusOr<Client::Target> Client::ParseUrl(std::string_view url) {
   return target;
 }
 
-Client::Client(Handler* handler, Target target, ClientOptions options)
-    : handler_(handler), target_(std::move(target)), options_(std::move(options)) {}
-
 absl::StatusOr<std::unique_ptr<Client>> Client::Dial(Handler* handler, std::string_view url,
                                                      ClientOptions options) {
   if (handler == nullptr) return absl::InvalidArgumentError("handler is null");
@@ -264,17 +282,21 @@ absl::StatusOr<std::unique_ptr<Client>> Client::Dial(Handler* handler, std::stri
   }
   options.connection.address = target->address;
   if (options.connection.server_name.empty()) options.connection.server_name = target->host;
-  std::unique_ptr<Client> client(new Client(handler, *std::move(target), std::move(options)));
-  client->bridge_ = std::make_unique<Bridge>(client.get());
+  std::unique_ptr<Client> client(new Client);
+  client->bridge_ = std::make_shared<Bridge>(handler, *std::move(target), std::move(options));
   absl::StatusOr<std::unique_ptr<gev::Client>> connection =
-      gev::Client::Create(client->bridge_.get(), client->options_.connection);
+      gev::Client::Create(client->bridge_.get(), client->bridge_->options().connection);
   if (!connection.ok()) return connection.status();
   client->connection_ = std::move(*connection);
   client->connection_->Connect();
   return client;
 }
 
-Client::~Client() { Stop(); }
+Client::~Client() {
+  Stop();
+  if (bridge_ != nullptr) bridge_->Orphan();
+  connection_.reset();  // Before the bridge, whose callbacks it calls.
+}
 
 void Client::Stop() {
   if (std::shared_ptr<Socket> open = socket()) {
@@ -285,8 +307,7 @@ void Client::Stop() {
 }
 
 std::shared_ptr<Socket> Client::socket() const {
-  std::lock_guard<std::mutex> lock(mutex_);
-  return socket_;
+  return bridge_ != nullptr ? bridge_->socket() : nullptr;
 }
 
 }  // namespace gev::websocket

@@ -24,7 +24,7 @@
 //
 // Thread safety: Dial, Stop and socket() are thread-safe; callbacks run on the client's loop
 // thread; the Socket is as on a server (Send from any thread). The handler must outlive the
-// client.
+// client's last OnClose (as gev::Client's). A client may be destroyed inside its own callback.
 
 #ifndef GEV_WEBSOCKET_CLIENT_H_
 #define GEV_WEBSOCKET_CLIENT_H_
@@ -71,7 +71,8 @@ class Client {
   Client& operator=(const Client&) = delete;
 
   // Client::Stop() — sends a close frame (1001) if a socket is open, then ends the connection
-  // and any reconnecting, as gev::Client::Stop. Idempotent.
+  // and any reconnecting, as gev::Client::Stop, without waiting for the server's answer (so
+  // the handler's OnClose says 1006). Idempotent.
   void Stop();
   // Client::socket() — the open socket, or null (connecting, between reconnects, stopped).
   std::shared_ptr<Socket> socket() const;
@@ -87,15 +88,12 @@ class Client {
   };
   static absl::StatusOr<Target> ParseUrl(std::string_view url);
 
-  Client(Handler* handler, Target target, ClientOptions options);
+  Client() = default;
 
-  Handler* const handler_;
-  const Target target_;
-  const ClientOptions options_;
-  std::unique_ptr<Bridge> bridge_;
+  // What the connection's callbacks use, shared with them: a client destroyed inside one of
+  // its own callbacks leaves it alive until the connection's OnClose.
+  std::shared_ptr<Bridge> bridge_;
   std::unique_ptr<gev::Client> connection_;
-  mutable std::mutex mutex_;
-  std::shared_ptr<Socket> socket_;  // Guarded by mutex_.
 };
 
 }  // namespace gev::websocket

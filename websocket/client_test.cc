@@ -182,6 +182,42 @@ TEST(WebSocketClientTest, ReconnectsAfterTheServerClosesAndHearsItsCode) {
   (*client)->Stop();
 }
 
+// A client destroyed inside its own callbacks: in OnMessage, and in OnClose.
+TEST(WebSocketClientTest, AClientMayBeDestroyedInsideItsOwnCallbacks) {
+  EchoService server;
+  for (bool in_close : {false, true}) {
+    class Destroyer : public Handler {
+     public:
+      void OnOpen(Socket& socket) override {
+        EXPECT_TRUE(socket.Send(in_close ? "close me" : "echo me").ok());
+      }
+      void OnMessage(Socket&, std::string_view, MessageType) override {
+        if (!in_close) Destroy();
+      }
+      void OnClose(Socket&, uint16_t, std::string_view) override {
+        if (in_close) Destroy();
+      }
+      void Destroy() {
+        while (!assigned.load()) std::this_thread::yield();  // Dial's caller is storing it.
+        client.reset();  // Inside the callback.
+        done = true;
+      }
+      bool in_close = false;
+      std::unique_ptr<Client> client;
+      std::atomic<bool> assigned{false};
+      std::atomic<bool> done{false};
+    } destroyer;
+    destroyer.in_close = in_close;
+    auto client = Client::Dial(&destroyer, server.Url(), {});
+    ASSERT_TRUE(client.ok()) << client.status();
+    destroyer.client = std::move(*client);
+    destroyer.assigned = true;
+    EXPECT_TRUE(WaitFor([&] { return destroyer.done.load(); })) << in_close;
+    // Its loop thread ends after the last callback; give it a moment before the handler goes.
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+}
+
 TEST(WebSocketClientTest, BadUrlsAndMissingTransportsAreRefused) {
   Recorder recorder;
   for (const char* url : {"http://x/", "ws://", "ws://:80/", "ws://host:0/", "ws://host:99999/",

@@ -271,6 +271,8 @@ bool Deflater::Start() {
 }
 
 bool Deflater::Compress(std::string_view message, std::string* out) {
+  // zlib counts in 32 bits; a message this large goes as it is (and meets the pending cap).
+  if (message.size() > (size_t{1} << 31)) return false;
   if (stream_ == nullptr && !Start()) return false;
   if (message.empty()) {
     // An empty stored block's header byte (RFC 7692, 7.2.3.6). zlib would write nothing for a

@@ -86,9 +86,11 @@ bool MessageReader::StartFrame(RingBuffer& input, ReadResult* result) {
       message_.clear();
       utf8_.Reset();
       if (!compressed_ && header.payload_length > 0) {
-        // One allocation for an unfragmented message; a fragmented one grows as it comes.
-        message_.reserve(static_cast<size_t>(std::min<uint64_t>(header.payload_length,
-                                                                limits_.max_message)));
+        // One allocation for a small unfragmented message; a larger one grows as its bytes
+        // come, so that a header alone (a peer that says 16 MiB and sends nothing) reserves
+        // little.
+        message_.reserve(static_cast<size_t>(std::min<uint64_t>(
+            header.payload_length, std::max<uint64_t>(input.Length(), 64 * 1024))));
       }
       break;
     default:

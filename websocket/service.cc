@@ -53,14 +53,13 @@ Service::Service(SocketHandler* handler, Options options)
 
 Service::~Service() = default;
 
-void Service::OnLoopStart(EventLoop& loop, size_t loop_index) {
+void Service::OnLoopStart(EventLoop& loop, size_t) {
   auto state = std::make_unique<LoopState>();
   state->loop = &loop;
   LoopState* raw = state.get();
   {
     std::lock_guard<std::mutex> lock(loops_mutex_);
-    if (loops_.size() <= loop_index) loops_.resize(loop_index + 1);
-    loops_[loop_index] = std::move(state);
+    loops_[&loop] = std::move(state);
   }
   absl::Duration every = internal::SweepInterval(options_);
   if (every == absl::InfiniteDuration()) return;
@@ -69,7 +68,7 @@ void Service::OnLoopStart(EventLoop& loop, size_t loop_index) {
 
 LoopState& Service::LoopOf(const Connection& conn) {
   std::lock_guard<std::mutex> lock(loops_mutex_);
-  return *loops_[conn.LoopIndex()];
+  return *loops_.at(conn.loop());
 }
 
 void Service::OnConnect(Connection& conn) { internal::NewState(conn, &LoopOf(conn)); }
@@ -94,7 +93,8 @@ bool Service::ReadRequests(ConnectionState& state, RingBuffer& input) {
     // Refused only when the connection is closing already; then it ends on its own.
     (void)conn.Send(response);
     state.phase = Phase::kDone;
-    state.Unlink();
+    // Bounded: a client that does not read its response is reset close_timeout from now.
+    state.LinkLast(&loop.closing, conn.loop()->NowMs());
     input.RetrieveAll();
     conn.Close(std::move(reason));
     return false;
@@ -125,7 +125,7 @@ bool Service::ReadRequests(ConnectionState& state, RingBuffer& input) {
     }
     if (IsUpgradeRequest(request)) {
       AcceptUpgrade(state, request, input, head_length);
-      return state.phase == Phase::kOpen;
+      return state.phase != Phase::kDone;  // Open, or closing from OnOpen: frames may follow.
     }
     if (input.Length() - head_length < request.content_length) return true;  // Body to come.
     std::string response = HttpResponseBytes(handler_->OnHttpRequest(request), request);
@@ -241,9 +241,7 @@ void Service::Publish(std::string_view topic, std::string_view message, MessageT
   std::vector<LoopState*> loops;
   {
     std::lock_guard<std::mutex> lock(loops_mutex_);
-    for (const auto& loop : loops_) {
-      if (loop != nullptr) loops.push_back(loop.get());
-    }
+    for (const auto& [key, loop] : loops_) loops.push_back(loop.get());
   }
   for (LoopState* loop : loops) {
     // Refused only by a finished loop, whose sockets are closed already.
@@ -261,7 +259,7 @@ void Service::Publish(std::string_view topic, std::string_view message, MessageT
                               socket->deflate_->server_max_window_bits == 15;
         if (socket->close_sent_.load(std::memory_order_acquire)) continue;
         absl::Status sent = socket->connection_->Send(deflated ? *compressed : *plain);
-        if (!sent.ok()) {
+        if (absl::IsResourceExhausted(sent)) {
           socket->connection_->ForceClose(absl::Status(
               sent.code(), absl::StrCat("a published message was refused: ", sent.message())));
         } else if (options_.max_backlog != 0 &&

@@ -484,6 +484,123 @@ TEST(WebSocketServiceTest, DeflateIsNegotiatedAndMessagesGoBothWaysCompressed) {
   EXPECT_EQ(client.events[1], "text:short");
 }
 
+// The peer's close frame comes while output waits that it never reads: the connection is
+// reset close_timeout later, not held open for ever with its output.
+TEST(WebSocketServiceTest, AClosingPeerThatReadsNothingIsResetAtTheCloseTimeout) {
+  class Big : public Handler {
+    void OnMessage(Socket& socket, std::string_view, MessageType) override {
+      EXPECT_TRUE(socket.Send(std::string(8 << 20, 'b'), MessageType::kBinary).ok());
+    }
+  } big;
+  Options options;
+  options.close_timeout = absl::Milliseconds(500);
+  Running running(&big, options);
+  int fd = ::gev::testing::Connect(running.address(), /*receive_buffer=*/4096);
+  ASSERT_GE(fd, 0);
+  std::string request =
+      "GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+      "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n";
+  ASSERT_TRUE(WriteAll(fd, request));
+  char header[kMaxFrameHeader];
+  size_t n = WriteFrameHeader(header, Opcode::kText, true, false, 0, 0u);
+  ASSERT_TRUE(WriteAll(fd, std::string(header, n)));  // An empty message: 8 MiB come back.
+  ASSERT_TRUE(WaitFor([&] { return running.service.SocketCount() == 1; }));
+  std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  std::string close_payload = CloseCode(1000);
+  n = WriteFrameHeader(header, Opcode::kClose, true, false, close_payload.size(), 0u);
+  ASSERT_TRUE(WriteAll(fd, std::string(header, n) + close_payload));
+  // Nothing is read; the server gives up on the rest once the close timeout passes.
+  EXPECT_TRUE(WaitFor([&] { return running.service.SocketCount() == 0; }));
+  ::close(fd);
+}
+
+// A peer that pings without end and reads nothing: pongs wait only while little output does.
+TEST(WebSocketServiceTest, PingsFromAPeerThatDoesNotReadDoNotPileUp) {
+  EchoHandler handler;
+  Running running(&handler, {});
+  int fd = ::gev::testing::Connect(running.address(), /*receive_buffer=*/4096);
+  ASSERT_GE(fd, 0);
+  ASSERT_TRUE(WriteAll(fd,
+                       "GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade"
+                       "\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+                       "Sec-WebSocket-Version: 13\r\n\r\n"));
+  ASSERT_TRUE(WaitFor([&] { return running.service.SocketCount() == 1; }));
+  std::string pings;
+  const std::string payload(125, 'p');
+  for (int i = 0; i < 1000; ++i) {
+    char header[kMaxFrameHeader];
+    size_t n = WriteFrameHeader(header, Opcode::kPing, true, false, payload.size(), 0u);
+    pings.append(header, n);
+    pings += payload;  // Masked with a zero key: as it is.
+  }
+  for (int round = 0; round < 100; ++round) ASSERT_TRUE(WriteAll(fd, pings));  // 13 MB.
+  std::shared_ptr<Socket> socket;
+  {
+    std::lock_guard<std::mutex> lock(handler.mutex);
+    socket = handler.opened.back();
+  }
+  // Let the loop read them all: it answers no ping once 64 KiB wait.
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  EXPECT_LE(socket->BufferedAmount(), 64u * 1024 + 127) << "pongs piled up";
+  ::close(fd);
+}
+
+// Messages sent from another thread race a close on the socket's loop: none follows the close
+// frame on the wire (RFC 6455, 5.5.1).
+TEST(WebSocketServiceTest, NothingFollowsTheCloseFrameWhateverThreadSends) {
+  class Racer : public Handler {
+   public:
+    void OnMessage(Socket& socket, std::string_view, MessageType) override {
+      std::shared_ptr<Socket> kept = socket.shared_from_this();
+      threads.emplace_back([kept] {
+        for (int i = 0; i < 2000; ++i) {
+          if (!kept->Send("message " + std::to_string(i)).ok()) break;
+        }
+      });
+      std::this_thread::sleep_for(std::chrono::microseconds(200));
+      EXPECT_TRUE(socket.Close(kCloseNormal, "done").ok());
+    }
+    ~Racer() override {
+      for (std::thread& thread : threads) thread.join();
+    }
+    std::vector<std::thread> threads;
+  } racer;
+  Running running(&racer, {});
+  for (int round = 0; round < 20; ++round) {
+    RawClient client(running.address());
+    ASSERT_EQ(client.Upgrade().rfind("HTTP/1.1 101", 0), 0u);
+    ASSERT_TRUE(client.SendFrame(Opcode::kText, "go"));
+    // Every frame to the end, in order, by hand (a reader stops at the close frame).
+    std::string bytes;
+    char buffer[65536];
+    bool answered = false;
+    while (true) {
+      pollfd readable{client.fd(), POLLIN, 0};
+      if (::poll(&readable, 1, 5000) != 1) break;
+      ssize_t n = ::read(client.fd(), buffer, sizeof(buffer));
+      if (n <= 0) break;
+      bytes.append(buffer, static_cast<size_t>(n));
+      if (!answered && bytes.find("\x88\x06\x03\xe8" "done") != std::string::npos) {
+        answered = client.SendFrame(Opcode::kClose, CloseCode(1000));
+      }
+    }
+    size_t offset = 0;
+    bool closed = false;
+    int after_close = 0;
+    while (offset + 2 <= bytes.size()) {
+      FrameHeader header;
+      FrameCheck check = ReadFrameHeader(std::string_view(bytes).substr(offset), Role::kClient,
+                                         false, ~uint64_t{0}, &header);
+      if (check.status != FrameCheck::kOk) break;
+      if (closed) ++after_close;
+      if (header.opcode == Opcode::kClose) closed = true;
+      offset += header.header_length + header.payload_length;
+    }
+    EXPECT_TRUE(closed) << "round " << round;
+    EXPECT_EQ(after_close, 0) << "round " << round << ": frames after the close frame";
+  }
+}
+
 TEST(WebSocketServiceTest, AReaderThatFallsPastMaxBacklogIsClosed) {
   class Flood : public Handler {
    public:

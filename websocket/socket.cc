@@ -73,7 +73,17 @@ absl::Status Socket::SendFrame(Opcode opcode, std::string_view payload) {
   }
   char header[kMaxFrameHeader];
   size_t n = WriteFrameHeader(header, opcode, /*fin=*/true, rsv1, payload.size(), mask_key);
-  absl::Status sent = connection_->SendAll({std::string_view(header, n), payload});
+  absl::Status sent;
+  if (connection_->loop()->IsInLoopThread()) {
+    // A close frame is queued (SendCloseFrame), so an inline send precedes it.
+    sent = connection_->SendAll({std::string_view(header, n), payload});
+  } else {
+    std::lock_guard<std::mutex> lock(order_mutex_);
+    if (close_sent_.load(std::memory_order_acquire)) {
+      return absl::FailedPreconditionError("the WebSocket is closing");
+    }
+    sent = connection_->SendAll({std::string_view(header, n), payload});  // Queued in order.
+  }
   const size_t max_backlog = options_->max_backlog;
   if (sent.ok() && max_backlog != 0 && connection_->PendingOutput() > max_backlog) {
     // A close frame behind the backlog would not arrive either: the connection ends now.
@@ -94,46 +104,47 @@ absl::Status Socket::Ping(std::string_view payload) {
   return SendFrame(Opcode::kPing, payload);
 }
 
-absl::Status Socket::SendCloseFrame(std::string_view payload) {
+absl::Status Socket::SendCloseFrame(std::string_view payload, std::function<void()> then) {
+  std::string frame(kMaxFrameHeader, '\0');
+  std::optional<uint32_t> mask_key;
+  if (role_ == Role::kClient) mask_key = NextMaskKey();
+  frame.resize(WriteFrameHeader(frame.data(), Opcode::kClose, true, false, payload.size(),
+                                mask_key));
+  size_t header = frame.size();
+  frame.append(payload.data(), payload.size());
+  if (mask_key.has_value()) ApplyMask(frame.data() + header, payload.size(), *mask_key, 0);
+  std::lock_guard<std::mutex> lock(order_mutex_);
   if (close_sent_.exchange(true, std::memory_order_acq_rel)) {
     return absl::FailedPreconditionError("a close frame was sent already");
   }
-  std::string masked;
-  std::optional<uint32_t> mask_key;
-  if (role_ == Role::kClient) {
-    mask_key = NextMaskKey();
-    masked.assign(payload.data(), payload.size());
-    ApplyMask(masked.data(), masked.size(), *mask_key, 0);
-    payload = masked;
-  }
-  char header[kMaxFrameHeader];
-  size_t n = WriteFrameHeader(header, Opcode::kClose, true, false, payload.size(), mask_key);
-  return connection_->SendAll({std::string_view(header, n), payload});
+  std::shared_ptr<Socket> self = shared_from_this();
+  bool queued = connection_->loop()->QueueInLoop(
+      [self, frame = std::move(frame), then = std::move(then)] {
+        absl::Status sent = self->connection_->SendAll({frame});
+        if (absl::IsResourceExhausted(sent)) {
+          // The peer reads nothing: the connection ends now.
+          self->connection_->ForceClose(absl::Status(
+              sent.code(), absl::StrCat("close frame refused: ", sent.message())));
+        }
+        // Otherwise refused only by a connection that is ending already.
+        if (then) then();
+      });
+  if (!queued) return absl::FailedPreconditionError("the connection's loop has stopped");
+  return absl::OkStatus();
 }
 
 absl::Status Socket::Close(uint16_t code, std::string_view reason) {
   if (!IsValidCloseCode(code)) {
     return absl::InvalidArgumentError(absl::StrCat("close code ", code, " is not one to send"));
   }
-  absl::Status sent = SendCloseFrame(ClosePayloadFor(code, reason));
-  if (!sent.ok()) {
-    // Sent before, or refused by a connection that is ending: it ends either way. Refused at
-    // the pending cap: the peer reads nothing, so the connection ends now.
-    if (absl::IsResourceExhausted(sent)) {
-      connection_->ForceClose(
-          absl::Status(sent.code(), absl::StrCat("close frame refused: ", sent.message())));
-    }
-    return sent;
-  }
-  // The close deadline starts on the socket's loop. Refused only by a finished loop, whose
-  // connections are closed already.
-  std::shared_ptr<Socket> self = shared_from_this();
-  (void)connection_->loop()->RunInLoop([self] { internal::CloseSent(*self); });
-  return sent;
+  // The close deadline starts once the frame is out (on the socket's loop).
+  Socket* self = this;
+  return SendCloseFrame(ClosePayloadFor(code, reason), [self] { internal::CloseSent(*self); });
 }
 
 void Socket::Subscribe(std::string topic) {
-  if (service_ == nullptr) return;  // A client's socket has no topics.
+  // A client's socket has no topics; a closed one has none left (and its service may be gone).
+  if (service_ == nullptr || close_sent_.load(std::memory_order_acquire)) return;
   std::shared_ptr<Socket> self = shared_from_this();
   // Refused only by a finished loop, whose sockets are closed already.
   (void)connection_->loop()->RunInLoop([self, topic = std::move(topic)]() mutable {
@@ -142,7 +153,7 @@ void Socket::Subscribe(std::string topic) {
 }
 
 void Socket::Unsubscribe(std::string topic) {
-  if (service_ == nullptr) return;
+  if (service_ == nullptr || close_sent_.load(std::memory_order_acquire)) return;
   std::shared_ptr<Socket> self = shared_from_this();
   // As in Subscribe.
   (void)connection_->loop()->RunInLoop([self, topic = std::move(topic)]() mutable {
@@ -155,7 +166,8 @@ bool Socket::IsSubscribed(std::string_view topic) const {
 }
 
 void Socket::Publish(std::string_view topic, std::string_view message, MessageType type) {
-  if (service_ != nullptr) service_->Publish(topic, message, type, this);
+  if (service_ == nullptr || close_sent_.load(std::memory_order_acquire)) return;
+  service_->Publish(topic, message, type, this);
 }
 
 HttpResponse Handler::OnHttpRequest(const http::Request& request) {

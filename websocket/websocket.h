@@ -29,12 +29,16 @@
 //     (websocket/message_reader.h lists them), after a close frame saying why.
 //   - Send() takes a whole message or refuses it with a Status: ResourceExhausted past the
 //     connection's pending-output cap (gev's MaxPendingOutput), FailedPrecondition once the
-//     socket is closing. With Options::max_backlog, a socket whose pending output passes it is
-//     closed (1008) instead, as uWebSockets' maxBackpressure. OnDrain says when pending output
-//     that passed the high-water mark has drained.
+//     socket is closing. A socket whose pending output passes Options::max_backlog (16 MiB by
+//     default) is dropped, as uWebSockets' maxBackpressure. OnDrain says when pending output
+//     that passed the high-water mark has drained. Pings are answered while little output
+//     waits (RFC 6455 lets an endpoint answer only the latest): a peer that pings and never
+//     reads cannot make pongs pile up.
 //   - The close handshake: the peer's close frame is answered with its code and the TCP
 //     connection closed; Close() sends ours and waits Options::close_timeout for the peer's.
-//     OnClose runs once per OnOpen, with the peer's code, or 1006 when none came.
+//     Either way a connection that has not ended close_timeout later (its peer not reading what
+//     is left) is reset. Nothing is sent after a close frame, from any thread. OnClose runs once
+//     per OnOpen, with the peer's code, or 1006 when none came.
 //   - Keepalive: a socket quiet for ping_interval is pinged; one quiet for idle_timeout is
 //     closed (1001). An upgrade request not whole within handshake_timeout is answered 408.
 //   - Publish() frames (and compresses) a message once per form and hands it to every
@@ -47,7 +51,9 @@
 #define GEV_WEBSOCKET_WEBSOCKET_H_
 
 #include <any>
+#include <map>
 #include <atomic>
+#include <functional>
 #include <cstddef>
 #include <cstdint>
 #include <memory>
@@ -92,9 +98,10 @@ struct Options {
   absl::Duration handshake_timeout = absl::Seconds(10);
   // After our close frame, how long the peer has to answer before the connection is dropped.
   absl::Duration close_timeout = absl::Seconds(5);
-  // Pending output past which a socket is closed (1008) rather than sent more; zero: Send
-  // only refuses what would pass the connection's cap.
-  size_t max_backlog = 0;
+  // Pending output past which a socket is dropped (a reset: its peer is not reading, so a close
+  // frame would not reach it either; OnClose gets 1006) rather than sent more, a published
+  // message included; zero: only what would pass the connection's pending cap is refused.
+  size_t max_backlog = 16 << 20;
 };
 
 // What OnUpgrade sees and may change.
@@ -171,8 +178,11 @@ class Socket : public std::enable_shared_from_this<Socket> {
   // Frames `payload` (compressing a data frame when it should be, masking it on a client) and
   // sends it. Any thread.
   absl::Status SendFrame(Opcode opcode, std::string_view payload);
-  // The close frame, once: FailedPrecondition if one went already.
-  absl::Status SendCloseFrame(std::string_view payload);
+  // The close frame, once (FailedPrecondition if one went already), then `then` (close the
+  // connection, start the close deadline). Both run as one task queued on the loop, after
+  // every message another thread sent before it: nothing follows a close frame on the wire
+  // (RFC 6455, 5.5.1), and nothing sent before it is overtaken by it.
+  absl::Status SendCloseFrame(std::string_view payload, std::function<void()> then);
 
   Service* const service_;   // Null on a client.
   const Options* const options_;
@@ -188,6 +198,10 @@ class Socket : public std::enable_shared_from_this<Socket> {
   std::vector<std::string> topics_;  // Loop thread only.
   // Set once our close frame is sent (by any thread); nothing is sent after it.
   std::atomic<bool> close_sent_{false};
+  // Held by a send from another thread from its check of close_sent_ until its bytes are
+  // queued, and by SendCloseFrame while it sets the flag and queues the frame: so a message is
+  // either queued before the close frame or refused.
+  std::mutex order_mutex_;
 };
 
 class Handler {
@@ -262,7 +276,8 @@ class Service : public gev::Handler {
   const Options options_;
   std::atomic<size_t> sockets_{0};
   std::mutex loops_mutex_;
-  std::vector<std::unique_ptr<internal::LoopState>> loops_;  // Indexed by loop; grows only.
+  // Each loop's state, by loop (a Service may serve several servers: ws:// and wss://, say).
+  std::map<const EventLoop*, std::unique_ptr<internal::LoopState>> loops_;
 };
 
 }  // namespace gev::websocket

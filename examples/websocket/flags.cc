@@ -15,7 +15,7 @@ ABSL_FLAG(bool, deflate, false, "offer permessage-deflate (no context takeover e
 ABSL_FLAG(int64_t, max_message_mib, 16, "largest message accepted, in MiB (1009 past it)");
 ABSL_FLAG(absl::Duration, ping_interval, absl::Seconds(30), "ping a socket this quiet (0: never)");
 ABSL_FLAG(absl::Duration, idle_timeout, absl::Seconds(120), "close a socket this quiet (0: never)");
-ABSL_FLAG(int64_t, max_backlog_mib, 0, "close a socket with more pending output (0: no limit)");
+ABSL_FLAG(int64_t, max_backlog_mib, 16, "drop a socket with more pending output (0: no limit)");
 ABSL_FLAG(std::string, tls_cert, "", "serve wss:// with this PEM certificate chain");
 ABSL_FLAG(std::string, tls_key, "", "the private key of --tls_cert");
 

@@ -11,6 +11,9 @@ namespace {
 
 using Phase = ConnectionState::Phase;
 
+// Pending output past which a ping goes unanswered.
+constexpr size_t kPongBacklog = 64 * 1024;
+
 uint64_t Millis(absl::Duration duration) {
   return static_cast<uint64_t>(absl::ToInt64Milliseconds(duration));
 }
@@ -32,8 +35,13 @@ class SocketEvents : public MessageReader::Sink {
     if (state_.phase == Phase::kOpen) handler_->OnMessage(*state_.socket, payload, type);
   }
   void OnPing(std::string_view payload) override {
-    // Refused only when the socket is closing; a pong is then owed to nobody.
-    (void)SocketInternals::SendFrame(*state_.socket, Opcode::kPong, payload);
+    // Answered while little output waits. A peer that pings and does not read would otherwise
+    // have pongs pile up without end; RFC 6455 (5.5.3) lets an endpoint answer only the
+    // latest ping, and one that waits behind output proves nothing sooner. Refused only when
+    // the socket is closing; a pong is then owed to nobody.
+    if (state_.connection->PendingOutput() <= kPongBacklog) {
+      (void)SocketInternals::SendFrame(*state_.socket, Opcode::kPong, payload);
+    }
     if (state_.phase == Phase::kOpen) handler_->OnPing(*state_.socket, payload);
   }
   void OnPong(std::string_view payload) override {
@@ -43,15 +51,21 @@ class SocketEvents : public MessageReader::Sink {
     state_.peer_closed = true;
     state_.peer_code = code;
     state_.peer_reason = std::string(reason);
-    // Answered with the same code (none for a close without one), unless ours went first.
-    // Refused only when ours went first or the connection is ending: nothing is owed then.
-    (void)SocketInternals::SendCloseFrame(
-        *state_.socket, code == kCloseNoStatus ? std::string() : ClosePayloadFor(code, {}));
     state_.phase = Phase::kDone;
-    state_.Unlink();
+    // Bounded: a peer that does not read what is left is reset close_timeout from now.
+    state_.LinkLast(&state_.loop->closing, state_.connection->loop()->NowMs());
     // Once the frame is out, the TCP connection ends: the server closes it first (RFC 6455,
     // 7.1.1), and a client whose server did not would wait for nothing else.
-    state_.connection->Close();
+    ConnectionPtr connection = state_.connection->shared_from_this();
+    auto close = [connection] { connection->Close(); };
+    // Answered with the same code (none for a close without one), unless ours went first:
+    // then the connection is closed after ours.
+    absl::Status answered = SocketInternals::SendCloseFrame(
+        *state_.socket, code == kCloseNoStatus ? std::string() : ClosePayloadFor(code, {}), close);
+    if (!answered.ok()) {
+      // Refused only by a finished loop, whose connections are closed already.
+      (void)connection->loop()->QueueInLoop(close);
+    }
   }
 
  private:
@@ -134,15 +148,21 @@ void ReadFrames(ConnectionState& state, RingBuffer& input, Handler* handler) {
   SocketEvents events(handler, state);
   ReadResult result = state.reader->Read(input, events);
   if (result.ok) return;
-  // Fail the WebSocket connection (RFC 6455, 7.1.7): a close frame saying why, then the end.
-  // Refused only if our close frame went already; the connection ends either way.
-  (void)SocketInternals::SendCloseFrame(*state.socket,
-                                        ClosePayloadFor(result.close_code, result.reason));
+  // Fail the WebSocket connection (RFC 6455, 7.1.7): a close frame saying why, then the end
+  // (bounded: a close for an error waits at most the connection's error-close timeout).
   state.phase = Phase::kDone;
   state.Unlink();
   input.RetrieveAll();
-  state.connection->Close(absl::InvalidArgumentError(
-      absl::StrCat("WebSocket ", result.close_code, ": ", result.reason)));
+  ConnectionPtr connection = state.connection->shared_from_this();
+  absl::Status why = absl::InvalidArgumentError(
+      absl::StrCat("WebSocket ", result.close_code, ": ", result.reason));
+  auto close = [connection, why] { connection->Close(why); };
+  absl::Status sent = SocketInternals::SendCloseFrame(
+      *state.socket, ClosePayloadFor(result.close_code, result.reason), close);
+  if (!sent.ok()) {
+    // Ours went already: the connection ends after it. Refused only by a finished loop.
+    (void)connection->loop()->QueueInLoop(close);
+  }
 }
 
 void CloseSent(Socket& socket) {

@@ -41,8 +41,9 @@ struct SocketInternals {
   static absl::Status SendFrame(Socket& socket, Opcode opcode, std::string_view payload) {
     return socket.SendFrame(opcode, payload);
   }
-  static absl::Status SendCloseFrame(Socket& socket, std::string_view payload) {
-    return socket.SendCloseFrame(payload);
+  static absl::Status SendCloseFrame(Socket& socket, std::string_view payload,
+                                     std::function<void()> then) {
+    return socket.SendCloseFrame(payload, std::move(then));
   }
   static Socket& Get(Socket& socket) { return socket; }
   static std::string& protocol(Socket& socket) { return socket.protocol_; }
@@ -101,7 +102,9 @@ struct LoopState {
   EventLoop* loop = nullptr;
   WaitList http;     // In the HTTP phase, by when their current request (or response) began.
   WaitList open;     // Upgraded, by when a byte last came.
-  WaitList closing;  // Our close frame sent, by when.
+  // Closing, by when: our close frame sent (kClosing), or the peer's answered or an HTTP
+  // exchange ended (kDone); reset at close_timeout if the connection has not ended by then.
+  WaitList closing;
   absl::flat_hash_map<std::string, absl::flat_hash_set<Socket*>> topics;
   char head[http::kMaxHeadBytes];  // An HTTP head that wraps around the input ring.
 };
