@@ -22,7 +22,7 @@ fi
 # name: sources (workspace-relative) [| pkg-config modules to link]
 protocol_sources="server/fuzz/protocol_fuzz_checks.cc server/protocol.cc ringbuffer/ring_buffer.cc"
 protocol_libs="absl_status absl_statusor absl_strings"
-websocket_sources="websocket/fuzz/websocket_fuzz_checks.cc websocket/message_reader.cc websocket/frame.cc websocket/utf8.cc websocket/deflate.cc http/request.cc ringbuffer/ring_buffer.cc"
+websocket_sources="websocket/fuzz/websocket_fuzz_checks.cc websocket/testing/utf8_reference.cc websocket/message_reader.cc websocket/frame.cc websocket/utf8.cc websocket/deflate.cc http/request.cc ringbuffer/ring_buffer.cc"
 targets=(
   "ring_buffer_fuzzer: ringbuffer/ring_buffer_fuzzer.cc ringbuffer/ring_buffer_model.cc ringbuffer/ring_buffer.cc"
   "websocket_message_reader_fuzzer: websocket/fuzz/message_reader_fuzzer.cc ${websocket_sources} | zlib"

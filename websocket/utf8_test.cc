@@ -6,49 +6,12 @@
 #include <vector>
 
 #include "gtest/gtest.h"
+#include "websocket/testing/utf8_reference.h"
 
 namespace gev::websocket {
 namespace {
 
-// The reference: decodes each sequence to its code point by the bit patterns, then checks the
-// numbers (shortest form, not a surrogate, at most U+10FFFF). Written independently of the
-// automaton's byte ranges, so that the two can be compared.
-bool ReferenceIsValid(const std::string& text) {
-  size_t i = 0;
-  while (i < text.size()) {
-    unsigned char lead = static_cast<unsigned char>(text[i]);
-    size_t length;
-    uint32_t code_point;
-    if (lead < 0x80) {
-      ++i;
-      continue;
-    } else if ((lead & 0xE0) == 0xC0) {
-      length = 2;
-      code_point = lead & 0x1F;
-    } else if ((lead & 0xF0) == 0xE0) {
-      length = 3;
-      code_point = lead & 0x0F;
-    } else if ((lead & 0xF8) == 0xF0) {
-      length = 4;
-      code_point = lead & 0x07;
-    } else {
-      return false;
-    }
-    if (i + length > text.size()) return false;
-    for (size_t k = 1; k < length; ++k) {
-      unsigned char next = static_cast<unsigned char>(text[i + k]);
-      if ((next & 0xC0) != 0x80) return false;
-      code_point = (code_point << 6) | (next & 0x3F);
-    }
-    static constexpr uint32_t kShortest[5] = {0, 0, 0x80, 0x800, 0x10000};
-    if (code_point < kShortest[length] || code_point > 0x10FFFF ||
-        (code_point >= 0xD800 && code_point <= 0xDFFF)) {
-      return false;
-    }
-    i += length;
-  }
-  return true;
-}
+bool ReferenceIsValid(const std::string& text) { return testing::ReferenceIsValid(text); }
 
 std::string Bytes(std::initializer_list<int> bytes) {
   std::string s;

@@ -9,6 +9,7 @@
 #include "websocket/deflate.h"
 #include "websocket/frame.h"
 #include "websocket/message_reader.h"
+#include "websocket/testing/utf8_reference.h"
 #include "websocket/utf8.h"
 
 namespace gev::websocket::fuzz {
@@ -83,43 +84,6 @@ Run Feed(const uint8_t* bytes, size_t size, Role role, uint64_t max_message, boo
   return run;
 }
 
-// A plain decoder: code points by their bit patterns, then the numbers checked.
-bool ReferenceIsValid(const uint8_t* text, size_t size) {
-  size_t i = 0;
-  while (i < size) {
-    uint8_t lead = text[i];
-    size_t length;
-    uint32_t code_point;
-    if (lead < 0x80) {
-      ++i;
-      continue;
-    } else if ((lead & 0xE0) == 0xC0) {
-      length = 2;
-      code_point = lead & 0x1F;
-    } else if ((lead & 0xF0) == 0xE0) {
-      length = 3;
-      code_point = lead & 0x0F;
-    } else if ((lead & 0xF8) == 0xF0) {
-      length = 4;
-      code_point = lead & 0x07;
-    } else {
-      return false;
-    }
-    if (i + length > size) return false;
-    for (size_t k = 1; k < length; ++k) {
-      if ((text[i + k] & 0xC0) != 0x80) return false;
-      code_point = (code_point << 6) | (text[i + k] & 0x3F);
-    }
-    static constexpr uint32_t kShortest[5] = {0, 0, 0x80, 0x800, 0x10000};
-    if (code_point < kShortest[length] || code_point > 0x10FFFF ||
-        (code_point >= 0xD800 && code_point <= 0xDFFF)) {
-      return false;
-    }
-    i += length;
-  }
-  return true;
-}
-
 }  // namespace
 
 std::string CheckMessageReader(const uint8_t* data, size_t size) {
@@ -150,7 +114,7 @@ std::string CheckMessageReader(const uint8_t* data, size_t size) {
 }
 
 std::string CheckUtf8(const uint8_t* data, size_t size) {
-  const bool expected = ReferenceIsValid(data, size);
+  const bool expected = testing::ReferenceIsValid(data, size);
   const char* text = reinterpret_cast<const char*>(data);
   if (IsValidUtf8(std::string_view(text, size)) != expected) return "whole: differs from a decoder";
   // Byte by byte, then in pieces of a size the first byte picks.
