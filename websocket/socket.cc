@@ -78,7 +78,7 @@ absl::Status Socket::SendFrame(Opcode opcode, std::string_view payload) {
     // A close frame is queued (SendCloseFrame), so an inline send precedes it.
     sent = connection_->SendAll({std::string_view(header, n), payload});
   } else {
-    std::lock_guard<std::mutex> lock(order_mutex_);
+    std::lock_guard<OrderLock> lock(order_lock_);
     if (close_sent_.load(std::memory_order_acquire)) {
       return absl::FailedPreconditionError("the WebSocket is closing");
     }
@@ -113,7 +113,7 @@ absl::Status Socket::SendCloseFrame(std::string_view payload, std::function<void
   size_t header = frame.size();
   frame.append(payload.data(), payload.size());
   if (mask_key.has_value()) ApplyMask(frame.data() + header, payload.size(), *mask_key, 0);
-  std::lock_guard<std::mutex> lock(order_mutex_);
+  std::lock_guard<OrderLock> lock(order_lock_);
   if (close_sent_.exchange(true, std::memory_order_acq_rel)) {
     return absl::FailedPreconditionError("a close frame was sent already");
   }

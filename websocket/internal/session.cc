@@ -50,7 +50,7 @@ class SocketEvents : public MessageReader::Sink {
   void OnClose(uint16_t code, std::string_view reason) override {
     state_.peer_closed = true;
     state_.peer_code = code;
-    state_.peer_reason = std::string(reason);
+    state_.peer_reason = std::make_unique<std::string>(reason);
     state_.phase = Phase::kDone;
     // Bounded: a peer that does not read what is left is reset close_timeout from now.
     state_.LinkLast(&state_.loop->closing, state_.connection->loop()->NowMs());
@@ -189,7 +189,9 @@ void EndSession(Connection& conn, const absl::Status& reason, Handler* handler) 
     topics.clear();
     // Sends after this fail (the connection is closed); the flag says so without a lock.
     SocketInternals::close_sent(*socket).store(true, std::memory_order_release);
-    std::string why = state->peer_closed ? state->peer_reason : std::string(reason.message());
+    std::string why = state->peer_closed && state->peer_reason != nullptr
+                          ? *state->peer_reason
+                          : std::string(reason.message());
     handler->OnClose(*socket, state->peer_closed ? state->peer_code : kCloseAbnormal, why);
   }
   conn.SetContext(std::any());  // The state goes; the socket lives while the user keeps it.

@@ -80,7 +80,7 @@ struct ConnectionState {
   // The peer's close frame, if one came.
   bool peer_closed = false;
   uint16_t peer_code = kCloseAbnormal;
-  std::string peer_reason;
+  std::unique_ptr<std::string> peer_reason;  // Allocated only when the peer closes.
   // Keepalive: one ping per quiet spell.
   bool pinged = false;
   // A client's upgrade, which the server does not answer 408 when it is slow.
