@@ -196,6 +196,7 @@ TEST(WebSocketClientTest, AClientMayBeDestroyedInsideItsOwnCallbacks) {
       }
       void OnClose(Socket&, uint16_t, std::string_view) override {
         if (in_close) Destroy();
+        closed = true;  // The last the client does with this handler.
       }
       void Destroy() {
         while (!assigned.load()) std::this_thread::yield();  // Dial's caller is storing it.
@@ -206,6 +207,7 @@ TEST(WebSocketClientTest, AClientMayBeDestroyedInsideItsOwnCallbacks) {
       std::unique_ptr<Client> client;
       std::atomic<bool> assigned{false};
       std::atomic<bool> done{false};
+      std::atomic<bool> closed{false};
     } destroyer;
     destroyer.in_close = in_close;
     auto client = Client::Dial(&destroyer, server.Url(), {});
@@ -213,8 +215,8 @@ TEST(WebSocketClientTest, AClientMayBeDestroyedInsideItsOwnCallbacks) {
     destroyer.client = std::move(*client);
     destroyer.assigned = true;
     EXPECT_TRUE(WaitFor([&] { return destroyer.done.load(); })) << in_close;
-    // Its loop thread ends after the last callback; give it a moment before the handler goes.
-    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    // OnClose is the handler's last call (after a destruction in OnMessage it still comes).
+    EXPECT_TRUE(WaitFor([&] { return destroyer.closed.load(); })) << in_close;
   }
 }
 

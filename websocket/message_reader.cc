@@ -51,13 +51,14 @@ bool MessageReader::StartFrame(RingBuffer& input, ReadResult* result) {
   }
   if (!IsControl(header.opcode)) {
     const bool compressed = header.opcode == Opcode::kContinuation ? compressed_ : header.rsv1;
-    const uint64_t so_far = in_message_ ? message_.size() : 0;
-    const uint64_t room = limits_.max_message > so_far ? limits_.max_message - so_far : 0;
+    const uint64_t so_far = in_message_ ? streamed_ + message_.size() : 0;
+    const uint64_t limit = MessageLimit();
+    const uint64_t room = limit > so_far ? limit - so_far : 0;
     // Uncompressed, a frame may bring the message to the limit and no further. Compressed,
     // the limit is on what it inflates to (checked as it inflates); incompressible data
     // deflates to a little more than itself, so the wire may carry somewhat more, within
     // twice the limit, past which no deflate stream of a message within it can be.
-    const uint64_t wire_limit = compressed ? 2 * limits_.max_message + 1024 : room;
+    const uint64_t wire_limit = compressed ? 2 * limit + 1024 : room;
     if (header.payload_length > wire_limit) {
       *result = Fail(kCloseMessageTooBig, "a message larger than the limit");
       return false;
@@ -83,14 +84,17 @@ bool MessageReader::StartFrame(RingBuffer& input, ReadResult* result) {
       in_message_ = true;
       message_type_ = header.opcode == Opcode::kText ? MessageType::kText : MessageType::kBinary;
       compressed_ = header.rsv1;
+      streaming_ = false;
+      streamed_ = 0;
       message_.clear();
       utf8_.Reset();
       if (!compressed_ && header.payload_length > 0) {
         // One allocation for a small unfragmented message; a larger one grows as its bytes
         // come, so that a header alone (a peer that says 16 MiB and sends nothing) reserves
         // little.
-        message_.reserve(static_cast<size_t>(std::min<uint64_t>(
-            header.payload_length, std::max<uint64_t>(input.Length(), 64 * 1024))));
+        uint64_t hold = std::max<uint64_t>(input.Length(), 64 * 1024);
+        if (limits_.stream_above != 0) hold = std::min<uint64_t>(hold, limits_.stream_above);
+        message_.reserve(static_cast<size_t>(std::min<uint64_t>(header.payload_length, hold)));
       }
       break;
     default:
@@ -125,27 +129,46 @@ bool MessageReader::ReadDataPayload(RingBuffer& input, Sink& sink, ReadResult* r
     input.Read(scratch.data(), take);
     if (frame_.masked) ApplyMask(scratch.data(), take, frame_.mask_key, frame_read_);
     frame_read_ += take;
-    const size_t old_size = message_.size();
-    MessageInflater::Result inflated = inflater_->Inflate(
-        scratch, last, static_cast<size_t>(limits_.max_message), &message_);
+    // Streaming inflates a little compressed input at a time and hands each part on, so that
+    // what is held stays near stream_above (deflate expands at most about 1032 to 1: 256
+    // bytes in, 264 KiB out); whole, it inflates all there is at once.
+    const size_t step = limits_.stream_above != 0 ? 256 : std::max<size_t>(take, 1);
+    for (size_t offset = 0; offset < take || (offset == 0 && take == 0); offset += step) {
+      const size_t n = std::min(step, take - offset);
+      const bool final_piece = last && offset + n == take;
+      const size_t old_size = message_.size();
+      MessageInflater::Result inflated = inflater_->Inflate(
+          std::string_view(scratch).substr(offset, n), final_piece,
+          static_cast<size_t>(MessageLimit() - streamed_), &message_);
+      // What inflated before a failure is judged first, as it would have been had the payload
+      // come in smaller reads: the verdict does not depend on how the bytes were cut.
+      if (message_type_ == MessageType::kText &&
+          !utf8_.Feed(message_.data() + old_size, message_.size() - old_size)) {
+        *result = Fail(kCloseInvalidPayload, "text that is not UTF-8");
+        return false;
+      }
+      if (inflated == MessageInflater::kCorrupt) {
+        *result = Fail(kCloseInvalidPayload, "a compressed message that does not inflate");
+        return false;
+      }
+      if (inflated == MessageInflater::kTooBig) {
+        *result = Fail(kCloseMessageTooBig, "a message that inflates past the limit");
+        return false;
+      }
+      if (limits_.stream_above != 0 && (streaming_ || message_.size() > limits_.stream_above)) {
+        streaming_ = true;
+        HandOnPart(sink);
+      }
+      if (take == 0) break;
+    }
     if (scratch.capacity() > kKeptMessageCapacity) std::string().swap(scratch);
-    // What inflated before a failure is judged first, as it would have been had the payload
-    // come in smaller reads: the verdict does not depend on how the bytes were cut.
-    if (message_type_ == MessageType::kText &&
-        !utf8_.Feed(message_.data() + old_size, message_.size() - old_size)) {
-      *result = Fail(kCloseInvalidPayload, "text that is not UTF-8");
-      return false;
-    }
-    if (inflated == MessageInflater::kCorrupt) {
-      *result = Fail(kCloseInvalidPayload, "a compressed message that does not inflate");
-      return false;
-    }
-    if (inflated == MessageInflater::kTooBig) {
-      *result = Fail(kCloseMessageTooBig, "a message that inflates past the limit");
-      return false;
-    }
   }
-  if (frame_read_ < frame_.payload_length) return false;  // The rest of the frame is to come.
+  const bool frame_done = frame_read_ == frame_.payload_length;
+  if (limits_.stream_above != 0 && (streaming_ || message_.size() > limits_.stream_above)) {
+    streaming_ = true;
+    HandOnPart(sink);  // The rest, and the end, come at EndMessage.
+  }
+  if (!frame_done) return false;  // The rest of the frame is to come.
   in_frame_ = false;
   if (!frame_.fin) return true;
   if (message_type_ == MessageType::kText && !utf8_.AtBoundary()) {
@@ -156,10 +179,28 @@ bool MessageReader::ReadDataPayload(RingBuffer& input, Sink& sink, ReadResult* r
   return true;
 }
 
+void MessageReader::HandOnPart(Sink& sink) {
+  size_t cut = message_.size();
+  if (message_type_ == MessageType::kText && !utf8_.AtBoundary()) {
+    // Back to the lead byte of the character the bytes so far end inside (at most 3 back).
+    while (cut > 0 && (static_cast<unsigned char>(message_[cut - 1]) & 0xC0) == 0x80) --cut;
+    if (cut > 0) --cut;
+  }
+  if (cut == 0) return;
+  sink.OnMessagePart(message_type_, std::string_view(message_).substr(0, cut), false);
+  streamed_ += cut;
+  message_.erase(0, cut);
+}
+
 void MessageReader::EndMessage(Sink& sink) {
   in_message_ = false;
   compressed_ = false;
-  sink.OnMessage(message_type_, message_);
+  if (streaming_) {
+    streaming_ = false;
+    sink.OnMessagePart(message_type_, message_, true);
+  } else {
+    sink.OnMessage(message_type_, message_);
+  }
   if (message_.capacity() > kKeptMessageCapacity) {
     std::string().swap(message_);
   } else {

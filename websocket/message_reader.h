@@ -60,8 +60,14 @@ struct ReadResult {
 class MessageReader {
  public:
   struct Limits {
-    // The largest message, in bytes after inflating; a larger one closes with 1009.
+    // The largest message, in bytes after inflating; a larger one closes with 1009. It is
+    // also the most a message assembled whole holds.
     uint64_t max_message = 16 << 20;
+    // Streaming: a message that passes this many bytes is handed on in parts as its bytes come
+    // (Sink::OnMessagePart), and is limited by max_streamed_message instead; zero: every
+    // message whole. At most about this much (plus one read) is held for it.
+    uint64_t stream_above = 0;
+    uint64_t max_streamed_message = uint64_t{1} << 30;
   };
 
   // What the reader found. The views are good until the call returns.
@@ -69,6 +75,14 @@ class MessageReader {
    public:
     virtual ~Sink() = default;
     virtual void OnMessage(MessageType type, std::string_view payload) = 0;
+    // A streamed message's next part, in order; `last` on its final one (which may be empty).
+    // A text part ends between characters and is valid UTF-8 on its own. Only with
+    // Limits::stream_above.
+    virtual void OnMessagePart(MessageType type, std::string_view part, bool last) {
+      (void)type;
+      (void)part;
+      (void)last;
+    }
     virtual void OnPing(std::string_view payload) = 0;
     virtual void OnPong(std::string_view payload) = 0;
     // The peer's close frame (kCloseNoStatus when it had no code). No event follows.
@@ -101,9 +115,13 @@ class MessageReader {
   // Consumes what `input` has of the current data frame's payload.
   bool ReadDataPayload(RingBuffer& input, Sink& sink, ReadResult* result);
   bool ReadControlFrame(RingBuffer& input, Sink& sink, ReadResult* result);
-  // Appends payload bytes to the message (inflating, and checking text as it goes).
-  bool AppendToMessage(std::string_view payload, bool last, ReadResult* result);
   void EndMessage(Sink& sink);
+  // Streaming: hands on what the message holds, but for a character cut at its end.
+  void HandOnPart(Sink& sink);
+  // The most the message in progress may come to.
+  uint64_t MessageLimit() const {
+    return limits_.stream_above != 0 ? limits_.max_streamed_message : limits_.max_message;
+  }
 
   const Role role_;
   const Limits limits_;
@@ -119,7 +137,9 @@ class MessageReader {
   bool in_message_ = false;
   MessageType message_type_ = MessageType::kBinary;
   bool compressed_ = false;
-  std::string message_;
+  bool streaming_ = false;  // Handed on in parts.
+  uint64_t streamed_ = 0;   // Bytes of it handed on already.
+  std::string message_;     // Its bytes not yet handed on.
   Utf8Validator utf8_;
 };
 

@@ -8,6 +8,7 @@
 #include "gtest/gtest.h"
 #include "ringbuffer/ring_buffer.h"
 #include "websocket/frame.h"
+#include "websocket/utf8.h"
 
 namespace gev::websocket {
 namespace {
@@ -176,6 +177,71 @@ TEST(MessageReaderTest, TheMessageLimitCountsFragmentsAndSparesControlFrames) {
                      std::string("\x40\0\0\0\0\0\0\0", 8) + std::string(4, '\0');
   Outcome refused = Feed(huge, 0, Role::kServer, kLimit);
   EXPECT_EQ(refused.result.close_code, kCloseMessageTooBig);
+}
+
+// Streaming: a message past stream_above comes in parts as its bytes arrive, each text part
+// valid UTF-8 on its own (a character cut by a read or a fragment waits for its rest), and the
+// parts make the message; smaller messages still come whole; the streamed limit holds.
+TEST(MessageReaderTest, LargeMessagesStreamInPartsThatEndBetweenCharacters) {
+  std::string text;
+  for (int i = 0; i < 400; ++i) text += "\xCE\xBA\xE1\xBD\xB9x";  // 2-, 3- and 1-byte characters.
+  std::string stream = Frame(Opcode::kText, "small") +
+                       Frame(Opcode::kText, text.substr(0, 1001), false) +
+                       Frame(Opcode::kContinuation, text.substr(1001, 999), false) +
+                       Frame(Opcode::kContinuation, text.substr(2000));
+  for (size_t piece : {0, 1, 7, 300}) {
+    struct Parts : MessageReader::Sink {
+      void OnMessage(MessageType, std::string_view payload) override {
+        whole.emplace_back(payload);
+      }
+      void OnMessagePart(MessageType type, std::string_view part, bool last) override {
+        EXPECT_EQ(type, MessageType::kText);
+        EXPECT_TRUE(IsValidUtf8(part)) << "a part cut inside a character";
+        EXPECT_FALSE(ended);
+        joined += part;
+        ++parts;
+        ended = last;
+      }
+      void OnPing(std::string_view) override {}
+      void OnPong(std::string_view) override {}
+      void OnClose(uint16_t, std::string_view) override {}
+      std::vector<std::string> whole;
+      std::string joined;
+      int parts = 0;
+      bool ended = false;
+    } sink;
+    MessageReader::Limits limits;
+    limits.max_message = 1000;
+    limits.stream_above = 100;
+    limits.max_streamed_message = 10000;
+    MessageReader reader(Role::kServer, limits);
+    RingBuffer input;
+    size_t offset = 0;
+    while (offset < stream.size()) {
+      size_t n = piece == 0 ? stream.size() : std::min(piece, stream.size() - offset);
+      input.Write(stream.data() + offset, n);
+      offset += n;
+      ASSERT_TRUE(reader.Read(input, sink).ok) << piece;
+      EXPECT_LE(reader.BufferedBytes(), 64u * 1024) << piece;
+    }
+    EXPECT_EQ(sink.whole, std::vector<std::string>{"small"}) << piece;
+    EXPECT_TRUE(sink.ended) << piece;
+    EXPECT_TRUE(sink.joined == text) << piece;
+    EXPECT_GE(sink.parts, 2) << piece;
+  }
+  // Past max_streamed_message: 1009, at the header that passes it.
+  MessageReader::Limits tight;
+  tight.stream_above = 100;
+  tight.max_streamed_message = 500;
+  MessageReader reader(Role::kServer, tight);
+  RingBuffer input;
+  std::string over = Frame(Opcode::kBinary, std::string(300, 'a'), false) +
+                     Frame(Opcode::kContinuation, std::string(201, 'b'));
+  input.Write(over.data(), over.size());
+  Recorder recorder;
+  ReadResult result = reader.Read(input, recorder);
+  EXPECT_FALSE(result.ok);
+  EXPECT_EQ(result.close_code, kCloseMessageTooBig);
 }
 
 TEST(MessageReaderTest, AClientReadsUnmaskedFramesAndRefusesMaskedOnes) {

@@ -12,6 +12,7 @@
 #include <thread>
 #include <vector>
 
+#include "absl/strings/str_cat.h"
 #include "gtest/gtest.h"
 #include "ringbuffer/ring_buffer.h"
 #include "server/server.h"
@@ -599,6 +600,58 @@ TEST(WebSocketServiceTest, NothingFollowsTheCloseFrameWhateverThreadSends) {
     EXPECT_TRUE(closed) << "round " << round;
     EXPECT_EQ(after_close, 0) << "round " << round << ": frames after the close frame";
   }
+}
+
+// Options::stream_above: a message larger than max_message comes to OnMessagePart in parts
+// as it arrives, compressed or not, and never whole; smaller ones still reach OnMessage.
+TEST(WebSocketServiceTest, LargeMessagesStreamToOnMessagePart) {
+  class Streamer : public Handler {
+   public:
+    void OnMessage(Socket& socket, std::string_view message, MessageType) override {
+      EXPECT_TRUE(socket.Send(absl::StrCat("whole ", message.size())).ok());
+    }
+    void OnMessagePart(Socket& socket, std::string_view part, MessageType, bool last) override {
+      total += part.size();
+      ++parts;
+      for (char c : part) sum += static_cast<unsigned char>(c);
+      if (last) {
+        EXPECT_TRUE(socket.Send(absl::StrCat("streamed ", total, " ", sum, " ", parts > 2)).ok());
+        total = sum = 0;
+        parts = 0;
+      }
+    }
+    size_t total = 0;
+    uint64_t sum = 0;
+    int parts = 0;
+  } streamer;
+  Options options;
+  options.max_message = 1 << 20;
+  options.stream_above = 64 * 1024;
+  options.deflate.enabled = true;
+  Running running(&streamer, options);
+  const std::string big = Pattern(3 << 20, 5);
+  uint64_t big_sum = 0;
+  for (char c : big) big_sum += static_cast<unsigned char>(c);
+  RawClient client(running.address());
+  ASSERT_EQ(client.Upgrade("/", "Sec-WebSocket-Extensions: permessage-deflate\r\n")
+                .rfind("HTTP/1.1 101", 0),
+            0u);
+  ASSERT_TRUE(client.SendFrame(Opcode::kBinary, "tiny"));
+  ASSERT_TRUE(client.SendFrame(Opcode::kBinary, big));
+  DeflateAgreement agreement;
+  agreement.server_no_context_takeover = true;
+  agreement.client_no_context_takeover = true;
+  Deflater deflater(agreement, Role::kClient, 6);
+  std::string compressed;
+  ASSERT_TRUE(deflater.Compress(big, &compressed));
+  ASSERT_TRUE(client.SendFrame(Opcode::kBinary, compressed, true, /*rsv1=*/true));
+  Inflater inflater(agreement, Role::kClient);
+  client.set_inflater(&inflater);
+  ASSERT_TRUE(client.WaitForEvents(3));
+  const std::string streamed = absl::StrCat("text:streamed ", big.size(), " ", big_sum, " 1");
+  EXPECT_EQ(client.events[0], "text:whole 4");
+  EXPECT_EQ(client.events[1], streamed);
+  EXPECT_EQ(client.events[2], streamed);
 }
 
 TEST(WebSocketServiceTest, AReaderThatFallsPastMaxBacklogIsClosed) {

@@ -85,8 +85,14 @@ struct SocketInternals;
 }  // namespace internal
 
 struct Options {
-  // The largest message accepted, in bytes (after inflating); a larger one closes with 1009.
+  // The largest message accepted whole, in bytes (after inflating); a larger one closes with
+  // 1009 (unless streamed).
   uint64_t max_message = 16 << 20;
+  // Streaming for large messages: one that passes this many bytes reaches
+  // Handler::OnMessagePart in parts as its bytes arrive, never held whole, up to
+  // max_streamed_message (then 1009); zero: every message whole, to OnMessage.
+  uint64_t stream_above = 0;
+  uint64_t max_streamed_message = uint64_t{1} << 30;
   DeflateOptions deflate;  // permessage-deflate; off unless enabled.
   // Subprotocols this server speaks, preferred first: the first the client offers is chosen.
   std::vector<std::string> protocols;
@@ -225,6 +231,16 @@ class Handler {
   virtual void OnOpen(Socket& socket) { (void)socket; }
   // Handler::OnMessage() — one whole message; `message` is good until the call returns.
   virtual void OnMessage(Socket& socket, std::string_view message, MessageType type) = 0;
+  // Handler::OnMessagePart() — with Options::stream_above: the next part of a large message,
+  // in order, `last` on its final one (possibly empty). A text part ends between characters
+  // and is valid UTF-8 on its own. Messages not past the threshold still come to OnMessage.
+  virtual void OnMessagePart(Socket& socket, std::string_view part, MessageType type,
+                             bool last) {
+    (void)socket;
+    (void)part;
+    (void)type;
+    (void)last;
+  }
   // Handler::OnClose() — once per OnOpen: the peer's close code and reason, or 1006 when the
   // connection ended without one (a reset, a timeout, a protocol error of ours to report).
   virtual void OnClose(Socket& socket, uint16_t code, std::string_view reason) {

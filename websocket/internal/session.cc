@@ -34,6 +34,9 @@ class SocketEvents : public MessageReader::Sink {
     // discards what comes).
     if (state_.phase == Phase::kOpen) handler_->OnMessage(*state_.socket, payload, type);
   }
+  void OnMessagePart(MessageType type, std::string_view part, bool last) override {
+    if (state_.phase == Phase::kOpen) handler_->OnMessagePart(*state_.socket, part, type, last);
+  }
   void OnPing(std::string_view payload) override {
     // Answered while little output waits. A peer that pings and does not read would otherwise
     // have pongs pile up without end; RFC 6455 (5.5.3) lets an endpoint answer only the
@@ -123,7 +126,11 @@ Deflater& SharedDeflater(int window_bits, int level) {
 void OpenSocket(ConnectionState& state, std::shared_ptr<Socket> socket,
                 const std::optional<DeflateAgreement>& deflate, const Options& options,
                 Role role) {
-  state.reader.emplace(role, MessageReader::Limits{options.max_message});
+  MessageReader::Limits limits;
+  limits.max_message = options.max_message;
+  limits.stream_above = options.stream_above;
+  limits.max_streamed_message = options.max_streamed_message;
+  state.reader.emplace(role, limits);
   SocketInternals::deflate(*socket) = deflate;
   if (deflate.has_value()) {
     state.inflater = std::make_unique<Inflater>(*deflate, role);
