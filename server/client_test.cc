@@ -192,7 +192,8 @@ TEST(ClientTest, RefusedRetriesWithGrowingDelays) {
   log.Attach(options);
   auto client = Dial(&handler, ClosedPort(), options);
   ASSERT_TRUE(client.ok()) << client.status();
-  ASSERT_TRUE(WaitFor([&] { return (*client)->Stats().gave_up; }, 10000));
+  // Given up is said before the last attempt's callback runs: both are waited for.
+  ASSERT_TRUE(WaitFor([&] { return (*client)->Stats().gave_up && log.size() >= 6; }, 10000));
   std::lock_guard<std::mutex> lock(log.mutex);
   ASSERT_EQ(log.errors.size(), 6u);
   for (size_t i = 0; i < log.errors.size(); ++i) {
