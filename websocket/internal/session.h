@@ -45,10 +45,8 @@ struct SocketInternals {
                                      std::function<void()> then) {
     return socket.SendCloseFrame(payload, std::move(then));
   }
-  static Socket& Get(Socket& socket) { return socket; }
   static std::string& protocol(Socket& socket) { return socket.protocol_; }
   static std::string& target(Socket& socket) { return socket.target_; }
-  static std::any& user_data(Socket& socket) { return socket.user_data_; }
   static std::optional<DeflateAgreement>& deflate(Socket& socket) { return socket.deflate_; }
   static std::unique_ptr<Deflater>& own_deflater(Socket& socket) { return socket.own_deflater_; }
   static std::vector<std::string>& topics(Socket& socket) { return socket.topics_; }
