@@ -2,7 +2,9 @@
 # End to end for the benchmark tools: echo_bench verifies a correct echo server (exit 0, JSON
 # with ok:true) in every mode, over TLS too, and catches a wrong one (exit 1); idle_memory
 # measures a server; tls_handshake_bench completes full and resumed handshakes against the
-# HTTPS example (certificate made by openssl req here).
+# HTTPS example (certificate made by openssl req here); ws_bench verifies gev's WebSocket echo
+# (small and 100 KB messages) and chat (broadcast) servers and catches a server that flips a bit,
+# one that never upgrades and a broadcast that stalls.
 set -euo pipefail
 
 bench=tools/echo_bench
@@ -13,6 +15,9 @@ not_echo=examples/pushmessage/push_server
 tls_echo=examples/tls_echo/tls_echo_server
 http_server=examples/http/http_server
 handshake_bench=tools/tls_handshake_bench
+ws_bench=tools/ws_bench
+ws_echo=examples/websocket/echo_server
+ws_chat=examples/websocket/chat_server
 failures=0
 server_pid=""
 trap '[[ -n "$server_pid" ]] && kill "$server_pid" 2>/dev/null || true' EXIT
@@ -101,6 +106,32 @@ check "resumed handshakes" 0 "$handshake_bench" --addr="127.0.0.1:$port" --durat
 read -r completed _ resumed errors <<<"$output"
 awk -v c="$completed" -v r="$resumed" -v e="$errors" 'BEGIN { exit !(c > 0 && r >= 0.99 && e == 0) }' ||
   { echo "FAIL: resumed handshakes: $output"; failures=$((failures + 1)); }
+stop
+
+start "$ws_echo" --port=0 --loops=2
+common=(--addr="127.0.0.1:$port" --duration=0.5s --warmup=0.1s --json)
+check "ws_bench echo" 0 "$ws_bench" "${common[@]}" --connections=20 --size=700 --server_pid="$server_pid"
+[[ "$output" == *'"ok":true'* && "$output" != *'"server_cpu_ns_per_msg":-1'* ]] ||
+  { echo "FAIL: ws_bench JSON: $output"; failures=$((failures + 1)); }
+check "ws_bench echo, 100 KB messages in flight" 0 "$ws_bench" "${common[@]}" --connections=4 \
+  --size=100000 --window=3
+check "ws_bench broadcast at an echo server stalls and is caught" 1 "$ws_bench" "${common[@]}" \
+  --mode=broadcast --connections=3 --stall_timeout=0.3s
+[[ "$output" == *"no message for"* ]] || { echo "FAIL: no stall reported: $output"; failures=$((failures + 1)); }
+stop
+start "$ws_chat" --port=0 --loops=2
+check "ws_bench broadcast" 0 "$ws_bench" --addr="127.0.0.1:$port" --duration=0.5s --warmup=0.1s \
+  --json --mode=broadcast --connections=200 --window=4
+[[ "$output" == *'"ok":true'* ]] || { echo "FAIL: ws_bench JSON: $output"; failures=$((failures + 1)); }
+stop
+start /usr/bin/python3 tools/testing/ws_corrupting_server.py
+check "a flipped bit is caught" 1 "$ws_bench" --addr="127.0.0.1:$port" --duration=0.5s \
+  --warmup=0s --connections=2 --json
+[[ "$output" == *'"mismatches":1'* ]] || { echo "FAIL: no mismatch reported: $output"; failures=$((failures + 1)); }
+stop
+start "$gev_echo" --port=0 --loops=1
+check "a server that does not upgrade is caught" 1 "$ws_bench" --addr="127.0.0.1:$port" \
+  --duration=0.5s --warmup=0s --connections=2
 stop
 
 check "bad flags are refused" 2 "$bench" --mode=sideways

@@ -1,18 +1,22 @@
 #!/usr/bin/env bash
 # Builds the peer echo servers that tools/echo_compare.sh measures gev against, from Debian's
 # packages: uv_echo (libuv1-dev), event_echo (libevent-dev), asio_echo (libboost-dev) and go_echo
-# (golang-go, standard library only). As root it installs what is missing with apt-get; otherwise
-# it prints the apt-get line and stops. The peers are not Bazel targets so that building the
-# library never needs these packages.
+# (golang-go, standard library only); and the WebSocket servers that tools/ws_compare.sh measures
+# gev's against: beast_ws (Boost.Beast, libboost-dev), lws_ws (libwebsockets-dev) and gorilla_ws
+# (golang-github-gorilla-websocket-dev, from Debian's Go source tree). As root it installs what
+# is missing with apt-get; otherwise it prints the apt-get line and stops. The peers are not
+# Bazel targets so that building the library never needs these packages.
 #
-#   tools/peers/build.sh OUT_DIR      # writes OUT_DIR/{uv_echo,event_echo,asio_echo,go_echo}
+#   tools/peers/build.sh OUT_DIR      # writes OUT_DIR/{uv_echo,event_echo,asio_echo,go_echo,
+#                                     #   beast_ws,lws_ws,gorilla_ws}
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 out="${1:?usage: tools/peers/build.sh OUT_DIR}"
 mkdir -p "$out"
 out="$(cd "$out" && pwd)"
 
-packages=(g++ pkg-config libuv1-dev libevent-dev libboost-dev golang-go)
+packages=(g++ pkg-config libuv1-dev libevent-dev libboost-dev golang-go libwebsockets-dev
+  golang-github-gorilla-websocket-dev)
 missing=()
 for package in "${packages[@]}"; do
   if [[ "$(dpkg-query -W -f='${Status}' "$package" 2>/dev/null)" != "install ok installed" ]]; then
@@ -40,7 +44,15 @@ gcc -std=gnu11 "${flags[@]}" $(pkg-config --cflags libuv) "$here/uv_echo.c" -o "
 g++ -std=c++17 "${flags[@]}" $(pkg-config --cflags libevent) "$here/event_echo.cc" \
   -o "$out/event_echo" $(pkg-config --libs libevent) -pthread
 g++ -std=c++17 "${flags[@]}" "$here/asio_echo.cc" -o "$out/asio_echo" -pthread
-# Go's caches under OUT_DIR: nothing is written to $HOME, nothing is fetched.
+g++ -std=c++17 "${flags[@]}" "$here/beast_ws.cc" -o "$out/beast_ws" -pthread
+# shellcheck disable=SC2046
+gcc -std=gnu11 "${flags[@]}" $(pkg-config --cflags libwebsockets) "$here/lws_ws.c" \
+  -o "$out/lws_ws" $(pkg-config --libs libwebsockets)
+# Go's caches under OUT_DIR: nothing is written to $HOME, nothing is fetched. gorilla/websocket
+# comes from Debian's Go source tree (/usr/share/gocode), found through GOPATH.
 GOCACHE="$out/.gocache" GOPATH="$out/.gopath" GO111MODULE=off GOPROXY=off \
   go build -o "$out/go_echo" "$here/go_echo.go"
-echo "built: $(cd "$out" && ls uv_echo event_echo asio_echo go_echo | tr '\n' ' ')" >&2
+GOCACHE="$out/.gocache" GOPATH="$out/.gopath:/usr/share/gocode" GO111MODULE=off GOPROXY=off \
+  go build -o "$out/gorilla_ws" "$here/gorilla_ws.go"
+echo "built: $(cd "$out" && ls uv_echo event_echo asio_echo go_echo beast_ws lws_ws gorilla_ws |
+  tr '\n' ' ')" >&2

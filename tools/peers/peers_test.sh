@@ -2,7 +2,8 @@
 # End to end for the peer echo servers of tools/echo_compare.sh: builds them (tools/peers/build.sh
 # installs their Debian packages when missing) and drives each, with 1 and 2 threads, through
 # echo_bench's pingpong, stream and flood modes (every echoed byte verified), a slow reader of a
-# 64 MiB stream (the peer's memory must stay bounded) and idle_memory. A
+# 64 MiB stream (the peer's memory must stay bounded) and idle_memory; and the WebSocket peers of
+# tools/ws_compare.sh (Boost.Beast, libwebsockets, gorilla/websocket) through ws_bench. A
 # peer that cannot be built or loses a byte fails; nothing is skipped. Prints "ok: PEER" or
 # "FAIL: PEER" per peer, as .ci/run counts them.
 #
@@ -16,15 +17,18 @@ trap '[[ -n "$server_pid" ]] && kill "$server_pid" 2>/dev/null; rm -rf "$work"' 
 
 if ! tools/peers/build.sh "$work/peers" >"$work/build.log" 2>&1; then
   cat "$work/build.log"
-  for peer in uv_echo event_echo asio_echo go_echo; do echo "FAIL: $peer (build)"; done
+  for peer in uv_echo event_echo asio_echo go_echo beast_ws lws_ws gorilla_ws; do
+    echo "FAIL: $peer (build)"
+  done
   exit 1
 fi
-if ! tools/bazel build //tools:echo_bench //tools:idle_memory >"$work/bazel.log" 2>&1; then
+if ! tools/bazel build //tools:echo_bench //tools:idle_memory //tools:ws_bench \
+  >"$work/bazel.log" 2>&1; then
   cat "$work/bazel.log"
   echo "FAIL: echo_bench (build)"
   exit 1
 fi
-cp bazel-bin/tools/echo_bench bazel-bin/tools/idle_memory "$work/"
+cp bazel-bin/tools/echo_bench bazel-bin/tools/idle_memory bazel-bin/tools/ws_bench "$work/"
 
 start() {  # start COMMAND...: sets server_pid and port
   local log="$work/server.out"
@@ -97,6 +101,35 @@ PYEOF
     fi
     stop
   done
+  if ((problems)); then
+    echo "FAIL: $peer"
+    failed=$((failed + 1))
+  else
+    echo "ok: $peer"
+  fi
+done
+
+# The WebSocket peers of tools/ws_compare.sh, one thread each (lws_ws has no other), through
+# ws_bench: echo of small and of 100 KB messages (every byte verified), and a broadcast on
+# /chat that must reach every subscriber in order.
+for peer in beast_ws lws_ws gorilla_ws; do
+  problems=0
+  if start "$work/peers/$peer" --port=0 --threads=1; then
+    common=(--addr="127.0.0.1:$port" --duration=0.5s --warmup=0.1s --json)
+    for mode in "--mode=echo --connections=20 --size=700" \
+      "--mode=echo --connections=4 --size=100000 --window=3" \
+      "--mode=broadcast --connections=200 --size=512 --window=4"; do
+      # shellcheck disable=SC2086
+      output=$(timeout 60 "$work/ws_bench" "${common[@]}" $mode 2>&1)
+      if [[ $? -ne 0 || "$output" != *'"ok":true'* ]]; then
+        echo "  $peer $mode: $output"
+        problems=$((problems + 1))
+      fi
+    done
+  else
+    problems=1
+  fi
+  stop
   if ((problems)); then
     echo "FAIL: $peer"
     failed=$((failed + 1))
