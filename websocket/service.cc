@@ -226,13 +226,14 @@ void Service::SubscribeInLoop(Socket& socket, std::string topic, bool subscribe)
 }
 
 void Service::Publish(std::string_view topic, std::string_view message, MessageType type,
-                      const Socket* except) {
+                      const Socket* except, Compression compression) {
   const Opcode opcode = type == MessageType::kText ? Opcode::kText : Opcode::kBinary;
   auto plain = std::make_shared<const std::string>(ServerFrame(opcode, false, message));
   // Compressed once, for the sockets that agreed no server context takeover at 15 bits (what
   // clients ask for); others get the plain frame, which RFC 7692 allows per message.
   std::shared_ptr<const std::string> compressed;
-  if (options_.deflate.enabled && message.size() >= options_.deflate.min_size) {
+  if (options_.deflate.enabled && compression == Compression::kAuto &&
+      message.size() >= options_.deflate.min_size) {
     std::string payload;
     if (internal::SharedDeflater(15, options_.deflate.level).Compress(message, &payload)) {
       compressed = std::make_shared<const std::string>(ServerFrame(opcode, true, payload));

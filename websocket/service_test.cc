@@ -181,6 +181,23 @@ class RawClient : public MessageReader::Sink {
     events.push_back("close:" + std::to_string(code) + ":" + std::string(reason));
   }
 
+  // The next server frame as it came (not through the reader): its header and payload.
+  std::optional<std::pair<FrameHeader, std::string>> ReadRawFrame() {
+    while (true) {
+      FrameHeader header;
+      FrameCheck check = ReadFrameHeader(buffered_, Role::kClient, /*rsv1_allowed=*/true,
+                                         uint64_t{1} << 30, &header);
+      if (check.status == FrameCheck::kInvalid) return std::nullopt;
+      if (check.status == FrameCheck::kOk &&
+          buffered_.size() >= header.header_length + header.payload_length) {
+        std::string payload = buffered_.substr(header.header_length, header.payload_length);
+        buffered_.erase(0, header.header_length + header.payload_length);
+        return std::make_pair(header, payload);
+      }
+      if (!ReadSome()) return std::nullopt;
+    }
+  }
+
   void set_inflater(MessageInflater* inflater) { reader_.set_inflater(inflater); }
   std::vector<std::string> events;
 
@@ -483,6 +500,76 @@ TEST(WebSocketServiceTest, DeflateIsNegotiatedAndMessagesGoBothWaysCompressed) {
   ASSERT_TRUE(client.WaitForEvents(2));
   EXPECT_EQ(client.events[0], "text:" + text);
   EXPECT_EQ(client.events[1], "text:short");
+}
+
+// What the server sends goes compressed (RSV1 set, fewer bytes, inflating to the message)
+// when deflate was agreed, from Send and from Publish; a message under min_size, and one sent
+// with Compression::kNone, go as they are.
+TEST(WebSocketServiceTest, ServerFramesAreCompressedUnlessShortOrSentWithCompressionNone) {
+  class Sender : public SocketHandler {
+   public:
+    void OnOpen(Socket& socket) override { socket.Subscribe("all"); }
+    void OnMessage(Socket& socket, std::string_view message, MessageType type) override {
+      if (message.rfind("as-is:", 0) == 0) {
+        EXPECT_TRUE(socket.Send(message, type, Compression::kNone).ok());
+      } else if (message.rfind("publish:", 0) == 0) {
+        socket.Publish("all", message, type);  // To the other socket.
+      } else if (message.rfind("publish-as-is:", 0) == 0) {
+        socket.Publish("all", message, type, Compression::kNone);
+      } else {
+        EXPECT_TRUE(socket.Send(message, type).ok());
+      }
+    }
+  } handler;
+  Options options;
+  options.deflate.enabled = true;
+  options.deflate.min_size = 64;
+  Running running(&handler, options, /*loops=*/2);
+  RawClient client(running.address());
+  RawClient listener(running.address());
+  for (RawClient* each : {&client, &listener}) {
+    std::string head = each->Upgrade("/", "Sec-WebSocket-Extensions: permessage-deflate\r\n");
+    ASSERT_NE(head.find("permessage-deflate"), std::string::npos) << head;
+  }
+  // Both subscribed before anything is published: a round trip on each.
+  for (RawClient* each : {&client, &listener}) {
+    ASSERT_TRUE(each->SendFrame(Opcode::kText, "sync"));
+    auto answer = each->ReadRawFrame();
+    ASSERT_TRUE(answer.has_value());
+    EXPECT_FALSE(answer->first.rsv1);  // Under min_size.
+    EXPECT_EQ(answer->second, "sync");
+  }
+  DeflateAgreement agreement;
+  agreement.server_no_context_takeover = true;
+  agreement.client_no_context_takeover = true;
+  auto expect_frame = [&](RawClient& reader, const std::string& message, bool compressed) {
+    auto frame = reader.ReadRawFrame();
+    ASSERT_TRUE(frame.has_value());
+    EXPECT_TRUE(frame->first.fin);
+    EXPECT_EQ(frame->first.opcode, Opcode::kText);
+    EXPECT_EQ(frame->first.rsv1, compressed) << message.substr(0, 20);
+    if (!compressed) {
+      EXPECT_EQ(frame->second, message);
+      return;
+    }
+    EXPECT_LT(frame->second.size(), message.size() / 10);
+    Inflater inflater(agreement, Role::kClient);
+    std::string inflated;
+    EXPECT_EQ(inflater.Inflate(frame->second, true, 1 << 20, &inflated), MessageInflater::kOk);
+    EXPECT_EQ(inflated, message);
+  };
+  const std::string text = "echo:" + std::string(5000, 'a');
+  ASSERT_TRUE(client.SendFrame(Opcode::kText, text));
+  expect_frame(client, text, true);
+  const std::string as_is = "as-is:" + std::string(5000, 'b');
+  ASSERT_TRUE(client.SendFrame(Opcode::kText, as_is));
+  expect_frame(client, as_is, false);
+  const std::string published = "publish:" + std::string(5000, 'c');
+  ASSERT_TRUE(client.SendFrame(Opcode::kText, published));
+  expect_frame(listener, published, true);
+  const std::string published_as_is = "publish-as-is:" + std::string(5000, 'd');
+  ASSERT_TRUE(client.SendFrame(Opcode::kText, published_as_is));
+  expect_frame(listener, published_as_is, false);
 }
 
 // The peer's close frame comes while output waits that it never reads: the connection is

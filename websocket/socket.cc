@@ -40,14 +40,16 @@ Socket::Socket(PassKey, Service* service, const Options* options, Role role,
                ConnectionPtr connection)
     : service_(service), options_(options), role_(role), connection_(std::move(connection)) {}
 
-absl::Status Socket::SendFrame(Opcode opcode, std::string_view payload) {
+absl::Status Socket::SendFrame(Opcode opcode, std::string_view payload,
+                               Compression compression) {
   if (close_sent_.load(std::memory_order_acquire)) {
     return absl::FailedPreconditionError("the WebSocket is closing");
   }
   const DeflateOptions& deflate = options_->deflate;
   std::string body;  // A compressed or masked copy, when the payload cannot go as it is.
   bool rsv1 = false;
-  if (deflate_.has_value() && !IsControl(opcode) && payload.size() >= deflate.min_size) {
+  if (deflate_.has_value() && compression == Compression::kAuto && !IsControl(opcode) &&
+      payload.size() >= deflate.min_size) {
     const bool ours_without_context = role_ == Role::kServer
                                           ? deflate_->server_no_context_takeover
                                           : deflate_->client_no_context_takeover;
@@ -93,8 +95,9 @@ absl::Status Socket::SendFrame(Opcode opcode, std::string_view payload) {
   return sent;
 }
 
-absl::Status Socket::Send(std::string_view message, MessageType type) {
-  return SendFrame(type == MessageType::kText ? Opcode::kText : Opcode::kBinary, message);
+absl::Status Socket::Send(std::string_view message, MessageType type, Compression compression) {
+  return SendFrame(type == MessageType::kText ? Opcode::kText : Opcode::kBinary, message,
+                   compression);
 }
 
 absl::Status Socket::Ping(std::string_view payload) {
@@ -165,9 +168,10 @@ bool Socket::IsSubscribed(std::string_view topic) const {
   return std::find(topics_.begin(), topics_.end(), topic) != topics_.end();
 }
 
-void Socket::Publish(std::string_view topic, std::string_view message, MessageType type) {
+void Socket::Publish(std::string_view topic, std::string_view message, MessageType type,
+                     Compression compression) {
   if (service_ == nullptr || close_sent_.load(std::memory_order_acquire)) return;
-  service_->Publish(topic, message, type, this);
+  service_->Publish(topic, message, type, this, compression);
 }
 
 HttpResponse Handler::OnHttpRequest(const http::Request& request) {

@@ -84,6 +84,10 @@ struct ConnectionState;
 struct SocketInternals;
 }  // namespace internal
 
+// Whether a message may go compressed: kAuto compresses it when permessage-deflate was agreed
+// and it is at least DeflateOptions::min_size; kNone sends it as it is.
+enum class Compression { kAuto, kNone };
+
 struct Options {
   // The largest message accepted whole, in bytes (after inflating); a larger one closes with
   // 1009 (unless streamed).
@@ -138,9 +142,11 @@ struct HttpResponse {
 class Socket : public std::enable_shared_from_this<Socket> {
  public:
   // Socket::Send() — one message, whole: all of it or none (see the header comment).
-  // Compressed when permessage-deflate was agreed and the message is at least
-  // DeflateOptions::min_size. Thread-safe.
-  absl::Status Send(std::string_view message, MessageType type = MessageType::kText);
+  // Compressed when permessage-deflate was agreed, the message is at least
+  // DeflateOptions::min_size and `compression` is kAuto; Compression::kNone sends it as it is
+  // (bytes that are compressed already: images, archives). Thread-safe.
+  absl::Status Send(std::string_view message, MessageType type = MessageType::kText,
+                    Compression compression = Compression::kAuto);
   // Socket::Ping() — a ping with up to 125 bytes of payload. Thread-safe.
   absl::Status Ping(std::string_view payload = {});
   // Socket::Close() — starts the close handshake with `code` (1000, 1001, 1008, 1011, or
@@ -157,7 +163,8 @@ class Socket : public std::enable_shared_from_this<Socket> {
   // Socket::Publish() — Service::Publish to `topic`, except to this socket (a server's; a
   // client's publishes nothing). Thread-safe.
   void Publish(std::string_view topic, std::string_view message,
-               MessageType type = MessageType::kText);
+               MessageType type = MessageType::kText,
+               Compression compression = Compression::kAuto);
   // Whether this socket is subscribed to `topic`. Loop thread only.
   bool IsSubscribed(std::string_view topic) const;
 
@@ -184,7 +191,8 @@ class Socket : public std::enable_shared_from_this<Socket> {
   friend struct internal::SocketInternals;
   // Frames `payload` (compressing a data frame when it should be, masking it on a client) and
   // sends it. Any thread.
-  absl::Status SendFrame(Opcode opcode, std::string_view payload);
+  absl::Status SendFrame(Opcode opcode, std::string_view payload,
+                         Compression compression = Compression::kAuto);
   // The close frame, once (FailedPrecondition if one went already), then `then` (close the
   // connection, start the close deadline). Both run as one task queued on the loop, after
   // every message another thread sent before it: nothing follows a close frame on the wire
@@ -277,9 +285,10 @@ class Service : public gev::Handler {
   // framed once (and compressed once, for the sockets that agreed deflate without context
   // takeover at the full window), then handed to each loop. A subscriber that refuses it (its
   // pending output at the cap) is closed, as max_backlog would: a published message is never
-  // dropped silently. Thread-safe.
+  // dropped silently. `compression` as Socket::Send. Thread-safe.
   void Publish(std::string_view topic, std::string_view message,
-               MessageType type = MessageType::kText, const Socket* except = nullptr);
+               MessageType type = MessageType::kText, const Socket* except = nullptr,
+               Compression compression = Compression::kAuto);
   // Open sockets (upgraded and not yet closed), on every loop. Thread-safe.
   size_t SocketCount() const { return sockets_.load(std::memory_order_relaxed); }
   const Options& options() const { return options_; }
