@@ -299,11 +299,20 @@ Client::~Client() {
 }
 
 void Client::Stop() {
-  if (std::shared_ptr<Socket> open = socket()) {
+  std::shared_ptr<Socket> open = socket();
+  if (open != nullptr) {
     // Refused only if a close frame went already; the connection ends below either way.
     (void)open->Close(kCloseGoingAway, "client stopping");
   }
-  if (connection_ != nullptr) connection_->Stop();
+  if (connection_ == nullptr) return;
+  if (open != nullptr && connection_->loop()->IsInLoopThread()) {
+    // The close frame is a task queued on this loop (behind what other threads sent), and a
+    // stop run here, now, would end the connection before it: the stop queues behind it.
+    // Refused only by a finished loop, where the connection has ended already.
+    (void)connection_->loop()->QueueInLoop([connection = connection_] { connection->Stop(); });
+    return;
+  }
+  connection_->Stop();
 }
 
 std::shared_ptr<Socket> Client::socket() const {

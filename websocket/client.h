@@ -72,7 +72,9 @@ class Client {
 
   // Client::Stop() — sends a close frame (1001) if a socket is open, then ends the connection
   // and any reconnecting, as gev::Client::Stop, without waiting for the server's answer (so
-  // the handler's OnClose says 1006). Idempotent.
+  // the handler's OnClose says 1006). On the client's loop thread (from a callback, or a
+  // server's callback when the client shares its loop) the connection ends just after the
+  // close frame is written, in a task queued behind it. Idempotent.
   void Stop();
   // Client::socket() — the open socket, or null (connecting, between reconnects, stopped).
   std::shared_ptr<Socket> socket() const;
@@ -93,7 +95,9 @@ class Client {
   // What the connection's callbacks use, shared with them: a client destroyed inside one of
   // its own callbacks leaves it alive until the connection's OnClose.
   std::shared_ptr<Bridge> bridge_;
-  std::unique_ptr<gev::Client> connection_;
+  // Shared with a stop queued on its loop behind the close frame (see Stop), which may outlive
+  // this client by one task.
+  std::shared_ptr<gev::Client> connection_;
 };
 
 }  // namespace gev::websocket

@@ -4,11 +4,13 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <any>
 #include <atomic>
 #include <chrono>
 #include <cstdio>
 #include <memory>
 #include <mutex>
+#include <set>
 #include <string>
 #include <thread>
 #include <vector>
@@ -218,6 +220,132 @@ TEST(WebSocketClientTest, AClientMayBeDestroyedInsideItsOwnCallbacks) {
     // OnClose is the handler's last call (after a destruction in OnMessage it still comes).
     EXPECT_TRUE(WaitFor([&] { return destroyer.closed.load(); })) << in_close;
   }
+}
+
+// A relay: a server whose every socket dials the echo server with a websocket::Client on that
+// socket's own loop (two connections composed on one thread, as a proxy composes them).
+// Messages cross both hops in order, some while the upstream is still upgrading; a downstream
+// that leaves takes its upstream with it, destroyed inside the server's OnClose (the echo
+// server hears 1001); on both of the relay's loops.
+class Relay : public Handler {
+ public:
+  // One downstream socket's upstream side, and the handler of its client. Loop thread only;
+  // kept until the test ends, since a handler outlives its client's last OnClose.
+  struct Pair : Handler {
+    std::shared_ptr<Socket> downstream;
+    std::unique_ptr<Client> upstream;
+    std::shared_ptr<Socket> up;  // While the upstream is open.
+    std::vector<std::pair<std::string, MessageType>> waiting;  // Until it is.
+    std::thread::id relay_thread;
+    std::atomic<bool> on_relay_thread{false};
+    std::atomic<bool> upstream_closed{false};
+    void OnOpen(Socket& socket) override {
+      on_relay_thread = std::this_thread::get_id() == relay_thread;
+      up = socket.shared_from_this();
+      for (const auto& [message, type] : waiting) EXPECT_TRUE(up->Send(message, type).ok());
+      waiting.clear();
+    }
+    void OnMessage(Socket&, std::string_view message, MessageType type) override {
+      if (downstream != nullptr) {
+        EXPECT_TRUE(downstream->Send(message, type).ok());
+      }
+    }
+    void OnClose(Socket&, uint16_t, std::string_view) override {
+      up.reset();
+      upstream_closed = true;
+    }
+  };
+
+  explicit Relay(std::string upstream_url) : upstream_url_(std::move(upstream_url)) {}
+
+  void OnOpen(Socket& socket) override {
+    auto pair = std::make_shared<Pair>();
+    pair->downstream = socket.shared_from_this();
+    pair->relay_thread = std::this_thread::get_id();
+    ClientOptions options;
+    options.connection.loop = socket.connection().shared_loop();
+    auto client = Client::Dial(pair.get(), upstream_url_, options);
+    ASSERT_TRUE(client.ok()) << client.status();
+    pair->upstream = std::move(*client);
+    socket.user_data() = pair;
+    std::lock_guard<std::mutex> lock(mutex);
+    pairs.push_back(pair);
+    loops.insert(socket.connection().loop());
+  }
+  void OnMessage(Socket& socket, std::string_view message, MessageType type) override {
+    auto& pair = std::any_cast<std::shared_ptr<Pair>&>(socket.user_data());
+    if (pair->up != nullptr) {
+      EXPECT_TRUE(pair->up->Send(message, type).ok());
+    } else {
+      pair->waiting.emplace_back(std::string(message), type);
+    }
+  }
+  void OnClose(Socket& socket, uint16_t, std::string_view) override {
+    auto* pair = std::any_cast<std::shared_ptr<Pair>>(&socket.user_data());
+    if (pair == nullptr) return;
+    (*pair)->downstream.reset();
+    (*pair)->upstream.reset();  // Stops it: a close frame, then its connection ends.
+  }
+
+  std::mutex mutex;
+  std::vector<std::shared_ptr<Pair>> pairs;
+  std::set<const EventLoop*> loops;
+
+ private:
+  const std::string upstream_url_;
+};
+
+TEST(WebSocketClientTest, AClientOnAServersLoopRelaysBothWaysAndLeavesWithItsSocket) {
+  EchoService upstream;
+  Relay relay(upstream.Url("/"));
+  Service relay_service(&relay, Options{});
+  auto made = NewServer(&relay_service, Address("127.0.0.1:0"), NumLoops(2));
+  ASSERT_TRUE(made.ok()) << made.status();
+  std::unique_ptr<Server> relay_server = std::move(*made);
+  auto relay_thread = std::make_unique<ServerThread>(relay_server.get());
+  const std::string relay_url =
+      absl::StrCat("ws://127.0.0.1:", relay_server->ListenAddress().port(), "/");
+
+  constexpr int kClients = 8;
+  std::vector<std::unique_ptr<Recorder>> recorders;
+  std::vector<std::unique_ptr<Client>> clients;
+  for (int i = 0; i < kClients; ++i) {
+    auto recorder = std::make_unique<Recorder>();
+    for (int j = 0; j < 20; ++j) {
+      recorder->to_send.emplace_back(absl::StrCat("message ", j, " of client ", i),
+                                     MessageType::kText);
+    }
+    recorder->to_send.emplace_back(Pattern(200000, i), MessageType::kBinary);
+    auto client = Client::Dial(recorder.get(), relay_url, {});
+    ASSERT_TRUE(client.ok()) << client.status();
+    clients.push_back(std::move(*client));
+    recorders.push_back(std::move(recorder));
+  }
+  for (int i = 0; i < kClients; ++i) {
+    ASSERT_TRUE(WaitFor([&] { return recorders[i]->MessageCount() == 21; })) << i;
+    std::lock_guard<std::mutex> lock(recorders[i]->mutex);
+    for (int j = 0; j < 20; ++j) {
+      EXPECT_EQ(recorders[i]->messages[j].first, absl::StrCat("message ", j, " of client ", i));
+    }
+    EXPECT_TRUE(recorders[i]->messages[20].first == Pattern(200000, i));
+    EXPECT_EQ(recorders[i]->messages[20].second, MessageType::kBinary);
+  }
+  {
+    std::lock_guard<std::mutex> lock(relay.mutex);
+    EXPECT_EQ(relay.loops.size(), 2u);  // Both of the relay's loops served.
+    for (const auto& pair : relay.pairs) EXPECT_TRUE(pair->on_relay_thread.load());
+  }
+  for (auto& client : clients) client->Stop();
+  ASSERT_TRUE(WaitFor([&] { return upstream.handler.Codes().size() == kClients; }));
+  for (uint16_t code : upstream.handler.Codes()) EXPECT_EQ(code, kCloseGoingAway);
+  ASSERT_TRUE(WaitFor([&] {
+    std::lock_guard<std::mutex> lock(relay.mutex);
+    for (const auto& pair : relay.pairs) {
+      if (!pair->upstream_closed.load()) return false;
+    }
+    return true;
+  }));
+  relay_thread.reset();
 }
 
 TEST(WebSocketClientTest, BadUrlsAndMissingTransportsAreRefused) {
