@@ -18,8 +18,25 @@ namespace {
 struct Recorder : MessageReader::Sink {
   void OnMessage(MessageType type, std::string_view payload) override {
     if (payload.size() > max_message) broken = "a message past the limit";
+    if (stream_above != 0 && payload.size() > stream_above) broken = "a whole message past stream_above";
+    if (streaming) broken = "a whole message inside a streamed one";
     if (type == MessageType::kText && !IsValidUtf8(payload)) broken = "text that is not UTF-8";
     events.push_back((type == MessageType::kText ? "t:" : "b:") + std::string(payload));
+  }
+  // A streamed message is recorded as the whole it adds up to, so that any cuts of the input
+  // give the same events whatever parts they made.
+  void OnMessagePart(MessageType type, std::string_view part, bool last) override {
+    if (stream_above == 0) broken = "a part without streaming";
+    if (streaming && type != streamed_type) broken = "a part of another type";
+    if (type == MessageType::kText && !IsValidUtf8(part)) broken = "a text part that is not UTF-8";
+    streaming = !last;
+    streamed_type = type;
+    streamed.append(part);
+    if (streamed.size() > max_message) broken = "a streamed message past the limit";
+    if (last) {
+      events.push_back((type == MessageType::kText ? "t:" : "b:") + streamed);
+      streamed.clear();
+    }
   }
   void OnPing(std::string_view payload) override { Control("ping:", payload); }
   void OnPong(std::string_view payload) override { Control("pong:", payload); }
@@ -32,7 +49,11 @@ struct Recorder : MessageReader::Sink {
     if (payload.size() > kMaxControlPayload) broken = "a control payload over 125 bytes";
     events.push_back(kind + std::string(payload));
   }
-  uint64_t max_message = 0;
+  uint64_t max_message = 0;  // For a streamed message, max_streamed_message.
+  uint64_t stream_above = 0;
+  bool streaming = false;
+  MessageType streamed_type = MessageType::kBinary;
+  std::string streamed;
   std::string broken;
   std::vector<std::string> events;
 };
@@ -43,10 +64,15 @@ struct Run {
   std::string broken;
 };
 
-// Feeds `bytes` to a fresh reader, cut where `cuts` says (0: all at once).
+// Feeds `bytes` to a fresh reader, cut where `cuts` says (0: all at once); messages past
+// `stream_above` (0: none) stream, up to four times max_message.
 Run Feed(const uint8_t* bytes, size_t size, Role role, uint64_t max_message, bool deflate,
-         bool context_takeover, uint32_t cut_seed) {
-  MessageReader reader(role, {max_message});
+         bool context_takeover, uint64_t stream_above, uint32_t cut_seed) {
+  MessageReader::Limits limits;
+  limits.max_message = max_message;
+  limits.stream_above = stream_above;
+  limits.max_streamed_message = 4 * max_message;
+  MessageReader reader(role, limits);
   DeflateAgreement agreement;
   agreement.server_no_context_takeover = !context_takeover;
   agreement.client_no_context_takeover = !context_takeover;
@@ -56,7 +82,8 @@ Run Feed(const uint8_t* bytes, size_t size, Role role, uint64_t max_message, boo
     reader.set_inflater(inflater.get());
   }
   Recorder recorder;
-  recorder.max_message = max_message;
+  recorder.max_message = stream_above != 0 ? limits.max_streamed_message : max_message;
+  recorder.stream_above = stream_above;
   RingBuffer input;
   std::mt19937 random(cut_seed);
   Run run;
@@ -93,9 +120,13 @@ std::string CheckMessageReader(const uint8_t* data, size_t size) {
   const uint64_t max_message = 16 + (static_cast<uint64_t>(data[1]) << 4);
   const bool context_takeover = (data[0] & 4) != 0;
   const uint32_t cut_seed = 1 + data[2];
-  Run whole = Feed(data + 3, size - 3, role, max_message, deflate, context_takeover, 0);
+  // Streaming from a small threshold, so that short inputs stream too.
+  const uint64_t stream_above = (data[0] & 8) != 0 ? 1 + (data[0] >> 4) * 4 : 0;
+  Run whole = Feed(data + 3, size - 3, role, max_message, deflate, context_takeover,
+                   stream_above, 0);
   if (!whole.broken.empty()) return whole.broken;
-  Run pieces = Feed(data + 3, size - 3, role, max_message, deflate, context_takeover, cut_seed);
+  Run pieces = Feed(data + 3, size - 3, role, max_message, deflate, context_takeover,
+                    stream_above, cut_seed);
   if (!pieces.broken.empty()) return pieces.broken + " (in pieces)";
   if (whole.events != pieces.events) return "pieces gave other events than the whole";
   if (whole.result.ok != pieces.result.ok || whole.result.close_code != pieces.result.close_code) {
