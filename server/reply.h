@@ -62,6 +62,8 @@ class Reply {
   // The bytes of a kView or kOwned reply.
   std::string_view bytes() const { return kind_ == Kind::kOwned ? owned_ : view_; }
   size_t from_buffer() const { return from_buffer_; }
+  // The bytes of a kOwned reply, moved out (the reply then holds none).
+  std::string TakeOwned() { return std::move(owned_); }
 
  private:
   Kind kind_ = Kind::kNothing;

@@ -17,7 +17,10 @@ std::string ListeningLine(const Server& server) {
   return "listening on " + server.ListenSocketAddress().ToString();
 }
 
-absl::Status ServeUntilSignal(Server& server) {
+namespace {
+
+template <typename AnyServer>
+absl::Status Serve(AnyServer& server, const std::string& listening_line) {
   (void)sockets::RaiseOpenFileLimit();  // Best effort: serving fewer clients still works.
   sigset_t signals;
   sigemptyset(&signals);
@@ -33,7 +36,7 @@ absl::Status ServeUntilSignal(Server& server) {
     sigwait(&signals, &signal_number);
     if (serving.load()) server.Stop();
   });
-  std::printf("%s\n", ListeningLine(server).c_str());
+  std::printf("%s\n", listening_line.c_str());
   std::fflush(stdout);
   absl::Status served = server.Start();
   serving.store(false);
@@ -47,6 +50,14 @@ absl::Status ServeUntilSignal(Server& server) {
   }
   pthread_sigmask(SIG_SETMASK, &previous, nullptr);
   return served;
+}
+
+}  // namespace
+
+absl::Status ServeUntilSignal(Server& server) { return Serve(server, ListeningLine(server)); }
+
+absl::Status ServeUntilSignal(DatagramServer& server) {
+  return Serve(server, "listening on udp " + server.ListenAddress().ToString());
 }
 
 }  // namespace gev

@@ -25,6 +25,7 @@
 #include <string>
 
 #include "absl/status/status.h"
+#include "server/datagram_server.h"
 #include "server/server.h"
 
 namespace gev {
@@ -33,6 +34,8 @@ namespace gev {
 // SIGINT/SIGTERM, prints "listening on <address>" to stdout, runs server.Start() until one of
 // them arrives or the server stops, and returns what Start() returned.
 absl::Status ServeUntilSignal(Server& server);
+// The same for a UDP server ("listening on udp 127.0.0.1:5353").
+absl::Status ServeUntilSignal(DatagramServer& server);
 
 // ListeningLine() — the line ServeUntilSignal prints: "listening on " and where `server`
 // listens ("127.0.0.1:6380", "[::1]:6380", a Unix socket's path, or "@name" for an abstract

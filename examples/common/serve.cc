@@ -19,4 +19,9 @@ int ServeUntilSignal(Server& server) {
   return served.ok() ? 0 : Fail(served);
 }
 
+int ServeUntilSignal(DatagramServer& server) {
+  absl::Status served = gev::ServeUntilSignal(server);
+  return served.ok() ? 0 : Fail(served);
+}
+
 }  // namespace gev::examples

@@ -18,6 +18,7 @@
 #include <string>
 
 #include "absl/status/status.h"
+#include "server/datagram_server.h"
 #include "server/server.h"
 
 namespace gev::examples {
@@ -30,6 +31,7 @@ std::string AddressForPort(int port);
 
 // gev::ServeUntilSignal(server) as an exit code: 0, or 1 with the error printed.
 int ServeUntilSignal(Server& server);
+int ServeUntilSignal(DatagramServer& server);
 
 }  // namespace gev::examples
 

@@ -1,0 +1,165 @@
+// -----------------------------------------------------------------------------
+// File: net/datagram_io.h
+// -----------------------------------------------------------------------------
+//
+// Batched datagram I/O on one non-blocking UDP socket: `DatagramReader` reads up to a batch of
+// datagrams with one recvmmsg(2) into slots it owns (no allocation per datagram), and
+// `DatagramWriter` writes the datagrams queued since its last flush with one sendmmsg(2).
+// `OpenDatagramSocket` makes the socket: bound, optionally SO_REUSEPORT (one per loop), with
+// the kernel's count of datagrams it dropped for want of buffer (SO_RXQ_OVFL) turned on.
+//
+//   absl::StatusOr<int> fd = gev::OpenDatagramSocket(address, /*reuse_port=*/true);
+//   gev::DatagramReader reader(/*batch=*/32, /*slot_size=*/65536);
+//   gev::DatagramWriter writer(/*max_queued_bytes=*/4 << 20);
+//   int n = reader.Read(*fd);                    // > 0: datagrams; 0: none; < 0: -errno
+//   for (int i = 0; i < n; ++i) {
+//     const gev::DatagramReader::Datagram& d = reader.at(i);
+//     writer.Queue(d.peer, d.peer_length, d.payload);   // a view: flush before the next Read
+//   }
+//   writer.Flush(*fd);                           // one sendmmsg for the batch
+//
+// A datagram longer than a slot arrives cut (MSG_TRUNC): `truncated` is set and `length`
+// says how long it was. Views queued with Queue() must stay valid until Flush; what a flush
+// leaves unsent (the socket's buffer is full: EAGAIN) the writer copies and keeps, up to
+// max_queued_bytes, for the next flush once the socket is writable; past that, Queue refuses
+// with ResourceExhausted. A datagram the kernel refuses outright (EMSGSIZE, a peer it cannot
+// reach) is dropped from the queue and reported by Flush.
+//
+// Thread safety: none; each reader and writer belongs to one loop thread.
+
+#ifndef GEV_NET_DATAGRAM_IO_H_
+#define GEV_NET_DATAGRAM_IO_H_
+
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/types/span.h"
+#include "net/inet_address.h"
+
+namespace gev {
+
+// OpenDatagramSocket() — a non-blocking, close-on-exec UDP socket bound to `address` (an
+// IPv6 any-address also takes IPv4: dual stack), with SO_RXQ_OVFL on; with `reuse_port`,
+// SO_REUSEPORT so that one socket per loop shares the port and the kernel spreads peers
+// across them.
+absl::StatusOr<int> OpenDatagramSocket(const InetAddress& address, bool reuse_port);
+
+// The largest payload of one UDP datagram over IPv6 jumbograms aside: 65,535 minus the 8-byte
+// UDP header (IPv4 allows 20 bytes less; the kernel refuses what does not fit).
+inline constexpr size_t kMaxDatagram = 65527;
+
+class DatagramReader {
+ public:
+  struct Datagram {
+    std::string_view payload;  // The bytes received (a slot's; good until the next Read).
+    size_t length = 0;         // The datagram's length: more than payload.size() if truncated.
+    bool truncated = false;
+    const sockaddr_storage* peer = nullptr;
+    socklen_t peer_length = 0;
+  };
+
+  // `batch` datagrams per Read, each up to `slot_size` bytes (longer ones arrive cut).
+  DatagramReader(size_t batch, size_t slot_size);
+  DatagramReader(const DatagramReader&) = delete;
+  DatagramReader& operator=(const DatagramReader&) = delete;
+
+  // DatagramReader::Read() — one recvmmsg: the number of datagrams read (0 when none waits),
+  // or -errno. Invalidates the previous batch's views.
+  int Read(int fd);
+  const Datagram& at(size_t i) const { return datagrams_[i]; }
+  size_t batch() const { return batch_; }
+  size_t slot_size() const { return slot_size_; }
+  // The kernel's count of datagrams this socket dropped since it was opened (SO_RXQ_OVFL), as
+  // of the last Read that carried it.
+  uint32_t kernel_drops() const { return kernel_drops_; }
+
+ private:
+  const size_t batch_;
+  const size_t slot_size_;
+  std::unique_ptr<char[]> slots_;
+  std::vector<sockaddr_storage> peers_;
+  std::vector<iovec> iovecs_;
+  std::vector<mmsghdr> headers_;
+  // Room for one SO_RXQ_OVFL control message per datagram.
+  std::unique_ptr<char[]> control_;
+  size_t control_size_ = 0;
+  std::vector<Datagram> datagrams_;
+  uint32_t kernel_drops_ = 0;
+};
+
+class DatagramWriter {
+ public:
+  // What a flush did: datagrams written, and the first error of a datagram the kernel refused
+  // (its datagram dropped from the queue), or OK.
+  struct Flushed {
+    size_t sent = 0;
+    size_t bytes = 0;  // Of the datagrams sent.
+    size_t refused = 0;
+    absl::Status first_error;
+    sockaddr_storage first_error_peer{};  // The peer of the first refused datagram.
+    socklen_t first_error_peer_length = 0;
+    bool blocked = false;  // The socket's buffer is full: wait until it is writable.
+  };
+
+  explicit DatagramWriter(size_t max_queued_bytes);
+  DatagramWriter(const DatagramWriter&) = delete;
+  DatagramWriter& operator=(const DatagramWriter&) = delete;
+
+  // DatagramWriter::Queue() — one datagram to `peer` (null: the socket's connected peer) made
+  // of `first` and `second` (views that must stay valid until Flush). ResourceExhausted when
+  // what is kept from blocked flushes would pass max_queued_bytes; InvalidArgument past
+  // kMaxDatagram.
+  absl::Status Queue(const sockaddr_storage* peer, socklen_t peer_length, std::string_view first,
+                     std::string_view second = {});
+  // DatagramWriter::QueueOwned() — the same with bytes the writer keeps (a reply built by the
+  // handler, a send from another thread): no copy.
+  absl::Status QueueOwned(const sockaddr_storage* peer, socklen_t peer_length, std::string bytes);
+  // DatagramWriter::Flush() — writes what is queued, sendmmsg by sendmmsg. On EAGAIN the rest
+  // is copied and kept (views no longer needed), and `blocked` is set.
+  Flushed Flush(int fd);
+  bool empty() const { return head_ == entries_.size(); }
+  size_t queued() const { return entries_.size() - head_; }
+  // Bytes kept from blocked flushes.
+  size_t kept_bytes() const { return kept_bytes_; }
+  // sendmmsg calls made, for the stats.
+  uint64_t send_calls() const { return send_calls_; }
+
+ private:
+  struct Entry {
+    sockaddr_storage peer;
+    socklen_t peer_length = 0;
+    bool has_peer = false;
+    // Views (until Flush), or `owned` when kept or handed over.
+    std::string_view pieces[2];
+    std::string owned;
+    bool is_owned = false;
+    size_t length = 0;
+  };
+  absl::Status Admit(size_t length) const;
+  Entry& Append(const sockaddr_storage* peer, socklen_t peer_length);
+
+  const size_t max_queued_bytes_;
+  // A queue from head_; emptied (capacity kept) when all of it is sent, so a steady flow of
+  // replies allocates nothing.
+  std::vector<Entry> entries_;
+  size_t head_ = 0;
+  size_t kept_bytes_ = 0;
+  uint64_t send_calls_ = 0;
+  // Scratch for sendmmsg, reused.
+  std::vector<mmsghdr> headers_;
+  std::vector<iovec> iovecs_;
+};
+
+}  // namespace gev
+
+#endif  // GEV_NET_DATAGRAM_IO_H_

@@ -1,0 +1,165 @@
+#include "net/datagram_io.h"
+
+#include <arpa/inet.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <string>
+#include <vector>
+
+#include "gtest/gtest.h"
+
+namespace gev {
+namespace {
+
+// A blocking UDP socket on 127.0.0.1, port 0, with a receive timeout.
+struct Peer {
+  Peer() {
+    fd = ::socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    sockaddr_in address{};
+    address.sin_family = AF_INET;
+    address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    EXPECT_EQ(::bind(fd, reinterpret_cast<sockaddr*>(&address), sizeof address), 0);
+    timeval timeout{5, 0};
+    ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof timeout);
+    socklen_t length = sizeof storage;
+    ::getsockname(fd, reinterpret_cast<sockaddr*>(&storage), &length);
+    storage_length = length;
+  }
+  ~Peer() { ::close(fd); }
+  void SendTo(const InetAddress& to, std::string_view bytes) const {
+    ASSERT_EQ(::sendto(fd, bytes.data(), bytes.size(), 0, to.sockaddr(), to.length()),
+              static_cast<ssize_t>(bytes.size()));
+  }
+  std::string Receive() const {
+    std::string buffer(70000, '\0');
+    ssize_t n = ::recv(fd, buffer.data(), buffer.size(), 0);
+    buffer.resize(n > 0 ? static_cast<size_t>(n) : 0);
+    return buffer;
+  }
+  int fd;
+  sockaddr_storage storage{};
+  socklen_t storage_length = 0;
+};
+
+InetAddress Bound(int fd) {
+  sockaddr_storage storage{};
+  socklen_t length = sizeof storage;
+  ::getsockname(fd, reinterpret_cast<sockaddr*>(&storage), &length);
+  return InetAddress::FromSockaddr(reinterpret_cast<sockaddr*>(&storage), length);
+}
+
+TEST(DatagramIoTest, OneReadTakesABatchAndOneFlushAnswersIt) {
+  absl::StatusOr<int> fd = OpenDatagramSocket(InetAddress::Loopback(0), false);
+  ASSERT_TRUE(fd.ok()) << fd.status();
+  const InetAddress address = Bound(*fd);
+  Peer peer;
+  for (int i = 0; i < 40; ++i) peer.SendTo(address, "datagram " + std::to_string(i));
+  DatagramReader reader(64, 2048);
+  DatagramWriter writer(1 << 20);
+  int n = reader.Read(*fd);
+  ASSERT_EQ(n, 40);  // Loopback delivers at once: all 40 wait, and one call takes them.
+  for (int i = 0; i < n; ++i) {
+    const DatagramReader::Datagram& datagram = reader.at(static_cast<size_t>(i));
+    EXPECT_EQ(datagram.payload, "datagram " + std::to_string(i));
+    EXPECT_FALSE(datagram.truncated);
+    EXPECT_EQ(Bound(peer.fd).port(), InetAddress::FromSockaddr(
+                                         reinterpret_cast<const sockaddr*>(datagram.peer),
+                                         datagram.peer_length).port());
+    ASSERT_TRUE(writer.Queue(datagram.peer, datagram.peer_length, "re: ", datagram.payload).ok());
+  }
+  EXPECT_EQ(reader.Read(*fd), 0);  // Nothing more waits.
+  DatagramWriter::Flushed flushed = writer.Flush(*fd);
+  EXPECT_EQ(flushed.sent, 40u);
+  EXPECT_FALSE(flushed.blocked);
+  EXPECT_EQ(writer.send_calls(), 1u);
+  EXPECT_TRUE(writer.empty());
+  for (int i = 0; i < 40; ++i) EXPECT_EQ(peer.Receive(), "re: datagram " + std::to_string(i));
+  ::close(*fd);
+}
+
+TEST(DatagramIoTest, ALongerDatagramArrivesCutAndSaysHowLongItWas) {
+  absl::StatusOr<int> fd = OpenDatagramSocket(InetAddress::Loopback(0), false);
+  ASSERT_TRUE(fd.ok()) << fd.status();
+  Peer peer;
+  peer.SendTo(Bound(*fd), std::string(3000, 'x'));
+  peer.SendTo(Bound(*fd), "short");
+  DatagramReader reader(8, 1000);
+  ASSERT_EQ(reader.Read(*fd), 2);
+  EXPECT_TRUE(reader.at(0).truncated);
+  EXPECT_EQ(reader.at(0).length, 3000u);
+  EXPECT_EQ(reader.at(0).payload, std::string(1000, 'x'));
+  EXPECT_FALSE(reader.at(1).truncated);
+  EXPECT_EQ(reader.at(1).payload, "short");
+  ::close(*fd);
+}
+
+// A datagram the kernel refuses (longer than IPv4 carries) is dropped and reported; the
+// datagrams around it still go, in order.
+TEST(DatagramIoTest, ARefusedDatagramIsReportedAndTheRestGo) {
+  absl::StatusOr<int> fd = OpenDatagramSocket(InetAddress::Loopback(0), false);
+  ASSERT_TRUE(fd.ok()) << fd.status();
+  Peer peer;
+  DatagramWriter writer(1 << 20);
+  const std::string too_long(65520, 'z');  // IPv4's most is 65,507.
+  ASSERT_TRUE(writer.Queue(&peer.storage, peer.storage_length, "first").ok());
+  ASSERT_TRUE(writer.Queue(&peer.storage, peer.storage_length, too_long).ok());
+  ASSERT_TRUE(writer.Queue(&peer.storage, peer.storage_length, "third").ok());
+  EXPECT_TRUE(absl::IsInvalidArgument(
+      writer.Queue(&peer.storage, peer.storage_length, std::string(kMaxDatagram + 1, 'q'))));
+  DatagramWriter::Flushed flushed = writer.Flush(*fd);
+  EXPECT_EQ(flushed.sent, 2u);
+  EXPECT_EQ(flushed.refused, 1u);
+  EXPECT_TRUE(absl::IsInvalidArgument(flushed.first_error)) << flushed.first_error;
+  EXPECT_EQ(InetAddress::FromSockaddr(reinterpret_cast<sockaddr*>(&flushed.first_error_peer),
+                                      flushed.first_error_peer_length).port(),
+            Bound(peer.fd).port());
+  EXPECT_EQ(peer.Receive(), "first");
+  EXPECT_EQ(peer.Receive(), "third");
+  ::close(*fd);
+}
+
+// A peer that does not read fills the path (a Unix datagram pair blocks where UDP on loopback
+// would drop): the flush stops, copies what it could not send (the views may go stale),
+// refuses more past max_queued_bytes, and sends the rest in order once there is room.
+TEST(DatagramIoTest, ABlockedFlushKeepsCopiesAndSendsThemInOrderLater) {
+  int pair[2];
+  ASSERT_EQ(::socketpair(AF_UNIX, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, pair), 0);
+  constexpr int kCount = 500;
+  std::string source(kCount * 100, '\0');
+  for (size_t i = 0; i < source.size(); ++i) source[i] = static_cast<char>('a' + i % 26);
+  const std::string original = source;
+  DatagramWriter writer(/*max_queued_bytes=*/kCount * 100);
+  for (int i = 0; i < kCount; ++i) {
+    ASSERT_TRUE(writer.Queue(nullptr, 0, std::string_view(source).substr(i * 100, 100)).ok());
+  }
+  DatagramWriter::Flushed first = writer.Flush(pair[0]);
+  ASSERT_TRUE(first.blocked);
+  ASSERT_LT(first.sent, static_cast<size_t>(kCount));
+  EXPECT_EQ(writer.kept_bytes(), (kCount - first.sent) * 100);
+  std::fill(source.begin(), source.end(), '#');  // The views are stale now.
+  // Past the cap: refused, not queued.
+  EXPECT_TRUE(absl::IsResourceExhausted(writer.QueueOwned(nullptr, 0, std::string(first.sent * 100 + 1, 'o'))));
+  size_t received = 0;
+  char buffer[200];
+  size_t sent = first.sent;
+  while (received < static_cast<size_t>(kCount)) {
+    ssize_t n = ::recv(pair[1], buffer, sizeof buffer, MSG_DONTWAIT);
+    if (n < 0) {
+      DatagramWriter::Flushed more = writer.Flush(pair[0]);
+      sent += more.sent;
+      continue;
+    }
+    ASSERT_EQ(n, 100);
+    ASSERT_EQ(std::string(buffer, 100), original.substr(received * 100, 100)) << received;
+    ++received;
+  }
+  EXPECT_EQ(sent, static_cast<size_t>(kCount));
+  EXPECT_TRUE(writer.empty());
+  EXPECT_EQ(writer.kept_bytes(), 0u);
+  ::close(pair[0]);
+  ::close(pair[1]);
+}
+
+}  // namespace
+}  // namespace gev

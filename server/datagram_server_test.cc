@@ -1,0 +1,344 @@
+#include "server/datagram_server.h"
+
+#include <arpa/inet.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <chrono>
+#include <functional>
+#include <mutex>
+#include <set>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "gtest/gtest.h"
+
+namespace gev {
+namespace {
+
+// A blocking UDP socket on the loopback address of `family`, with a receive timeout.
+class Peer {
+ public:
+  explicit Peer(int family = AF_INET, int receive_timeout_ms = 5000) {
+    fd_ = ::socket(family, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    InetAddress any = InetAddress::Loopback(0, family);
+    EXPECT_EQ(::bind(fd_, any.sockaddr(), any.length()), 0);
+    timeval timeout{receive_timeout_ms / 1000, (receive_timeout_ms % 1000) * 1000};
+    ::setsockopt(fd_, SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof timeout);
+  }
+  ~Peer() { ::close(fd_); }
+  bool SendTo(const InetAddress& to, std::string_view bytes) const {
+    return ::sendto(fd_, bytes.data(), bytes.size(), 0, to.sockaddr(), to.length()) ==
+           static_cast<ssize_t>(bytes.size());
+  }
+  // The next datagram, or "<none>" after the timeout.
+  std::string Receive() const {
+    std::string buffer(70000, '\0');
+    ssize_t n = ::recv(fd_, buffer.data(), buffer.size(), 0);
+    if (n < 0) return "<none>";
+    buffer.resize(static_cast<size_t>(n));
+    return buffer;
+  }
+  uint16_t port() const {
+    sockaddr_storage storage{};
+    socklen_t length = sizeof storage;
+    ::getsockname(fd_, reinterpret_cast<sockaddr*>(&storage), &length);
+    return InetAddress::FromSockaddr(reinterpret_cast<sockaddr*>(&storage), length).port();
+  }
+  int fd() const { return fd_; }
+
+ private:
+  int fd_;
+};
+
+// Runs a server's Start on a thread of its own until destroyed.
+class Running {
+ public:
+  explicit Running(DatagramServer* server) : server_(server) {
+    thread_ = std::thread([this] { EXPECT_TRUE(server_->Start().ok()); });
+  }
+  ~Running() {
+    server_->Stop();
+    thread_.join();
+  }
+
+ private:
+  DatagramServer* server_;
+  std::thread thread_;
+};
+
+// Echoes (without a copy) unless told otherwise by the datagram's first word.
+class EchoHandler : public DatagramHandler {
+ public:
+  void OnLoopStart(EventLoop&, size_t loop_index) override {
+    std::lock_guard<std::mutex> lock(mutex);
+    loops_started.insert(loop_index);
+  }
+  Reply OnDatagram(Datagram& datagram) override {
+    {
+      std::lock_guard<std::mutex> lock(mutex);
+      loops_used.insert(datagram.loop_index);
+    }
+    while (hold.load()) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    std::string_view payload = datagram.payload;
+    if (payload == "silence") return {};
+    if (payload == "owned") return std::string("an owned reply");
+    if (payload == "view") {
+      view_storage = absl::StrCat("a view ", ++views);
+      return Reply::View(view_storage);
+    }
+    if (payload == "half") return Reply::FromBuffer(2);
+    if (payload == "huge") return std::string(65520, 'h');  // More than IPv4 carries.
+    return Reply::FromBuffer(payload.size());
+  }
+  void OnTruncated(Datagram& datagram, size_t length) override {
+    std::lock_guard<std::mutex> lock(mutex);
+    truncated.emplace_back(datagram.payload.size(), length);
+  }
+  void OnSendError(const InetAddress& peer, const absl::Status& error) override {
+    std::lock_guard<std::mutex> lock(mutex);
+    send_errors.push_back(absl::StrCat(peer.port(), " ", error.ToString()));
+  }
+
+  std::mutex mutex;
+  std::set<size_t> loops_started;
+  std::set<size_t> loops_used;
+  std::vector<std::pair<size_t, size_t>> truncated;
+  std::vector<std::string> send_errors;
+  std::atomic<bool> hold{false};
+  std::string view_storage;
+  int views = 0;
+};
+
+absl::StatusOr<std::unique_ptr<DatagramServer>> Make(EchoHandler* handler, int loops,
+                                                     DatagramOptions options = {},
+                                                     std::string network = "udp",
+                                                     std::string address = "127.0.0.1:0") {
+  ServerOptions server_options;
+  server_options.network = std::move(network);
+  server_options.address = std::move(address);
+  server_options.num_loops = loops;
+  return DatagramServer::Create(handler, server_options, options);
+}
+
+bool WaitFor(const std::function<bool()>& done) {
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  while (!done()) {
+    if (std::chrono::steady_clock::now() > deadline) return false;
+    std::this_thread::sleep_for(std::chrono::milliseconds(2));
+  }
+  return true;
+}
+
+TEST(DatagramServerTest, EchoesEveryDatagramToItsPeerOnOneAndTwoLoops) {
+  for (int loops : {1, 2}) {
+    EchoHandler handler;
+    auto server = Make(&handler, loops);
+    ASSERT_TRUE(server.ok()) << server.status();
+    Running running(server->get());
+    std::vector<std::unique_ptr<Peer>> peers;
+    for (int i = 0; i < 64; ++i) peers.push_back(std::make_unique<Peer>());
+    for (int round = 0; round < 10; ++round) {
+      for (size_t i = 0; i < peers.size(); ++i) {
+        std::string message(1 + (i * 37 + static_cast<size_t>(round) * 101) % 1400,
+                            static_cast<char>('a' + (i + static_cast<size_t>(round)) % 26));
+        ASSERT_TRUE(peers[i]->SendTo((*server)->ListenAddress(), message));
+        ASSERT_EQ(peers[i]->Receive(), message) << loops << " loops, peer " << i;
+      }
+    }
+    // The loop counts a flush once sendmmsg returns, which may be after the peer has read.
+    ASSERT_TRUE(WaitFor([&] { return (*server)->Stats().Total().sent == 640; }));
+    DatagramLoopStats total = (*server)->Stats().Total();
+    EXPECT_EQ(total.received, 640u);
+    EXPECT_EQ(total.bytes_received, total.bytes_sent);
+    EXPECT_EQ(total.truncated + total.kernel_drops + total.send_refused + total.queue_refused, 0u);
+    std::lock_guard<std::mutex> lock(handler.mutex);
+    EXPECT_EQ(handler.loops_started.size(), static_cast<size_t>(loops));
+    // 64 peers over two SO_REUSEPORT sockets: the kernel's hash gives each socket some.
+    EXPECT_EQ(handler.loops_used.size(), static_cast<size_t>(loops));
+  }
+}
+
+// Datagrams that wait together are read with one recvmmsg per batch and answered with one
+// sendmmsg per batch: 128 datagrams (as many as the socket's default buffer surely holds) in
+// three receive calls and three send calls.
+TEST(DatagramServerTest, ABurstIsReadAndAnsweredInBatches) {
+  EchoHandler handler;
+  DatagramOptions options;
+  options.batch = 64;
+  auto server = Make(&handler, 1, options);
+  ASSERT_TRUE(server.ok()) << server.status();
+  Running running(server->get());
+  Peer peer;
+  // The first datagram holds the loop while the rest queue in the socket.
+  handler.hold = true;
+  ASSERT_TRUE(peer.SendTo((*server)->ListenAddress(), "first"));
+  ASSERT_TRUE(WaitFor([&] { return (*server)->Stats().Total().receive_calls == 1; }));
+  constexpr int kBurst = 127;
+  for (int i = 0; i < kBurst; ++i) ASSERT_TRUE(peer.SendTo((*server)->ListenAddress(), absl::StrCat(i)));
+  handler.hold = false;
+  EXPECT_EQ(peer.Receive(), "first");
+  for (int i = 0; i < kBurst; ++i) ASSERT_EQ(peer.Receive(), absl::StrCat(i));
+  ASSERT_TRUE(WaitFor([&] { return (*server)->Stats().Total().sent == 128; }));
+  DatagramLoopStats total = (*server)->Stats().Total();
+  EXPECT_EQ(total.received, 128u);
+  EXPECT_EQ(total.sent, 128u);
+  EXPECT_EQ(total.receive_calls, 3u);  // "first", then 64 + 63.
+  EXPECT_EQ(total.send_calls, 3u);
+  EXPECT_EQ(total.kernel_drops, 0u);
+}
+
+TEST(DatagramServerTest, EachKindOfReplyAndNoneGoOut) {
+  EchoHandler handler;
+  auto server = Make(&handler, 1);
+  ASSERT_TRUE(server.ok()) << server.status();
+  Running running(server->get());
+  Peer peer;
+  const InetAddress& to = (*server)->ListenAddress();
+  ASSERT_TRUE(peer.SendTo(to, "owned"));
+  EXPECT_EQ(peer.Receive(), "an owned reply");
+  ASSERT_TRUE(peer.SendTo(to, "silence"));
+  ASSERT_TRUE(peer.SendTo(to, "half"));
+  EXPECT_EQ(peer.Receive(), "ha");  // Nothing came for "silence".
+  // Views of storage the handler rewrites on its next call, three in one batch (they wait
+  // while the loop is held): each reply as it was.
+  const uint64_t calls = (*server)->Stats().Total().receive_calls;  // Counted before replying.
+  handler.hold = true;
+  ASSERT_TRUE(peer.SendTo(to, "held"));
+  ASSERT_TRUE(WaitFor([&] { return (*server)->Stats().Total().receive_calls == calls + 1; }));
+  for (int i = 0; i < 3; ++i) ASSERT_TRUE(peer.SendTo(to, "view"));
+  handler.hold = false;
+  EXPECT_EQ(peer.Receive(), "held");
+  for (int i = 1; i <= 3; ++i) EXPECT_EQ(peer.Receive(), absl::StrCat("a view ", i));
+  EXPECT_EQ((*server)->Stats().Total().receive_calls, calls + 2);  // The three views in one.
+}
+
+TEST(DatagramServerTest, ADatagramLongerThanMaxDatagramIsReportedNotAnswered) {
+  EchoHandler handler;
+  DatagramOptions options;
+  options.max_datagram = 512;
+  auto server = Make(&handler, 1, options);
+  ASSERT_TRUE(server.ok()) << server.status();
+  Running running(server->get());
+  Peer peer;
+  ASSERT_TRUE(peer.SendTo((*server)->ListenAddress(), std::string(2000, 't')));
+  ASSERT_TRUE(peer.SendTo((*server)->ListenAddress(), std::string(512, 'k')));
+  EXPECT_EQ(peer.Receive(), std::string(512, 'k'));  // Only the one that fit.
+  EXPECT_EQ((*server)->Stats().Total().truncated, 1u);  // Counted before the later datagram.
+  std::lock_guard<std::mutex> lock(handler.mutex);
+  ASSERT_EQ(handler.truncated.size(), 1u);
+  EXPECT_EQ(handler.truncated[0], std::make_pair(size_t{512}, size_t{2000}));
+}
+
+TEST(DatagramServerTest, SixtyFourKilobyteDatagramsOverIPv4AndIPv6) {
+  for (const char* network : {"udp4", "udp6"}) {
+    EchoHandler handler;
+    DatagramOptions options;
+    options.max_datagram = 65527;
+    options.batch = 4;
+    const bool v6 = std::string(network) == "udp6";
+    auto server = Make(&handler, 2, options, network, v6 ? "[::1]:0" : "127.0.0.1:0");
+    ASSERT_TRUE(server.ok()) << server.status();
+    Running running(server->get());
+    Peer peer(v6 ? AF_INET6 : AF_INET);
+    std::string big(v6 ? 65527 : 65507, '\0');
+    for (size_t i = 0; i < big.size(); ++i) big[i] = static_cast<char>(i * 7 + i / 251);
+    for (int i = 0; i < 3; ++i) {
+      ASSERT_TRUE(peer.SendTo((*server)->ListenAddress(), big));
+      EXPECT_TRUE(peer.Receive() == big) << network;
+    }
+  }
+}
+
+// A reply the kernel refuses reaches OnSendError with its peer and is counted; the server
+// answers the next datagram as before.
+TEST(DatagramServerTest, ARefusedReplyIsReportedAndServingGoesOn) {
+  EchoHandler handler;
+  auto server = Make(&handler, 1);
+  ASSERT_TRUE(server.ok()) << server.status();
+  Running running(server->get());
+  Peer peer;
+  ASSERT_TRUE(peer.SendTo((*server)->ListenAddress(), "huge"));
+  ASSERT_TRUE(peer.SendTo((*server)->ListenAddress(), "after"));
+  EXPECT_EQ(peer.Receive(), "after");
+  ASSERT_TRUE(WaitFor([&] { return (*server)->Stats().Total().send_refused == 1; }));
+  std::lock_guard<std::mutex> lock(handler.mutex);
+  ASSERT_EQ(handler.send_errors.size(), 1u);
+  EXPECT_EQ(handler.send_errors[0].rfind(absl::StrCat(peer.port(), " INVALID_ARGUMENT"), 0), 0u)
+      << handler.send_errors[0];
+}
+
+// Datagrams the kernel drops while the loop is busy (its receive buffer full) are counted:
+// every datagram sent is either received or counted as dropped.
+TEST(DatagramServerTest, DatagramsTheKernelDropsAreCounted) {
+  EchoHandler handler;
+  auto server = Make(&handler, 1);
+  ASSERT_TRUE(server.ok()) << server.status();
+  Running running(server->get());
+  Peer peer;
+  handler.hold = true;
+  ASSERT_TRUE(peer.SendTo((*server)->ListenAddress(), "first"));
+  ASSERT_TRUE(WaitFor([&] { return (*server)->Stats().Total().receive_calls == 1; }));
+  constexpr uint64_t kFlood = 5000;  // Far past what the socket's receive buffer holds.
+  for (uint64_t i = 0; i < kFlood; ++i) ASSERT_TRUE(peer.SendTo((*server)->ListenAddress(), "x"));
+  handler.hold = false;
+  // The kernel stamps each queued datagram with the drop count of its moment: one sent once
+  // the loop has drained the socket is queued after every drop and carries the final count.
+  ASSERT_TRUE(WaitFor([&] {
+    uint64_t before = (*server)->Stats().Total().received;
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    return before > 1 && (*server)->Stats().Total().received == before;
+  }));
+  ASSERT_TRUE(peer.SendTo((*server)->ListenAddress(), "last"));
+  ASSERT_TRUE(WaitFor([&] {
+    DatagramLoopStats total = (*server)->Stats().Total();
+    return total.received + total.kernel_drops == kFlood + 2;
+  })) << (*server)->Stats().Total().received << " received, "
+      << (*server)->Stats().Total().kernel_drops << " dropped";
+  EXPECT_GT((*server)->Stats().Total().kernel_drops, 0u);
+}
+
+TEST(DatagramServerTest, SendToFromAnyThreadAndNotAfterStop) {
+  EchoHandler handler;
+  auto server = NewDatagramServer(&handler, Address("127.0.0.1:0"), NumLoops(2));
+  ASSERT_TRUE(server.ok()) << server.status();
+  Peer peer;
+  const InetAddress to = InetAddress::Loopback(peer.port());
+  {
+    Running running(server->get());
+    std::vector<std::thread> senders;
+    for (int t = 0; t < 4; ++t) {
+      senders.emplace_back([&, t] {
+        for (int i = 0; i < 25; ++i) {
+          EXPECT_TRUE((*server)->SendTo(absl::StrCat(t, ":", i), to, static_cast<size_t>(t)).ok());
+        }
+      });
+    }
+    for (std::thread& sender : senders) sender.join();
+    std::set<std::string> got;
+    for (int i = 0; i < 100; ++i) got.insert(peer.Receive());
+    EXPECT_EQ(got.size(), 100u);
+    EXPECT_EQ(got.count("<none>"), 0u);
+    EXPECT_TRUE(absl::IsInvalidArgument((*server)->SendTo(std::string(70000, 'b'), to)));
+  }
+  EXPECT_TRUE(absl::IsFailedPrecondition((*server)->SendTo("late", to)));
+}
+
+TEST(DatagramServerTest, BadNetworksAndAddressesAreRefused) {
+  EchoHandler handler;
+  EXPECT_TRUE(absl::IsInvalidArgument(Make(&handler, 1, {}, "tcp").status()));
+  EXPECT_TRUE(absl::IsInvalidArgument(Make(&handler, 1, {}, "udp4", "[::1]:0").status()));
+  EXPECT_FALSE(Make(&handler, 1, {}, "udp6", "127.0.0.1:0").ok());
+  DatagramOptions zero_batch;
+  zero_batch.batch = 0;
+  EXPECT_TRUE(absl::IsInvalidArgument(Make(&handler, 1, zero_batch).status()));
+  // A port in use without SO_REUSEPORT on both sides.
+  Peer taken;
+  EXPECT_FALSE(Make(&handler, 1, {}, "udp", absl::StrCat("127.0.0.1:", taken.port())).ok());
+}
+
+}  // namespace
+}  // namespace gev
