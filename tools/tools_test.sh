@@ -118,6 +118,8 @@ check "ws_bench echo, 100 KB messages in flight" 0 "$ws_bench" "${common[@]}" --
 check "ws_bench broadcast at an echo server stalls and is caught" 1 "$ws_bench" "${common[@]}" \
   --mode=broadcast --connections=3 --stall_timeout=0.3s
 [[ "$output" == *"no message for"* ]] || { echo "FAIL: no stall reported: $output"; failures=$((failures + 1)); }
+check "ws_bench refuses broadcast messages too short to number" 2 "$ws_bench" "${common[@]}" \
+  --mode=broadcast --size=10
 stop
 start "$ws_chat" --port=0 --loops=2
 check "ws_bench broadcast" 0 "$ws_bench" --addr="127.0.0.1:$port" --duration=0.5s --warmup=0.1s \
@@ -126,8 +128,14 @@ check "ws_bench broadcast" 0 "$ws_bench" --addr="127.0.0.1:$port" --duration=0.5
 stop
 start /usr/bin/python3 tools/testing/ws_corrupting_server.py
 check "a flipped bit is caught" 1 "$ws_bench" --addr="127.0.0.1:$port" --duration=0.5s \
-  --warmup=0s --connections=2 --json
+  --warmup=0s --connections=1 --json
 [[ "$output" == *'"mismatches":1'* ]] || { echo "FAIL: no mismatch reported: $output"; failures=$((failures + 1)); }
+stop
+start /usr/bin/python3 tools/testing/ws_corrupting_server.py --drop
+check "an echo lost on one of two connections is caught" 1 "$ws_bench" \
+  --addr="127.0.0.1:$port" --duration=1s --warmup=0s --connections=2 --stall_timeout=0.3s
+[[ "$output" == *"no message for the stall timeout"* ]] ||
+  { echo "FAIL: no stall reported: $output"; failures=$((failures + 1)); }
 stop
 start "$gev_echo" --port=0 --loops=1
 check "a server that does not upgrade is caught" 1 "$ws_bench" --addr="127.0.0.1:$port" \

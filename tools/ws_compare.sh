@@ -129,12 +129,17 @@ fi
 
 {
   echo "Command: tools/ws_compare.sh $*; rounds $rounds of $duration; $(nproc) CPUs, server pinned" \
-    "to CPU 0, tools:ws_bench to CPU 1; every server one thread."
+    "to CPU 0, tools:ws_bench to CPU 1; every server one thread (gev's acceptor thread beside its" \
+    "loop, idle while measured)."
   while IFS= read -r name; do
     base_rate=$(column_median "$name" gev 4)
     base_cpu=$(column_median "$name" gev 5)
     echo
     echo "**$name** (medians of $rounds rounds)"
+    for label in "${labels[@]}"; do
+      passed=$(awk -F'\t' -v n="$name" -v l="$label" '$1 == n && $2 == l' "$results" | wc -l)
+      ((passed == rounds)) || echo "(**$label: $passed of $rounds rounds passed** ws_bench's checks)"
+    done
     echo
     echo "| server | msgs/s | vs gev | server CPU ns/msg | vs gev | server CPU | client CPU |"
     echo "|---|---|---|---|---|---|---|"

@@ -4,8 +4,9 @@
 // bytes of headroom, as lws_write wants) and lws_callback_on_writable asks for
 // LWS_CALLBACK_SERVER_WRITEABLE, which writes one message per callback (lws's rule). On /chat
 // every text message is queued, one shared reference-counted copy, on every session on /chat
-// (the sender too); elsewhere a message is echoed with its type. 64 KiB reads and sends
-// (rx_buffer_size), up to 64 MiB per message; no extensions (lws's default).
+// (the sender too); elsewhere a message is echoed with its type. rx_buffer_size is 64 KiB, but
+// lws reads at most its default pt_serv_buf_size (4 KiB) a call; up to 64 MiB per message; no
+// extensions (lws's default).
 //
 // One service thread (--threads must be 1: lws's multi-thread service is a different program).
 //

@@ -109,12 +109,19 @@ PYEOF
   fi
 done
 
-# The WebSocket peers of tools/ws_compare.sh, one thread each (lws_ws has no other), through
-# ws_bench: echo of small and of 100 KB messages (every byte verified), and a broadcast on
-# /chat that must reach every subscriber in order.
+# The WebSocket peers of tools/ws_compare.sh, with 1 and 2 threads (lws_ws has one only),
+# through ws_bench: echo of small and of 100 KB messages (every byte verified), and a
+# broadcast on /chat that must reach every subscriber in order (across threads with 2).
 for peer in beast_ws lws_ws gorilla_ws; do
   problems=0
-  if start "$work/peers/$peer" --port=0 --threads=1; then
+  thread_counts=(1 2)
+  [[ "$peer" == lws_ws ]] && thread_counts=(1)
+  for threads in "${thread_counts[@]}"; do
+    if ! start "$work/peers/$peer" --port=0 --threads="$threads"; then
+      problems=$((problems + 1))
+      stop
+      continue
+    fi
     common=(--addr="127.0.0.1:$port" --duration=0.5s --warmup=0.1s --json)
     for mode in "--mode=echo --connections=20 --size=700" \
       "--mode=echo --connections=4 --size=100000 --window=3" \
@@ -122,14 +129,12 @@ for peer in beast_ws lws_ws gorilla_ws; do
       # shellcheck disable=SC2086
       output=$(timeout 60 "$work/ws_bench" "${common[@]}" $mode 2>&1)
       if [[ $? -ne 0 || "$output" != *'"ok":true'* ]]; then
-        echo "  $peer $mode: $output"
+        echo "  $peer --threads=$threads $mode: $output"
         problems=$((problems + 1))
       fi
     done
-  else
-    problems=1
-  fi
-  stop
+    stop
+  done
   if ((problems)); then
     echo "FAIL: $peer"
     failed=$((failed + 1))

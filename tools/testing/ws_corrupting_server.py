@@ -1,11 +1,14 @@
 """A WebSocket server that is wrong on purpose, for tools_test.sh to show ws_bench catches it.
 
 It accepts the upgrade correctly, then echoes each binary message with one bit of the fifth
-message's middle byte flipped. Prints "listening on 127.0.0.1:PORT"; runs until killed.
+message's middle byte flipped; with --drop, it echoes every message as it came except the
+fifth of the first connection, which it never answers (the others go on). Prints "listening
+on 127.0.0.1:PORT"; runs until killed.
 """
 import base64
 import hashlib
 import socket
+import sys
 import threading
 
 GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
@@ -38,7 +41,12 @@ def frames(connection, pending):
         pending += data
 
 
+DROP = "--drop" in sys.argv[1:]
+first_connection = threading.Lock()
+
+
 def serve(connection):
+    dropping = DROP and first_connection.acquire(blocking=False)
     request = b""
     while b"\r\n\r\n" not in request:
         data = connection.recv(4096)
@@ -52,7 +60,9 @@ def serve(connection):
     connection.sendall(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
                        b"Connection: Upgrade\r\nSec-WebSocket-Accept: " + accept + b"\r\n\r\n")
     for count, payload in enumerate(frames(connection, rest), 1):
-        if count == 5:
+        if count == 5 and dropping:
+            continue
+        if count == 5 and not DROP:
             payload[len(payload) // 2] ^= 1
         if len(payload) < 126:
             header = bytes([0x82, len(payload)])
