@@ -114,7 +114,8 @@ int DatagramReader::Read(int fd) {
     datagram.truncated = (header.msg_flags & MSG_TRUNC) != 0;
     // What the slot holds is at most its size.
     datagram.length = length;
-    datagram.payload = std::string_view(slots_.get() + i * slot_size_, std::min(length, slot_size_));
+    datagram.payload =
+        std::string_view(slots_.get() + i * slot_size_, std::min(length, slot_size_));
     datagram.peer = &peers_[i];
     datagram.peer_length = header.msg_namelen;
     for (const cmsghdr* control = CMSG_FIRSTHDR(&header); control != nullptr;
@@ -176,6 +177,14 @@ absl::Status DatagramWriter::QueueOwned(const sockaddr_storage* peer, socklen_t 
   return absl::OkStatus();
 }
 
+size_t DatagramWriter::Discard() {
+  const size_t dropped = queued();
+  entries_.clear();
+  head_ = 0;
+  kept_bytes_ = 0;
+  return dropped;
+}
+
 DatagramWriter::Flushed DatagramWriter::Flush(int fd) {
   Flushed flushed;
   while (head_ < entries_.size()) {
@@ -196,7 +205,8 @@ DatagramWriter::Flushed DatagramWriter::Flush(int fd) {
         pieces = 1;
       } else {
         for (std::string_view piece : entry.pieces) {
-          if (!piece.empty()) iovecs_[2 * i + pieces++] = {const_cast<char*>(piece.data()), piece.size()};
+          if (piece.empty()) continue;
+          iovecs_[2 * i + pieces++] = {const_cast<char*>(piece.data()), piece.size()};
         }
       }
       header.msg_iov = &iovecs_[2 * i];

@@ -23,7 +23,8 @@
 // leaves unsent (the socket's buffer is full: EAGAIN) the writer copies and keeps, up to
 // max_queued_bytes, for the next flush once the socket is writable; past that, Queue refuses
 // with ResourceExhausted. A datagram the kernel refuses outright (EMSGSIZE, a peer it cannot
-// reach) is dropped from the queue and reported by Flush.
+// reach) is dropped from the queue and reported by Flush. (What one blocked flush copies is
+// kept whatever the cap, so the writer may hold max_queued_bytes plus one batch.)
 //
 // Thread safety: none; each reader and writer belongs to one loop thread.
 
@@ -127,6 +128,8 @@ class DatagramWriter {
   // DatagramWriter::Flush() — writes what is queued, sendmmsg by sendmmsg. On EAGAIN the rest
   // is copied and kept (views no longer needed), and `blocked` is set.
   Flushed Flush(int fd);
+  // DatagramWriter::Discard() — drops everything queued; returns how many datagrams.
+  size_t Discard();
   bool empty() const { return head_ == entries_.size(); }
   size_t queued() const { return entries_.size() - head_; }
   // Bytes kept from blocked flushes.

@@ -139,7 +139,8 @@ TEST(DatagramIoTest, ABlockedFlushKeepsCopiesAndSendsThemInOrderLater) {
   EXPECT_EQ(writer.kept_bytes(), (kCount - first.sent) * 100);
   std::fill(source.begin(), source.end(), '#');  // The views are stale now.
   // Past the cap: refused, not queued.
-  EXPECT_TRUE(absl::IsResourceExhausted(writer.QueueOwned(nullptr, 0, std::string(first.sent * 100 + 1, 'o'))));
+  EXPECT_TRUE(absl::IsResourceExhausted(
+      writer.QueueOwned(nullptr, 0, std::string(first.sent * 100 + 1, 'o'))));
   size_t received = 0;
   char buffer[200];
   size_t sent = first.sent;

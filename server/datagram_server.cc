@@ -7,6 +7,7 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "absl/time/time.h"
 #include "eventloop/event_handler.h"
 #include "eventloop/log.h"
 #include "net/datagram_io.h"
@@ -15,7 +16,8 @@ namespace gev {
 
 namespace {
 
-// "udp", "udp4", "udp6" as the address parser's families.
+// "udp", "udp4", "udp6" as the address parser's families, which it names after TCP's: any
+// family, IPv4 only (":port" is 0.0.0.0), IPv6 (":port" is [::]).
 absl::StatusOr<NetworkType> DatagramNetwork(const std::string& network) {
   if (network == "udp") return NetworkType::kTcp;
   if (network == "udp4") return NetworkType::kTcp4;
@@ -34,7 +36,9 @@ sockaddr_storage StorageOf(const InetAddress& address) {
 // time by their writer.
 struct Counter {
   std::atomic<uint64_t> value{0};
-  void Add(uint64_t n) { value.store(value.load(std::memory_order_relaxed) + n, std::memory_order_relaxed); }
+  void Add(uint64_t n) {
+    value.store(value.load(std::memory_order_relaxed) + n, std::memory_order_relaxed);
+  }
   uint64_t Get() const { return value.load(std::memory_order_relaxed); }
 };
 
@@ -54,6 +58,7 @@ DatagramLoopStats DatagramServerStats::Total() const {
     total.send_refused += loop.send_refused;
     total.queue_refused += loop.queue_refused;
     total.blocked_flushes += loop.blocked_flushes;
+    total.dropped_at_stop += loop.dropped_at_stop;
   }
   return total;
 }
@@ -71,14 +76,18 @@ struct DatagramServer::LoopState : EventHandler {
     if (fd >= 0) ::close(fd);
   }
 
-  // Loop thread.
-  void Register() {
-    absl::Status added = loop->AddHandler(fd, Interest::kRead, this);
-    if (!added.ok()) {
-      Log(LogSeverity::kError, absl::StrCat("udp loop ", index, ": ", added.ToString()));
-      return;
-    }
-    registered_interest = Interest::kRead;
+  // --- Loop thread only, from here to the counters. ---
+
+  // What to poll for: writability while datagrams wait for room (reading pauses meanwhile,
+  // so that replies do not pile up), readability otherwise.
+  Interest WantedInterest() const {
+    return writer.kept_bytes() > 0 ? Interest::kWrite : Interest::kRead;
+  }
+  absl::Status Register() {
+    Interest wanted = WantedInterest();  // A SendTo task may have run first.
+    absl::Status added = loop->AddHandler(fd, wanted, this);
+    if (added.ok()) registered_interest = wanted;
+    return added;
   }
   void Unregister() {
     if (registered_interest == Interest::kNone) return;
@@ -86,15 +95,17 @@ struct DatagramServer::LoopState : EventHandler {
     (void)loop->RemoveHandler(fd);
     registered_interest = Interest::kNone;
   }
-  void SetInterest(Interest interest) {
-    if (interest == registered_interest) return;
-    // Refused only for a descriptor not registered, which this is while the loop runs.
-    (void)loop->UpdateInterest(fd, interest);
-    registered_interest = interest;
+  void UpdateInterest() {
+    if (registered_interest == Interest::kNone) return;  // Not yet registered, or finished.
+    Interest wanted = WantedInterest();
+    if (wanted == registered_interest) return;
+    // Refused only for a descriptor not registered, which this one is.
+    (void)loop->UpdateInterest(fd, wanted);
+    registered_interest = wanted;
   }
 
   void HandleEvent(const PollEvent& event) override {
-    if (event.writable) Flush();
+    if (event.writable || writer.kept_bytes() > 0) Flush();
     if ((event.readable || event.error) && writer.kept_bytes() == 0) ReadBatches();
   }
 
@@ -125,11 +136,11 @@ struct DatagramServer::LoopState : EventHandler {
   }
 
   void Handle(const DatagramReader::Datagram& received) {
-    InetAddress peer = InetAddress::FromSockaddr(reinterpret_cast<const sockaddr*>(received.peer),
-                                                 received.peer_length);
+    InetAddress peer = InetAddress::FromSockaddr(
+        reinterpret_cast<const sockaddr*>(received.peer), received.peer_length);
     Datagram datagram{received.payload, peer, *loop, index, *server};
     this->received.Add(1);
-    bytes_received.Add(received.length);
+    bytes_received.Add(received.payload.size());
     if (received.truncated) {
       truncated.Add(1);
       server->handler_->OnTruncated(datagram, received.length);
@@ -210,12 +221,23 @@ struct DatagramServer::LoopState : EventHandler {
       server->handler_->OnSendError(peer, flushed.first_error);
     }
     arena.clear();  // Whatever the writer still holds it has copied.
-    if (flushed.blocked) {
-      blocked_flushes.Add(1);
-      SetInterest(Interest::kWrite);  // Reading waits for the replies to go.
-    } else if (registered_interest != Interest::kRead && registered_interest != Interest::kNone) {
-      SetInterest(Interest::kRead);
+    if (flushed.blocked) blocked_flushes.Add(1);
+    // From what the writer holds, not from this flush: OnSendError above may have sent, and
+    // that flush may have blocked.
+    UpdateInterest();
+  }
+
+  // Stop: what waits for room gets 100 ms (tries every 5 ms); what is left then is counted
+  // as dropped at stop, and the loop finishes.
+  void Finish(int tries_left) {
+    Flush();
+    if (!writer.empty() && tries_left > 0) {
+      loop->RunAfter(absl::Milliseconds(5), [this, tries_left] { Finish(tries_left - 1); });
+      return;
     }
+    dropped_at_stop.Add(writer.Discard());
+    Unregister();
+    loop->Stop();
   }
 
   DatagramLoopStats Snapshot() const {
@@ -231,6 +253,7 @@ struct DatagramServer::LoopState : EventHandler {
     stats.send_refused = send_refused.Get();
     stats.queue_refused = queue_refused.Get();
     stats.blocked_flushes = blocked_flushes.Get();
+    stats.dropped_at_stop = dropped_at_stop.Get();
     return stats;
   }
 
@@ -245,8 +268,9 @@ struct DatagramServer::LoopState : EventHandler {
   std::string arena;
   bool in_batch = false;
   uint32_t last_kernel_drops = 0;
+  // --- Written by the loop thread, read by any (Stats). ---
   Counter received, bytes_received, sent, bytes_sent, receive_calls, send_calls, truncated,
-      kernel_drops, send_refused, queue_refused, blocked_flushes;
+      kernel_drops, send_refused, queue_refused, blocked_flushes, dropped_at_stop;
 };
 
 DatagramServer::DatagramServer(DatagramHandler* handler, DatagramOptions options)
@@ -300,9 +324,18 @@ absl::StatusOr<std::unique_ptr<DatagramServer>> DatagramServer::Create(DatagramH
 
 DatagramServer::~DatagramServer() {
   Stop();
-  // Start, on another thread, joins the loops' threads: wait for it to return.
+  // A Start running on another thread joins the loops' threads and then returns: wait for it.
   std::unique_lock<std::mutex> lock(stopped_mutex_);
   stopped_cv_.wait(lock, [this] { return !started_.load() || start_returned_; });
+}
+
+void DatagramServer::FailToStart(const absl::Status& status) {
+  Log(LogSeverity::kError, absl::StrCat("udp server: ", status.ToString()));
+  {
+    std::lock_guard<std::mutex> lock(stopped_mutex_);
+    if (start_error_.ok()) start_error_ = status;
+  }
+  Stop();
 }
 
 absl::Status DatagramServer::Start() {
@@ -315,12 +348,16 @@ absl::Status DatagramServer::Start() {
       return absl::OkStatus();
     }
   }
+  // The tasks below reach the server and its loop states through raw pointers: they run on
+  // the loops, whose threads this function joins before it returns, and the destructor waits
+  // for it.
   for (auto& owned : loops_) {
     LoopState* state = owned.get();
-    // Queued before the thread runs: both run first on the loop's own thread.
+    // Queued before the thread runs: they run first on the loop's own thread.
     (void)state->loop->QueueInLoop([this, state] {
       handler_->OnLoopStart(*state->loop, state->index);
-      state->Register();
+      absl::Status registered = state->Register();
+      if (!registered.ok()) FailToStart(registered);
     });
     state->thread = std::thread([state] { state->loop->Run(); });
   }
@@ -329,12 +366,8 @@ absl::Status DatagramServer::Start() {
   lock.unlock();
   for (auto& owned : loops_) {
     LoopState* state = owned.get();
-    // What waits for a full socket gets a last try, then the loop finishes.
-    (void)state->loop->QueueInLoop([state] {
-      state->Flush();
-      state->Unregister();
-      state->loop->Stop();
-    });
+    // Refused only by a loop that has finished already.
+    (void)state->loop->QueueInLoop([state] { state->Finish(/*tries_left=*/20); });
   }
   for (auto& owned : loops_) {
     if (owned->thread.joinable()) owned->thread.join();
@@ -342,7 +375,7 @@ absl::Status DatagramServer::Start() {
   std::lock_guard<std::mutex> done(stopped_mutex_);
   start_returned_ = true;
   stopped_cv_.notify_all();
-  return absl::OkStatus();
+  return start_error_;
 }
 
 void DatagramServer::Stop() {
@@ -368,8 +401,10 @@ absl::Status DatagramServer::SendTo(std::string_view payload, const InetAddress&
     }
   }
   LoopState* state = loops_[loop_hint % loops_.size()].get();
-  bool queued = state->loop->QueueInLoop(
-      [state, bytes = std::string(payload), peer]() mutable { state->SendOwned(std::move(bytes), peer); });
+  // A task on a loop that has finished is refused, not run: the state outlives every task run.
+  bool queued = state->loop->QueueInLoop([state, bytes = std::string(payload), peer]() mutable {
+    state->SendOwned(std::move(bytes), peer);
+  });
   if (!queued) return absl::FailedPreconditionError("the server has stopped");
   return absl::OkStatus();
 }

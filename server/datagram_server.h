@@ -102,6 +102,7 @@ struct DatagramLoopStats {
   uint64_t send_refused = 0;     // Refused by the kernel (OnSendError).
   uint64_t queue_refused = 0;    // Refused with max_queued_bytes waiting.
   uint64_t blocked_flushes = 0;  // Flushes that found the socket's buffer full.
+  uint64_t dropped_at_stop = 0;  // Still waiting for room 100 ms after Stop.
 };
 
 struct DatagramServerStats {
@@ -129,15 +130,19 @@ class DatagramServer {
   static absl::StatusOr<std::unique_ptr<DatagramServer>> Create(DatagramHandler* handler,
                                                                 ServerOptions options,
                                                                 DatagramOptions datagram = {});
-  ~DatagramServer();
   DatagramServer(const DatagramServer&) = delete;
   DatagramServer& operator=(const DatagramServer&) = delete;
 
+  // Stops, and if Start is running on another thread, waits for it to return. Not from a
+  // callback (a loop thread), whose thread Start joins.
+  ~DatagramServer();
+
   // DatagramServer::Start() — serves until Stop(), then returns OK (at once if Stop came
-  // first). The loops run on threads of their own; this thread waits.
+  // first); if a loop cannot register its socket, the server stops and Start returns why.
+  // The loops run on threads of their own; this thread waits.
   absl::Status Start();
-  // DatagramServer::Stop() — the loops send what waits (for up to 100 ms) and finish; Start
-  // returns. Idempotent. Thread-safe.
+  // DatagramServer::Stop() — the loops send what waits for room (for up to 100 ms; the rest
+  // is counted in dropped_at_stop) and finish; Start returns. Idempotent. Thread-safe.
   void Stop();
 
   // DatagramServer::SendTo() — one datagram to `peer`, from any thread: on a loop thread it
@@ -146,14 +151,19 @@ class DatagramServer {
   // a full queue (ResourceExhausted) is known only on the loop: it is counted.
   absl::Status SendTo(std::string_view payload, const InetAddress& peer, size_t loop_hint = 0);
 
+  // The bound address (port 0 resolved). Thread-safe.
   const InetAddress& ListenAddress() const { return listen_address_; }
   size_t NumLoops() const { return loops_.size(); }
+  // Loop `i` (< NumLoops()), or null. Thread-safe.
   std::shared_ptr<EventLoop> Loop(size_t i) const;
+  // Per-loop counters (see DatagramLoopStats). Thread-safe.
   DatagramServerStats Stats() const;
 
  private:
   struct LoopState;
   DatagramServer(DatagramHandler* handler, DatagramOptions options);
+  // A loop could not start serving: the server stops, and Start returns `status`.
+  void FailToStart(const absl::Status& status);
 
   DatagramHandler* const handler_;
   const DatagramOptions options_;
@@ -165,6 +175,7 @@ class DatagramServer {
   std::condition_variable stopped_cv_;
   bool stop_requested_ = false;  // Guarded by stopped_mutex_.
   bool start_returned_ = false;  // Guarded by stopped_mutex_.
+  absl::Status start_error_;     // Guarded by stopped_mutex_.
 };
 
 // NewDatagramServer() — as NewServer: a handler and option functions (Network, Address,

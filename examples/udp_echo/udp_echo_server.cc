@@ -5,6 +5,9 @@
 //   tools/bazel run //examples/udp_echo:udp_echo_server -- --port=1833 --loops=2
 //   (then, say: echo hello | nc -u -w1 127.0.0.1 1833)
 
+#include <algorithm>
+#include <string>
+
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
