@@ -6,7 +6,9 @@
 # alternating rounds. Source it; it reads $results, $rounds and $clk_tck, and $subject names
 # the first column; `run` calls the runner's own start LABEL.
 
-cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+# utime + stime of one process: fields 14 and 15 of /proc/PID/stat, counted after the command
+# name's closing parenthesis, since a name may hold spaces ("nsd: server 1").
+cpu_ticks() { sed 's/.*) //' "/proc/$1/stat" | awk '{ print $12 + $13 }'; }
 seconds_of() { local d="$1"; d="${d%s}"; echo "$d"; }
 
 json_field() { sed -n "s/.*\"$2\":\([^,}]*\).*/\1/p" <<<"$1"; }
