@@ -50,6 +50,15 @@ std::vector<size_t> LabelStarts(const std::string& wire) {
   return starts;
 }
 
+// Whether wire-form `name` is `apex` or under it (whole labels: not "notexample.com").
+bool InZone(const std::string& name, const std::string& apex) {
+  if (name == apex) return true;
+  const std::vector<size_t> starts = LabelStarts(name);
+  return std::any_of(starts.begin(), starts.end(), [&](size_t start) {
+    return name.compare(start, std::string::npos, apex) == 0;
+  });
+}
+
 // Type, class IN, TTL, rdata length and rdata: a record's wire form after its owner.
 std::string RecordBody(uint16_t type, uint32_t ttl, const std::string& rdata) {
   std::string body;
@@ -92,6 +101,7 @@ std::string NameToWire(std::string_view name, const std::string& origin_wire) {
 absl::StatusOr<Zone> Zone::Parse(std::string_view text) {
   Zone zone;
   uint32_t default_ttl = 3600;
+  std::string origin;  // What relative names are relative to; zone.origin_ is the apex.
   std::string previous_owner;
   size_t soa_count = 0;
   size_t line_number = 0;
@@ -109,8 +119,14 @@ absl::StatusOr<Zone> Zone::Parse(std::string_view text) {
       if (tokens.size() != 2 || tokens[1].back() != '.') {
         return LineError(line_number, line, "$ORIGIN needs one absolute name");
       }
-      zone.origin_ = NameToWire(std::string_view(tokens[1].data(), tokens[1].size()), "");
-      if (zone.origin_.empty()) return LineError(line_number, line, "not a name");
+      origin = NameToWire(std::string_view(tokens[1].data(), tokens[1].size()), "");
+      if (origin.empty()) return LineError(line_number, line, "not a name");
+      // The first $ORIGIN is the zone's apex; later ones only change what relative names
+      // are relative to.
+      if (zone.origin_.empty()) zone.origin_ = origin;
+      if (!InZone(origin, zone.origin_)) {
+        return LineError(line_number, line, "an $ORIGIN outside the zone");
+      }
       continue;
     }
     if (tokens[0] == "$TTL") {
@@ -119,14 +135,14 @@ absl::StatusOr<Zone> Zone::Parse(std::string_view text) {
       }
       continue;
     }
-    if (zone.origin_.empty()) return LineError(line_number, line, "a record before $ORIGIN");
+    if (origin.empty()) return LineError(line_number, line, "a record before $ORIGIN");
     size_t at = 0;
     std::string owner;
     if (continues_owner) {
       if (previous_owner.empty()) return LineError(line_number, line, "no owner to continue");
       owner = previous_owner;
     } else {
-      owner = NameToWire(std::string_view(tokens[at].data(), tokens[at].size()), zone.origin_);
+      owner = NameToWire(std::string_view(tokens[at].data(), tokens[at].size()), origin);
       ++at;
       if (owner.empty()) return LineError(line_number, line, "not a name");
     }
@@ -144,13 +160,12 @@ absl::StatusOr<Zone> Zone::Parse(std::string_view text) {
     for (size_t i = at; i < tokens.size(); ++i) {
       rdata.emplace_back(tokens[i].data(), tokens[i].size());
     }
-    // The owner must be the origin or under it.
-    const std::vector<size_t> starts = LabelStarts(owner);
-    const bool in_zone =
-        owner == zone.origin_ || std::any_of(starts.begin(), starts.end(), [&](size_t start) {
-          return owner.compare(start, std::string::npos, zone.origin_) == 0;
-        });
-    if (!in_zone) return LineError(line_number, line, "a name outside $ORIGIN");
+    if (!InZone(owner, zone.origin_)) {
+      return LineError(line_number, line, "a name outside the zone");
+    }
+    if (owner.find("\x01*") != std::string::npos) {
+      return LineError(line_number, line, "a wildcard, which this responder does not serve");
+    }
 
     uint16_t code = 0;
     std::string wire;
@@ -164,15 +179,18 @@ absl::StatusOr<Zone> Zone::Parse(std::string_view text) {
       wire.assign(reinterpret_cast<const char*>(address), v6 ? 16 : 4);
       code = v6 ? kAaaa : kA;
     } else if (type == "NS") {
-      if (rdata.size() != 1 || (wire = NameToWire(rdata[0], zone.origin_)).empty()) {
+      if (rdata.size() != 1 || (wire = NameToWire(rdata[0], origin)).empty()) {
         return LineError(line_number, line, "NS needs one name");
+      }
+      if (owner != zone.origin_) {  // A delegation would need referrals, not answers.
+        return LineError(line_number, line, "an NS below the apex");
       }
       code = kNs;
     } else if (type == "SOA") {
       uint32_t numbers[5];
       std::string mname, rname;
-      if (rdata.size() != 7 || (mname = NameToWire(rdata[0], zone.origin_)).empty() ||
-          (rname = NameToWire(rdata[1], zone.origin_)).empty()) {
+      if (rdata.size() != 7 || (mname = NameToWire(rdata[0], origin)).empty() ||
+          (rname = NameToWire(rdata[1], origin)).empty()) {
         return LineError(line_number, line, "SOA needs two names and five numbers on one line");
       }
       for (size_t i = 0; i < 5; ++i) {
@@ -180,12 +198,13 @@ absl::StatusOr<Zone> Zone::Parse(std::string_view text) {
           return LineError(line_number, line, "an SOA number that is not one");
         }
       }
-      if (owner != zone.origin_) return LineError(line_number, line, "an SOA not at the origin");
+      if (owner != zone.origin_) return LineError(line_number, line, "an SOA not at the apex");
       wire = mname + rname;
       for (uint32_t number : numbers) Put32(&wire, number);
       code = kSoa;
       ++soa_count;
-      zone.soa_authority_ = owner + RecordBody(kSoa, ttl, wire);
+      // In negative answers the SOA lives no longer than its MINIMUM (RFC 2308, section 3).
+      zone.soa_authority_ = owner + RecordBody(kSoa, std::min(ttl, numbers[4]), wire);
     } else {
       return LineError(line_number, line, "a type this responder does not serve");
     }
@@ -270,14 +289,20 @@ bool Answer(const Zone& zone, std::string_view query, std::string* response) {
   // EDNS0: an OPT record, the only additional record a query carries, raises the size limit.
   size_t limit = kPlainUdpLimit;
   bool edns = false;
+  uint8_t edns_version = 0;
   if (Get16(query, 10) >= 1 && Get16(query, 6) == 0 && Get16(query, 8) == 0 &&
       at + 11 <= query.size() && query[at] == 0 && Get16(query, at + 1) == kOpt) {
+    if (at + 11 + Get16(query, at + 9) > query.size()) {  // Options past the datagram.
+      header(kFormErr, false, 0);
+      return true;
+    }
     edns = true;
+    edns_version = static_cast<uint8_t>(query[at + 6]);
     limit = std::clamp<size_t>(Get16(query, at + 3), kPlainUdpLimit, kMaxUdpPayload);
   }
   // An OPT record answers one: the size we take, no extended code, no options.
   constexpr size_t kOptSize = 11;
-  auto finish = [&](uint16_t answers, uint16_t authority) {
+  auto finish = [&](uint16_t answers, uint16_t authority, uint8_t extended_rcode = 0) {
     if (response->size() + (edns ? kOptSize : 0) > limit) {
       // Cut to the header and the question, TC set: the client asks again over TCP.
       response->resize(kHeaderSize + question.size());
@@ -289,7 +314,7 @@ bool Answer(const Zone& zone, std::string_view query, std::string* response) {
       response->push_back('\0');  // The root.
       Put16(response, kOpt);
       Put16(response, static_cast<uint16_t>(kMaxUdpPayload));
-      Put32(response, 0);
+      Put32(response, static_cast<uint32_t>(extended_rcode) << 24);  // Version 0, no flags.
       Put16(response, 0);
       additional = 1;
     }
@@ -301,13 +326,13 @@ bool Answer(const Zone& zone, std::string_view query, std::string* response) {
     (*response)[11] = static_cast<char>(additional & 0xff);
   };
 
-  const std::vector<size_t> starts = LabelStarts(qname);
-  const bool in_zone =
-      qname == zone.origin() ||
-      std::any_of(starts.begin(), starts.end(), [&](size_t start) {
-        return qname.compare(start, std::string::npos, zone.origin()) == 0;
-      });
-  if (!in_zone || (qclass != kClassIn && qclass != kClassAny)) {
+  if (edns_version != 0) {  // RFC 6891, 6.1.3: BADVERS (16), its high bits in the OPT.
+    header(kNoError, false, 1);
+    response->append(question);
+    finish(0, 0, /*extended_rcode=*/1);
+    return true;
+  }
+  if (!InZone(qname, zone.origin()) || (qclass != kClassIn && qclass != kClassAny)) {
     header(kRefused, false, 1);
     response->append(question);
     finish(0, 0);

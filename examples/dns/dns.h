@@ -3,8 +3,9 @@
 // -----------------------------------------------------------------------------
 //
 // An authoritative DNS responder for one small zone, for examples/dns: `Zone::Parse` reads a
-// zone in RFC 1035's master-file form (a subset: $ORIGIN, $TTL, and A, AAAA, NS and SOA records,
-// one to a line), and `Answer` turns a query datagram into the response datagram.
+// zone in RFC 1035's master-file form (a subset: $ORIGIN, $TTL, and A, AAAA, NS at the apex and
+// SOA records, one to a line; no delegations, no wildcards), and `Answer` turns a query datagram
+// into the response datagram. The first $ORIGIN is the zone's apex.
 //
 //   absl::StatusOr<gev::examples::dns::Zone> zone = Zone::Parse(text);
 //   std::string response;
@@ -16,7 +17,9 @@
 // query (no question, two, a name past its bounds, compression in the question). A response
 // longer than 512 bytes, or than the client's EDNS0 buffer size (up to 4096), is cut to its
 // header and question with TC set, so the client retries over TCP. A datagram too short to
-// hold a header, or one that is itself a response, gets no answer.
+// hold a header, or one that is itself a response, gets no answer. An EDNS0 version other
+// than 0 gets BADVERS (RFC 6891); the SOA in a negative answer has the TTL of its MINIMUM, if
+// lower (RFC 2308).
 //
 // Thread safety: a Zone is immutable after Parse; Answer may run on any number of threads.
 

@@ -1,5 +1,6 @@
 #include "examples/dns/dns.h"
 
+#include <random>
 #include <string>
 
 #include "gtest/gtest.h"
@@ -130,7 +131,70 @@ TEST(DnsTest, LargeAnswersAreTruncatedWithoutEdnsAndWholeWithIt) {
   EXPECT_EQ(Count(response, 10), 1);  // Still with OPT.
 }
 
+// Every prefix of a query, and ten thousand with random bytes changed, get an answer or none,
+// never a read past the datagram (AddressSanitizer's to see) and never less than a header.
+TEST(DnsTest, CutAndCorruptedQueriesAreAnsweredSafely) {
+  absl::StatusOr<Zone> zone = Zone::Parse(kZone);
+  ASSERT_TRUE(zone.ok()) << zone.status();
+  const std::string query = Query("www.example.com.", kA, 1232);
+  std::string response;
+  for (size_t n = 0; n <= query.size(); ++n) {
+    std::string prefix = query.substr(0, n);  // Its own allocation: a read past it is caught.
+    if (Answer(*zone, prefix, &response)) {
+      EXPECT_GE(response.size(), 12u) << n;
+    }
+  }
+  std::mt19937 random(7);
+  for (int i = 0; i < 10000; ++i) {
+    std::string changed = query;
+    for (int flips = 0; flips < 3; ++flips) {
+      changed[random() % changed.size()] = static_cast<char>(random());
+    }
+    if (Answer(*zone, changed, &response)) {
+      EXPECT_GE(response.size(), 12u);
+    }
+  }
+}
+
+TEST(DnsTest, AnUnknownEdnsVersionGetsBadvers) {
+  absl::StatusOr<Zone> zone = Zone::Parse(kZone);
+  ASSERT_TRUE(zone.ok()) << zone.status();
+  std::string query = Query("www.example.com.", kA, 1232);
+  query[query.size() - 5] = 1;  // The OPT's version byte.
+  std::string response;
+  ASSERT_TRUE(Answer(*zone, query, &response));
+  EXPECT_EQ(Rcode(response), 0);  // BADVERS is 16: its low bits are 0...
+  EXPECT_EQ(Count(response, 6), 0);
+  ASSERT_EQ(Count(response, 10), 1);
+  EXPECT_EQ(static_cast<uint8_t>(response[response.size() - 6]), 1);  // ...its high ones 1.
+}
+
+TEST(DnsTest, NegativeAnswersCarryTheSoaForItsMinimum) {
+  absl::StatusOr<Zone> zone = Zone::Parse(kZone);  // TTL 300, MINIMUM 5.
+  ASSERT_TRUE(zone.ok()) << zone.status();
+  std::string response;
+  ASSERT_TRUE(Answer(*zone, Query("nope.example.com.", kA), &response));
+  EXPECT_NE(response.find(std::string("\x00\x06\x00\x01\x00\x00\x00\x05", 8)),
+            std::string::npos);
+}
+
+TEST(DnsTest, ALaterOriginChangesRelativeNamesNotTheApex) {
+  absl::StatusOr<Zone> zone = Zone::Parse(std::string(kZone) +
+                                          "$ORIGIN sub.example.com.\n"
+                                          "host IN A 192.0.2.9\n");
+  ASSERT_TRUE(zone.ok()) << zone.status();
+  std::string response;
+  ASSERT_TRUE(Answer(*zone, Query("host.sub.example.com.", kA), &response));
+  EXPECT_EQ(Count(response, 6), 1);
+  ASSERT_TRUE(Answer(*zone, Query("example.com.", kSoa), &response));
+  EXPECT_EQ(Count(response, 6), 1);  // The apex is still example.com.
+  EXPECT_FALSE(Zone::Parse(std::string(kZone) + "$ORIGIN other.org.\nx IN A 192.0.2.1\n").ok());
+}
+
 TEST(DnsTest, BadZonesAreRefusedWithTheLine) {
+  // A delegation and a wildcard: answered authoritatively they would be wrong.
+  EXPECT_FALSE(Zone::Parse(std::string(kZone) + "sub IN NS ns.elsewhere.org.\n").ok());
+  EXPECT_FALSE(Zone::Parse(std::string(kZone) + "* IN A 192.0.2.3\n").ok());
   EXPECT_FALSE(Zone::Parse("www IN A 192.0.2.1\n").ok());  // No $ORIGIN.
   EXPECT_FALSE(Zone::Parse("$ORIGIN example.com.\nwww IN A 192.0.2.1\n").ok());  // No SOA.
   absl::Status bad = Zone::Parse("$ORIGIN example.com.\n@ SOA a b 1 2 3 4 5\nwww A 300.1.1.1\n")
