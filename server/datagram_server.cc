@@ -106,7 +106,8 @@ struct DatagramServer::LoopState : EventHandler {
 
   void HandleEvent(const PollEvent& event) override {
     if (event.writable || writer.kept_bytes() > 0) Flush();
-    if ((event.readable || event.error) && writer.kept_bytes() == 0) ReadBatches();
+    // Once stopping, nothing more is read: only what waits is sent.
+    if ((event.readable || event.error) && writer.kept_bytes() == 0 && !finishing) ReadBatches();
   }
 
   void ReadBatches() {
@@ -190,6 +191,10 @@ struct DatagramServer::LoopState : EventHandler {
 
   // Loop thread: a datagram from SendTo.
   void SendOwned(std::string bytes, const InetAddress& peer) {
+    if (finished) {  // A SendTo that passed its check as the server stopped.
+      dropped_at_stop.Add(1);
+      return;
+    }
     sockaddr_storage storage = StorageOf(peer);
     absl::Status queued = writer.QueueOwned(&storage, peer.length(), std::move(bytes));
     if (!queued.ok()) {
@@ -230,12 +235,14 @@ struct DatagramServer::LoopState : EventHandler {
   // Stop: what waits for room gets 100 ms (tries every 5 ms); what is left then is counted
   // as dropped at stop, and the loop finishes.
   void Finish(int tries_left) {
+    finishing = true;
     Flush();
     if (!writer.empty() && tries_left > 0) {
       loop->RunAfter(absl::Milliseconds(5), [this, tries_left] { Finish(tries_left - 1); });
       return;
     }
     dropped_at_stop.Add(writer.Discard());
+    finished = true;
     Unregister();
     loop->Stop();
   }
@@ -267,6 +274,8 @@ struct DatagramServer::LoopState : EventHandler {
   DatagramWriter writer;
   std::string arena;
   bool in_batch = false;
+  bool finishing = false;  // Stop has begun: no more reading.
+  bool finished = false;   // Stop is done: nothing more is sent.
   uint32_t last_kernel_drops = 0;
   // --- Written by the loop thread, read by any (Stats). ---
   Counter received, bytes_received, sent, bytes_sent, receive_calls, send_calls, truncated,
