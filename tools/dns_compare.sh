@@ -168,7 +168,8 @@ measure() {
   if [[ "$label" == gev* ]]; then
     read -r per_receive per_send < <(sed -n \
       's/^udp: \([0-9]*\) queries in \([0-9]*\) recvmmsg calls, \([0-9]*\) answers in \([0-9]*\) sendmmsg.*/\1 \2 \3 \4/p' \
-      "$work/gev.err" | awk '{ printf "%.1f %.1f\n", ($2 > 0) ? $1 / $2 : 0, ($4 > 0) ? $3 / $4 : 0 }')
+      "$work/gev.err" | awk '{ printf "%.1f %.1f\n", ($2 > 0) ? $1 / $2 : 0, ($4 > 0) ? $3 / $4 : 0 }') ||
+      { per_receive="-" per_send="-"; }
   fi
   awk -v n="$name" -v l="$label" -v r="$round" -v q="$qps" -v lost="$lost" -v c="$completed" \
     -v t=$((t1 - t0)) -v hz="$clk_tck" -v pr="$per_receive" -v ps="$per_send" \
@@ -194,7 +195,8 @@ for threads in 1 2; do
 done
 
 {
-  echo "Command: tools/dns_compare.sh $*; dnsperf -c 4 -q 200 for ${duration} s; medians of $rounds rounds."
+  echo "Command: tools/dns_compare.sh $*; dnsperf -c 4 -q 200 for ${duration} s; medians of $rounds rounds;" \
+    "$(/usr/sbin/nsd -v 2>&1 | head -1); $(/usr/sbin/knotd -V 2>&1 | head -1); $(dnsperf -h 2>&1 | grep -m1 -i version || true)."
   while IFS= read -r name; do
     base=$(column_median "$name" "gev, batch 64" 4)
     base_cpu=$(column_median "$name" "gev, batch 64" 6)
