@@ -1,6 +1,7 @@
 #include "net/datagram_io.h"
 
 #include <errno.h>
+#include <netinet/udp.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -17,6 +18,19 @@ namespace {
 
 // sendmmsg and recvmmsg take at most this many messages per call (UIO_MAXIOV).
 constexpr size_t kMaxPerCall = 1024;
+// Datagrams one UDP_SEGMENT message may carry: the kernel's UDP_MAX_SEGMENTS, which later
+// kernels raised to 128.
+constexpr size_t kMaxSegments = 64;
+// Entries one Flush call considers per sendmmsg, so that its scratch stays small.
+constexpr size_t kMaxEntriesPerCall = 4096;
+// The most one UDP datagram (or one GSO message) carries over IPv4: 65,535 less the IPv4 and
+// UDP headers.
+constexpr size_t kMaxIpv4Payload = 65507;
+
+bool SamePeer(const sockaddr_storage& a, socklen_t a_length, const sockaddr_storage& b,
+              socklen_t b_length) {
+  return a_length == b_length && std::memcmp(&a, &b, a_length) == 0;
+}
 
 absl::Status ErrnoStatus(int error, absl::string_view what) {
   absl::StatusCode code = absl::StatusCode::kInternal;
@@ -73,6 +87,14 @@ absl::StatusOr<int> OpenDatagramSocket(const InetAddress& address, bool reuse_po
   return fd;
 }
 
+absl::Status EnableGro(int fd) {
+  int one = 1;
+  if (::setsockopt(fd, IPPROTO_UDP, UDP_GRO, &one, sizeof one) != 0) {
+    return absl::UnimplementedError(absl::StrCat("UDP_GRO: ", strerror(errno)));
+  }
+  return absl::OkStatus();
+}
+
 DatagramReader::DatagramReader(size_t batch, size_t slot_size)
     : batch_(std::clamp<size_t>(batch, 1, kMaxPerCall)),
       slot_size_(std::clamp<size_t>(slot_size, 1, kMaxDatagram)),
@@ -81,7 +103,8 @@ DatagramReader::DatagramReader(size_t batch, size_t slot_size)
       iovecs_(batch_),
       headers_(batch_),
       datagrams_(batch_) {
-  control_size_ = CMSG_SPACE(sizeof(uint32_t));
+  // SO_RXQ_OVFL's count and UDP_GRO's segment size.
+  control_size_ = CMSG_SPACE(sizeof(uint32_t)) + CMSG_SPACE(sizeof(int));
   control_.reset(new char[batch_ * control_size_]);
   for (size_t i = 0; i < batch_; ++i) {
     iovecs_[i] = {slots_.get() + i * slot_size_, slot_size_};
@@ -107,25 +130,53 @@ int DatagramReader::Read(int fd) {
                    nullptr);
   } while (n < 0 && errno == EINTR);
   if (n < 0) return (errno == EAGAIN || errno == EWOULDBLOCK) ? 0 : -errno;
+  count_ = 0;
   for (int i = 0; i < n; ++i) {
     const msghdr& header = headers_[i].msg_hdr;
-    Datagram& datagram = datagrams_[i];
-    const size_t length = headers_[i].msg_len;
-    datagram.truncated = (header.msg_flags & MSG_TRUNC) != 0;
-    // What the slot holds is at most its size.
-    datagram.length = length;
-    datagram.payload =
-        std::string_view(slots_.get() + i * slot_size_, std::min(length, slot_size_));
-    datagram.peer = &peers_[i];
-    datagram.peer_length = header.msg_namelen;
+    size_t segment = 0;
     for (const cmsghdr* control = CMSG_FIRSTHDR(&header); control != nullptr;
          control = CMSG_NXTHDR(const_cast<msghdr*>(&header), const_cast<cmsghdr*>(control))) {
       if (control->cmsg_level == SOL_SOCKET && control->cmsg_type == SO_RXQ_OVFL) {
         std::memcpy(&kernel_drops_, CMSG_DATA(control), sizeof kernel_drops_);
+      } else if (control->cmsg_level == IPPROTO_UDP && control->cmsg_type == UDP_GRO) {
+        int size = 0;
+        std::memcpy(&size, CMSG_DATA(control), sizeof size);
+        if (size > 0) segment = static_cast<size_t>(size);
       }
     }
+    Split(static_cast<size_t>(i), headers_[i].msg_len, segment, &peers_[i], header.msg_namelen);
   }
-  return n;
+  return static_cast<int>(count_);
+}
+
+// One message: one datagram, or (GRO) a run of `segment`-byte datagrams, the last shorter.
+void DatagramReader::Split(size_t slot, size_t length, size_t segment,
+                           const sockaddr_storage* peer, socklen_t peer_length) {
+  const char* data = slots_.get() + slot * slot_size_;
+  const size_t held = std::min(length, slot_size_);  // MSG_TRUNC: length may be more.
+  if (segment == 0 || segment >= length) segment = length;
+  if (segment < length) ++coalesced_reads_;
+  size_t offset = 0;
+  do {
+    if (count_ == datagrams_.size()) datagrams_.emplace_back();
+    Datagram& datagram = datagrams_[count_++];
+    datagram.peer = peer;
+    datagram.peer_length = peer_length;
+    const size_t whole = std::min(segment, length - offset);
+    if (offset + whole <= held) {
+      datagram.payload = std::string_view(data + offset, whole);
+      datagram.length = whole;
+      datagram.truncated = false;
+      offset += whole;
+      continue;
+    }
+    // Cut by the slot: one datagram, or the rest of a coalesced run, reported as one
+    // truncated datagram with the length of what was lost with it.
+    datagram.payload = std::string_view(data + offset, held - offset);
+    datagram.length = length - offset;
+    datagram.truncated = true;
+    offset = length;
+  } while (offset < length);
 }
 
 DatagramWriter::DatagramWriter(size_t max_queued_bytes) : max_queued_bytes_(max_queued_bytes) {}
@@ -185,48 +236,112 @@ size_t DatagramWriter::Discard() {
   return dropped;
 }
 
+size_t DatagramWriter::RunLength(size_t first, size_t end) const {
+  const Entry& head = entries_[first];
+  const size_t segment = head.length;
+  if (!gso_ || segment == 0) return 1;
+  // The kernel takes one IPv6 message of 65,527 bytes; IPv4 (or a connected socket, whose
+  // family the writer does not know) 65,507.
+  const size_t most =
+      head.has_peer && head.peer.ss_family == AF_INET6 ? kMaxDatagram : kMaxIpv4Payload;
+  size_t count = 1;
+  size_t total = segment;
+  while (first + count < end && count < kMaxSegments) {
+    const Entry& next = entries_[first + count];
+    if (next.length == 0 || next.length > segment || total + next.length > most) break;
+    if (next.has_peer != head.has_peer ||
+        (head.has_peer && !SamePeer(head.peer, head.peer_length, next.peer, next.peer_length))) {
+      break;
+    }
+    total += next.length;
+    ++count;
+    if (next.length < segment) break;  // Only the last segment may be shorter.
+  }
+  return count;
+}
+
+void DatagramWriter::Refuse(size_t count, int error, Flushed& flushed) {
+  Entry& first = entries_[head_];
+  if (flushed.first_error.ok()) {
+    flushed.first_error = ErrnoStatus(error, "sendmmsg");
+    flushed.first_error_peer = first.peer;
+    flushed.first_error_peer_length = first.has_peer ? first.peer_length : 0;
+  }
+  for (size_t i = 0; i < count; ++i) {
+    Entry& refused = entries_[head_ + i];
+    if (refused.is_owned) kept_bytes_ -= refused.length;
+    refused.owned = std::string();
+  }
+  head_ += count;
+  flushed.refused += count;
+}
+
 DatagramWriter::Flushed DatagramWriter::Flush(int fd) {
   Flushed flushed;
+  const size_t control_words = CMSG_SPACE(sizeof(uint16_t)) / sizeof(uint64_t);
   while (head_ < entries_.size()) {
-    const size_t count = std::min(entries_.size() - head_, kMaxPerCall);
-    headers_.resize(count);
-    iovecs_.resize(2 * count);
-    for (size_t i = 0; i < count; ++i) {
-      Entry& entry = entries_[head_ + i];
-      msghdr& header = headers_[i].msg_hdr;
+    const size_t end = head_ + std::min(entries_.size() - head_, kMaxEntriesPerCall);
+    // Scratch sized before any pointer into it is taken.
+    iovecs_.resize(2 * (end - head_));
+    headers_.resize(std::min(end - head_, kMaxPerCall));
+    messages_.clear();
+    if (gso_) control_.resize(headers_.size() * control_words);
+    size_t next = head_;
+    size_t iovec_count = 0;
+    while (next < end && messages_.size() < kMaxPerCall) {
+      const size_t count = RunLength(next, end);
+      const size_t index = messages_.size();
+      messages_.push_back({next, count});
+      msghdr& header = headers_[index].msg_hdr;
       header = {};
-      if (entry.has_peer) {
-        header.msg_name = &entry.peer;
-        header.msg_namelen = entry.peer_length;
+      const Entry& head = entries_[next];
+      if (head.has_peer) {
+        header.msg_name = const_cast<sockaddr_storage*>(&head.peer);
+        header.msg_namelen = head.peer_length;
       }
-      size_t pieces = 0;
-      if (entry.is_owned) {
-        iovecs_[2 * i] = {entry.owned.data(), entry.owned.size()};
-        pieces = 1;
-      } else {
+      header.msg_iov = &iovecs_[iovec_count];
+      for (size_t i = next; i < next + count; ++i) {
+        Entry& entry = entries_[i];
+        if (entry.is_owned) {
+          if (!entry.owned.empty()) iovecs_[iovec_count++] = {entry.owned.data(), entry.length};
+          continue;
+        }
         for (std::string_view piece : entry.pieces) {
-          if (piece.empty()) continue;
-          iovecs_[2 * i + pieces++] = {const_cast<char*>(piece.data()), piece.size()};
+          if (!piece.empty()) iovecs_[iovec_count++] = {const_cast<char*>(piece.data()), piece.size()};
         }
       }
-      header.msg_iov = &iovecs_[2 * i];
-      header.msg_iovlen = pieces;
-      headers_[i].msg_len = 0;
+      header.msg_iovlen = static_cast<size_t>(&iovecs_[iovec_count] - header.msg_iov);
+      if (count > 1) {
+        header.msg_control = &control_[index * control_words];
+        header.msg_controllen = CMSG_SPACE(sizeof(uint16_t));
+        cmsghdr* control = CMSG_FIRSTHDR(&header);
+        control->cmsg_level = IPPROTO_UDP;
+        control->cmsg_type = UDP_SEGMENT;
+        control->cmsg_len = CMSG_LEN(sizeof(uint16_t));
+        const uint16_t segment = static_cast<uint16_t>(head.length);
+        std::memcpy(CMSG_DATA(control), &segment, sizeof segment);
+      }
+      headers_[index].msg_len = 0;
+      next += count;
     }
     int n;
     do {
-      n = ::sendmmsg(fd, headers_.data(), static_cast<unsigned>(count), MSG_DONTWAIT);
+      n = ::sendmmsg(fd, headers_.data(), static_cast<unsigned>(messages_.size()), MSG_DONTWAIT);
     } while (n < 0 && errno == EINTR);
     ++send_calls_;
     if (n > 0) {
-      for (int i = 0; i < n; ++i) {
-        Entry& entry = entries_[head_ + static_cast<size_t>(i)];
-        flushed.bytes += entry.length;
-        if (entry.is_owned) kept_bytes_ -= entry.length;
-        entry.owned = std::string();
+      for (int m = 0; m < n; ++m) {
+        const Message& message = messages_[static_cast<size_t>(m)];
+        if (message.count > 1) ++gso_messages_;
+        for (size_t i = message.first; i < message.first + message.count; ++i) {
+          Entry& entry = entries_[i];
+          flushed.bytes += entry.length;
+          if (entry.is_owned) kept_bytes_ -= entry.length;
+          entry.owned = std::string();
+        }
+        flushed.sent += message.count;
+        head_ = message.first + message.count;
       }
-      head_ += static_cast<size_t>(n);
-      flushed.sent += static_cast<size_t>(n);
       continue;
     }
     const int error = n < 0 ? errno : EAGAIN;
@@ -244,18 +359,20 @@ DatagramWriter::Flushed DatagramWriter::Flush(int fd) {
       flushed.blocked = true;
       return flushed;
     }
-    // sendmmsg reports an error only for the first datagram it tried: that one is refused
-    // (a datagram too long, a peer the kernel cannot reach) and the rest go on.
-    Entry& refused = entries_[head_];
-    if (refused.is_owned) kept_bytes_ -= refused.length;
-    refused.owned = std::string();
-    ++head_;
-    ++flushed.refused;
-    if (flushed.first_error.ok()) {
-      flushed.first_error = ErrnoStatus(error, "sendmmsg");
-      flushed.first_error_peer = refused.peer;
-      flushed.first_error_peer_length = refused.has_peer ? refused.peer_length : 0;
+    const Message& refused = messages_.front();
+    if (refused.count > 1 && (error == EINVAL || error == EIO || error == EMSGSIZE ||
+                              error == ENOPROTOOPT || error == EOPNOTSUPP)) {
+      // GSO itself was refused (a device without checksum offload, a path narrower than the
+      // segments, SO_NO_CHECK, a kernel without UDP_SEGMENT): the run goes again as single
+      // datagrams, and so does everything after it.
+      gso_ = false;
+      ++gso_refusals_;
+      flushed.gso_refused = ErrnoStatus(error, "UDP_SEGMENT");
+      continue;
     }
+    // sendmmsg reports an error only for the first message it tried: that one is refused (a
+    // datagram too long, a peer the kernel cannot reach) and the rest go on.
+    Refuse(refused.count, error, flushed);
   }
   entries_.clear();  // Capacity kept.
   head_ = 0;

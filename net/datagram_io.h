@@ -19,7 +19,18 @@
 //   writer.Flush(*fd);                           // one sendmmsg for the batch
 //
 // A datagram longer than a slot arrives cut (MSG_TRUNC): `truncated` is set and `length`
-// says how long it was. Views queued with Queue() must stay valid until Flush; what a flush
+// says how long it was.
+
+// Offloads, where the kernel has them (Linux 4.18 and 5.0): with `set_gso(true)`, runs of
+// queued datagrams to one peer of one size (the last may be shorter) go as one message with
+// UDP_SEGMENT, which the kernel (or the NIC) cuts into datagrams again: one trip through the
+// stack for up to 64. A message the kernel refuses that way (no checksum offload, a path
+// narrower than the segments, a kernel without it) is sent again as single datagrams, and
+// GSO is off on that writer from then on: counted in gso_refusals(). With `EnableGro(fd)` the
+// kernel hands over such runs (from a GSO sender, or a NIC that coalesces) as one buffer, which
+// Read splits back into datagrams; give such a reader slots of kMaxDatagram, or a run that
+// does not fit ends in one truncated datagram holding what is left. Only on UDP sockets: a
+// Unix datagram socket would ignore UDP_SEGMENT and send the run as one datagram. Views queued with Queue() must stay valid until Flush; what a flush
 // leaves unsent (the socket's buffer is full: EAGAIN) the writer copies and keeps, up to
 // max_queued_bytes, for the next flush once the socket is writable; past that, Queue refuses
 // with ResourceExhausted. A datagram the kernel refuses outright (EMSGSIZE, a peer it cannot
@@ -55,6 +66,10 @@ namespace gev {
 // across them.
 absl::StatusOr<int> OpenDatagramSocket(const InetAddress& address, bool reuse_port);
 
+// EnableGro() — asks the kernel to coalesce runs of same-size datagrams from one peer
+// (UDP_GRO). Unimplemented where the kernel lacks it.
+absl::Status EnableGro(int fd);
+
 // The largest payload of one UDP datagram over IPv6 jumbograms aside: 65,535 minus the 8-byte
 // UDP header (IPv4 allows 20 bytes less; the kernel refuses what does not fit).
 inline constexpr size_t kMaxDatagram = 65527;
@@ -75,7 +90,8 @@ class DatagramReader {
   DatagramReader& operator=(const DatagramReader&) = delete;
 
   // DatagramReader::Read() — one recvmmsg: the number of datagrams read (0 when none waits),
-  // or -errno. Invalidates the previous batch's views.
+  // or -errno; with GRO on the socket, more than `batch` when runs arrived coalesced.
+  // Invalidates the previous batch's views.
   int Read(int fd);
   const Datagram& at(size_t i) const { return datagrams_[i]; }
   size_t batch() const { return batch_; }
@@ -83,8 +99,13 @@ class DatagramReader {
   // The kernel's count of datagrams this socket dropped since it was opened (SO_RXQ_OVFL), as
   // of the last Read that carried it.
   uint32_t kernel_drops() const { return kernel_drops_; }
+  // Messages read that held a coalesced run of several datagrams (GRO).
+  uint64_t coalesced_reads() const { return coalesced_reads_; }
 
  private:
+  void Split(size_t slot, size_t length, size_t segment, const sockaddr_storage* peer,
+             socklen_t peer_length);
+
   const size_t batch_;
   const size_t slot_size_;
   std::unique_ptr<char[]> slots_;
@@ -94,8 +115,10 @@ class DatagramReader {
   // Room for one SO_RXQ_OVFL control message per datagram.
   std::unique_ptr<char[]> control_;
   size_t control_size_ = 0;
-  std::vector<Datagram> datagrams_;
+  std::vector<Datagram> datagrams_;  // Grows past `batch` only for coalesced runs.
+  size_t count_ = 0;
   uint32_t kernel_drops_ = 0;
+  uint64_t coalesced_reads_ = 0;
 };
 
 class DatagramWriter {
@@ -110,6 +133,8 @@ class DatagramWriter {
     sockaddr_storage first_error_peer{};  // The peer of the first refused datagram.
     socklen_t first_error_peer_length = 0;
     bool blocked = false;  // The socket's buffer is full: wait until it is writable.
+    // GSO was refused in this flush (and is now off); the run went as single datagrams.
+    absl::Status gso_refused;
   };
 
   explicit DatagramWriter(size_t max_queued_bytes);
@@ -137,6 +162,15 @@ class DatagramWriter {
   // sendmmsg calls made, for the stats.
   uint64_t send_calls() const { return send_calls_; }
 
+  // DatagramWriter::set_gso() — send runs to one peer of one size as one UDP_SEGMENT message.
+  // UDP sockets only (see the file comment).
+  void set_gso(bool on) { gso_ = on; }
+  bool gso() const { return gso_; }
+  // Messages sent that carried several datagrams, and GSO refusals (at most one: it is then
+  // off).
+  uint64_t gso_messages() const { return gso_messages_; }
+  uint64_t gso_refusals() const { return gso_refusals_; }
+
  private:
   struct Entry {
     sockaddr_storage peer;
@@ -148,8 +182,17 @@ class DatagramWriter {
     bool is_owned = false;
     size_t length = 0;
   };
+  // One message of a sendmmsg: `count` entries from `first`.
+  struct Message {
+    size_t first = 0;
+    size_t count = 0;
+  };
   absl::Status Admit(size_t length) const;
   Entry& Append(const sockaddr_storage* peer, socklen_t peer_length);
+  // How many entries from `first` (before `end`) go as one message.
+  size_t RunLength(size_t first, size_t end) const;
+  // Drops `count` entries at the head as refused by `error`, noting the first in `flushed`.
+  void Refuse(size_t count, int error, Flushed& flushed);
 
   const size_t max_queued_bytes_;
   // A queue from head_; emptied (capacity kept) when all of it is sent, so a steady flow of
@@ -158,9 +201,14 @@ class DatagramWriter {
   size_t head_ = 0;
   size_t kept_bytes_ = 0;
   uint64_t send_calls_ = 0;
+  bool gso_ = false;
+  uint64_t gso_messages_ = 0;
+  uint64_t gso_refusals_ = 0;
   // Scratch for sendmmsg, reused.
   std::vector<mmsghdr> headers_;
   std::vector<iovec> iovecs_;
+  std::vector<Message> messages_;
+  std::vector<uint64_t> control_;  // One UDP_SEGMENT control message per message, aligned.
 };
 
 }  // namespace gev

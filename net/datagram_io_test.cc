@@ -4,6 +4,8 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <cstring>
 #include <string>
 #include <vector>
 
@@ -160,6 +162,138 @@ TEST(DatagramIoTest, ABlockedFlushKeepsCopiesAndSendsThemInOrderLater) {
   EXPECT_EQ(writer.kept_bytes(), 0u);
   ::close(pair[0]);
   ::close(pair[1]);
+}
+
+// The bytes of datagram `i` of a run: its number, then a pattern, so a lost, repeated or
+// reordered one shows.
+std::string RunDatagram(int i, size_t length) {
+  std::string bytes(length, '\0');
+  for (size_t j = 0; j < length; ++j) bytes[j] = static_cast<char>('a' + (i * 7 + j) % 26);
+  std::string number = std::to_string(i) + ":";
+  bytes.replace(0, std::min(number.size(), length), number.substr(0, length));
+  return bytes;
+}
+
+// Queues 40 datagrams of 1,000 bytes and a last one of 500 to `peer`, then two to another
+// peer and one of another size: three runs at most.
+void QueueRuns(DatagramWriter& writer, std::vector<std::string>& storage, const Peer& peer,
+               const Peer& other) {
+  storage.clear();
+  for (int i = 0; i < 41; ++i) storage.push_back(RunDatagram(i, i == 40 ? 500 : 1000));
+  storage.push_back(RunDatagram(41, 1000));
+  storage.push_back(RunDatagram(42, 1000));
+  storage.push_back(RunDatagram(43, 1200));
+  for (size_t i = 0; i < storage.size(); ++i) {
+    const Peer& to = (i == 41 || i == 42) ? other : peer;
+    ASSERT_TRUE(writer.Queue(&to.storage, to.storage_length, storage[i]).ok());
+  }
+}
+
+void ExpectRunsArrived(const std::vector<std::string>& storage, const Peer& peer,
+                       const Peer& other) {
+  for (size_t i = 0; i < storage.size(); ++i) {
+    const Peer& at = (i == 41 || i == 42) ? other : peer;
+    EXPECT_EQ(at.Receive(), storage[i]) << i;
+  }
+}
+
+// With GSO, a run to one peer of one size (the last shorter) goes as one message, and a peer
+// without GRO still gets each datagram on its own, whole and in order.
+TEST(DatagramIoTest, GsoSendsARunToOnePeerAsOneMessage) {
+  for (bool gso : {false, true}) {
+    SCOPED_TRACE(gso ? "gso" : "no gso");
+    absl::StatusOr<int> fd = OpenDatagramSocket(InetAddress::Loopback(0), false);
+    ASSERT_TRUE(fd.ok()) << fd.status();
+    Peer peer, other;
+    DatagramWriter writer(1 << 20);
+    writer.set_gso(gso);
+    std::vector<std::string> storage;
+    QueueRuns(writer, storage, peer, other);
+    DatagramWriter::Flushed flushed = writer.Flush(*fd);
+    EXPECT_EQ(flushed.sent, storage.size());
+    EXPECT_EQ(flushed.refused, 0u);
+    EXPECT_TRUE(flushed.gso_refused.ok()) << flushed.gso_refused;
+    EXPECT_EQ(writer.send_calls(), 1u);
+    // The 41 of the first run in one message, the two to the other peer in another; the last
+    // one alone goes plainly.
+    EXPECT_EQ(writer.gso_messages(), gso ? 2u : 0u);
+    ExpectRunsArrived(storage, peer, other);
+    ::close(*fd);
+  }
+}
+
+// A receiver with GRO gets a GSO run as one buffer, which Read splits back into datagrams.
+TEST(DatagramIoTest, GroHandsOverARunThatReadSplitsAgain) {
+  absl::StatusOr<int> fd = OpenDatagramSocket(InetAddress::Loopback(0), false);
+  ASSERT_TRUE(fd.ok()) << fd.status();
+  ASSERT_TRUE(EnableGro(*fd).ok());
+  absl::StatusOr<int> sender = OpenDatagramSocket(InetAddress::Loopback(0), false);
+  ASSERT_TRUE(sender.ok()) << sender.status();
+  const InetAddress address = Bound(*fd);
+  sockaddr_storage to{};
+  std::memcpy(&to, address.sockaddr(), address.length());
+  DatagramWriter writer(1 << 20);
+  writer.set_gso(true);
+  std::vector<std::string> sent;
+  for (int i = 0; i < 30; ++i) sent.push_back(RunDatagram(i, i == 29 ? 77 : 1400));
+  for (const std::string& bytes : sent) ASSERT_TRUE(writer.Queue(&to, address.length(), bytes).ok());
+  ASSERT_EQ(writer.Flush(*sender).sent, sent.size());
+  ASSERT_EQ(writer.gso_messages(), 1u);
+
+  DatagramReader reader(4, kMaxDatagram);
+  ASSERT_EQ(reader.Read(*fd), 30);  // One message, 30 datagrams: more than the batch of 4.
+  EXPECT_EQ(reader.coalesced_reads(), 1u);
+  for (int i = 0; i < 30; ++i) {
+    const DatagramReader::Datagram& datagram = reader.at(static_cast<size_t>(i));
+    EXPECT_EQ(datagram.payload, sent[static_cast<size_t>(i)]) << i;
+    EXPECT_FALSE(datagram.truncated);
+    EXPECT_EQ(InetAddress::FromSockaddr(reinterpret_cast<const sockaddr*>(datagram.peer),
+                                        datagram.peer_length).port(),
+              Bound(*sender).port());
+  }
+
+  // A reader whose slots are too small for the run: the datagrams that fit arrive whole and
+  // the rest is one truncated datagram that says how much was lost.
+  for (const std::string& bytes : sent) ASSERT_TRUE(writer.Queue(&to, address.length(), bytes).ok());
+  ASSERT_EQ(writer.Flush(*sender).sent, sent.size());
+  DatagramReader small(4, 5000);
+  ASSERT_EQ(small.Read(*fd), 4);
+  for (int i = 0; i < 3; ++i) EXPECT_EQ(small.at(static_cast<size_t>(i)).payload, sent[static_cast<size_t>(i)]);
+  EXPECT_TRUE(small.at(3).truncated);
+  EXPECT_EQ(small.at(3).payload.size(), 5000u - 3 * 1400);
+  EXPECT_EQ(small.at(3).length, 26u * 1400 + 77);
+  ::close(*fd);
+  ::close(*sender);
+}
+
+// A socket that cannot send GSO (here SO_NO_CHECK, which the kernel refuses with UDP_SEGMENT):
+// the run goes again as single datagrams, nothing is lost, and GSO stays off on that writer.
+TEST(DatagramIoTest, ARefusedGsoMessageFallsBackToSingleDatagrams) {
+  absl::StatusOr<int> fd = OpenDatagramSocket(InetAddress::Loopback(0), false);
+  ASSERT_TRUE(fd.ok()) << fd.status();
+  int one = 1;
+  ASSERT_EQ(::setsockopt(*fd, SOL_SOCKET, SO_NO_CHECK, &one, sizeof one), 0);
+  Peer peer, other;
+  DatagramWriter writer(1 << 20);
+  writer.set_gso(true);
+  std::vector<std::string> storage;
+  QueueRuns(writer, storage, peer, other);
+  DatagramWriter::Flushed flushed = writer.Flush(*fd);
+  EXPECT_FALSE(flushed.gso_refused.ok());
+  EXPECT_EQ(flushed.sent, storage.size());
+  EXPECT_EQ(flushed.refused, 0u);
+  EXPECT_TRUE(flushed.first_error.ok()) << flushed.first_error;
+  EXPECT_FALSE(writer.gso());
+  EXPECT_EQ(writer.gso_refusals(), 1u);
+  EXPECT_EQ(writer.gso_messages(), 0u);
+  ExpectRunsArrived(storage, peer, other);
+  // The next flush does not try again.
+  QueueRuns(writer, storage, peer, other);
+  flushed = writer.Flush(*fd);
+  EXPECT_TRUE(flushed.gso_refused.ok());
+  EXPECT_EQ(writer.send_calls(), 3u);
+  ExpectRunsArrived(storage, peer, other);
+  ::close(*fd);
 }
 
 }  // namespace

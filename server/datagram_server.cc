@@ -59,6 +59,9 @@ DatagramLoopStats DatagramServerStats::Total() const {
     total.queue_refused += loop.queue_refused;
     total.blocked_flushes += loop.blocked_flushes;
     total.dropped_at_stop += loop.dropped_at_stop;
+    total.gso_messages += loop.gso_messages;
+    total.gso_refusals += loop.gso_refusals;
+    total.gro_reads += loop.gro_reads;
   }
   return total;
 }
@@ -67,8 +70,9 @@ struct DatagramServer::LoopState : EventHandler {
   LoopState(DatagramServer* server, size_t index, const DatagramOptions& options)
       : server(server),
         index(index),
-        reader(options.batch, options.max_datagram),
+        reader(options.batch, options.gro ? kMaxDatagram : options.max_datagram),
         writer(options.max_queued_bytes) {
+    writer.set_gso(options.gso);
     // Views of the handler's Reply::View storage are copied here until the batch is flushed.
     arena.reserve(reader.batch() * std::min<size_t>(reader.slot_size(), 4096));
   }
@@ -122,6 +126,9 @@ struct DatagramServer::LoopState : EventHandler {
       }
       if (n == 0) break;
       receive_calls.Add(1);
+      if (reader.coalesced_reads() != gro_reads.Get()) {
+        gro_reads.Add(reader.coalesced_reads() - gro_reads.Get());
+      }
       const uint32_t drops = reader.kernel_drops();
       if (drops != last_kernel_drops) {
         kernel_drops.Add(drops - last_kernel_drops);
@@ -210,8 +217,16 @@ struct DatagramServer::LoopState : EventHandler {
       return;
     }
     const uint64_t calls_before = writer.send_calls();
+    const uint64_t gso_before = writer.gso_messages();
     DatagramWriter::Flushed flushed = writer.Flush(fd);
     send_calls.Add(writer.send_calls() - calls_before);
+    gso_messages.Add(writer.gso_messages() - gso_before);
+    if (!flushed.gso_refused.ok()) {
+      gso_refusals.Add(1);
+      Log(LogSeverity::kWarning,
+          absl::StrCat("udp loop ", index, ": GSO refused, sending single datagrams from now on: ",
+                       flushed.gso_refused.ToString()));
+    }
     sent.Add(flushed.sent);
     bytes_sent.Add(flushed.bytes);
     if (flushed.refused > 0) {
@@ -261,6 +276,9 @@ struct DatagramServer::LoopState : EventHandler {
     stats.queue_refused = queue_refused.Get();
     stats.blocked_flushes = blocked_flushes.Get();
     stats.dropped_at_stop = dropped_at_stop.Get();
+    stats.gso_messages = gso_messages.Get();
+    stats.gso_refusals = gso_refusals.Get();
+    stats.gro_reads = gro_reads.Get();
     return stats;
   }
 
@@ -279,7 +297,8 @@ struct DatagramServer::LoopState : EventHandler {
   uint32_t last_kernel_drops = 0;
   // --- Written by the loop thread, read by any (Stats). ---
   Counter received, bytes_received, sent, bytes_sent, receive_calls, send_calls, truncated,
-      kernel_drops, send_refused, queue_refused, blocked_flushes, dropped_at_stop;
+      kernel_drops, send_refused, queue_refused, blocked_flushes, dropped_at_stop, gso_messages,
+      gso_refusals, gro_reads;
 };
 
 DatagramServer::DatagramServer(DatagramHandler* handler, DatagramOptions options)
@@ -316,6 +335,11 @@ absl::StatusOr<std::unique_ptr<DatagramServer>> DatagramServer::Create(DatagramH
     absl::StatusOr<int> fd = OpenDatagramSocket(bind_address, reuse_port);
     if (!fd.ok()) return fd.status();
     state->fd = *fd;
+    if (datagram.gro) {
+      absl::Status gro = EnableGro(*fd);
+      // The slots are large either way; only the coalescing is lost.
+      if (!gro.ok()) Log(LogSeverity::kWarning, absl::StrCat("udp server: ", gro.ToString()));
+    }
     if (i == 0) {
       // Port 0 is resolved by the first bind; the others share that port.
       sockaddr_storage bound{};

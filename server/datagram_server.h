@@ -8,7 +8,8 @@
 // call into buffers it owns (no allocation per datagram), and writes the replies of a batch
 // with one sendmmsg. With more than one loop, every loop has its own SO_REUSEPORT socket on the
 // port and the kernel spreads peers across them (a peer's datagrams stay on one loop); with
-// one loop, one socket.
+// one loop, one socket. Runs of same-size datagrams to one peer leave as one GSO message
+// (`DatagramOptions::gso`, on), and may arrive as one GRO buffer (`gro`, off).
 //
 //   class Echo : public gev::DatagramHandler {
 //     gev::Reply OnDatagram(gev::Datagram& datagram) override {
@@ -103,6 +104,9 @@ struct DatagramLoopStats {
   uint64_t queue_refused = 0;    // Refused with max_queued_bytes waiting.
   uint64_t blocked_flushes = 0;  // Flushes that found the socket's buffer full.
   uint64_t dropped_at_stop = 0;  // Still waiting for room 100 ms after Stop.
+  uint64_t gso_messages = 0;     // Sends that carried a run of datagrams (UDP_SEGMENT).
+  uint64_t gso_refusals = 0;     // GSO refused by the kernel (then off on that loop).
+  uint64_t gro_reads = 0;        // Receives that carried a coalesced run (UDP_GRO).
 };
 
 struct DatagramServerStats {
@@ -120,6 +124,16 @@ struct DatagramOptions {
   size_t max_queued_bytes = 4 << 20;
   // Batches read per readiness event before other descriptors and tasks get their turn.
   size_t batches_per_event = 8;
+  // UDP GSO: replies and sends of one batch that go to one peer with one size (the last may
+  // be shorter) leave as one UDP_SEGMENT message, up to 64 datagrams: one trip through the
+  // stack for them all. The peer sees ordinary datagrams. Where the kernel or the device
+  // refuses it, the loop sends them singly from then on (counted in gso_refusals, logged).
+  bool gso = true;
+  // UDP GRO: the kernel may hand a run of same-size datagrams from one peer (sent with GSO,
+  // or coalesced by the NIC) as one buffer, which the loop splits again. The receive slots are
+  // then 64 KiB each (batch x 64 KiB per loop) and max_datagram no longer cuts anything. Off
+  // by default for that memory; where the kernel lacks it, a warning and plain receives.
+  bool gro = false;
 };
 
 class DatagramServer {

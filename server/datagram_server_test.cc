@@ -6,6 +6,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <cstring>
 #include <functional>
 #include <mutex>
 #include <set>
@@ -15,6 +16,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "gtest/gtest.h"
+#include "net/datagram_io.h"
 
 namespace gev {
 namespace {
@@ -191,6 +193,69 @@ TEST(DatagramServerTest, ABurstIsReadAndAnsweredInBatches) {
   EXPECT_EQ(total.receive_calls, 3u);  // "first", then 64 + 63.
   EXPECT_EQ(total.send_calls, 3u);
   EXPECT_EQ(total.kernel_drops, 0u);
+}
+
+// A burst from one peer of one size is answered with GSO: the run of replies leaves as one
+// message, and the peer (without GRO) still gets every datagram, whole and in order. Off, the
+// same replies go singly.
+TEST(DatagramServerTest, ARunOfRepliesToOnePeerLeavesAsOneGsoMessage) {
+  for (bool gso : {true, false}) {
+    SCOPED_TRACE(gso ? "gso" : "no gso");
+    EchoHandler handler;
+    DatagramOptions options;
+    options.gso = gso;
+    auto server = Make(&handler, 1, options);
+    ASSERT_TRUE(server.ok()) << server.status();
+    Running running(server->get());
+    Peer peer;
+    handler.hold = true;
+    ASSERT_TRUE(peer.SendTo((*server)->ListenAddress(), "first"));
+    ASSERT_TRUE(WaitFor([&] { return (*server)->Stats().Total().receive_calls == 1; }));
+    constexpr int kBurst = 60;
+    std::vector<std::string> burst;
+    for (int i = 0; i < kBurst; ++i) {
+      burst.push_back(absl::StrCat(i + 100, ":", std::string(1100, static_cast<char>('a' + i % 26))));
+      ASSERT_TRUE(peer.SendTo((*server)->ListenAddress(), burst.back()));
+    }
+    handler.hold = false;
+    EXPECT_EQ(peer.Receive(), "first");
+    for (int i = 0; i < kBurst; ++i) ASSERT_EQ(peer.Receive(), burst[static_cast<size_t>(i)]) << i;
+    ASSERT_TRUE(WaitFor([&] { return (*server)->Stats().Total().sent == kBurst + 1; }));
+    DatagramLoopStats total = (*server)->Stats().Total();
+    EXPECT_EQ(total.gso_messages, gso ? 1u : 0u);
+    EXPECT_EQ(total.gso_refusals, 0u);
+    EXPECT_EQ(total.send_calls, 2u);
+  }
+}
+
+// With GRO, a peer's GSO run arrives as one buffer and the handler still sees each datagram.
+TEST(DatagramServerTest, WithGroARunFromAGsoPeerIsSplitBackIntoDatagrams) {
+  EchoHandler handler;
+  DatagramOptions options;
+  options.gro = true;
+  options.batch = 8;
+  auto server = Make(&handler, 1, options);
+  ASSERT_TRUE(server.ok()) << server.status();
+  Running running(server->get());
+  Peer peer;
+  sockaddr_storage to{};
+  std::memcpy(&to, (*server)->ListenAddress().sockaddr(), (*server)->ListenAddress().length());
+  DatagramWriter writer(1 << 20);
+  writer.set_gso(true);
+  std::vector<std::string> run;
+  for (int i = 0; i < 40; ++i) run.push_back(absl::StrCat(i + 100, std::string(1300, 'r')));
+  for (const std::string& bytes : run) {
+    ASSERT_TRUE(writer.Queue(&to, (*server)->ListenAddress().length(), bytes).ok());
+  }
+  ASSERT_EQ(writer.Flush(peer.fd()).sent, run.size());
+  ASSERT_EQ(writer.gso_messages(), 1u);
+  for (size_t i = 0; i < run.size(); ++i) ASSERT_EQ(peer.Receive(), run[i]) << i;
+  ASSERT_TRUE(WaitFor([&] { return (*server)->Stats().Total().sent == run.size(); }));
+  DatagramLoopStats total = (*server)->Stats().Total();
+  EXPECT_EQ(total.received, run.size());
+  EXPECT_EQ(total.receive_calls, 1u);  // 40 datagrams in one read of a batch of 8.
+  EXPECT_EQ(total.gro_reads, 1u);
+  EXPECT_EQ(total.gso_messages, 1u);  // And answered as one message.
 }
 
 TEST(DatagramServerTest, EachKindOfReplyAndNoneGoOut) {
