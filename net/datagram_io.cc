@@ -87,6 +87,27 @@ absl::StatusOr<int> OpenDatagramSocket(const InetAddress& address, bool reuse_po
   return fd;
 }
 
+absl::Status SetSocketBuffers(int fd, size_t receive_bytes, size_t send_bytes) {
+  struct Buffer {
+    size_t bytes;
+    int option;
+    int forced;
+    const char* name;
+  };
+  for (const Buffer& buffer : {Buffer{receive_bytes, SO_RCVBUF, SO_RCVBUFFORCE, "SO_RCVBUF"},
+                               Buffer{send_bytes, SO_SNDBUF, SO_SNDBUFFORCE, "SO_SNDBUF"}}) {
+    if (buffer.bytes == 0) continue;
+    // The kernel doubles what it is given (for its overhead): ask for half.
+    const int value = static_cast<int>(std::min<size_t>(buffer.bytes / 2 + 1, 1 << 30));
+    // Past the system's cap only with CAP_NET_ADMIN; without it, as much as the cap allows.
+    if (::setsockopt(fd, SOL_SOCKET, buffer.forced, &value, sizeof value) == 0) continue;
+    if (::setsockopt(fd, SOL_SOCKET, buffer.option, &value, sizeof value) != 0) {
+      return ErrnoStatus(errno, buffer.name);
+    }
+  }
+  return absl::OkStatus();
+}
+
 absl::Status EnableGro(int fd) {
   int one = 1;
   if (::setsockopt(fd, IPPROTO_UDP, UDP_GRO, &one, sizeof one) != 0) {

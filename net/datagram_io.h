@@ -66,6 +66,13 @@ namespace gev {
 // across them.
 absl::StatusOr<int> OpenDatagramSocket(const InetAddress& address, bool reuse_port);
 
+// SetSocketBuffers() — the socket's receive and send buffers (SO_RCVBUF, SO_SNDBUF; 0 leaves
+// one as the kernel set it). The kernel counts its own overhead in them (a 512-byte datagram
+// takes about 1.3 KiB of a receive buffer) and caps them at net.core.rmem_max and wmem_max,
+// which a process with CAP_NET_ADMIN may pass (SO_RCVBUFFORCE); the result is what
+// getsockopt says.
+absl::Status SetSocketBuffers(int fd, size_t receive_bytes, size_t send_bytes);
+
 // EnableGro() — asks the kernel to coalesce runs of same-size datagrams from one peer
 // (UDP_GRO). Unimplemented where the kernel lacks it.
 absl::Status EnableGro(int fd);

@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <fstream>
 #include <string>
 #include <vector>
 
@@ -195,6 +196,33 @@ void ExpectRunsArrived(const std::vector<std::string>& storage, const Peer& peer
     const Peer& at = (i == 41 || i == 42) ? other : peer;
     EXPECT_EQ(at.Receive(), storage[i]) << i;
   }
+}
+
+TEST(DatagramIoTest, SocketBuffersAreSetToAtLeastWhatWasAskedUpToTheCap) {
+  absl::StatusOr<int> fd = OpenDatagramSocket(InetAddress::Loopback(0), false);
+  ASSERT_TRUE(fd.ok()) << fd.status();
+  int before = 0;
+  socklen_t length = sizeof before;
+  ASSERT_EQ(::getsockopt(*fd, SOL_SOCKET, SO_SNDBUF, &before, &length), 0);
+  ASSERT_TRUE(SetSocketBuffers(*fd, 1 << 20, 0).ok());
+  int receive = 0, send = 0;
+  ASSERT_EQ(::getsockopt(*fd, SOL_SOCKET, SO_RCVBUF, &receive, &length), 0);
+  ASSERT_EQ(::getsockopt(*fd, SOL_SOCKET, SO_SNDBUF, &send, &length), 0);
+  // As root a megabyte is there; otherwise as much as net.core.rmem_max allows, doubled.
+  int cap = 1 << 20;
+  if (::geteuid() != 0) {
+    std::ifstream rmem_max("/proc/sys/net/core/rmem_max");
+    int most = 0;
+    rmem_max >> most;
+    cap = std::min(cap, 2 * most);
+  }
+  EXPECT_GE(receive, cap);
+  EXPECT_EQ(send, before);  // 0: left alone.
+  ASSERT_TRUE(SetSocketBuffers(*fd, 0, 4096).ok());
+  ASSERT_EQ(::getsockopt(*fd, SOL_SOCKET, SO_SNDBUF, &send, &length), 0);
+  EXPECT_GE(send, 4096);
+  EXPECT_LT(send, before);
+  ::close(*fd);
 }
 
 // With GSO, a run to one peer of one size (the last shorter) goes as one message, and a peer

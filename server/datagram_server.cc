@@ -335,6 +335,9 @@ absl::StatusOr<std::unique_ptr<DatagramServer>> DatagramServer::Create(DatagramH
     absl::StatusOr<int> fd = OpenDatagramSocket(bind_address, reuse_port);
     if (!fd.ok()) return fd.status();
     state->fd = *fd;
+    absl::Status buffers =
+        SetSocketBuffers(*fd, datagram.receive_buffer_bytes, datagram.send_buffer_bytes);
+    if (!buffers.ok()) return buffers;
     if (datagram.gro) {
       absl::Status gro = EnableGro(*fd);
       // The slots are large either way; only the coalescing is lost.

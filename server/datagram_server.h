@@ -124,6 +124,12 @@ struct DatagramOptions {
   size_t max_queued_bytes = 4 << 20;
   // Batches read per readiness event before other descriptors and tasks get their turn.
   size_t batches_per_event = 8;
+  // Each socket's kernel buffers (SO_RCVBUF, SO_SNDBUF; 0: the system's default, 208 KiB on
+  // most Linux systems). A receive buffer too small for a burst is where the kernel drops
+  // datagrams (counted in kernel_drops): at 512 bytes a datagram it holds about 160. Past
+  // net.core.rmem_max (wmem_max) only with CAP_NET_ADMIN.
+  size_t receive_buffer_bytes = 0;
+  size_t send_buffer_bytes = 0;
   // UDP GSO: replies and sends of one batch that go to one peer with one size (the last may
   // be shorter) leave as one UDP_SEGMENT message, up to 64 datagrams: one trip through the
   // stack for them all. The peer sees ordinary datagrams. Where the kernel or the device

@@ -4,7 +4,8 @@
 # measures a server; tls_handshake_bench completes full and resumed handshakes against the
 # HTTPS example (certificate made by openssl req here); ws_bench verifies gev's WebSocket echo
 # (small and 100 KB messages) and chat (broadcast) servers and catches a server that flips a bit,
-# one that never upgrades and a broadcast that stalls.
+# one that never upgrades and a broadcast that stalls; udp_bench verifies gev's UDP echo (plain,
+# and GSO into GRO) and catches a flipped bit, a lost datagram, two swapped ones and no server.
 set -euo pipefail
 
 bench=tools/echo_bench
@@ -18,6 +19,8 @@ handshake_bench=tools/tls_handshake_bench
 ws_bench=tools/ws_bench
 ws_echo=examples/websocket/echo_server
 ws_chat=examples/websocket/chat_server
+udp_bench=tools/udp_bench
+udp_echo=examples/udp_echo/udp_echo_server
 failures=0
 server_pid=""
 trap '[[ -n "$server_pid" ]] && kill "$server_pid" 2>/dev/null || true' EXIT
@@ -141,6 +144,44 @@ start "$gev_echo" --port=0 --loops=1
 check "a server that does not upgrade is caught" 1 "$ws_bench" --addr="127.0.0.1:$port" \
   --duration=0.5s --warmup=0s --connections=2
 stop
+
+start "$udp_echo" --port=0 --loops=2
+check "udp_bench echo" 0 "$udp_bench" --addr="127.0.0.1:$port" --duration=0.5s --warmup=0.1s \
+  --clients=8 --window=4 --size=700 --server_pid="$server_pid" --json
+[[ "$output" == *'"ok":true'* && "$output" == *'"lost":0,'* &&
+  "$output" != *'"server_cpu_ns_per_echo":-1'* ]] ||
+  { echo "FAIL: udp_bench JSON: $output"; failures=$((failures + 1)); }
+stop
+start "$udp_echo" --port=0 --loops=1 --gro
+check "udp_bench echo, GSO into GRO" 0 "$udp_bench" --addr="127.0.0.1:$port" --duration=0.5s \
+  --warmup=0.1s --clients=4 --window=16 --size=1200 --gso --json
+[[ "$output" == *'"ok":true'* && "$output" == *'"lost":0,'* ]] ||
+  { echo "FAIL: udp_bench JSON: $output"; failures=$((failures + 1)); }
+stop
+udp_wrong=(/usr/bin/python3 tools/testing/udp_wrong_echo_server.py)
+udp_common=(--duration=0.5s --warmup=0s --clients=2 --window=2 --stall_timeout=0.2s --json)
+start "${udp_wrong[@]}" --flip
+check "a flipped bit in a datagram is caught" 1 "$udp_bench" --addr="127.0.0.1:$port" "${udp_common[@]}"
+[[ "$output" == *'"errors":1,'* && "$output" == *"not a datagram this socket sent"* ]] ||
+  { echo "FAIL: no mismatch reported: $output"; failures=$((failures + 1)); }
+stop
+start "${udp_wrong[@]}" --drop
+check "a datagram never echoed is counted lost" 1 "$udp_bench" --addr="127.0.0.1:$port" \
+  "${udp_common[@]}" --max_loss=0
+[[ "$output" == *'"lost":1,'* && "$output" == *'"errors":0,'* ]] ||
+  { echo "FAIL: no loss reported: $output"; failures=$((failures + 1)); }
+stop
+start "${udp_wrong[@]}" --swap
+check "two datagrams echoed out of order are caught" 1 "$udp_bench" --addr="127.0.0.1:$port" \
+  "${udp_common[@]}"
+[[ "$output" == *"out of order"* ]] ||
+  { echo "FAIL: no reordering reported: $output"; failures=$((failures + 1)); }
+# The same port with nothing on it: the kernel's ICMP port unreachable reaches the client.
+stop
+check "no server is an error, not a stall" 1 "$udp_bench" --addr="127.0.0.1:$port" "${udp_common[@]}"
+[[ "$output" == *"Connection refused"* ]] ||
+  { echo "FAIL: no refusal reported: $output"; failures=$((failures + 1)); }
+check "udp_bench refuses a GSO window past 64" 2 "$udp_bench" --gso --window=65 --size=100
 
 check "bad flags are refused" 2 "$bench" --mode=sideways
 echo "$failures failures"
