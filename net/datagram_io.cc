@@ -299,6 +299,8 @@ void DatagramWriter::Refuse(size_t count, int error, Flushed& flushed) {
 
 DatagramWriter::Flushed DatagramWriter::Flush(int fd) {
   Flushed flushed;
+  // The entry last sent again after a connected socket's pending error (see below).
+  size_t retried = static_cast<size_t>(-1);
   const size_t control_words = CMSG_SPACE(sizeof(uint16_t)) / sizeof(uint64_t);
   while (head_ < entries_.size()) {
     const size_t end = head_ + std::min(entries_.size() - head_, kMaxEntriesPerCall);
@@ -389,6 +391,15 @@ DatagramWriter::Flushed DatagramWriter::Flush(int fd) {
       gso_ = false;
       ++gso_refusals_;
       flushed.gso_refused = ErrnoStatus(error, "UDP_SEGMENT");
+      continue;
+    }
+    // On a connected socket an ICMP error from the peer's host waits as the socket's pending
+    // error, and the next send takes it: it says nothing about this datagram, which is sent
+    // again (once), and the error is for whoever reads the error queue (IP_RECVERR).
+    if (!entries_[head_].has_peer && retried != head_ &&
+        (error == ECONNREFUSED || error == EHOSTUNREACH || error == ENETUNREACH ||
+         error == EHOSTDOWN || error == ENONET || error == EPROTO)) {
+      retried = head_;
       continue;
     }
     // sendmmsg reports an error only for the first message it tried: that one is refused (a

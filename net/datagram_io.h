@@ -34,8 +34,10 @@
 // leaves unsent (the socket's buffer is full: EAGAIN) the writer copies and keeps, up to
 // max_queued_bytes, for the next flush once the socket is writable; past that, Queue refuses
 // with ResourceExhausted. A datagram the kernel refuses outright (EMSGSIZE, a peer it cannot
-// reach) is dropped from the queue and reported by Flush. (What one blocked flush copies is
-// kept whatever the cap, so the writer may hold max_queued_bytes plus one batch.)
+// reach) is dropped from the queue and reported by Flush; on a connected socket, the pending
+// ICMP error that a send may take instead is not the datagram's, and it is sent again. (What
+// one blocked flush copies is kept whatever the cap, so the writer may hold max_queued_bytes
+// plus one batch.)
 //
 // Thread safety: none; each reader and writer belongs to one loop thread.
 

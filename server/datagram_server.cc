@@ -8,41 +8,11 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/time/time.h"
-#include "eventloop/event_handler.h"
 #include "eventloop/log.h"
 #include "net/datagram_io.h"
+#include "server/internal/datagram_endpoint.h"
 
 namespace gev {
-
-namespace {
-
-// "udp", "udp4", "udp6" as the address parser's families, which it names after TCP's: any
-// family, IPv4 only (":port" is 0.0.0.0), IPv6 (":port" is [::]).
-absl::StatusOr<NetworkType> DatagramNetwork(const std::string& network) {
-  if (network == "udp") return NetworkType::kTcp;
-  if (network == "udp4") return NetworkType::kTcp4;
-  if (network == "udp6") return NetworkType::kTcp6;
-  return absl::InvalidArgumentError(
-      absl::StrCat("a datagram server's network is udp, udp4 or udp6, not \"", network, "\""));
-}
-
-sockaddr_storage StorageOf(const InetAddress& address) {
-  sockaddr_storage storage{};
-  std::memcpy(&storage, address.sockaddr(), address.length());
-  return storage;
-}
-
-// Counters written by one loop thread and read by any: relaxed atomics, added to one at a
-// time by their writer.
-struct Counter {
-  std::atomic<uint64_t> value{0};
-  void Add(uint64_t n) {
-    value.store(value.load(std::memory_order_relaxed) + n, std::memory_order_relaxed);
-  }
-  uint64_t Get() const { return value.load(std::memory_order_relaxed); }
-};
-
-}  // namespace
 
 DatagramLoopStats DatagramServerStats::Total() const {
   DatagramLoopStats total;
@@ -62,243 +32,15 @@ DatagramLoopStats DatagramServerStats::Total() const {
     total.gso_messages += loop.gso_messages;
     total.gso_refusals += loop.gso_refusals;
     total.gro_reads += loop.gro_reads;
+    total.icmp_errors += loop.icmp_errors;
   }
   return total;
 }
 
-struct DatagramServer::LoopState : EventHandler {
-  LoopState(DatagramServer* server, size_t index, const DatagramOptions& options)
-      : server(server),
-        index(index),
-        reader(options.batch, options.gro ? kMaxDatagram : options.max_datagram),
-        writer(options.max_queued_bytes) {
-    writer.set_gso(options.gso);
-    // Views of the handler's Reply::View storage are copied here until the batch is flushed.
-    arena.reserve(reader.batch() * std::min<size_t>(reader.slot_size(), 4096));
-  }
-  ~LoopState() override {
-    if (fd >= 0) ::close(fd);
-  }
-
-  // --- Loop thread only, from here to the counters. ---
-
-  // What to poll for: writability while datagrams wait for room (reading pauses meanwhile,
-  // so that replies do not pile up), readability otherwise.
-  Interest WantedInterest() const {
-    return writer.kept_bytes() > 0 ? Interest::kWrite : Interest::kRead;
-  }
-  absl::Status Register() {
-    Interest wanted = WantedInterest();  // A SendTo task may have run first.
-    absl::Status added = loop->AddHandler(fd, wanted, this);
-    if (added.ok()) registered_interest = wanted;
-    return added;
-  }
-  void Unregister() {
-    if (registered_interest == Interest::kNone) return;
-    // Refused only for a descriptor not registered.
-    (void)loop->RemoveHandler(fd);
-    registered_interest = Interest::kNone;
-  }
-  void UpdateInterest() {
-    if (registered_interest == Interest::kNone) return;  // Not yet registered, or finished.
-    Interest wanted = WantedInterest();
-    if (wanted == registered_interest) return;
-    // Refused only for a descriptor not registered, which this one is.
-    (void)loop->UpdateInterest(fd, wanted);
-    registered_interest = wanted;
-  }
-
-  void HandleEvent(const PollEvent& event) override {
-    if (event.writable || writer.kept_bytes() > 0) Flush();
-    // Once stopping, nothing more is read: only what waits is sent.
-    if ((event.readable || event.error) && writer.kept_bytes() == 0 && !finishing) ReadBatches();
-  }
-
-  void ReadBatches() {
-    const DatagramOptions& options = server->options_;
-    for (size_t round = 0; round < options.batches_per_event; ++round) {
-      const int n = reader.Read(fd);
-      if (n < 0) {
-        // An unconnected UDP socket reports no ICMP errors by default; whatever this is, the
-        // datagrams behind it are still there to read next time.
-        Log(LogSeverity::kWarning, absl::StrCat("udp loop ", index, ": recvmmsg: ", strerror(-n)));
-        break;
-      }
-      if (n == 0) break;
-      receive_calls.Add(1);
-      if (reader.coalesced_reads() != gro_reads.Get()) {
-        gro_reads.Add(reader.coalesced_reads() - gro_reads.Get());
-      }
-      const uint32_t drops = reader.kernel_drops();
-      if (drops != last_kernel_drops) {
-        kernel_drops.Add(drops - last_kernel_drops);
-        last_kernel_drops = drops;
-      }
-      in_batch = true;
-      for (int i = 0; i < n; ++i) Handle(reader.at(static_cast<size_t>(i)));
-      in_batch = false;
-      Flush();
-      if (writer.kept_bytes() > 0) break;  // Blocked: read on once the replies are out.
-      if (static_cast<size_t>(n) < reader.batch()) break;
-    }
-  }
-
-  void Handle(const DatagramReader::Datagram& received) {
-    InetAddress peer = InetAddress::FromSockaddr(
-        reinterpret_cast<const sockaddr*>(received.peer), received.peer_length);
-    Datagram datagram{received.payload, peer, *loop, index, *server};
-    this->received.Add(1);
-    bytes_received.Add(received.payload.size());
-    if (received.truncated) {
-      truncated.Add(1);
-      server->handler_->OnTruncated(datagram, received.length);
-      return;
-    }
-    Reply reply = server->handler_->OnDatagram(datagram);
-    absl::Status queued;
-    switch (reply.kind()) {
-      case Reply::Kind::kNothing:
-        return;
-      case Reply::Kind::kFromBuffer:
-        // The slot stays as it is until the batch is flushed.
-        queued = writer.Queue(received.peer, received.peer_length,
-                              received.payload.substr(0, std::min(reply.from_buffer(),
-                                                                  received.payload.size())));
-        break;
-      case Reply::Kind::kView: {
-        // The handler may rewrite that storage on its next call: copied into the arena, which
-        // the flush empties.
-        std::string_view bytes = reply.bytes();
-        if (arena.size() + bytes.size() > arena.capacity()) Flush();
-        if (arena.size() + bytes.size() <= arena.capacity()) {
-          size_t at = arena.size();
-          arena.append(bytes);
-          queued = writer.Queue(received.peer, received.peer_length,
-                                std::string_view(arena).substr(at, bytes.size()));
-        } else {
-          queued = writer.QueueOwned(received.peer, received.peer_length, std::string(bytes));
-        }
-        break;
-      }
-      case Reply::Kind::kOwned:
-        queued = writer.QueueOwned(received.peer, received.peer_length, reply.TakeOwned());
-        break;
-    }
-    if (!queued.ok()) Refused(peer, queued);
-  }
-
-  void Refused(const InetAddress& peer, const absl::Status& why) {
-    if (absl::IsResourceExhausted(why)) {
-      queue_refused.Add(1);
-    } else {
-      send_refused.Add(1);
-      server->handler_->OnSendError(peer, why);
-    }
-  }
-
-  // Loop thread: a datagram from SendTo.
-  void SendOwned(std::string bytes, const InetAddress& peer) {
-    if (finished) {  // A SendTo that passed its check as the server stopped.
-      dropped_at_stop.Add(1);
-      return;
-    }
-    sockaddr_storage storage = StorageOf(peer);
-    absl::Status queued = writer.QueueOwned(&storage, peer.length(), std::move(bytes));
-    if (!queued.ok()) {
-      Refused(peer, queued);
-      return;
-    }
-    if (!in_batch) Flush();
-  }
-
-  void Flush() {
-    if (writer.empty()) {
-      arena.clear();
-      return;
-    }
-    const uint64_t calls_before = writer.send_calls();
-    const uint64_t gso_before = writer.gso_messages();
-    DatagramWriter::Flushed flushed = writer.Flush(fd);
-    send_calls.Add(writer.send_calls() - calls_before);
-    gso_messages.Add(writer.gso_messages() - gso_before);
-    if (!flushed.gso_refused.ok()) {
-      gso_refusals.Add(1);
-      Log(LogSeverity::kWarning,
-          absl::StrCat("udp loop ", index, ": GSO refused, sending single datagrams from now on: ",
-                       flushed.gso_refused.ToString()));
-    }
-    sent.Add(flushed.sent);
-    bytes_sent.Add(flushed.bytes);
-    if (flushed.refused > 0) {
-      send_refused.Add(flushed.refused);
-      // Once per flush, with the first refusal's peer and reason; all are counted.
-      InetAddress peer;
-      if (flushed.first_error_peer_length > 0) {
-        peer = InetAddress::FromSockaddr(
-            reinterpret_cast<const sockaddr*>(&flushed.first_error_peer),
-            flushed.first_error_peer_length);
-      }
-      server->handler_->OnSendError(peer, flushed.first_error);
-    }
-    arena.clear();  // Whatever the writer still holds it has copied.
-    if (flushed.blocked) blocked_flushes.Add(1);
-    // From what the writer holds, not from this flush: OnSendError above may have sent, and
-    // that flush may have blocked.
-    UpdateInterest();
-  }
-
-  // Stop: what waits for room gets 100 ms (tries every 5 ms); what is left then is counted
-  // as dropped at stop, and the loop finishes.
-  void Finish(int tries_left) {
-    finishing = true;
-    Flush();
-    if (!writer.empty() && tries_left > 0) {
-      loop->RunAfter(absl::Milliseconds(5), [this, tries_left] { Finish(tries_left - 1); });
-      return;
-    }
-    dropped_at_stop.Add(writer.Discard());
-    finished = true;
-    Unregister();
-    loop->Stop();
-  }
-
-  DatagramLoopStats Snapshot() const {
-    DatagramLoopStats stats;
-    stats.received = received.Get();
-    stats.bytes_received = bytes_received.Get();
-    stats.sent = sent.Get();
-    stats.bytes_sent = bytes_sent.Get();
-    stats.receive_calls = receive_calls.Get();
-    stats.send_calls = send_calls.Get();
-    stats.truncated = truncated.Get();
-    stats.kernel_drops = kernel_drops.Get();
-    stats.send_refused = send_refused.Get();
-    stats.queue_refused = queue_refused.Get();
-    stats.blocked_flushes = blocked_flushes.Get();
-    stats.dropped_at_stop = dropped_at_stop.Get();
-    stats.gso_messages = gso_messages.Get();
-    stats.gso_refusals = gso_refusals.Get();
-    stats.gro_reads = gro_reads.Get();
-    return stats;
-  }
-
-  DatagramServer* const server;
-  const size_t index;
+struct DatagramServer::LoopState {
   std::shared_ptr<EventLoop> loop;
+  std::shared_ptr<datagram_internal::DatagramEndpoint> endpoint;
   std::thread thread;
-  int fd = -1;
-  Interest registered_interest = Interest::kNone;
-  DatagramReader reader;
-  DatagramWriter writer;
-  std::string arena;
-  bool in_batch = false;
-  bool finishing = false;  // Stop has begun: no more reading.
-  bool finished = false;   // Stop is done: nothing more is sent.
-  uint32_t last_kernel_drops = 0;
-  // --- Written by the loop thread, read by any (Stats). ---
-  Counter received, bytes_received, sent, bytes_sent, receive_calls, send_calls, truncated,
-      kernel_drops, send_refused, queue_refused, blocked_flushes, dropped_at_stop, gso_messages,
-      gso_refusals, gro_reads;
 };
 
 DatagramServer::DatagramServer(DatagramHandler* handler, DatagramOptions options)
@@ -308,16 +50,9 @@ absl::StatusOr<std::unique_ptr<DatagramServer>> DatagramServer::Create(DatagramH
                                                                        ServerOptions options,
                                                                        DatagramOptions datagram) {
   if (handler == nullptr) return absl::InvalidArgumentError("handler is null");
-  absl::StatusOr<NetworkType> network = DatagramNetwork(options.network);
-  if (!network.ok()) return network.status();
-  absl::StatusOr<InetAddress> address = InetAddress::Parse(options.address, *network);
+  absl::StatusOr<InetAddress> address =
+      datagram_internal::ParseDatagramAddress(options.network, options.address);
   if (!address.ok()) return address.status();
-  if (*network == NetworkType::kTcp4 && address->family() != AF_INET) {
-    return absl::InvalidArgumentError("udp4 with an IPv6 address");
-  }
-  if (*network == NetworkType::kTcp6 && address->family() != AF_INET6) {
-    return absl::InvalidArgumentError("udp6 with an IPv4 address");
-  }
   if (datagram.batch == 0 || datagram.max_datagram == 0 || datagram.batches_per_event == 0) {
     return absl::InvalidArgumentError("batch, max_datagram and batches_per_event must be positive");
   }
@@ -328,13 +63,18 @@ absl::StatusOr<std::unique_ptr<DatagramServer>> DatagramServer::Create(DatagramH
   std::unique_ptr<DatagramServer> server(new DatagramServer(handler, datagram));
   InetAddress bind_address = *address;
   for (int i = 0; i < loops; ++i) {
-    auto state = std::make_unique<LoopState>(server.get(), static_cast<size_t>(i), datagram);
+    auto state = std::make_unique<LoopState>();
     absl::StatusOr<std::unique_ptr<EventLoop>> loop = EventLoop::Create();
     if (!loop.ok()) return loop.status();
     state->loop = std::move(*loop);
     absl::StatusOr<int> fd = OpenDatagramSocket(bind_address, reuse_port);
     if (!fd.ok()) return fd.status();
-    state->fd = *fd;
+    datagram_internal::DatagramEndpoint::Owner owner;
+    owner.server = server.get();
+    owner.index = static_cast<size_t>(i);
+    // The endpoint owns the descriptor from here, and closes it on every return below.
+    state->endpoint = std::make_shared<datagram_internal::DatagramEndpoint>(
+        handler, datagram, state->loop, *fd, owner, /*connected=*/false);
     absl::Status buffers =
         SetSocketBuffers(*fd, datagram.receive_buffer_bytes, datagram.send_buffer_bytes);
     if (!buffers.ok()) return buffers;
@@ -387,12 +127,12 @@ absl::Status DatagramServer::Start() {
   // The tasks below reach the server and its loop states through raw pointers: they run on
   // the loops, whose threads this function joins before it returns, and the destructor waits
   // for it.
-  for (auto& owned : loops_) {
-    LoopState* state = owned.get();
+  for (size_t index = 0; index < loops_.size(); ++index) {
+    LoopState* state = loops_[index].get();
     // Queued before the thread runs: they run first on the loop's own thread.
-    (void)state->loop->QueueInLoop([this, state] {
-      handler_->OnLoopStart(*state->loop, state->index);
-      absl::Status registered = state->Register();
+    (void)state->loop->QueueInLoop([this, state, index] {
+      handler_->OnLoopStart(*state->loop, index);
+      absl::Status registered = state->endpoint->Register();
       if (!registered.ok()) FailToStart(registered);
     });
     state->thread = std::thread([state] { state->loop->Run(); });
@@ -403,7 +143,9 @@ absl::Status DatagramServer::Start() {
   for (auto& owned : loops_) {
     LoopState* state = owned.get();
     // Refused only by a loop that has finished already.
-    (void)state->loop->QueueInLoop([state] { state->Finish(/*tries_left=*/20); });
+    (void)state->loop->QueueInLoop([state] {
+      state->endpoint->Finish(/*tries=*/20, [loop = state->loop.get()] { loop->Stop(); });
+    });
   }
   for (auto& owned : loops_) {
     if (owned->thread.joinable()) owned->thread.join();
@@ -432,14 +174,14 @@ absl::Status DatagramServer::SendTo(std::string_view payload, const InetAddress&
   }
   for (auto& owned : loops_) {
     if (owned->loop->IsInLoopThread()) {
-      owned->SendOwned(std::string(payload), peer);
+      owned->endpoint->SendOwned(std::string(payload), &peer);
       return absl::OkStatus();
     }
   }
   LoopState* state = loops_[loop_hint % loops_.size()].get();
   // A task on a loop that has finished is refused, not run: the state outlives every task run.
   bool queued = state->loop->QueueInLoop([state, bytes = std::string(payload), peer]() mutable {
-    state->SendOwned(std::move(bytes), peer);
+    state->endpoint->SendOwned(std::move(bytes), &peer);
   });
   if (!queued) return absl::FailedPreconditionError("the server has stopped");
   return absl::OkStatus();
@@ -451,7 +193,7 @@ std::shared_ptr<EventLoop> DatagramServer::Loop(size_t i) const {
 
 DatagramServerStats DatagramServer::Stats() const {
   DatagramServerStats stats;
-  for (const auto& state : loops_) stats.loops.push_back(state->Snapshot());
+  for (const auto& state : loops_) stats.loops.push_back(state->endpoint->Snapshot());
   return stats;
 }
 

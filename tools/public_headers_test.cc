@@ -18,6 +18,8 @@
 #include "ringbuffer/block_queue.h"
 #include "ringbuffer/ring_buffer.h"
 #include "server/client.h"
+#include "server/datagram_client.h"
+#include "server/datagram_handler.h"
 #include "server/datagram_server.h"
 #include "server/frame.h"
 #include "server/handler.h"

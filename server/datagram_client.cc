@@ -1,0 +1,170 @@
+#include "server/datagram_client.h"
+
+#include <errno.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "eventloop/log.h"
+#include "net/datagram_io.h"
+#include "server/internal/datagram_endpoint.h"
+
+namespace gev {
+
+namespace {
+
+InetAddress LocalOf(int fd) {
+  sockaddr_storage bound{};
+  socklen_t length = sizeof bound;
+  if (::getsockname(fd, reinterpret_cast<sockaddr*>(&bound), &length) != 0) return InetAddress();
+  return InetAddress::FromSockaddr(reinterpret_cast<const sockaddr*>(&bound), length);
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<DatagramClient>> DatagramClient::Create(
+    DatagramHandler* handler, DatagramClientOptions options) {
+  if (handler == nullptr) return absl::InvalidArgumentError("handler is null");
+  const DatagramOptions& datagram = options.datagram;
+  if (datagram.batch == 0 || datagram.max_datagram == 0 || datagram.batches_per_event == 0) {
+    return absl::InvalidArgumentError("batch, max_datagram and batches_per_event must be positive");
+  }
+  absl::StatusOr<InetAddress> peer =
+      datagram_internal::ParseDatagramAddress(options.network, options.address);
+  if (!peer.ok()) return peer.status();
+  // Bound where asked, or to the any-address of the peer's family, port 0: connect then
+  // settles the address.
+  absl::StatusOr<InetAddress> local =
+      InetAddress::Parse(":0", peer->family() == AF_INET6 ? NetworkType::kTcp6 : NetworkType::kTcp4);
+  if (!local.ok()) return local.status();
+  if (!options.local_address.empty()) {
+    absl::StatusOr<InetAddress> parsed =
+        datagram_internal::ParseDatagramAddress(options.network, options.local_address);
+    if (!parsed.ok()) return parsed.status();
+    if (parsed->family() != peer->family()) {
+      return absl::InvalidArgumentError("the local address and the peer's differ in family");
+    }
+    local = *parsed;
+  }
+  absl::StatusOr<int> opened = OpenDatagramSocket(*local, /*reuse_port=*/false);
+  if (!opened.ok()) return opened.status();
+  const int fd = *opened;
+  if (::connect(fd, peer->sockaddr(), peer->length()) != 0) {
+    const int error = errno;
+    ::close(fd);
+    return absl::UnavailableError(absl::StrCat("connect ", peer->ToString(), ": ", strerror(error)));
+  }
+  auto fail = [fd](absl::Status status) {
+    ::close(fd);
+    return status;
+  };
+  absl::Status buffers =
+      SetSocketBuffers(fd, datagram.receive_buffer_bytes, datagram.send_buffer_bytes);
+  if (!buffers.ok()) return fail(buffers);
+  if (datagram.gro) {
+    absl::Status gro = EnableGro(fd);
+    // The slots are large either way; only the coalescing is lost.
+    if (!gro.ok()) Log(LogSeverity::kWarning, absl::StrCat("udp client: ", gro.ToString()));
+  }
+
+  std::unique_ptr<DatagramClient> client(new DatagramClient());
+  client->peer_address_ = *peer;
+  client->local_address_ = LocalOf(fd);
+  client->loop_ = options.loop;
+  if (client->loop_ == nullptr) {
+    absl::StatusOr<std::unique_ptr<EventLoop>> loop = EventLoop::Create();
+    if (!loop.ok()) return fail(loop.status());
+    client->loop_ = std::move(*loop);
+  }
+  datagram_internal::DatagramEndpoint::Owner owner;
+  owner.client = client.get();
+  // The endpoint owns the descriptor from here.
+  client->endpoint_ = std::make_shared<datagram_internal::DatagramEndpoint>(
+      handler, datagram, client->loop_, fd, owner, /*connected=*/true, *peer);
+  // Queued before an own loop's thread runs, so it runs first there.
+  (void)client->loop_->RunInLoop([endpoint = client->endpoint_] {
+    absl::Status registered = endpoint->Register();
+    // A fresh descriptor is refused only for want of kernel memory; the client then hears
+    // nothing, which Stats shows (no receive calls), and says why here.
+    if (!registered.ok()) {
+      Log(LogSeverity::kError, absl::StrCat("udp client: ", registered.ToString()));
+    }
+  });
+  if (options.loop == nullptr) {
+    client->own_loop_thread_ = std::thread([loop = client->loop_] { loop->Run(); });
+  }
+  return client;
+}
+
+DatagramClient::~DatagramClient() { Stop(); }
+
+absl::Status DatagramClient::Send(std::string_view payload) {
+  if (payload.size() > kMaxDatagram) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("a datagram of ", payload.size(), " bytes: the most is ", kMaxDatagram));
+  }
+  if (stopping_.load(std::memory_order_acquire)) {
+    return absl::FailedPreconditionError("the client is stopping");
+  }
+  if (loop_->IsInLoopThread()) {
+    endpoint_->SendOwned(std::string(payload), nullptr);
+    return absl::OkStatus();
+  }
+  bool queued = loop_->QueueInLoop([endpoint = endpoint_, bytes = std::string(payload)]() mutable {
+    endpoint->SendOwned(std::move(bytes), nullptr);
+  });
+  if (!queued) return absl::FailedPreconditionError("the client's loop has stopped");
+  return absl::OkStatus();
+}
+
+void DatagramClient::Stop() {
+  if (stopping_.exchange(true)) {
+    // A second Stop (the destructor's, say) waits as the first did, off the loop; the first
+    // joins the loop's thread.
+    if (!loop_->IsInLoopThread()) {
+      std::unique_lock<std::mutex> lock(done_mutex_);
+      done_cv_.wait(lock, [this] { return done_; });
+    }
+    return;
+  }
+  const bool own_loop = own_loop_thread_.joinable();
+  auto finished = [this, own_loop, loop = loop_.get()] {
+    if (own_loop) loop->Stop();
+    std::lock_guard<std::mutex> lock(done_mutex_);
+    done_ = true;
+    done_cv_.notify_all();
+  };
+  if (loop_->IsInLoopThread()) {
+    // In a callback: nothing can wait here for room, and nothing may follow this return.
+    endpoint_->Finish(/*tries=*/0, finished);
+    // The loop's thread is this one: it ends once this callback returns, on its own.
+    if (own_loop) own_loop_thread_.detach();
+    return;
+  }
+  bool queued = loop_->QueueInLoop([endpoint = endpoint_, finished]() mutable {
+    endpoint->Finish(/*tries=*/20, std::move(finished));
+  });
+  if (!queued) {
+    // The loop has finished: nothing of the client runs on it any more.
+    std::lock_guard<std::mutex> lock(done_mutex_);
+    done_ = true;
+  }
+  {
+    std::unique_lock<std::mutex> lock(done_mutex_);
+    done_cv_.wait(lock, [this] { return done_; });
+  }
+  if (own_loop) own_loop_thread_.join();
+}
+
+DatagramLoopStats DatagramClient::Stats() const { return endpoint_->Snapshot(); }
+
+absl::StatusOr<std::unique_ptr<DatagramClient>> Dial(DatagramHandler* handler, std::string address,
+                                                     DatagramClientOptions options) {
+  options.address = std::move(address);
+  return DatagramClient::Create(handler, std::move(options));
+}
+
+}  // namespace gev
