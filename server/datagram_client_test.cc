@@ -15,6 +15,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "gtest/gtest.h"
+#include "server/testing/running_datagram_server.h"
 #include "server/datagram_server.h"
 
 namespace gev {
@@ -29,21 +30,7 @@ bool WaitFor(const std::function<bool()>& done) {
   return true;
 }
 
-// Runs a server's Start on a thread of its own until destroyed.
-class Running {
- public:
-  explicit Running(DatagramServer* server) : server_(server) {
-    thread_ = std::thread([this] { EXPECT_TRUE(server_->Start().ok()); });
-  }
-  ~Running() {
-    server_->Stop();
-    thread_.join();
-  }
-
- private:
-  DatagramServer* server_;
-  std::thread thread_;
-};
+using Running = testing::RunningDatagramServer;
 
 // The server side: echoes, and answers "ping?" with "ping!" sent back by SendTo later.
 class EchoServer : public DatagramHandler {

@@ -16,6 +16,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "gtest/gtest.h"
+#include "server/testing/running_datagram_server.h"
 #include "net/datagram_io.h"
 
 namespace gev {
@@ -56,21 +57,7 @@ class Peer {
   int fd_;
 };
 
-// Runs a server's Start on a thread of its own until destroyed.
-class Running {
- public:
-  explicit Running(DatagramServer* server) : server_(server) {
-    thread_ = std::thread([this] { EXPECT_TRUE(server_->Start().ok()); });
-  }
-  ~Running() {
-    server_->Stop();
-    thread_.join();
-  }
-
- private:
-  DatagramServer* server_;
-  std::thread thread_;
-};
+using Running = testing::RunningDatagramServer;
 
 // Echoes (without a copy) unless told otherwise by the datagram's first word.
 class EchoHandler : public DatagramHandler {

@@ -39,11 +39,9 @@
 
 #include <algorithm>
 #include <cerrno>
-#include <chrono>
 #include <cstdint>
 #include <cstdio>
 #include <cstring>
-#include <fstream>
 #include <random>
 #include <string>
 #include <vector>
@@ -58,6 +56,7 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/string_view.h"
 #include "absl/time/time.h"
+#include "tools/bench_clock.h"
 
 ABSL_FLAG(std::string, addr, "127.0.0.1:8080", "server address, IPv4 host:port");
 ABSL_FLAG(std::string, path, "", "request target (default / for echo, /chat for broadcast)");
@@ -75,45 +74,9 @@ ABSL_FLAG(bool, json, false, "print one JSON line instead of text");
 
 namespace {
 
-using Clock = std::chrono::steady_clock;
-
-uint64_t NowNs() {
-  return static_cast<uint64_t>(
-      std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now().time_since_epoch())
-          .count());
-}
-
-// utime + stime of a process, in clock ticks; -1 when it cannot be read.
-long long ProcessCpuTicks(int pid) {
-  std::ifstream stat("/proc/" + std::to_string(pid) + "/stat");
-  std::string text((std::istreambuf_iterator<char>(stat)), std::istreambuf_iterator<char>());
-  size_t paren = text.rfind(')');  // The command name may hold spaces.
-  if (paren == std::string::npos) return -1;
-  std::vector<std::string> fields;
-  size_t at = paren + 2;
-  while (at < text.size()) {
-    size_t end = text.find(' ', at);
-    if (end == std::string::npos) end = text.size();
-    fields.push_back(text.substr(at, end - at));
-    at = end + 1;
-  }
-  // fields[0] is field 3 (state); utime and stime are fields 14 and 15.
-  long long utime = 0, stime = 0;
-  if (fields.size() < 13 || !absl::SimpleAtoi(fields[11], &utime) ||
-      !absl::SimpleAtoi(fields[12], &stime)) {
-    return -1;
-  }
-  return utime + stime;
-}
-
-uint64_t OwnCpuNs() {
-  rusage usage{};
-  getrusage(RUSAGE_SELF, &usage);
-  auto ns = [](const timeval& t) {
-    return static_cast<uint64_t>(t.tv_sec) * 1000000000u + static_cast<uint64_t>(t.tv_usec) * 1000u;
-  };
-  return ns(usage.ru_utime) + ns(usage.ru_stime);
-}
+using gev::bench::NowNs;
+using gev::bench::OwnCpuNs;
+using gev::bench::ProcessCpuTicks;
 
 // Printable bytes (valid UTF-8 for text messages), repeated past one period by a message's
 // size so that every message is contiguous: message `seq` of connection `id` is
