@@ -87,6 +87,28 @@ absl::StatusOr<int> OpenDatagramSocket(const InetAddress& address, bool reuse_po
   return fd;
 }
 
+absl::StatusOr<int> OpenUnixDatagramSocket(const SocketAddress& address) {
+  if (!address.is_unix()) return absl::InvalidArgumentError("not a Unix socket address");
+  int fd = ::socket(AF_UNIX, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  if (fd < 0) return ErrnoStatus(errno, "socket");
+  absl::Status bound;
+  if (address.unix_path().empty()) {
+    // Only the family: the kernel binds an abstract name of its own (Linux's autobind).
+    sockaddr_storage storage{};
+    storage.ss_family = AF_UNIX;
+    if (::bind(fd, reinterpret_cast<const sockaddr*>(&storage), sizeof(sa_family_t)) != 0) {
+      bound = ErrnoStatus(errno, "bind (autobind)");
+    }
+  } else {
+    bound = sockets::BindUnix(fd, address, SOCK_DGRAM);
+  }
+  if (!bound.ok()) {
+    ::close(fd);
+    return bound;
+  }
+  return fd;
+}
+
 absl::Status SetSocketBuffers(int fd, size_t receive_bytes, size_t send_bytes) {
   struct Buffer {
     size_t bytes;

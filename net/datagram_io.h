@@ -59,6 +59,7 @@
 #include "absl/status/statusor.h"
 #include "absl/types/span.h"
 #include "net/inet_address.h"
+#include "net/socket_address.h"
 
 namespace gev {
 
@@ -67,6 +68,12 @@ namespace gev {
 // SO_REUSEPORT so that one socket per loop shares the port and the kernel spreads peers
 // across them.
 absl::StatusOr<int> OpenDatagramSocket(const InetAddress& address, bool reuse_port);
+
+// OpenUnixDatagramSocket() — a non-blocking, close-on-exec Unix datagram socket bound to
+// `address`'s path (a stale socket file left by a process that died is replaced; a live one
+// is an error) or abstract name ("@name"); an unnamed address binds to an abstract name the
+// kernel picks (autobind), so that replies can reach it.
+absl::StatusOr<int> OpenUnixDatagramSocket(const SocketAddress& address);
 
 // SetSocketBuffers() — the socket's receive and send buffers (SO_RCVBUF, SO_SNDBUF; 0 leaves
 // one as the kernel set it). The kernel counts its own overhead in them (a 512-byte datagram

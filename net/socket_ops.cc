@@ -96,9 +96,9 @@ absl::Status SetReusePort(int fd, bool on) {
 
 namespace {
 
-// Binds a Unix socket to its path, replacing a stale socket file: one nobody accepts on (its
-// listener died without unlinking it). A live listener's file is left alone.
-absl::Status BindUnix(int fd, const SocketAddress& address) {
+}  // namespace
+
+absl::Status BindUnix(int fd, const SocketAddress& address, int type) {
   sockaddr_storage storage;
   socklen_t length = address.Fill(&storage);
   const sockaddr* raw = reinterpret_cast<const sockaddr*>(&storage);
@@ -110,11 +110,17 @@ absl::Status BindUnix(int fd, const SocketAddress& address) {
   if (::lstat(address.unix_path().c_str(), &file) != 0 || !S_ISSOCK(file.st_mode)) {
     return absl::ErrnoToStatus(error, absl::StrCat(text, " (the path exists, not a socket)"));
   }
-  absl::StatusOr<int> probe = CreateNonBlockingSocket(AF_UNIX);
-  if (!probe.ok()) return probe.status();
-  int probed = ::connect(*probe, raw, length) == 0 ? 0 : errno;
-  ::close(*probe);
-  // Connected, or the listener's backlog is full (EAGAIN): somebody is listening. Only Linux
+  int probe = ::socket(AF_UNIX, type, 0);
+  if (probe < 0) return absl::ErrnoToStatus(errno, "socket");
+  // Non-blocking: a stream listener's full backlog must not hold this connect.
+  absl::Status nonblocking = SetNonBlockingCloseOnExec(probe);
+  if (!nonblocking.ok()) {
+    ::close(probe);
+    return nonblocking;
+  }
+  int probed = ::connect(probe, raw, length) == 0 ? 0 : errno;
+  ::close(probe);
+  // Connected, or (a stream listener's) backlog is full (EAGAIN): somebody has it. Only Linux
   // says EAGAIN for a full backlog; the BSDs and macOS refuse (ECONNREFUSED), so there a
   // listener too busy to accept is taken for stale.
   if (probed != ECONNREFUSED) {
@@ -127,8 +133,6 @@ absl::Status BindUnix(int fd, const SocketAddress& address) {
   return absl::OkStatus();
 }
 
-}  // namespace
-
 absl::StatusOr<int> Listen(const SocketAddress& address, bool reuse_port, int backlog) {
   if (address.is_unix() && reuse_port) {
     return absl::InvalidArgumentError("SO_REUSEPORT is for TCP; a unix socket has one listener");
@@ -137,7 +141,7 @@ absl::StatusOr<int> Listen(const SocketAddress& address, bool reuse_port, int ba
   if (!fd.ok()) return fd;
   absl::Status status;
   if (address.is_unix()) {
-    status = BindUnix(*fd, address);
+    status = BindUnix(*fd, address, SOCK_STREAM);
   } else {
     status = SetReuseAddr(*fd, true);
     if (status.ok() && reuse_port) status = SetReusePort(*fd, true);

@@ -35,6 +35,10 @@ absl::Status SetReusePort(int fd, bool on);
 // listener holds is not, and that is an error, as is a path that is not a socket.
 absl::StatusOr<int> Listen(const SocketAddress& address, bool reuse_port,
                            int backlog = SOMAXCONN);
+// Binds Unix socket `fd` (of `type`: SOCK_STREAM or SOCK_DGRAM) to `address`'s path or
+// abstract name, replacing a stale socket file: one nobody has bound (its owner died without
+// unlinking it; a connect of `type` to it is refused). A live owner's file is left alone.
+absl::Status BindUnix(int fd, const SocketAddress& address, int type);
 // A blocking-style connect for tools and tests: returns a non-blocking connected socket.
 absl::StatusOr<int> ConnectBlocking(const SocketAddress& address);
 

@@ -20,27 +20,12 @@
 #include "net/socket_address.h"
 #include "net/socket_ops.h"
 #include "net/testing/loopback_client.h"
+#include "net/testing/socket_paths.h"
 
 namespace gev {
 namespace {
 
-// A directory for socket files: sun_path holds 107 bytes, and Bazel's TEST_TMPDIR can be longer.
-std::string SocketDirectory() {
-  const char* test_tmp = std::getenv("TEST_TMPDIR");
-  if (test_tmp != nullptr && std::string(test_tmp).size() < 60) return test_tmp;
-  static std::string directory = [] {
-    char pattern[] = "/tmp/gev-unix-XXXXXX";
-    const char* made = ::mkdtemp(pattern);
-    return std::string(made != nullptr ? made : "/tmp");
-  }();
-  return directory;
-}
-
-std::string SocketPath(const std::string& name) {
-  std::string path = SocketDirectory() + "/" + name + "." + std::to_string(::getpid());
-  ::unlink(path.c_str());
-  return path;
-}
+using testing::SocketPath;
 
 bool Exists(const std::string& path) {
   struct stat file {};

@@ -10,49 +10,52 @@
 #include "absl/strings/str_cat.h"
 #include "eventloop/log.h"
 #include "net/datagram_io.h"
+#include "net/socket_ops.h"
 #include "server/internal/datagram_endpoint.h"
 
 namespace gev {
 
-namespace {
-
-InetAddress LocalOf(int fd) {
-  sockaddr_storage bound{};
-  socklen_t length = sizeof bound;
-  if (::getsockname(fd, reinterpret_cast<sockaddr*>(&bound), &length) != 0) return InetAddress();
-  return InetAddress::FromSockaddr(reinterpret_cast<const sockaddr*>(&bound), length);
-}
-
-}  // namespace
-
 absl::StatusOr<std::unique_ptr<DatagramClient>> DatagramClient::Create(
     DatagramHandler* handler, DatagramClientOptions options) {
   if (handler == nullptr) return absl::InvalidArgumentError("handler is null");
-  const DatagramOptions& datagram = options.datagram;
+  const DatagramOptions& datagram = options.datagram;  // As adjusted below, for Unix sockets.
   if (datagram.batch == 0 || datagram.max_datagram == 0 || datagram.batches_per_event == 0) {
     return absl::InvalidArgumentError("batch, max_datagram and batches_per_event must be positive");
   }
-  absl::StatusOr<InetAddress> peer =
+  absl::StatusOr<SocketAddress> peer =
       datagram_internal::ParseDatagramAddress(options.network, options.address);
   if (!peer.ok()) return peer.status();
-  // Bound where asked, or to the any-address of the peer's family, port 0: connect then
-  // settles the address.
-  absl::StatusOr<InetAddress> local =
-      InetAddress::Parse(":0", peer->family() == AF_INET6 ? NetworkType::kTcp6 : NetworkType::kTcp4);
+  if (peer->is_unix() && peer->unix_path().empty()) {
+    return absl::InvalidArgumentError("a unixgram client needs the server's path or @name");
+  }
+  // Bound where asked; otherwise a UDP socket to the any-address of the peer's family, port 0
+  // (connect then settles the address), and a Unix one to an abstract name the kernel picks,
+  // so that the server's replies can reach it.
+  absl::StatusOr<SocketAddress> local =
+      peer->is_unix() ? datagram_internal::ParseDatagramAddress(options.network, "")
+                      : absl::StatusOr<SocketAddress>(InetAddress::Parse(
+                            ":0", peer->family() == AF_INET6 ? NetworkType::kTcp6
+                                                             : NetworkType::kTcp4));
   if (!local.ok()) return local.status();
   if (!options.local_address.empty()) {
-    absl::StatusOr<InetAddress> parsed =
-        datagram_internal::ParseDatagramAddress(options.network, options.local_address);
-    if (!parsed.ok()) return parsed.status();
-    if (parsed->family() != peer->family()) {
+    local = datagram_internal::ParseDatagramAddress(options.network, options.local_address);
+    if (!local.ok()) return local.status();
+    if (local->family() != peer->family()) {
       return absl::InvalidArgumentError("the local address and the peer's differ in family");
     }
-    local = *parsed;
   }
-  absl::StatusOr<int> opened = OpenDatagramSocket(*local, /*reuse_port=*/false);
+  if (peer->is_unix()) {
+    // The kernel would take a run sent as one UDP_SEGMENT message for one datagram.
+    options.datagram.gso = false;
+    options.datagram.gro = false;
+  }
+  absl::StatusOr<int> opened =
+      datagram_internal::OpenBoundDatagramSocket(*local, /*reuse_port=*/false);
   if (!opened.ok()) return opened.status();
   const int fd = *opened;
-  if (::connect(fd, peer->sockaddr(), peer->length()) != 0) {
+  sockaddr_storage peer_storage;
+  const socklen_t peer_length = peer->Fill(&peer_storage);
+  if (::connect(fd, reinterpret_cast<const sockaddr*>(&peer_storage), peer_length) != 0) {
     const int error = errno;
     ::close(fd);
     return absl::UnavailableError(absl::StrCat("connect ", peer->ToString(), ": ", strerror(error)));
@@ -72,7 +75,9 @@ absl::StatusOr<std::unique_ptr<DatagramClient>> DatagramClient::Create(
 
   std::unique_ptr<DatagramClient> client(new DatagramClient());
   client->peer_address_ = *peer;
-  client->local_address_ = LocalOf(fd);
+  absl::StatusOr<SocketAddress> bound = sockets::LocalSocketAddress(fd);
+  if (!bound.ok()) return fail(bound.status());
+  client->local_address_ = *bound;
   client->loop_ = options.loop;
   if (client->loop_ == nullptr) {
     absl::StatusOr<std::unique_ptr<EventLoop>> loop = EventLoop::Create();
@@ -83,7 +88,7 @@ absl::StatusOr<std::unique_ptr<DatagramClient>> DatagramClient::Create(
   owner.client = client.get();
   // The endpoint owns the descriptor from here.
   client->endpoint_ = std::make_shared<datagram_internal::DatagramEndpoint>(
-      handler, datagram, client->loop_, fd, owner, /*connected=*/true, *peer);
+      handler, datagram, client->loop_, fd, owner, /*connected=*/true, peer->inet());
   // Queued before an own loop's thread runs, so it runs first there.
   (void)client->loop_->RunInLoop([endpoint = client->endpoint_] {
     absl::Status registered = endpoint->Register();
@@ -110,11 +115,11 @@ absl::Status DatagramClient::Send(std::string_view payload) {
     return absl::FailedPreconditionError("the client is stopping");
   }
   if (loop_->IsInLoopThread()) {
-    endpoint_->SendOwned(std::string(payload), nullptr);
+    endpoint_->SendOwned(std::string(payload), nullptr, 0);
     return absl::OkStatus();
   }
   bool queued = loop_->QueueInLoop([endpoint = endpoint_, bytes = std::string(payload)]() mutable {
-    endpoint->SendOwned(std::move(bytes), nullptr);
+    endpoint->SendOwned(std::move(bytes), nullptr, 0);
   });
   if (!queued) return absl::FailedPreconditionError("the client's loop has stopped");
   return absl::OkStatus();

@@ -48,6 +48,7 @@
 #include "absl/status/statusor.h"
 #include "eventloop/event_loop.h"
 #include "net/inet_address.h"
+#include "net/socket_address.h"
 #include "server/datagram_handler.h"
 
 namespace gev {
@@ -57,11 +58,14 @@ class DatagramEndpoint;
 }  // namespace datagram_internal
 
 struct DatagramClientOptions {
-  // "udp" (IPv4 or IPv6 as the address says), "udp4" or "udp6".
+  // "udp" (IPv4 or IPv6 as the address says), "udp4", "udp6", or "unixgram" (a Unix datagram
+  // socket: no GSO or GRO).
   std::string network = "udp";
-  // The peer: "host:port" or "[v6]:port". A host name is looked up in Create (it may block).
+  // The peer: "host:port" or "[v6]:port" (a host name is looked up in Create: it may block);
+  // for unixgram, the server's path or "@name".
   std::string address;
-  // Where to bind first ("127.0.0.1:0", say); empty lets connect choose.
+  // Where to bind first ("127.0.0.1:0", a path, "@name"); empty lets connect choose (UDP) or
+  // the kernel pick an abstract name (unixgram), so that replies can come back.
   std::string local_address;
   // The loop to run on; null starts a loop thread of the client's own.
   std::shared_ptr<EventLoop> loop;
@@ -88,8 +92,10 @@ class DatagramClient {
   // Idempotent.
   void Stop();
 
-  const InetAddress& LocalAddress() const { return local_address_; }
-  const InetAddress& PeerAddress() const { return peer_address_; }
+  // Where the socket is bound (a Unix client's abstract name, if the kernel picked it), and
+  // the peer. Thread-safe.
+  const SocketAddress& LocalAddress() const { return local_address_; }
+  const SocketAddress& PeerAddress() const { return peer_address_; }
   const std::shared_ptr<EventLoop>& loop() const { return loop_; }
   DatagramLoopStats Stats() const;
 
@@ -99,8 +105,8 @@ class DatagramClient {
   std::shared_ptr<EventLoop> loop_;
   std::shared_ptr<datagram_internal::DatagramEndpoint> endpoint_;
   std::thread own_loop_thread_;  // Joinable only when the client started its own loop.
-  InetAddress local_address_;
-  InetAddress peer_address_;
+  SocketAddress local_address_;
+  SocketAddress peer_address_;
   std::atomic<bool> stopping_{false};
   std::mutex done_mutex_;
   std::condition_variable done_cv_;

@@ -15,6 +15,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "gtest/gtest.h"
+#include "net/testing/socket_paths.h"
 #include "server/testing/running_datagram_server.h"
 #include "server/datagram_server.h"
 
@@ -235,6 +236,55 @@ TEST(DatagramClientTest, DestroyedInItsOwnCallback) {
   EXPECT_EQ(client, nullptr);
 }
 
+// A Unix datagram client (bound by the kernel to an abstract name of its own) whose server
+// does not read: its sends wait for room, polled (a connected socket's poll follows its peer's
+// queue, so the wait does not spin), then all arrive in order; the server can answer it.
+TEST(DatagramClientTest, AUnixClientWaitsForRoomAtItsPeerAndHearsItsAnswers) {
+  const std::string name = testing::AbstractSocketName("udg-client");
+  absl::StatusOr<SocketAddress> address = SocketAddress::Unix(name);
+  ASSERT_TRUE(address.ok());
+  int server = ::socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+  sockaddr_storage storage;
+  socklen_t length = address->Fill(&storage);
+  ASSERT_EQ(::bind(server, reinterpret_cast<sockaddr*>(&storage), length), 0);
+  timeval timeout{5, 0};
+  ::setsockopt(server, SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof timeout);
+
+  Collector collector;
+  DatagramClientOptions options;
+  options.network = "unixgram";
+  auto client = Dial(&collector, name, options);
+  ASSERT_TRUE(client.ok()) << client.status();
+  EXPECT_TRUE((*client)->LocalAddress().is_abstract()) << (*client)->LocalAddress().ToString();
+  constexpr int kCount = 100;
+  auto message = [](int i) { return absl::StrCat(i, ":", std::string(static_cast<size_t>(i) * 5, 'c')); };
+  for (int i = 0; i < kCount; ++i) ASSERT_TRUE((*client)->Send(message(i)).ok());
+  ASSERT_TRUE(WaitFor([&] { return (*client)->Stats().blocked_flushes > 0; }));
+  const uint64_t before = (*client)->Stats().send_calls;
+  std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  EXPECT_LT((*client)->Stats().send_calls - before, 3u) << "the wait spins";
+  char buffer[1024];
+  sockaddr_storage from{};
+  socklen_t from_length = 0;
+  for (int i = 0; i < kCount; ++i) {
+    from_length = sizeof from;
+    ssize_t n = ::recvfrom(server, buffer, sizeof buffer, 0, reinterpret_cast<sockaddr*>(&from),
+                           &from_length);
+    ASSERT_GT(n, 0) << i;
+    ASSERT_EQ(std::string(buffer, static_cast<size_t>(n)), message(i));
+  }
+  EXPECT_EQ(SocketAddress::FromSockaddr(reinterpret_cast<sockaddr*>(&from), from_length).ToString(),
+            (*client)->LocalAddress().ToString());
+  ASSERT_EQ(::sendto(server, "ping", 4, 0, reinterpret_cast<sockaddr*>(&from), from_length), 4);
+  ssize_t n = ::recv(server, buffer, sizeof buffer, 0);
+  EXPECT_EQ(std::string(buffer, n > 0 ? static_cast<size_t>(n) : 0), "pong");
+  // The loop counts a send once sendmmsg returns, which may be after the peer has read.
+  ASSERT_TRUE(WaitFor([&] { return (*client)->Stats().sent == kCount + 1; }));
+  DatagramLoopStats stats = (*client)->Stats();
+  EXPECT_EQ(stats.queue_refused + stats.send_refused + stats.dropped_at_stop, 0u);
+  ::close(server);
+}
+
 TEST(DatagramClientTest, BadNetworksAndAddressesAreRefused) {
   Collector collector;
   DatagramClientOptions options;
@@ -247,6 +297,12 @@ TEST(DatagramClientTest, BadNetworksAndAddressesAreRefused) {
   options.local_address = "[::1]:0";
   EXPECT_TRUE(absl::IsInvalidArgument(Dial(&collector, "127.0.0.1:53", options).status()));
   EXPECT_TRUE(absl::IsInvalidArgument(Dial(nullptr, "127.0.0.1:53").status()));
+  options.network = "unixgram";
+  options.local_address = "";
+  EXPECT_TRUE(absl::IsInvalidArgument(Dial(&collector, "", options).status()));
+  // Nobody bound there.
+  EXPECT_TRUE(absl::IsUnavailable(
+      Dial(&collector, testing::AbstractSocketName("nobody"), options).status()));
 }
 
 }  // namespace

@@ -34,6 +34,10 @@ struct Datagram {
   size_t loop_index;            // 0 on a client.
   DatagramServer* server;       // The server it came to, or null on a client.
   DatagramClient* client;       // The client it came to, or null on a server.
+  // From a Unix datagram socket: the sender's path as the kernel gives it (an abstract name
+  // after a NUL byte); empty for UDP, and for a sender that is not bound, which no reply can
+  // reach (the reply goes to OnSendError). `peer` then says only the family.
+  std::string_view peer_path = {};
 };
 
 class DatagramHandler {

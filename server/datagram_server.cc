@@ -1,5 +1,6 @@
 #include "server/datagram_server.h"
 
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -10,6 +11,7 @@
 #include "absl/time/time.h"
 #include "eventloop/log.h"
 #include "net/datagram_io.h"
+#include "net/socket_ops.h"
 #include "server/internal/datagram_endpoint.h"
 
 namespace gev {
@@ -50,24 +52,34 @@ absl::StatusOr<std::unique_ptr<DatagramServer>> DatagramServer::Create(DatagramH
                                                                        ServerOptions options,
                                                                        DatagramOptions datagram) {
   if (handler == nullptr) return absl::InvalidArgumentError("handler is null");
-  absl::StatusOr<InetAddress> address =
+  absl::StatusOr<SocketAddress> address =
       datagram_internal::ParseDatagramAddress(options.network, options.address);
   if (!address.ok()) return address.status();
   if (datagram.batch == 0 || datagram.max_datagram == 0 || datagram.batches_per_event == 0) {
     return absl::InvalidArgumentError("batch, max_datagram and batches_per_event must be positive");
   }
   int loops = options.num_loops;
+  if (address->is_unix()) {
+    // No SO_REUSEPORT for Unix sockets: one socket, one loop.
+    if (loops > 1) {
+      return absl::InvalidArgumentError("a unixgram server has one socket, served by one loop");
+    }
+    loops = 1;
+    // The kernel would take a run sent as one UDP_SEGMENT message for one datagram.
+    datagram.gso = false;
+    datagram.gro = false;
+  }
   if (loops <= 0) loops = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
   const bool reuse_port = loops > 1 || options.reuse_port;
 
   std::unique_ptr<DatagramServer> server(new DatagramServer(handler, datagram));
-  InetAddress bind_address = *address;
+  SocketAddress bind_address = *address;
   for (int i = 0; i < loops; ++i) {
     auto state = std::make_unique<LoopState>();
     absl::StatusOr<std::unique_ptr<EventLoop>> loop = EventLoop::Create();
     if (!loop.ok()) return loop.status();
     state->loop = std::move(*loop);
-    absl::StatusOr<int> fd = OpenDatagramSocket(bind_address, reuse_port);
+    absl::StatusOr<int> fd = datagram_internal::OpenBoundDatagramSocket(bind_address, reuse_port);
     if (!fd.ok()) return fd.status();
     datagram_internal::DatagramEndpoint::Owner owner;
     owner.server = server.get();
@@ -75,6 +87,21 @@ absl::StatusOr<std::unique_ptr<DatagramServer>> DatagramServer::Create(DatagramH
     // The endpoint owns the descriptor from here, and closes it on every return below.
     state->endpoint = std::make_shared<datagram_internal::DatagramEndpoint>(
         handler, datagram, state->loop, *fd, owner, /*connected=*/false);
+    if (i == 0) {
+      // Port 0 is resolved by the first bind, and the others share that port; an unnamed
+      // Unix socket's abstract name is the kernel's.
+      absl::StatusOr<SocketAddress> bound = sockets::LocalSocketAddress(*fd);
+      if (!bound.ok()) return bound.status();
+      bind_address = *bound;
+      server->listen_address_ = bind_address;
+      struct stat file {};
+      if (bind_address.is_unix() && !bind_address.is_abstract() &&
+          !bind_address.unix_path().empty() &&
+          ::stat(bind_address.unix_path().c_str(), &file) == 0) {
+        server->socket_file_device_ = static_cast<uint64_t>(file.st_dev);
+        server->socket_file_inode_ = static_cast<uint64_t>(file.st_ino);
+      }
+    }
     absl::Status buffers =
         SetSocketBuffers(*fd, datagram.receive_buffer_bytes, datagram.send_buffer_bytes);
     if (!buffers.ok()) return buffers;
@@ -83,16 +110,6 @@ absl::StatusOr<std::unique_ptr<DatagramServer>> DatagramServer::Create(DatagramH
       // The slots are large either way; only the coalescing is lost.
       if (!gro.ok()) Log(LogSeverity::kWarning, absl::StrCat("udp server: ", gro.ToString()));
     }
-    if (i == 0) {
-      // Port 0 is resolved by the first bind; the others share that port.
-      sockaddr_storage bound{};
-      socklen_t length = sizeof bound;
-      if (::getsockname(*fd, reinterpret_cast<sockaddr*>(&bound), &length) != 0) {
-        return absl::InternalError(absl::StrCat("getsockname: ", strerror(errno)));
-      }
-      bind_address = InetAddress::FromSockaddr(reinterpret_cast<const sockaddr*>(&bound), length);
-      server->listen_address_ = bind_address;
-    }
     server->loops_.push_back(std::move(state));
   }
   return server;
@@ -100,9 +117,19 @@ absl::StatusOr<std::unique_ptr<DatagramServer>> DatagramServer::Create(DatagramH
 
 DatagramServer::~DatagramServer() {
   Stop();
-  // A Start running on another thread joins the loops' threads and then returns: wait for it.
-  std::unique_lock<std::mutex> lock(stopped_mutex_);
-  stopped_cv_.wait(lock, [this] { return !started_.load() || start_returned_; });
+  {
+    // A Start running on another thread joins the loops' threads and then returns: wait.
+    std::unique_lock<std::mutex> lock(stopped_mutex_);
+    stopped_cv_.wait(lock, [this] { return !started_.load() || start_returned_; });
+  }
+  // The socket file goes while the socket is still bound (the endpoints close it), so the
+  // file checked here is this server's own, not a successor's.
+  struct stat file {};
+  if (socket_file_inode_ != 0 && ::stat(listen_address_.unix_path().c_str(), &file) == 0 &&
+      static_cast<uint64_t>(file.st_dev) == socket_file_device_ &&
+      static_cast<uint64_t>(file.st_ino) == socket_file_inode_) {
+    (void)::unlink(listen_address_.unix_path().c_str());  // Best effort, as a listener's.
+  }
 }
 
 void DatagramServer::FailToStart(const absl::Status& status) {
@@ -163,7 +190,7 @@ void DatagramServer::Stop() {
   stopped_cv_.notify_all();
 }
 
-absl::Status DatagramServer::SendTo(std::string_view payload, const InetAddress& peer,
+absl::Status DatagramServer::SendTo(std::string_view payload, const SocketAddress& peer,
                                     size_t loop_hint) {
   if (payload.size() > kMaxDatagram) {
     return absl::InvalidArgumentError(
@@ -172,17 +199,25 @@ absl::Status DatagramServer::SendTo(std::string_view payload, const InetAddress&
   if (stopping_.load(std::memory_order_acquire)) {
     return absl::FailedPreconditionError("the server is stopping");
   }
+  if (peer.is_unix() != listen_address_.is_unix() || (peer.is_unix() && peer.unix_path().empty())) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("a ", listen_address_.is_unix() ? "unixgram" : "udp",
+                     " server cannot send to ", peer.ToString()));
+  }
+  sockaddr_storage storage;
+  const socklen_t length = peer.Fill(&storage);
   for (auto& owned : loops_) {
     if (owned->loop->IsInLoopThread()) {
-      owned->endpoint->SendOwned(std::string(payload), &peer);
+      owned->endpoint->SendOwned(std::string(payload), &storage, length);
       return absl::OkStatus();
     }
   }
   LoopState* state = loops_[loop_hint % loops_.size()].get();
   // A task on a loop that has finished is refused, not run: the state outlives every task run.
-  bool queued = state->loop->QueueInLoop([state, bytes = std::string(payload), peer]() mutable {
-    state->endpoint->SendOwned(std::move(bytes), &peer);
-  });
+  bool queued =
+      state->loop->QueueInLoop([state, bytes = std::string(payload), storage, length]() mutable {
+        state->endpoint->SendOwned(std::move(bytes), &storage, length);
+      });
   if (!queued) return absl::FailedPreconditionError("the server has stopped");
   return absl::OkStatus();
 }

@@ -49,6 +49,7 @@
 #include "absl/status/statusor.h"
 #include "eventloop/event_loop.h"
 #include "net/inet_address.h"
+#include "net/socket_address.h"
 #include "server/datagram_handler.h"
 #include "server/options.h"
 
@@ -63,7 +64,9 @@ class DatagramServer {
  public:
   // DatagramServer::Create() — binds (so the port is known and datagrams queue before Start)
   // and creates the loops. `options.network` is "udp", "udp4" or "udp6"; address, num_loops
-  // (more than one: SO_REUSEPORT, whatever reuse_port says) apply; the TCP options do not.
+  // (more than one: SO_REUSEPORT, whatever reuse_port says) apply; the TCP options do not. Or
+  // "unixgram" with a path or "@name" (a stale socket file is replaced, and the server removes
+  // its file at the end): one loop, no GSO or GRO.
   static absl::StatusOr<std::unique_ptr<DatagramServer>> Create(DatagramHandler* handler,
                                                                 ServerOptions options,
                                                                 DatagramOptions datagram = {});
@@ -86,10 +89,13 @@ class DatagramServer {
   // goes with that loop's batch, from elsewhere through loop `loop_hint % NumLoops()`.
   // InvalidArgument past the largest datagram; FailedPrecondition once stopped. A refusal for
   // a full queue (ResourceExhausted) is known only on the loop: it is counted.
-  absl::Status SendTo(std::string_view payload, const InetAddress& peer, size_t loop_hint = 0);
+  // A unixgram server sends to a path or "@name" (SocketAddress::Unix).
+  absl::Status SendTo(std::string_view payload, const SocketAddress& peer, size_t loop_hint = 0);
 
   // The bound address (port 0 resolved). Thread-safe.
-  const InetAddress& ListenAddress() const { return listen_address_; }
+  const InetAddress& ListenAddress() const { return listen_address_.inet(); }
+  // The same with a unixgram server's path (ListenAddress says only the family). Thread-safe.
+  const SocketAddress& ListenSocketAddress() const { return listen_address_; }
   size_t NumLoops() const { return loops_.size(); }
   // Loop `i` (< NumLoops()), or null. Thread-safe.
   std::shared_ptr<EventLoop> Loop(size_t i) const;
@@ -104,7 +110,10 @@ class DatagramServer {
 
   DatagramHandler* const handler_;
   const DatagramOptions options_;
-  InetAddress listen_address_;
+  SocketAddress listen_address_;
+  // A unixgram server's socket file, removed at the end if it is still this server's.
+  uint64_t socket_file_device_ = 0;
+  uint64_t socket_file_inode_ = 0;
   std::vector<std::unique_ptr<LoopState>> loops_;
   std::atomic<bool> stopping_{false};
   std::atomic<bool> started_{false};

@@ -2,6 +2,7 @@
 
 #include <arpa/inet.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -16,6 +17,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "gtest/gtest.h"
+#include "net/testing/socket_paths.h"
 #include "server/testing/running_datagram_server.h"
 #include "net/datagram_io.h"
 
@@ -384,6 +386,156 @@ TEST(DatagramServerTest, SendToFromAnyThreadAndNotAfterStop) {
     EXPECT_TRUE(absl::IsInvalidArgument((*server)->SendTo(std::string(70000, 'b'), to)));
   }
   EXPECT_TRUE(absl::IsFailedPrecondition((*server)->SendTo("late", to)));
+}
+
+// A Unix datagram socket bound to `address`, blocking, with a receive timeout.
+int UnixPeer(const std::string& address, bool nonblocking = false) {
+  int fd = ::socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC | (nonblocking ? SOCK_NONBLOCK : 0), 0);
+  if (!address.empty()) {
+    absl::StatusOr<SocketAddress> bound = SocketAddress::Unix(address);
+    EXPECT_TRUE(bound.ok());
+    sockaddr_storage storage;
+    socklen_t length = bound->Fill(&storage);
+    EXPECT_EQ(::bind(fd, reinterpret_cast<sockaddr*>(&storage), length), 0) << strerror(errno);
+  }
+  timeval timeout{5, 0};
+  ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof timeout);
+  return fd;
+}
+
+bool UnixSendTo(int fd, const SocketAddress& to, std::string_view bytes) {
+  sockaddr_storage storage;
+  socklen_t length = to.Fill(&storage);
+  return ::sendto(fd, bytes.data(), bytes.size(), 0, reinterpret_cast<sockaddr*>(&storage),
+                  length) == static_cast<ssize_t>(bytes.size());
+}
+
+std::string UnixReceive(int fd) {
+  char buffer[4096];
+  ssize_t n = ::recv(fd, buffer, sizeof buffer, 0);
+  return n < 0 ? "<none>" : std::string(buffer, static_cast<size_t>(n));
+}
+
+class PathRecorder : public EchoHandler {
+ public:
+  Reply OnDatagram(Datagram& datagram) override {
+    {
+      std::lock_guard<std::mutex> lock(mutex);
+      peer_paths.emplace_back(datagram.peer_path);
+      families.push_back(datagram.peer.family());
+    }
+    return EchoHandler::OnDatagram(datagram);
+  }
+  std::vector<std::string> peer_paths;
+  std::vector<int> families;
+};
+
+// Over a Unix datagram socket (a path or an abstract name): a bound sender gets its answers,
+// its name reaches the handler, SendTo reaches a path; an unbound sender's answer cannot go
+// anywhere and is reported; the socket file goes with the server.
+TEST(DatagramServerTest, UnixDatagramSocketsAnswerBoundSendersAndReportUnboundOnes) {
+  for (const std::string& address :
+       {testing::SocketPath("gev-udg"), testing::AbstractSocketName("udg")}) {
+    SCOPED_TRACE(address);
+    PathRecorder handler;
+    {
+      auto server = Make(&handler, 1, {}, "unixgram", address);
+      ASSERT_TRUE(server.ok()) << server.status();
+      EXPECT_EQ((*server)->ListenSocketAddress().ToString(), address);
+      EXPECT_EQ((*server)->ListenAddress().family(), AF_UNIX);
+      // A second server on the same live name is refused.
+      EchoHandler other;
+      EXPECT_FALSE(Make(&other, 1, {}, "unixgram", address).ok());
+      Running running(server->get());
+      const std::string peer_name = testing::AbstractSocketName("udg-peer");
+      int peer = UnixPeer(peer_name);
+      const SocketAddress& to = (*server)->ListenSocketAddress();
+      for (int i = 0; i < 50; ++i) {
+        std::string message = absl::StrCat("unix ", i, std::string(static_cast<size_t>(i) * 7, 'u'));
+        ASSERT_TRUE(UnixSendTo(peer, to, message));
+        ASSERT_EQ(UnixReceive(peer), message);
+      }
+      ASSERT_TRUE((*server)->SendTo("from the server", *SocketAddress::Unix(peer_name)).ok());
+      EXPECT_EQ(UnixReceive(peer), "from the server");
+      EXPECT_TRUE(absl::IsInvalidArgument((*server)->SendTo("x", InetAddress::Loopback(9))));
+      int unbound = UnixPeer("");
+      ASSERT_TRUE(UnixSendTo(unbound, to, "no way back"));
+      ASSERT_TRUE(WaitFor([&] { return (*server)->Stats().Total().send_refused == 1; }));
+      {
+        std::lock_guard<std::mutex> lock(handler.mutex);
+        ASSERT_EQ(handler.peer_paths.size(), 51u);
+        EXPECT_EQ(handler.peer_paths[0], std::string(1, '\0') + peer_name.substr(1));
+        EXPECT_EQ(handler.peer_paths[50], "");  // The unbound sender.
+        EXPECT_EQ(handler.families[0], AF_UNIX);
+        EXPECT_EQ(handler.send_errors.size(), 1u);
+      }
+      ::close(peer);
+      ::close(unbound);
+    }
+    if (address[0] == '/') {
+      struct stat file {};
+      EXPECT_NE(::lstat(address.c_str(), &file), 0) << "the socket file outlived the server";
+      // A file left by a socket that is gone is taken over.
+      int stale = UnixPeer(address);
+      ::close(stale);
+      ASSERT_EQ(::lstat(address.c_str(), &file), 0);
+      EchoHandler again;
+      auto successor = Make(&again, 1, {}, "unixgram", address);
+      EXPECT_TRUE(successor.ok()) << successor.status();
+    }
+  }
+}
+
+// A receiver that does not read fills its queue: the server's replies wait (copied, in order),
+// reading pauses (its own queue fills and the sender is refused for a while), and once the
+// receiver reads every reply arrives, none lost. On an unconnected Unix socket the wait is a
+// timer's: the kernel cannot say when the receiver has room.
+TEST(DatagramServerTest, ABlockedServerWaitsForRoomThenSendsEverythingInOrder) {
+  EchoHandler handler;
+  const std::string address = testing::AbstractSocketName("udg-blocked");
+  auto server = Make(&handler, 1, {}, "unixgram", address);
+  ASSERT_TRUE(server.ok()) << server.status();
+  Running running(server->get());
+  int peer = UnixPeer(testing::AbstractSocketName("udg-slow"), /*nonblocking=*/true);
+  constexpr int kCount = 300;
+  auto message = [](int i) { return absl::StrCat(i, ":", std::string(static_cast<size_t>(200 + i % 300), 'b')); };
+  int sent = 0;
+  int received = 0;
+  bool blocked = false;
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+  char buffer[4096];
+  while (received < kCount && std::chrono::steady_clock::now() < deadline) {
+    while (sent < kCount && UnixSendTo(peer, (*server)->ListenSocketAddress(), message(sent))) ++sent;
+    if (!blocked) {
+      // Read nothing until the server has found its replies blocked.
+      blocked = (*server)->Stats().Total().blocked_flushes > 0;
+      if (blocked) {
+        // Nor for 50 ms after: the server waits without spinning. (A poll for writability
+        // would wake it at once, again and again, each time to a send the kernel refuses;
+        // the timer tries about six times.)
+        const uint64_t before = (*server)->Stats().Total().send_calls;
+        std::this_thread::sleep_for(std::chrono::milliseconds(50));
+        EXPECT_LT((*server)->Stats().Total().send_calls - before, 20u);
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
+      continue;
+    }
+    ssize_t n = ::recv(peer, buffer, sizeof buffer, MSG_DONTWAIT);
+    if (n < 0) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
+      continue;
+    }
+    ASSERT_EQ(std::string(buffer, static_cast<size_t>(n)), message(received)) << received;
+    ++received;
+  }
+  EXPECT_TRUE(blocked);
+  EXPECT_EQ(received, kCount);
+  ASSERT_TRUE(WaitFor([&] { return (*server)->Stats().Total().sent == kCount; }));
+  DatagramLoopStats total = (*server)->Stats().Total();
+  EXPECT_EQ(total.received, static_cast<uint64_t>(kCount));
+  EXPECT_EQ(total.queue_refused + total.send_refused + total.kernel_drops, 0u);
+  EXPECT_GE(total.blocked_flushes, 1u);
+  ::close(peer);
 }
 
 TEST(DatagramServerTest, BadNetworksAndAddressesAreRefused) {

@@ -57,7 +57,9 @@ absl::Status Serve(AnyServer& server, const std::string& listening_line) {
 absl::Status ServeUntilSignal(Server& server) { return Serve(server, ListeningLine(server)); }
 
 absl::Status ServeUntilSignal(DatagramServer& server) {
-  return Serve(server, "listening on udp " + server.ListenAddress().ToString());
+  const SocketAddress& address = server.ListenSocketAddress();
+  return Serve(server, std::string("listening on ") + (address.is_unix() ? "unixgram " : "udp ") +
+                           address.ToString());
 }
 
 }  // namespace gev

@@ -5,9 +5,11 @@
 #include <netinet/in.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <cstddef>
 #include <cstring>
 #include <utility>
 
@@ -28,8 +30,17 @@ bool IsPeerError(int error) {
 
 }  // namespace
 
-absl::StatusOr<InetAddress> ParseDatagramAddress(const std::string& network,
-                                                 const std::string& address) {
+absl::StatusOr<SocketAddress> ParseDatagramAddress(const std::string& network,
+                                                   const std::string& address) {
+  if (network == "unixgram") {
+    if (address.empty()) {  // Unnamed: the kernel picks an abstract name when it binds.
+      sockaddr_storage unnamed{};
+      unnamed.ss_family = AF_UNIX;
+      return SocketAddress::FromSockaddr(reinterpret_cast<const sockaddr*>(&unnamed),
+                                         sizeof(sa_family_t));
+    }
+    return SocketAddress::Unix(address);
+  }
   // The address parser names its families after TCP's.
   NetworkType type;
   if (network == "udp") {
@@ -39,8 +50,8 @@ absl::StatusOr<InetAddress> ParseDatagramAddress(const std::string& network,
   } else if (network == "udp6") {
     type = NetworkType::kTcp6;
   } else {
-    return absl::InvalidArgumentError(
-        absl::StrCat("a datagram socket's network is udp, udp4 or udp6, not \"", network, "\""));
+    return absl::InvalidArgumentError(absl::StrCat(
+        "a datagram socket's network is udp, udp4, udp6 or unixgram, not \"", network, "\""));
   }
   absl::StatusOr<InetAddress> parsed = InetAddress::Parse(address, type);
   if (!parsed.ok()) return parsed.status();
@@ -50,7 +61,12 @@ absl::StatusOr<InetAddress> ParseDatagramAddress(const std::string& network,
   if (type == NetworkType::kTcp6 && parsed->family() != AF_INET6) {
     return absl::InvalidArgumentError("udp6 with an IPv4 address");
   }
-  return parsed;
+  return SocketAddress(*parsed);
+}
+
+absl::StatusOr<int> OpenBoundDatagramSocket(const SocketAddress& address, bool reuse_port) {
+  if (address.is_unix()) return OpenUnixDatagramSocket(address);
+  return OpenDatagramSocket(address.inet(), reuse_port);
 }
 
 DatagramEndpoint::DatagramEndpoint(DatagramHandler* handler, const DatagramOptions& options,
@@ -66,6 +82,10 @@ DatagramEndpoint::DatagramEndpoint(DatagramHandler* handler, const DatagramOptio
       reader_(options.batch, options.gro ? kMaxDatagram : options.max_datagram),
       writer_(options.max_queued_bytes) {
   writer_.set_gso(options.gso);
+  sockaddr_storage local{};
+  socklen_t length = sizeof local;
+  waits_by_timer_ = !connected && ::getsockname(fd_, reinterpret_cast<sockaddr*>(&local), &length) == 0 &&
+                    local.ss_family == AF_UNIX;
   // Views of the handler's Reply::View storage are copied here until the batch is flushed.
   arena_.reserve(reader_.batch() * std::min<size_t>(reader_.slot_size(), 4096));
 }
@@ -76,8 +96,26 @@ DatagramEndpoint::~DatagramEndpoint() {
 
 Interest DatagramEndpoint::WantedInterest() const {
   // Writability while datagrams wait for room (reading pauses meanwhile, so that replies do
-  // not pile up), readability otherwise.
-  return writer_.kept_bytes() > 0 ? Interest::kWrite : Interest::kRead;
+  // not pile up; or nothing, when a timer is what waits), readability otherwise.
+  if (writer_.kept_bytes() == 0) return Interest::kRead;
+  return waits_by_timer_ ? Interest::kNone : Interest::kWrite;
+}
+
+void DatagramEndpoint::RetryLater() {
+  if (retry_pending_) return;
+  retry_pending_ = true;
+  retry_delay_ms_ = retry_delay_ms_ == 0 ? 1 : std::min(2 * retry_delay_ms_, 64);
+  // Weak: a timer still pending when the loop ends must not keep the endpoint (which keeps
+  // the loop).
+  std::weak_ptr<DatagramEndpoint> weak = weak_from_this();
+  loop_->RunAfter(absl::Milliseconds(retry_delay_ms_), [weak] {
+    std::shared_ptr<DatagramEndpoint> self = weak.lock();
+    if (self == nullptr) return;
+    self->retry_pending_ = false;
+    // Reading resumes through the interest Flush restores: level-triggered, so what waits in
+    // the socket is reported at once.
+    self->Flush();
+  });
 }
 
 absl::Status DatagramEndpoint::Register() {
@@ -95,19 +133,22 @@ absl::Status DatagramEndpoint::Register() {
   }
   Interest wanted = WantedInterest();  // A send may have come first.
   absl::Status added = loop_->AddHandler(fd_, wanted, this);
-  if (added.ok()) registered_interest_ = wanted;
+  if (added.ok()) {
+    registered_ = true;
+    registered_interest_ = wanted;
+  }
   return added;
 }
 
 void DatagramEndpoint::Unregister() {
-  if (registered_interest_ == Interest::kNone) return;
+  if (!registered_) return;
   // Refused only for a descriptor not registered.
   (void)loop_->RemoveHandler(fd_);
-  registered_interest_ = Interest::kNone;
+  registered_ = false;
 }
 
 void DatagramEndpoint::UpdateInterest() {
-  if (registered_interest_ == Interest::kNone) return;  // Not yet registered, or finished.
+  if (!registered_) return;  // Not yet registered, or finished.
   Interest wanted = WantedInterest();
   if (wanted == registered_interest_) return;
   // Refused only for a descriptor not registered, which this one is.
@@ -204,7 +245,18 @@ void DatagramEndpoint::Handle(const DatagramReader::Datagram& received) {
                                 : InetAddress::FromSockaddr(
                                       reinterpret_cast<const sockaddr*>(received.peer),
                                       received.peer_length);
-  Datagram datagram{received.payload, peer, *loop_, owner_.index, owner_.server, owner_.client};
+  // A Unix socket's sender: the path (or, after a NUL, the abstract name) the kernel gave.
+  std::string_view peer_path;
+  if (received.peer->ss_family == AF_UNIX &&
+      received.peer_length > offsetof(sockaddr_un, sun_path)) {
+    const auto* unix_peer = reinterpret_cast<const sockaddr_un*>(received.peer);
+    size_t length = received.peer_length - offsetof(sockaddr_un, sun_path);
+    // A path's length may count its terminating NUL; an abstract name's may not be cut.
+    if (unix_peer->sun_path[0] != '\0') length = strnlen(unix_peer->sun_path, length);
+    peer_path = std::string_view(unix_peer->sun_path, length);
+  }
+  Datagram datagram{received.payload, peer,         *loop_,   owner_.index,
+                    owner_.server,    owner_.client, peer_path};
   received_.Add(1);
   bytes_received_.Add(received.payload.size());
   if (received.truncated) {
@@ -254,24 +306,24 @@ void DatagramEndpoint::Refused(const InetAddress& peer, const absl::Status& why)
   }
 }
 
-void DatagramEndpoint::SendOwned(std::string bytes, const InetAddress* peer) {
+void DatagramEndpoint::SendOwned(std::string bytes, const sockaddr_storage* peer,
+                                 socklen_t peer_length) {
   if (finished_) {  // A send that passed its check as the endpoint stopped.
     dropped_at_stop_.Add(1);
     return;
   }
-  absl::Status queued;
-  if (peer == nullptr) {
-    queued = writer_.QueueOwned(nullptr, 0, std::move(bytes));
-  } else {
-    sockaddr_storage storage{};
-    std::memcpy(&storage, peer->sockaddr(), peer->length());
-    queued = writer_.QueueOwned(&storage, peer->length(), std::move(bytes));
-  }
+  // Datagrams already waiting for room: this one waits behind them, since a send now would
+  // only be refused again.
+  const bool waiting = writer_.kept_bytes() > 0;
+  absl::Status queued = writer_.QueueOwned(peer, peer_length, std::move(bytes));
   if (!queued.ok()) {
-    Refused(peer != nullptr ? *peer : connected_peer_, queued);
+    Refused(peer != nullptr ? InetAddress::FromSockaddr(reinterpret_cast<const sockaddr*>(peer),
+                                                        peer_length)
+                            : connected_peer_,
+            queued);
     return;
   }
-  if (!in_batch_) Flush();
+  if (!in_batch_ && !waiting) Flush();
 }
 
 void DatagramEndpoint::Flush() {
@@ -307,6 +359,11 @@ void DatagramEndpoint::Flush() {
   }
   arena_.clear();  // Whatever the writer still holds it has copied.
   if (flushed.blocked) blocked_flushes_.Add(1);
+  if (writer_.kept_bytes() == 0) {
+    retry_delay_ms_ = 0;
+  } else if (waits_by_timer_) {
+    RetryLater();
+  }
   // From what the writer holds, not from this flush: OnSendError above may have sent, and
   // that flush may have blocked.
   UpdateInterest();

@@ -6,7 +6,10 @@
 // per loop and a `DatagramClient` has once. It reads batches (recvmmsg), hands each datagram to
 // the handler, queues the replies and sends them with one sendmmsg per batch, waits for room
 // when the socket's buffer is full (reading paused, write interest on), counts everything, and
-// on Finish gives what waits 100 ms before it unregisters. A connected endpoint (a client's)
+// on Finish gives what waits 100 ms before it unregisters. An unconnected Unix datagram socket
+// cannot be polled for room (the kernel refuses a send when the receiver's queue is full, but
+// polls the sender writable by its own buffer): it waits on a timer instead, 1 ms doubling to
+// 64 ms, so that a slow receiver costs no spinning. A connected endpoint (a client's)
 // also reads the socket's error queue (IP_RECVERR), so that an ICMP error from the peer's host
 // reaches OnSendError even when a send took the socket's pending error first.
 //
@@ -28,15 +31,18 @@
 #include "eventloop/event_loop.h"
 #include "net/datagram_io.h"
 #include "net/inet_address.h"
+#include "net/socket_address.h"
 #include "server/datagram_handler.h"
 
 namespace gev::datagram_internal {
 
-// ParseDatagramAddress() — `network` "udp", "udp4" or "udp6" and "host:port", "[v6]:port" or
-// ":port" (udp6: the IPv6 any-address; otherwise IPv4's), checked against each other. A host
-// name is looked up (this may block).
-absl::StatusOr<InetAddress> ParseDatagramAddress(const std::string& network,
-                                                 const std::string& address);
+// ParseDatagramAddress() — `network` "udp", "udp4" or "udp6" with "host:port", "[v6]:port" or
+// ":port" (udp6: the IPv6 any-address; otherwise IPv4's), checked against each other (a host
+// name is looked up: this may block); or "unixgram" with a path or "@name" (empty: unnamed).
+absl::StatusOr<SocketAddress> ParseDatagramAddress(const std::string& network,
+                                                   const std::string& address);
+// OpenBoundDatagramSocket() — OpenDatagramSocket or OpenUnixDatagramSocket, as `address` is.
+absl::StatusOr<int> OpenBoundDatagramSocket(const SocketAddress& address, bool reuse_port);
 
 // Counters written by one loop thread and read by any: relaxed atomics, added to by their
 // writer only.
@@ -71,7 +77,7 @@ class DatagramEndpoint : public EventHandler,
   absl::Status Register();
   // A datagram to `peer` (null: the connected peer) with bytes the endpoint keeps; sent with
   // the batch when one is being handled, at once otherwise (loop thread).
-  void SendOwned(std::string bytes, const InetAddress* peer);
+  void SendOwned(std::string bytes, const sockaddr_storage* peer, socklen_t peer_length);
   // Stop: no more reading; what waits for room gets `tries` x 5 ms, the rest is counted as
   // dropped at stop; then the socket is unregistered and `finished` runs (loop thread).
   void Finish(int tries, std::function<void()> finished);
@@ -86,6 +92,7 @@ class DatagramEndpoint : public EventHandler,
 
  private:
   Interest WantedInterest() const;
+  void RetryLater();
   void UpdateInterest();
   void Unregister();
   void ReadBatches();
@@ -101,7 +108,12 @@ class DatagramEndpoint : public EventHandler,
   const Owner owner_;
   const bool connected_;
   const InetAddress connected_peer_;
+  bool registered_ = false;
   Interest registered_interest_ = Interest::kNone;
+  // An unconnected Unix socket: waits for room on a timer (see the file comment).
+  bool waits_by_timer_ = false;
+  bool retry_pending_ = false;
+  int retry_delay_ms_ = 0;
   DatagramReader reader_;
   DatagramWriter writer_;
   // The handler's Reply::View bytes, copied until the batch is flushed.
