@@ -21,11 +21,30 @@ constexpr size_t kMaxPerCall = 1024;
 // Datagrams one UDP_SEGMENT message may carry: the kernel's UDP_MAX_SEGMENTS, which later
 // kernels raised to 128.
 constexpr size_t kMaxSegments = 64;
+// The UDP payload every IPv6 path carries unfragmented (its 1,280-byte minimum MTU less 48
+// bytes of headers): a GSO segment this small that is refused is not refused for its size.
+constexpr size_t kNarrowestPathPayload = 1232;
 // Entries one Flush call considers per sendmmsg, so that its scratch stays small.
 constexpr size_t kMaxEntriesPerCall = 4096;
 // The most one UDP datagram (or one GSO message) carries over IPv4: 65,535 less the IPv4 and
 // UDP headers.
 constexpr size_t kMaxIpv4Payload = 65507;
+
+// Tries of one datagram that keep meeting a connected socket's pending ICMP errors.
+constexpr int kMaxPendingErrorRetries = 16;
+
+bool IsPendingErrorOfAConnectedSocket(int error) {
+  return error == ECONNREFUSED || error == EHOSTUNREACH || error == ENETUNREACH ||
+         error == EHOSTDOWN || error == ENONET || error == EPROTO || error == EMSGSIZE;
+}
+
+// An IPv4 peer, as itself or as an IPv4-mapped IPv6 address (a dual-stack socket's).
+bool IsIpv4Peer(const sockaddr_storage& peer) {
+  if (peer.ss_family == AF_INET) return true;
+  if (peer.ss_family != AF_INET6) return false;
+  const auto& v6 = reinterpret_cast<const sockaddr_in6&>(peer);
+  return IN6_IS_ADDR_V4MAPPED(&v6.sin6_addr);
+}
 
 bool SamePeer(const sockaddr_storage& a, socklen_t a_length, const sockaddr_storage& b,
               socklen_t b_length) {
@@ -271,6 +290,23 @@ absl::Status DatagramWriter::QueueOwned(const sockaddr_storage* peer, socklen_t 
   return absl::OkStatus();
 }
 
+size_t DatagramWriter::DropTo(const sockaddr_storage& peer, socklen_t peer_length) {
+  size_t dropped = 0;
+  size_t kept = head_;
+  for (size_t i = head_; i < entries_.size(); ++i) {
+    Entry& entry = entries_[i];
+    if (entry.has_peer && SamePeer(entry.peer, entry.peer_length, peer, peer_length)) {
+      if (entry.is_owned) kept_bytes_ -= entry.length;
+      ++dropped;
+      continue;
+    }
+    if (kept != i) entries_[kept] = std::move(entry);
+    ++kept;
+  }
+  entries_.resize(kept);
+  return dropped;
+}
+
 size_t DatagramWriter::Discard() {
   const size_t dropped = queued();
   entries_.clear();
@@ -282,11 +318,13 @@ size_t DatagramWriter::Discard() {
 size_t DatagramWriter::RunLength(size_t first, size_t end) const {
   const Entry& head = entries_[first];
   const size_t segment = head.length;
-  if (!gso_ || segment == 0) return 1;
-  // The kernel takes one IPv6 message of 65,527 bytes; IPv4 (or a connected socket, whose
-  // family the writer does not know) 65,507.
+  if (!gso_ || segment == 0 || segment > gso_segment_limit_) return 1;
+  // The kernel takes one IPv6 message of 65,527 bytes; IPv4 (a mapped address too, or a
+  // connected socket, whose family the writer does not know) 65,507.
   const size_t most =
-      head.has_peer && head.peer.ss_family == AF_INET6 ? kMaxDatagram : kMaxIpv4Payload;
+      head.has_peer && !IsIpv4Peer(head.peer) && head.peer.ss_family == AF_INET6
+          ? kMaxDatagram
+          : kMaxIpv4Payload;
   size_t count = 1;
   size_t total = segment;
   while (first + count < end && count < kMaxSegments) {
@@ -323,6 +361,7 @@ DatagramWriter::Flushed DatagramWriter::Flush(int fd) {
   Flushed flushed;
   // The entry last sent again after a connected socket's pending error (see below).
   size_t retried = static_cast<size_t>(-1);
+  int retries = 0;
   const size_t control_words = CMSG_SPACE(sizeof(uint16_t)) / sizeof(uint64_t);
   while (head_ < entries_.size()) {
     const size_t end = head_ + std::min(entries_.size() - head_, kMaxEntriesPerCall);
@@ -344,7 +383,7 @@ DatagramWriter::Flushed DatagramWriter::Flush(int fd) {
         header.msg_name = const_cast<sockaddr_storage*>(&head.peer);
         header.msg_namelen = head.peer_length;
       }
-      header.msg_iov = &iovecs_[iovec_count];
+      header.msg_iov = iovecs_.data() + iovec_count;
       for (size_t i = next; i < next + count; ++i) {
         Entry& entry = entries_[i];
         if (entry.is_owned) {
@@ -355,7 +394,7 @@ DatagramWriter::Flushed DatagramWriter::Flush(int fd) {
           if (!piece.empty()) iovecs_[iovec_count++] = {const_cast<char*>(piece.data()), piece.size()};
         }
       }
-      header.msg_iovlen = static_cast<size_t>(&iovecs_[iovec_count] - header.msg_iov);
+      header.msg_iovlen = static_cast<size_t>(iovecs_.data() + iovec_count - header.msg_iov);
       if (count > 1) {
         header.msg_control = &control_[index * control_words];
         header.msg_controllen = CMSG_SPACE(sizeof(uint16_t));
@@ -404,24 +443,36 @@ DatagramWriter::Flushed DatagramWriter::Flush(int fd) {
       flushed.blocked = true;
       return flushed;
     }
+    // On a connected socket an ICMP error from the peer's side waits as the socket's pending
+    // error, and the next send takes it: it says nothing about this datagram, which is sent
+    // again, and the error is for whoever reads the error queue (IP_RECVERR). Each try takes
+    // one pending error, and one comes only from a datagram sent earlier, so a few tries do;
+    // EMSGSIZE (an ICMP "fragmentation needed", or this datagram too long) is tried once more.
+    if (!entries_[head_].has_peer && IsPendingErrorOfAConnectedSocket(error)) {
+      if (retried != head_) {
+        retried = head_;
+        retries = 0;
+      }
+      if (retries < (error == EMSGSIZE ? 1 : kMaxPendingErrorRetries)) {
+        ++retries;
+        continue;
+      }
+    }
     const Message& refused = messages_.front();
     if (refused.count > 1 && (error == EINVAL || error == EIO || error == EMSGSIZE ||
                               error == ENOPROTOOPT || error == EOPNOTSUPP)) {
-      // GSO itself was refused (a device without checksum offload, a path narrower than the
-      // segments, SO_NO_CHECK, a kernel without UDP_SEGMENT): the run goes again as single
-      // datagrams, and so does everything after it.
-      gso_ = false;
+      // GSO itself was refused: the run goes again as single datagrams. A path narrower than
+      // the segments (EINVAL or EMSGSIZE for segments wider than any path must carry) rules
+      // out runs of that size and wider; anything else (a device without checksum offload,
+      // SO_NO_CHECK, a kernel without UDP_SEGMENT) rules out GSO on this writer.
+      const size_t segment = entries_[refused.first].length;
+      if ((error == EINVAL || error == EMSGSIZE) && segment > kNarrowestPathPayload) {
+        gso_segment_limit_ = std::min(gso_segment_limit_, segment - 1);
+      } else {
+        gso_ = false;
+      }
       ++gso_refusals_;
-      flushed.gso_refused = ErrnoStatus(error, "UDP_SEGMENT");
-      continue;
-    }
-    // On a connected socket an ICMP error from the peer's host waits as the socket's pending
-    // error, and the next send takes it: it says nothing about this datagram, which is sent
-    // again (once), and the error is for whoever reads the error queue (IP_RECVERR).
-    if (!entries_[head_].has_peer && retried != head_ &&
-        (error == ECONNREFUSED || error == EHOSTUNREACH || error == ENETUNREACH ||
-         error == EHOSTDOWN || error == ENONET || error == EPROTO)) {
-      retried = head_;
+      flushed.gso_refused = ErrnoStatus(error, absl::StrCat("UDP_SEGMENT of ", segment, " bytes"));
       continue;
     }
     // sendmmsg reports an error only for the first message it tried: that one is refused (a

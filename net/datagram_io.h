@@ -2,11 +2,12 @@
 // File: net/datagram_io.h
 // -----------------------------------------------------------------------------
 //
-// Batched datagram I/O on one non-blocking UDP socket: `DatagramReader` reads up to a batch of
-// datagrams with one recvmmsg(2) into slots it owns (no allocation per datagram), and
-// `DatagramWriter` writes the datagrams queued since its last flush with one sendmmsg(2).
-// `OpenDatagramSocket` makes the socket: bound, optionally SO_REUSEPORT (one per loop), with
-// the kernel's count of datagrams it dropped for want of buffer (SO_RXQ_OVFL) turned on.
+// Batched datagram I/O on one non-blocking UDP (or Unix datagram) socket: `DatagramReader`
+// reads up to a batch of datagrams with one recvmmsg(2) into slots it owns (no allocation per
+// datagram), and `DatagramWriter` writes the datagrams queued since its last flush with one
+// sendmmsg(2). `OpenDatagramSocket` makes a UDP socket: bound, optionally SO_REUSEPORT (one
+// per loop), with the kernel's count of datagrams it dropped for want of buffer (SO_RXQ_OVFL)
+// turned on; `OpenUnixDatagramSocket` a Unix one.
 //
 //   absl::StatusOr<int> fd = gev::OpenDatagramSocket(address, /*reuse_port=*/true);
 //   gev::DatagramReader reader(/*batch=*/32, /*slot_size=*/65536);
@@ -20,17 +21,21 @@
 //
 // A datagram longer than a slot arrives cut (MSG_TRUNC): `truncated` is set and `length`
 // says how long it was.
-
+//
 // Offloads, where the kernel has them (Linux 4.18 and 5.0): with `set_gso(true)`, runs of
 // queued datagrams to one peer of one size (the last may be shorter) go as one message with
 // UDP_SEGMENT, which the kernel (or the NIC) cuts into datagrams again: one trip through the
-// stack for up to 64. A message the kernel refuses that way (no checksum offload, a path
-// narrower than the segments, a kernel without it) is sent again as single datagrams, and
-// GSO is off on that writer from then on: counted in gso_refusals(). With `EnableGro(fd)` the
-// kernel hands over such runs (from a GSO sender, or a NIC that coalesces) as one buffer, which
-// Read splits back into datagrams; give such a reader slots of kMaxDatagram, or a run that
-// does not fit ends in one truncated datagram holding what is left. Only on UDP sockets: a
-// Unix datagram socket would ignore UDP_SEGMENT and send the run as one datagram. Views queued with Queue() must stay valid until Flush; what a flush
+// stack for up to 64. A message the kernel refuses that way is sent again as single datagrams
+// (counted in gso_refusals()): refused for its segments' size (a path narrower than them), runs
+// of that size and wider go singly from then on (for every peer of this writer); refused
+// otherwise (no checksum offload, a kernel without it), GSO is off on that writer. With
+// `EnableGro(fd)` the kernel hands over such runs (from a GSO sender, or a NIC that coalesces)
+// as one buffer, which Read splits back into datagrams; give such a reader slots of
+// kMaxDatagram, or a run that does not fit ends in one truncated datagram holding what is left
+// (counted as one). Only on UDP sockets: a Unix datagram socket would ignore UDP_SEGMENT and
+// send the run as one datagram.
+//
+// Views queued with Queue() must stay valid until Flush; what a flush
 // leaves unsent (the socket's buffer is full: EAGAIN) the writer copies and keeps, up to
 // max_queued_bytes, for the next flush once the socket is writable; past that, Queue refuses
 // with ResourceExhausted. A datagram the kernel refuses outright (EMSGSIZE, a peer it cannot
@@ -149,7 +154,7 @@ class DatagramWriter {
     sockaddr_storage first_error_peer{};  // The peer of the first refused datagram.
     socklen_t first_error_peer_length = 0;
     bool blocked = false;  // The socket's buffer is full: wait until it is writable.
-    // GSO was refused in this flush (and is now off); the run went as single datagrams.
+    // GSO was refused in this flush; the run went as single datagrams.
     absl::Status gso_refused;
   };
 
@@ -169,6 +174,14 @@ class DatagramWriter {
   // DatagramWriter::Flush() — writes what is queued, sendmmsg by sendmmsg. On EAGAIN the rest
   // is copied and kept (views no longer needed), and `blocked` is set.
   Flushed Flush(int fd);
+  // DatagramWriter::DropTo() — drops what is queued for `peer` (one that does not read);
+  // returns how many datagrams.
+  size_t DropTo(const sockaddr_storage& peer, socklen_t peer_length);
+  // The peer of the first datagram queued (empty() must be false); null for a connected one.
+  const sockaddr_storage* first_peer(socklen_t* length) const {
+    *length = entries_[head_].peer_length;
+    return entries_[head_].has_peer ? &entries_[head_].peer : nullptr;
+  }
   // DatagramWriter::Discard() — drops everything queued; returns how many datagrams.
   size_t Discard();
   bool empty() const { return head_ == entries_.size(); }
@@ -182,8 +195,8 @@ class DatagramWriter {
   // UDP sockets only (see the file comment).
   void set_gso(bool on) { gso_ = on; }
   bool gso() const { return gso_; }
-  // Messages sent that carried several datagrams, and GSO refusals (at most one: it is then
-  // off).
+  // Messages sent that carried several datagrams, and GSO refusals (each rules out a segment
+  // size and all wider ones, or GSO).
   uint64_t gso_messages() const { return gso_messages_; }
   uint64_t gso_refusals() const { return gso_refusals_; }
 
@@ -220,6 +233,7 @@ class DatagramWriter {
   bool gso_ = false;
   uint64_t gso_messages_ = 0;
   uint64_t gso_refusals_ = 0;
+  size_t gso_segment_limit_ = kMaxDatagram;  // Runs of wider segments go singly.
   // Scratch for sendmmsg, reused.
   std::vector<mmsghdr> headers_;
   std::vector<iovec> iovecs_;

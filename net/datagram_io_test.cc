@@ -208,9 +208,14 @@ TEST(DatagramIoTest, SocketBuffersAreSetToAtLeastWhatWasAskedUpToTheCap) {
   int receive = 0, send = 0;
   ASSERT_EQ(::getsockopt(*fd, SOL_SOCKET, SO_RCVBUF, &receive, &length), 0);
   ASSERT_EQ(::getsockopt(*fd, SOL_SOCKET, SO_SNDBUF, &send, &length), 0);
-  // As root a megabyte is there; otherwise as much as net.core.rmem_max allows, doubled.
+  // With CAP_NET_ADMIN (SO_RCVBUFFORCE works) a megabyte is there; otherwise as much as
+  // net.core.rmem_max allows, doubled.
   int cap = 1 << 20;
-  if (::geteuid() != 0) {
+  int probe = ::socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+  int value = 4096;
+  const bool forced = ::setsockopt(probe, SOL_SOCKET, SO_RCVBUFFORCE, &value, sizeof value) == 0;
+  ::close(probe);
+  if (!forced) {
     std::ifstream rmem_max("/proc/sys/net/core/rmem_max");
     int most = 0;
     rmem_max >> most;
@@ -294,6 +299,48 @@ TEST(DatagramIoTest, GroHandsOverARunThatReadSplitsAgain) {
   ::close(*sender);
 }
 
+// Where the kernel has no UDP_GRO (here: a socket it does not apply to), EnableGro says so and
+// the socket goes on as it was.
+TEST(DatagramIoTest, EnableGroSaysWhenTheKernelCannot) {
+  int pair[2];
+  ASSERT_EQ(::socketpair(AF_UNIX, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, pair), 0);
+  EXPECT_TRUE(absl::IsUnimplemented(EnableGro(pair[0])));
+  ASSERT_EQ(::send(pair[1], "still works", 11, 0), 11);
+  DatagramReader reader(4, 64);
+  ASSERT_EQ(reader.Read(pair[0]), 1);
+  EXPECT_EQ(reader.at(0).payload, "still works");
+  ::close(pair[0]);
+  ::close(pair[1]);
+}
+
+// An IPv4 peer of a dual-stack socket has an IPv4-mapped IPv6 address, and IPv4's limits: a
+// run is cut at 65,507 bytes, not IPv6's 65,527.
+TEST(DatagramIoTest, GsoRunsToAMappedIpv4PeerKeepToIpv4sLimit) {
+  absl::StatusOr<InetAddress> any = InetAddress::Parse("[::]:0", NetworkType::kTcp6);
+  ASSERT_TRUE(any.ok());
+  absl::StatusOr<int> fd = OpenDatagramSocket(*any, false);
+  ASSERT_TRUE(fd.ok()) << fd.status();
+  Peer peer;  // IPv4, on 127.0.0.1.
+  sockaddr_in6 mapped{};
+  mapped.sin6_family = AF_INET6;
+  mapped.sin6_port = reinterpret_cast<const sockaddr_in&>(peer.storage).sin_port;
+  ASSERT_EQ(::inet_pton(AF_INET6, "::ffff:127.0.0.1", &mapped.sin6_addr), 1);
+  sockaddr_storage to{};
+  std::memcpy(&to, &mapped, sizeof mapped);
+  DatagramWriter writer(1 << 20);
+  writer.set_gso(true);
+  std::vector<std::string> run;
+  for (int i = 0; i < 63; ++i) run.push_back(RunDatagram(i, 1040));  // 65,520 bytes in all.
+  for (const std::string& bytes : run) ASSERT_TRUE(writer.Queue(&to, sizeof mapped, bytes).ok());
+  DatagramWriter::Flushed flushed = writer.Flush(*fd);
+  EXPECT_EQ(flushed.sent, run.size());
+  EXPECT_TRUE(flushed.gso_refused.ok()) << flushed.gso_refused;
+  EXPECT_EQ(writer.gso_refusals(), 0u);
+  EXPECT_EQ(writer.gso_messages(), 1u);  // 62 in one message, the last alone.
+  for (const std::string& bytes : run) EXPECT_EQ(peer.Receive(), bytes);
+  ::close(*fd);
+}
+
 // A socket that cannot send GSO (here SO_NO_CHECK, which the kernel refuses with UDP_SEGMENT):
 // the run goes again as single datagrams, nothing is lost, and GSO stays off on that writer.
 TEST(DatagramIoTest, ARefusedGsoMessageFallsBackToSingleDatagrams) {
@@ -321,6 +368,43 @@ TEST(DatagramIoTest, ARefusedGsoMessageFallsBackToSingleDatagrams) {
   EXPECT_TRUE(flushed.gso_refused.ok());
   EXPECT_EQ(writer.send_calls(), 3u);
   ExpectRunsArrived(storage, peer, other);
+  ::close(*fd);
+}
+
+// Segments wider than some paths carry, refused: only runs that wide and wider go singly from
+// then on (SO_NO_CHECK stands in for the narrow path: the kernel refuses with EINVAL either way).
+TEST(DatagramIoTest, AGsoRefusalForWideSegmentsRulesOutOnlyThoseWidths) {
+  absl::StatusOr<int> fd = OpenDatagramSocket(InetAddress::Loopback(0), false);
+  ASSERT_TRUE(fd.ok()) << fd.status();
+  int one = 1;
+  ASSERT_EQ(::setsockopt(*fd, SOL_SOCKET, SO_NO_CHECK, &one, sizeof one), 0);
+  Peer peer;
+  DatagramWriter writer(1 << 20);
+  writer.set_gso(true);
+  std::vector<std::string> wide;
+  for (int i = 0; i < 10; ++i) wide.push_back(RunDatagram(i, 3000));
+  for (const std::string& bytes : wide) ASSERT_TRUE(writer.Queue(&peer.storage, peer.storage_length, bytes).ok());
+  DatagramWriter::Flushed flushed = writer.Flush(*fd);
+  EXPECT_FALSE(flushed.gso_refused.ok());
+  EXPECT_EQ(flushed.sent, wide.size());
+  EXPECT_TRUE(writer.gso());  // Still on, for narrower runs.
+  for (const std::string& bytes : wide) EXPECT_EQ(peer.Receive(), bytes);
+  // As wide again: not tried.
+  for (const std::string& bytes : wide) ASSERT_TRUE(writer.Queue(&peer.storage, peer.storage_length, bytes).ok());
+  flushed = writer.Flush(*fd);
+  EXPECT_TRUE(flushed.gso_refused.ok());
+  EXPECT_EQ(writer.gso_refusals(), 1u);
+  for (const std::string& bytes : wide) EXPECT_EQ(peer.Receive(), bytes);
+  // Narrow segments are tried, and refused here too: that is no path's doing, and GSO goes off.
+  std::vector<std::string> narrow;
+  for (int i = 0; i < 10; ++i) narrow.push_back(RunDatagram(i, 500));
+  for (const std::string& bytes : narrow) ASSERT_TRUE(writer.Queue(&peer.storage, peer.storage_length, bytes).ok());
+  flushed = writer.Flush(*fd);
+  EXPECT_FALSE(flushed.gso_refused.ok());
+  EXPECT_EQ(flushed.sent, narrow.size());
+  EXPECT_FALSE(writer.gso());
+  EXPECT_EQ(writer.gso_refusals(), 2u);
+  for (const std::string& bytes : narrow) EXPECT_EQ(peer.Receive(), bytes);
   ::close(*fd);
 }
 

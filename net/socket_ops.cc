@@ -94,10 +94,6 @@ absl::Status SetReusePort(int fd, bool on) {
   return SetIntOption(fd, SOL_SOCKET, SO_REUSEPORT, on ? 1 : 0, "SO_REUSEPORT");
 }
 
-namespace {
-
-}  // namespace
-
 absl::Status BindUnix(int fd, const SocketAddress& address, int type) {
   sockaddr_storage storage;
   socklen_t length = address.Fill(&storage);

@@ -5,6 +5,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <chrono>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
@@ -90,7 +91,7 @@ absl::StatusOr<std::unique_ptr<DatagramClient>> DatagramClient::Create(
   client->endpoint_ = std::make_shared<datagram_internal::DatagramEndpoint>(
       handler, datagram, client->loop_, fd, owner, /*connected=*/true, peer->inet());
   // Queued before an own loop's thread runs, so it runs first there.
-  (void)client->loop_->RunInLoop([endpoint = client->endpoint_] {
+  bool queued = client->loop_->RunInLoop([endpoint = client->endpoint_] {
     absl::Status registered = endpoint->Register();
     // A fresh descriptor is refused only for want of kernel memory; the client then hears
     // nothing, which Stats shows (no receive calls), and says why here.
@@ -98,7 +99,10 @@ absl::StatusOr<std::unique_ptr<DatagramClient>> DatagramClient::Create(
       Log(LogSeverity::kError, absl::StrCat("udp client: ", registered.ToString()));
     }
   });
+  // Refused only by a shared loop that has finished (the client's own has not started).
+  if (!queued) return absl::FailedPreconditionError("the client's loop has finished");
   if (options.loop == nullptr) {
+    client->owns_loop_ = true;
     client->own_loop_thread_ = std::thread([loop = client->loop_] { loop->Run(); });
   }
   return client;
@@ -126,42 +130,42 @@ absl::Status DatagramClient::Send(std::string_view payload) {
 }
 
 void DatagramClient::Stop() {
-  if (stopping_.exchange(true)) {
-    // A second Stop (the destructor's, say) waits as the first did, off the loop; the first
-    // joins the loop's thread.
-    if (!loop_->IsInLoopThread()) {
-      std::unique_lock<std::mutex> lock(done_mutex_);
-      done_cv_.wait(lock, [this] { return done_; });
-    }
-    return;
-  }
-  const bool own_loop = own_loop_thread_.joinable();
-  auto finished = [this, own_loop, loop = loop_.get()] {
+  const bool first = !stopping_.exchange(true);
+  auto finished = [this, own_loop = owns_loop_, loop = loop_.get()] {
     if (own_loop) loop->Stop();
     std::lock_guard<std::mutex> lock(done_mutex_);
     done_ = true;
     done_cv_.notify_all();
   };
   if (loop_->IsInLoopThread()) {
-    // In a callback: nothing can wait here for room, and nothing may follow this return.
+    // In a callback: nothing can wait here for room, and no callback may follow this return,
+    // whoever asked first (Finish does nothing if the endpoint has finished).
     endpoint_->Finish(/*tries=*/0, finished);
     // The loop's thread is this one: it ends once this callback returns, on its own.
-    if (own_loop) own_loop_thread_.detach();
+    if (first && owns_loop_) own_loop_thread_.detach();
     return;
   }
-  bool queued = loop_->QueueInLoop([endpoint = endpoint_, finished]() mutable {
-    endpoint->Finish(/*tries=*/20, std::move(finished));
-  });
-  if (!queued) {
-    // The loop has finished: nothing of the client runs on it any more.
-    std::lock_guard<std::mutex> lock(done_mutex_);
-    done_ = true;
+  if (first) {
+    bool queued = loop_->QueueInLoop([endpoint = endpoint_, finished]() mutable {
+      endpoint->Finish(/*tries=*/20, std::move(finished));
+    });
+    if (!queued) {
+      // The loop has finished: nothing of the client runs on it any more.
+      std::lock_guard<std::mutex> lock(done_mutex_);
+      done_ = true;
+    }
   }
   {
     std::unique_lock<std::mutex> lock(done_mutex_);
-    done_cv_.wait(lock, [this] { return done_; });
+    while (!done_) {
+      if (done_cv_.wait_for(lock, std::chrono::milliseconds(10), [this] { return done_; })) break;
+      // A shared loop that stopped before the stop ran (its task or its retry timer dropped
+      // with the loop): nothing of the client runs there any more.
+      if (loop_->Finished()) done_ = true;
+    }
   }
-  if (own_loop) own_loop_thread_.join();
+  // The first Stop joins an own loop's thread (a second one returns once it is done).
+  if (first && owns_loop_) own_loop_thread_.join();
 }
 
 DatagramLoopStats DatagramClient::Stats() const { return endpoint_->Snapshot(); }

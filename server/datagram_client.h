@@ -2,11 +2,12 @@
 // File: server/datagram_client.h
 // -----------------------------------------------------------------------------
 //
-// `gev::DatagramClient` is a connected UDP socket on a gev loop, served by the same
+// `gev::DatagramClient` is a connected UDP (or Unix datagram) socket on a gev loop, served by the same
 // `DatagramHandler` as a `DatagramServer`: OnDatagram gets each datagram from the peer (only
 // the peer's reach a connected socket) and its reply goes back; Send works from any thread;
 // replies and sends of one batch leave with one sendmmsg (GSO for runs of one size, as on a
-// server). `gev::Dial` with a DatagramHandler makes one:
+// server). Network "unixgram" is a Unix datagram socket, bound to an abstract name of the
+// kernel's unless told otherwise. `gev::Dial` with a DatagramHandler makes one:
 //
 //   class Resolver : public gev::DatagramHandler {
 //     gev::Reply OnDatagram(gev::Datagram& datagram) override { ...; return {}; }
@@ -26,7 +27,8 @@
 // know times out (EventLoop::RunAfter) and sends again.
 //
 // Loops: by default a client runs its own loop thread; given `options.loop` it runs on that
-// loop (a server's, say), which must keep running until Stop() has returned.
+// loop (a server's, say). A shared loop that finishes first ends the client there (what waits
+// to be sent is dropped with the loop's tasks), and Stop() then returns at once.
 //
 // Thread safety: Send, Stop, Stats and the accessors are thread-safe; callbacks run on the
 // client's loop thread. Stop() (and the destructor) off that thread return once the client is
@@ -104,7 +106,8 @@ class DatagramClient {
 
   std::shared_ptr<EventLoop> loop_;
   std::shared_ptr<datagram_internal::DatagramEndpoint> endpoint_;
-  std::thread own_loop_thread_;  // Joinable only when the client started its own loop.
+  bool owns_loop_ = false;       // The client started its own loop (and thread).
+  std::thread own_loop_thread_;  // Joined (or, stopped on the loop, detached) by the first Stop.
   SocketAddress local_address_;
   SocketAddress peer_address_;
   std::atomic<bool> stopping_{false};

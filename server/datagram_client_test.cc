@@ -256,14 +256,15 @@ TEST(DatagramClientTest, AUnixClientWaitsForRoomAtItsPeerAndHearsItsAnswers) {
   auto client = Dial(&collector, name, options);
   ASSERT_TRUE(client.ok()) << client.status();
   EXPECT_TRUE((*client)->LocalAddress().is_abstract()) << (*client)->LocalAddress().ToString();
-  constexpr int kCount = 100;
-  auto message = [](int i) { return absl::StrCat(i, ":", std::string(static_cast<size_t>(i) * 5, 'c')); };
+  // More than the kernel holds for the server on any setting (its queue, the client's buffer).
+  constexpr int kCount = 600;
+  auto message = [](int i) { return absl::StrCat(i, ":", std::string(1000, 'c')); };
   for (int i = 0; i < kCount; ++i) ASSERT_TRUE((*client)->Send(message(i)).ok());
   ASSERT_TRUE(WaitFor([&] { return (*client)->Stats().blocked_flushes > 0; }));
   const uint64_t before = (*client)->Stats().send_calls;
   std::this_thread::sleep_for(std::chrono::milliseconds(50));
   EXPECT_LT((*client)->Stats().send_calls - before, 3u) << "the wait spins";
-  char buffer[1024];
+  char buffer[2048];
   sockaddr_storage from{};
   socklen_t from_length = 0;
   for (int i = 0; i < kCount; ++i) {
@@ -283,6 +284,85 @@ TEST(DatagramClientTest, AUnixClientWaitsForRoomAtItsPeerAndHearsItsAnswers) {
   DatagramLoopStats stats = (*client)->Stats();
   EXPECT_EQ(stats.queue_refused + stats.send_refused + stats.dropped_at_stop, 0u);
   ::close(server);
+}
+
+// Two gev endpoints over Unix datagram sockets, each with more for the other than the kernel
+// holds: both read on while they wait, so neither waits for ever.
+TEST(DatagramClientTest, AUnixClientFloodingAUnixServerDeadlocksNeither) {
+  EchoServer echo;
+  auto server = StartEcho(&echo, "unixgram", testing::AbstractSocketName("udg-flood"));
+  ASSERT_NE(server, nullptr);
+  Running running(server.get());
+  Collector collector;
+  DatagramClientOptions options;
+  options.network = "unixgram";
+  auto client = Dial(&collector, server->ListenSocketAddress().ToString(), options);
+  ASSERT_TRUE(client.ok()) << client.status();
+  constexpr int kCount = 2000;
+  DatagramClient* raw = client->get();
+  ASSERT_TRUE(raw->loop()->QueueInLoop([raw] {
+    for (int i = 0; i < kCount; ++i) {
+      EXPECT_TRUE(raw->Send(absl::StrCat(i, ":", std::string(500, 'f'))).ok());
+    }
+  }));
+  ASSERT_TRUE(WaitFor([&] { return collector.heard_count() == kCount; }))
+      << collector.heard_count() << " of " << kCount;
+  std::lock_guard<std::mutex> lock(collector.mutex);
+  for (int i = 0; i < kCount; ++i) {
+    ASSERT_EQ(collector.heard[static_cast<size_t>(i)], absl::StrCat(i, ":", std::string(500, 'f')));
+  }
+}
+
+// The kernel refusing a datagram itself (too long for IPv4) is the send's error, reported
+// once, not also as an ICMP error from the error queue.
+TEST(DatagramClientTest, ALocalRefusalIsReportedOnce) {
+  EchoServer echo;
+  auto server = StartEcho(&echo);
+  ASSERT_NE(server, nullptr);
+  Running running(server.get());
+  Collector collector;
+  auto client = Dial(&collector, server->ListenAddress().ToString());
+  ASSERT_TRUE(client.ok());
+  ASSERT_TRUE((*client)->Send(std::string(65520, 'x')).ok());  // IPv4 carries 65,507.
+  ASSERT_TRUE((*client)->Send("after").ok());
+  ASSERT_TRUE(WaitFor([&] { return collector.heard_count() == 1; }));
+  std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  DatagramLoopStats stats = (*client)->Stats();
+  EXPECT_EQ(stats.send_refused, 1u);
+  EXPECT_EQ(stats.icmp_errors, 0u);
+  std::lock_guard<std::mutex> lock(collector.mutex);
+  ASSERT_EQ(collector.errors.size(), 1u);
+  EXPECT_TRUE(absl::IsInvalidArgument(collector.errors[0])) << collector.errors[0];
+}
+
+// A client on a server's loop whose server stops first: the client's Stop returns (its loop is
+// gone), and a client cannot be made on a loop that has finished.
+TEST(DatagramClientTest, AClientOutlivingItsSharedLoopStopsAtOnce) {
+  EchoServer echo;
+  auto server = StartEcho(&echo);
+  ASSERT_NE(server, nullptr);
+  EchoServer other;
+  auto upstream = StartEcho(&other);
+  ASSERT_NE(upstream, nullptr);
+  Running upstream_running(upstream.get());
+  Collector collector;
+  DatagramClientOptions options;
+  options.loop = server->Loop(0);
+  std::unique_ptr<DatagramClient> client;
+  {
+    Running running(server.get());
+    auto dialed = Dial(&collector, upstream->ListenAddress().ToString(), options);
+    ASSERT_TRUE(dialed.ok()) << dialed.status();
+    client = std::move(*dialed);
+    ASSERT_TRUE(client->Send("one").ok());
+    ASSERT_TRUE(WaitFor([&] { return collector.heard_count() == 1; }));
+  }  // The server stops; its loop finishes.
+  const auto start = std::chrono::steady_clock::now();
+  client->Stop();
+  EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(2));
+  EXPECT_TRUE(absl::IsFailedPrecondition(client->Send("late")));
+  EXPECT_TRUE(absl::IsFailedPrecondition(
+      Dial(&collector, upstream->ListenAddress().ToString(), options).status()));
 }
 
 TEST(DatagramClientTest, BadNetworksAndAddressesAreRefused) {

@@ -35,8 +35,9 @@ struct Datagram {
   DatagramServer* server;       // The server it came to, or null on a client.
   DatagramClient* client;       // The client it came to, or null on a server.
   // From a Unix datagram socket: the sender's path as the kernel gives it (an abstract name
-  // after a NUL byte); empty for UDP, and for a sender that is not bound, which no reply can
-  // reach (the reply goes to OnSendError). `peer` then says only the family.
+  // after a NUL byte), and `peer` says only the family; for a sender that is not bound both
+  // are empty (AF_UNSPEC), and a reply to it goes to OnSendError (FailedPrecondition). Empty
+  // for UDP.
   std::string_view peer_path = {};
 };
 
@@ -82,7 +83,7 @@ struct DatagramLoopStats {
   uint64_t blocked_flushes = 0;  // Flushes that found the socket's buffer full.
   uint64_t dropped_at_stop = 0;  // Still waiting for room 100 ms after Stop.
   uint64_t gso_messages = 0;     // Sends that carried a run of datagrams (UDP_SEGMENT).
-  uint64_t gso_refusals = 0;     // GSO refused by the kernel (then off on that loop).
+  uint64_t gso_refusals = 0;     // GSO refused by the kernel (for that width and wider, or all).
   uint64_t gro_reads = 0;        // Receives that carried a coalesced run (UDP_GRO).
   uint64_t icmp_errors = 0;      // A client's: ICMP errors from the peer's host (OnSendError).
 };
@@ -106,7 +107,8 @@ struct DatagramOptions {
   // UDP GSO: replies and sends of one batch that go to one peer with one size (the last may
   // be shorter) leave as one UDP_SEGMENT message, up to 64 datagrams: one trip through the
   // stack for them all. The peer sees ordinary datagrams. Where the kernel or the device
-  // refuses it, the loop sends them singly from then on (counted in gso_refusals, logged).
+  // refuses it, the loop sends them singly (counted in gso_refusals, logged): from then on
+  // runs that wide and wider if the path is narrower than the segments, all runs otherwise.
   bool gso = true;
   // UDP GRO: the kernel may hand a run of same-size datagrams from one peer (sent with GSO,
   // or coalesced by the NIC) as one buffer, which the loop splits again. The receive slots are

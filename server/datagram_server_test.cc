@@ -15,6 +15,7 @@
 #include <thread>
 #include <vector>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "gtest/gtest.h"
 #include "net/testing/socket_paths.h"
@@ -461,13 +462,15 @@ TEST(DatagramServerTest, UnixDatagramSocketsAnswerBoundSendersAndReportUnboundOn
       int unbound = UnixPeer("");
       ASSERT_TRUE(UnixSendTo(unbound, to, "no way back"));
       ASSERT_TRUE(WaitFor([&] { return (*server)->Stats().Total().send_refused == 1; }));
+      EXPECT_EQ((*server)->Stats().Total().send_calls, 51u);  // Refused without trying.
       {
         std::lock_guard<std::mutex> lock(handler.mutex);
         ASSERT_EQ(handler.peer_paths.size(), 51u);
         EXPECT_EQ(handler.peer_paths[0], std::string(1, '\0') + peer_name.substr(1));
         EXPECT_EQ(handler.peer_paths[50], "");  // The unbound sender.
         EXPECT_EQ(handler.families[0], AF_UNIX);
-        EXPECT_EQ(handler.send_errors.size(), 1u);
+        ASSERT_EQ(handler.send_errors.size(), 1u);
+        EXPECT_TRUE(absl::StrContains(handler.send_errors[0], "not bound")) << handler.send_errors[0];
       }
       ::close(peer);
       ::close(unbound);
@@ -536,6 +539,39 @@ TEST(DatagramServerTest, ABlockedServerWaitsForRoomThenSendsEverythingInOrder) {
   EXPECT_EQ(total.queue_refused + total.send_refused + total.kernel_drops, 0u);
   EXPECT_GE(total.blocked_flushes, 1u);
   ::close(peer);
+}
+
+// One Unix receiver that reads nothing holds the others' replies up for a second at most: then
+// what waits for it is dropped, counted and reported, and the rest go.
+TEST(DatagramServerTest, AUnixReceiverThatReadsNothingIsDroppedAfterASecond) {
+  EchoHandler handler;
+  auto server = Make(&handler, 1, {}, "unixgram", testing::AbstractSocketName("udg-stall"));
+  ASSERT_TRUE(server.ok()) << server.status();
+  Running running(server->get());
+  const SocketAddress& to = (*server)->ListenSocketAddress();
+  int deaf = UnixPeer(testing::AbstractSocketName("udg-deaf"), /*nonblocking=*/true);
+  // More than the kernel holds for it (its queue, the server's send buffer) on any setting.
+  const std::string big(1000, 'd');
+  int sent = 0;
+  for (int i = 0; i < 600 && sent < 600; ++i) {
+    if (UnixSendTo(deaf, to, big)) {
+      ++sent;
+    } else {
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    }
+  }
+  ASSERT_TRUE(WaitFor([&] { return (*server)->Stats().Total().blocked_flushes > 0; }));
+  int other = UnixPeer(testing::AbstractSocketName("udg-other"));
+  for (int i = 0; i < 5; ++i) ASSERT_TRUE(UnixSendTo(other, to, absl::StrCat("other ", i)));
+  for (int i = 0; i < 5; ++i) EXPECT_EQ(UnixReceive(other), absl::StrCat("other ", i));
+  EXPECT_GT((*server)->Stats().Total().send_refused, 0u);
+  {
+    std::lock_guard<std::mutex> lock(handler.mutex);
+    ASSERT_FALSE(handler.send_errors.empty());
+    EXPECT_TRUE(absl::StrContains(handler.send_errors[0], "read nothing")) << handler.send_errors[0];
+  }
+  ::close(deaf);
+  ::close(other);
 }
 
 TEST(DatagramServerTest, BadNetworksAndAddressesAreRefused) {

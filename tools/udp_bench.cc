@@ -10,9 +10,10 @@
 // sequence number and bytes that depend on both; an echo must be the whole datagram, and come
 // in order. A datagram that does not come back is lost: one whose successor came back first,
 // or one still in flight on a socket that has heard nothing for --stall_timeout (its window is
-// then sent afresh). Lost datagrams are counted, not errors (UDP may drop them: a full receive
-// buffer), and more than --max_loss of them (a share) fails the run; a wrong, short, repeated or
-// reordered echo is an error and fails it.
+// then sent afresh; one of those that comes back after all is counted late, not lost). Lost
+// datagrams are counted, not errors (UDP may drop them: a full receive buffer), and more than
+// --max_loss of them (a share) fails the run; a wrong, short, repeated or reordered echo is an
+// error and fails it.
 //
 // With --server_pid, the server's CPU time (utime + stime of all its threads, from
 // /proc/PID/stat) over the timed window is reported per echo and as a share of one CPU; the
@@ -39,6 +40,7 @@
 #include <cstring>
 #include <fstream>
 #include <random>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -132,12 +134,16 @@ struct Client {
   uint64_t next_seq = 0;   // The next to send.
   uint64_t expected = 0;   // The next echo due; those before it came back or are lost.
   uint64_t last_heard_ns = 0;
+  // The datagrams last given up on as lost (the stall check) that have not come back since:
+  // one that comes back late is counted as such, not as an error.
+  std::set<uint64_t> given_up;
 };
 
 struct Totals {
   uint64_t echoes = 0;  // Verified.
   uint64_t sent = 0;
   uint64_t lost = 0;
+  uint64_t late = 0;  // Given up on as lost, then back (and no longer counted as lost).
   uint64_t errors = 0;
 };
 
@@ -248,10 +254,16 @@ void Bench::Verify(Client& client, const char* bytes, size_t length) {
     return;
   }
   if (seq < client.expected) {
+    if (client.given_up.erase(seq) == 1) {
+      --totals_.lost;
+      ++totals_.late;
+      return;
+    }
     Error(client, "datagram " + std::to_string(seq) + " came back again, or out of order");
     return;
   }
-  totals_.lost += seq - client.expected;  // Its predecessors did not come back.
+  // Its predecessors did not come back: lost (one that still comes is out of order, an error).
+  totals_.lost += seq - client.expected;
   client.expected = seq + 1;
   ++totals_.echoes;
 }
@@ -354,6 +366,10 @@ bool Bench::Run(size_t clients, absl::Duration warmup, absl::Duration duration,
             client.last_heard_ns = now_ns_;
           } else if (now_ns_ - client.last_heard_ns > stall_ns) {
             totals_.lost += client.next_seq - client.expected;
+            client.given_up.clear();
+            for (uint64_t seq = client.expected; seq < client.next_seq; ++seq) {
+              client.given_up.insert(seq);
+            }
             client.expected = client.next_seq;
             client.last_heard_ns = now_ns_;
             Refill(client);
@@ -404,12 +420,13 @@ bool Bench::Run(size_t clients, absl::Duration warmup, absl::Duration duration,
   if (absl::GetFlag(FLAGS_json)) {
     printf("{\"clients\":%zu,\"window\":%zu,\"size\":%zu,\"gso\":%s,\"echoes\":%llu,"
            "\"echoes_per_s\":%.0f,\"server_cpu_ns_per_echo\":%.0f,\"server_cpu_pct\":%.1f,"
-           "\"client_cpu_pct\":%.1f,\"sent\":%llu,\"lost\":%llu,\"loss_pct\":%.4f,"
+           "\"client_cpu_pct\":%.1f,\"sent\":%llu,\"lost\":%llu,\"late\":%llu,\"loss_pct\":%.4f,"
            "\"server_syscalls_per_echo\":%.4f,\"errors\":%llu,\"ok\":%s}\n",
            clients, window_, size_, gso_ ? "true" : "false",
            static_cast<unsigned long long>(echoes), rate, server_ns_per, server_share,
            client_share, static_cast<unsigned long long>(totals_.sent),
-           static_cast<unsigned long long>(totals_.lost), 100 * loss, syscalls_per_echo,
+           static_cast<unsigned long long>(totals_.lost),
+           static_cast<unsigned long long>(totals_.late), 100 * loss, syscalls_per_echo,
            static_cast<unsigned long long>(totals_.errors), ok ? "true" : "false");
   } else {
     printf("udp echo, %zu sockets x %zu in flight, %zu B%s: %llu echoes in %.2f s = %.0f/s\n",
@@ -420,9 +437,10 @@ bool Bench::Run(size_t clients, absl::Duration warmup, absl::Duration duration,
              server_ns_per, server_share, client_share);
     }
     if (syscalls_per_echo >= 0) printf("server system calls: %.4f per echo\n", syscalls_per_echo);
-    printf("sent %llu, lost %llu (%.4f %%), errors %llu: %s\n",
+    printf("sent %llu, lost %llu (%.4f %%), late %llu, errors %llu: %s\n",
            static_cast<unsigned long long>(totals_.sent),
            static_cast<unsigned long long>(totals_.lost), 100 * loss,
+           static_cast<unsigned long long>(totals_.late),
            static_cast<unsigned long long>(totals_.errors), ok ? "ok" : "FAILED");
   }
   return ok;

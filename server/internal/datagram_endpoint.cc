@@ -21,6 +21,9 @@ namespace gev::datagram_internal {
 
 namespace {
 
+// How long a Unix receiver may read nothing while datagrams wait for it.
+constexpr uint64_t kStalledReceiverMs = 1000;
+
 // What a connected socket's pending error (an ICMP message from the peer's host) looks like
 // when a receive or a send takes it; the error queue reports it.
 bool IsPeerError(int error) {
@@ -84,8 +87,9 @@ DatagramEndpoint::DatagramEndpoint(DatagramHandler* handler, const DatagramOptio
   writer_.set_gso(options.gso);
   sockaddr_storage local{};
   socklen_t length = sizeof local;
-  waits_by_timer_ = !connected && ::getsockname(fd_, reinterpret_cast<sockaddr*>(&local), &length) == 0 &&
-                    local.ss_family == AF_UNIX;
+  unix_ = ::getsockname(fd_, reinterpret_cast<sockaddr*>(&local), &length) == 0 &&
+          local.ss_family == AF_UNIX;
+  waits_by_timer_ = unix_ && !connected;
   // Views of the handler's Reply::View storage are copied here until the batch is flushed.
   arena_.reserve(reader_.batch() * std::min<size_t>(reader_.slot_size(), 4096));
 }
@@ -97,8 +101,32 @@ DatagramEndpoint::~DatagramEndpoint() {
 Interest DatagramEndpoint::WantedInterest() const {
   // Writability while datagrams wait for room (reading pauses meanwhile, so that replies do
   // not pile up; or nothing, when a timer is what waits), readability otherwise.
+  // A Unix socket reads on while it waits: its peer may be waiting for it to read (two gev
+  // endpoints, each with replies for the other), and a sender it does not read is held back
+  // by the kernel, not dropped.
   if (writer_.kept_bytes() == 0) return Interest::kRead;
-  return waits_by_timer_ ? Interest::kNone : Interest::kWrite;
+  if (waits_by_timer_) return Interest::kRead;
+  return unix_ ? Interest::kReadWrite : Interest::kWrite;
+}
+
+void DatagramEndpoint::DropForAStalledReceiver() {
+  if (writer_.empty() || stalled_since_ms_ == 0) return;
+  const uint64_t now = loop_->NowMs();
+  if (now - stalled_since_ms_ < kStalledReceiverMs) return;
+  // The first datagram's receiver has read nothing for a second: what waits for it goes, so
+  // that the datagrams behind it, to others, can.
+  socklen_t length = 0;
+  const sockaddr_storage* first = writer_.first_peer(&length);
+  if (first == nullptr) return;
+  const sockaddr_storage stalled = *first;
+  const size_t dropped = writer_.DropTo(stalled, length);
+  stalled_since_ms_ = now;
+  send_refused_.Add(dropped);
+  handler_->OnSendError(
+      InetAddress::FromSockaddr(reinterpret_cast<const sockaddr*>(&stalled), length),
+      absl::DeadlineExceededError(absl::StrCat(
+          "the receiver read nothing for ", kStalledReceiverMs, " ms: ", dropped,
+          " datagrams to it dropped")));
 }
 
 void DatagramEndpoint::RetryLater() {
@@ -112,8 +140,8 @@ void DatagramEndpoint::RetryLater() {
     std::shared_ptr<DatagramEndpoint> self = weak.lock();
     if (self == nullptr) return;
     self->retry_pending_ = false;
-    // Reading resumes through the interest Flush restores: level-triggered, so what waits in
-    // the socket is reported at once.
+    if (self->finished_) return;
+    self->DropForAStalledReceiver();
     self->Flush();
   });
 }
@@ -163,7 +191,9 @@ void DatagramEndpoint::HandleEvent(const PollEvent& event) {
   if (event.error && connected_) ReadErrors();
   if (event.writable || writer_.kept_bytes() > 0) Flush();
   // Once stopping, nothing more is read: only what waits is sent.
-  if ((event.readable || event.error) && writer_.kept_bytes() == 0 && !finishing_) ReadBatches();
+  if ((event.readable || event.error) && (writer_.kept_bytes() == 0 || unix_) && !finishing_) {
+    ReadBatches();
+  }
 }
 
 void DatagramEndpoint::ReadErrors() {
@@ -185,13 +215,13 @@ void DatagramEndpoint::ReadErrors() {
       if (!v4 && !v6) continue;
       sock_extended_err error{};
       std::memcpy(&error, CMSG_DATA(cmsg), sizeof error);
-      const char* origin = error.ee_origin == SO_EE_ORIGIN_ICMP || error.ee_origin == SO_EE_ORIGIN_ICMP6
-                               ? "ICMP from the peer's side"
-                               : "the local stack";
+      // The local stack's own errors (a datagram too long) were the send's, reported by it.
+      if (error.ee_origin != SO_EE_ORIGIN_ICMP && error.ee_origin != SO_EE_ORIGIN_ICMP6) continue;
       icmp_errors_.Add(1);
       handler_->OnSendError(connected_peer_,
                             absl::UnavailableError(absl::StrCat(
-                                origin, ": ", strerror(static_cast<int>(error.ee_errno)))));
+                                "ICMP from the peer's side: ",
+                                strerror(static_cast<int>(error.ee_errno)))));
     }
   }
 }
@@ -232,7 +262,9 @@ void DatagramEndpoint::ReadBatches() {
     in_batch_ = false;
     if (finished_) return;
     Flush();
-    if (writer_.kept_bytes() > 0) break;  // Blocked: read on once the replies are out.
+    // Blocked: UDP reads on once the replies are out (the kernel drops what it cannot hold,
+    // counted); a Unix socket reads on (see WantedInterest).
+    if (writer_.kept_bytes() > 0 && !unix_) break;
     if (static_cast<size_t>(n) < reader_.batch()) break;
   }
 }
@@ -265,6 +297,15 @@ void DatagramEndpoint::Handle(const DatagramReader::Datagram& received) {
     return;
   }
   Reply reply = handler_->OnDatagram(datagram);
+  if (reply.kind() == Reply::Kind::kNothing) return;
+  // A Unix sender that is not bound has no address a reply could go to.
+  if (!connected_ && (received.peer_length == 0 ||
+                      (received.peer->ss_family == AF_UNIX &&
+                       received.peer_length <= offsetof(sockaddr_un, sun_path)))) {
+    Refused(peer, absl::FailedPreconditionError(
+                      "the sender's socket is not bound: no reply can reach it"));
+    return;
+  }
   absl::Status queued;
   switch (reply.kind()) {
     case Reply::Kind::kNothing:
@@ -340,9 +381,9 @@ void DatagramEndpoint::Flush() {
   if (!flushed.gso_refused.ok()) {
     gso_refusals_.Add(1);
     Log(LogSeverity::kWarning,
-        absl::StrCat("udp loop ", owner_.index,
-                     ": GSO refused, sending single datagrams from now on: ",
-                     flushed.gso_refused.ToString()));
+        absl::StrCat("udp loop ", owner_.index, ": GSO refused (", flushed.gso_refused.ToString(),
+                     "); the run went as single datagrams, and ",
+                     writer_.gso() ? "so will runs as wide or wider" : "GSO is off from now on"));
   }
   sent_.Add(flushed.sent);
   bytes_sent_.Add(flushed.bytes);
@@ -361,7 +402,9 @@ void DatagramEndpoint::Flush() {
   if (flushed.blocked) blocked_flushes_.Add(1);
   if (writer_.kept_bytes() == 0) {
     retry_delay_ms_ = 0;
+    stalled_since_ms_ = 0;
   } else if (waits_by_timer_) {
+    if (flushed.sent > 0 || stalled_since_ms_ == 0) stalled_since_ms_ = loop_->NowMs();
     RetryLater();
   }
   // From what the writer holds, not from this flush: OnSendError above may have sent, and
@@ -370,6 +413,7 @@ void DatagramEndpoint::Flush() {
 }
 
 void DatagramEndpoint::Finish(int tries, std::function<void()> finished) {
+  if (finished_) return;  // Finished by an earlier call, which ran its own `finished`.
   finishing_ = true;
   Flush();
   if (!writer_.empty() && tries > 0) {

@@ -6,10 +6,13 @@
 // per loop and a `DatagramClient` has once. It reads batches (recvmmsg), hands each datagram to
 // the handler, queues the replies and sends them with one sendmmsg per batch, waits for room
 // when the socket's buffer is full (reading paused, write interest on), counts everything, and
-// on Finish gives what waits 100 ms before it unregisters. An unconnected Unix datagram socket
-// cannot be polled for room (the kernel refuses a send when the receiver's queue is full, but
-// polls the sender writable by its own buffer): it waits on a timer instead, 1 ms doubling to
-// 64 ms, so that a slow receiver costs no spinning. A connected endpoint (a client's)
+// on Finish gives what waits up to 100 ms (none when stopped from a callback) before it
+// unregisters. A Unix datagram socket reads on while it waits (its peer may be waiting for it
+// to read; the kernel holds a sender back rather than drop), and an unconnected one cannot be
+// polled for room (the kernel refuses a send when the receiver's queue is full, but polls the
+// sender writable by its own buffer): it waits on a timer, 1 ms doubling to 64 ms, so that a
+// slow receiver costs no spinning, and what waits for a receiver that reads nothing for a
+// second is dropped (counted, and reported to OnSendError) so that the others' datagrams go. A connected endpoint (a client's)
 // also reads the socket's error queue (IP_RECVERR), so that an ICMP error from the peer's host
 // reaches OnSendError even when a send took the socket's pending error first.
 //
@@ -93,6 +96,7 @@ class DatagramEndpoint : public EventHandler,
  private:
   Interest WantedInterest() const;
   void RetryLater();
+  void DropForAStalledReceiver();
   void UpdateInterest();
   void Unregister();
   void ReadBatches();
@@ -111,7 +115,9 @@ class DatagramEndpoint : public EventHandler,
   bool registered_ = false;
   Interest registered_interest_ = Interest::kNone;
   // An unconnected Unix socket: waits for room on a timer (see the file comment).
+  bool unix_ = false;  // A Unix datagram socket: reads on while it waits for room.
   bool waits_by_timer_ = false;
+  uint64_t stalled_since_ms_ = 0;  // Since when the first datagram waits without progress.
   bool retry_pending_ = false;
   int retry_delay_ms_ = 0;
   DatagramReader reader_;
