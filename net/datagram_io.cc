@@ -304,6 +304,7 @@ size_t DatagramWriter::DropTo(const sockaddr_storage& peer, socklen_t peer_lengt
     ++kept;
   }
   entries_.resize(kept);
+  if (empty()) blocked_ = false;
   return dropped;
 }
 
@@ -312,6 +313,7 @@ size_t DatagramWriter::Discard() {
   entries_.clear();
   head_ = 0;
   kept_bytes_ = 0;
+  blocked_ = false;
   return dropped;
 }
 
@@ -441,6 +443,7 @@ DatagramWriter::Flushed DatagramWriter::Flush(int fd) {
         kept_bytes_ += entry.length;
       }
       flushed.blocked = true;
+      blocked_ = true;
       return flushed;
     }
     // On a connected socket an ICMP error from the peer's side waits as the socket's pending
@@ -481,6 +484,7 @@ DatagramWriter::Flushed DatagramWriter::Flush(int fd) {
   }
   entries_.clear();  // Capacity kept.
   head_ = 0;
+  blocked_ = false;
   return flushed;
 }
 

@@ -185,6 +185,8 @@ class DatagramWriter {
   // DatagramWriter::Discard() — drops everything queued; returns how many datagrams.
   size_t Discard();
   bool empty() const { return head_ == entries_.size(); }
+  // The last flush found the socket's buffer full and datagrams still wait (even empty ones).
+  bool blocked() const { return blocked_ && !empty(); }
   size_t queued() const { return entries_.size() - head_; }
   // Bytes kept from blocked flushes.
   size_t kept_bytes() const { return kept_bytes_; }
@@ -234,6 +236,7 @@ class DatagramWriter {
   uint64_t gso_messages_ = 0;
   uint64_t gso_refusals_ = 0;
   size_t gso_segment_limit_ = kMaxDatagram;  // Runs of wider segments go singly.
+  bool blocked_ = false;
   // Scratch for sendmmsg, reused.
   std::vector<mmsghdr> headers_;
   std::vector<iovec> iovecs_;

@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <future>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
@@ -103,7 +104,14 @@ absl::StatusOr<std::unique_ptr<DatagramClient>> DatagramClient::Create(
   if (!queued) return absl::FailedPreconditionError("the client's loop has finished");
   if (options.loop == nullptr) {
     client->owns_loop_ = true;
-    client->own_loop_thread_ = std::thread([loop = client->loop_] { loop->Run(); });
+    // The loop runs once the thread object is in place: a callback's Stop may detach it.
+    std::promise<void> assigned;
+    std::shared_future<void> ready = assigned.get_future().share();
+    client->own_loop_thread_ = std::thread([loop = client->loop_, ready] {
+      ready.wait();
+      loop->Run();
+    });
+    assigned.set_value();
   }
   return client;
 }

@@ -553,7 +553,7 @@ TEST(DatagramServerTest, AUnixReceiverThatReadsNothingIsDroppedAfterASecond) {
   // More than the kernel holds for it (its queue, the server's send buffer) on any setting.
   const std::string big(1000, 'd');
   int sent = 0;
-  for (int i = 0; i < 600 && sent < 600; ++i) {
+  for (int tries = 0; tries < 20000 && sent < 600; ++tries) {
     if (UnixSendTo(deaf, to, big)) {
       ++sent;
     } else {
@@ -572,6 +572,47 @@ TEST(DatagramServerTest, AUnixReceiverThatReadsNothingIsDroppedAfterASecond) {
   }
   ::close(deaf);
   ::close(other);
+}
+
+// After a drop, the next receiver that reads nothing gets a second of its own, even when its
+// very first reply finds it full and nothing has flowed since the drop.
+TEST(DatagramServerTest, EachUnixReceiverThatReadsNothingGetsASecondOfItsOwn) {
+  EchoHandler handler;
+  auto server = Make(&handler, 1, {}, "unixgram", testing::AbstractSocketName("udg-stall2"));
+  ASSERT_TRUE(server.ok()) << server.status();
+  Running running(server->get());
+  const SocketAddress& to = (*server)->ListenSocketAddress();
+  auto flood = [&](int from) {
+    for (int sent = 0, tries = 0; sent < 100 && tries < 20000; ++tries) {
+      if (UnixSendTo(from, to, std::string(1000, 'f'))) {
+        ++sent;
+      } else {
+        std::this_thread::sleep_for(std::chrono::milliseconds(1));
+      }
+    }
+  };
+  auto errors = [&] {
+    std::lock_guard<std::mutex> lock(handler.mutex);
+    return handler.send_errors.size();
+  };
+  int first = UnixPeer(testing::AbstractSocketName("udg-first"), /*nonblocking=*/true);
+  flood(first);
+  ASSERT_TRUE(WaitFor([&] { return errors() == 1; }));
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));  // Nothing flows meanwhile.
+  // A receiver already full, so that the server's first reply to it is refused at once.
+  const std::string second_name = testing::AbstractSocketName("udg-second");
+  int second = UnixPeer(second_name, /*nonblocking=*/true);
+  int filler = UnixPeer("", /*nonblocking=*/true);
+  const SocketAddress second_address = *SocketAddress::Unix(second_name);
+  while (UnixSendTo(filler, second_address, "filler")) {
+  }
+  const auto started = std::chrono::steady_clock::now();
+  flood(second);
+  ASSERT_TRUE(WaitFor([&] { return errors() == 2; }));
+  EXPECT_GE(std::chrono::steady_clock::now() - started, std::chrono::milliseconds(900));
+  ::close(first);
+  ::close(second);
+  ::close(filler);
 }
 
 TEST(DatagramServerTest, BadNetworksAndAddressesAreRefused) {

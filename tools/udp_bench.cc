@@ -366,10 +366,12 @@ bool Bench::Run(size_t clients, absl::Duration warmup, absl::Duration duration,
             client.last_heard_ns = now_ns_;
           } else if (now_ns_ - client.last_heard_ns > stall_ns) {
             totals_.lost += client.next_seq - client.expected;
-            client.given_up.clear();
             for (uint64_t seq = client.expected; seq < client.next_seq; ++seq) {
               client.given_up.insert(seq);
             }
+            // Bounded: the oldest given up on are forgotten (one of those that still comes
+            // back is then an error).
+            while (client.given_up.size() > 4096) client.given_up.erase(client.given_up.begin());
             client.expected = client.next_seq;
             client.last_heard_ns = now_ns_;
             Refill(client);

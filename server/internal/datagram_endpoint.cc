@@ -16,6 +16,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/time/time.h"
 #include "eventloop/log.h"
+#include "net/socket_address.h"
 
 namespace gev::datagram_internal {
 
@@ -101,12 +102,19 @@ DatagramEndpoint::~DatagramEndpoint() {
 Interest DatagramEndpoint::WantedInterest() const {
   // Writability while datagrams wait for room (reading pauses meanwhile, so that replies do
   // not pile up; or nothing, when a timer is what waits), readability otherwise.
-  // A Unix socket reads on while it waits: its peer may be waiting for it to read (two gev
-  // endpoints, each with replies for the other), and a sender it does not read is held back
-  // by the kernel, not dropped.
-  if (writer_.kept_bytes() == 0) return Interest::kRead;
-  if (waits_by_timer_) return Interest::kRead;
-  return unix_ ? Interest::kReadWrite : Interest::kWrite;
+  if (!writer_.blocked()) return Interest::kRead;
+  const Interest write = waits_by_timer_ ? Interest::kNone : Interest::kWrite;
+  return ReadsWhileBlocked() ? static_cast<Interest>(static_cast<uint8_t>(write) |
+                                                     static_cast<uint8_t>(Interest::kRead))
+                             : write;
+}
+
+bool DatagramEndpoint::ReadsWhileBlocked() const {
+  // A Unix socket reads on while it waits, up to half its cap: its peer may be waiting for it
+  // to read (two gev endpoints, each with replies for the other). Past that it pauses too, and
+  // the kernel holds its senders back; a cycle that still closes is broken by the drop of
+  // what waits for a receiver that reads nothing for a second.
+  return unix_ && writer_.kept_bytes() < options_.max_queued_bytes / 2;
 }
 
 void DatagramEndpoint::DropForAStalledReceiver() {
@@ -114,18 +122,21 @@ void DatagramEndpoint::DropForAStalledReceiver() {
   const uint64_t now = loop_->NowMs();
   if (now - stalled_since_ms_ < kStalledReceiverMs) return;
   // The first datagram's receiver has read nothing for a second: what waits for it goes, so
-  // that the datagrams behind it, to others, can.
+  // that the datagrams behind it, to others, can. The next receiver gets a second of its own.
   socklen_t length = 0;
   const sockaddr_storage* first = writer_.first_peer(&length);
   if (first == nullptr) return;
   const sockaddr_storage stalled = *first;
   const size_t dropped = writer_.DropTo(stalled, length);
-  stalled_since_ms_ = now;
+  stalled_since_ms_ = writer_.empty() ? 0 : now;
+  retry_delay_ms_ = 0;
   send_refused_.Add(dropped);
   handler_->OnSendError(
       InetAddress::FromSockaddr(reinterpret_cast<const sockaddr*>(&stalled), length),
       absl::DeadlineExceededError(absl::StrCat(
-          "the receiver read nothing for ", kStalledReceiverMs, " ms: ", dropped,
+          SocketAddress::FromSockaddr(reinterpret_cast<const sockaddr*>(&stalled), length)
+              .ToString(),
+          " read nothing for ", kStalledReceiverMs, " ms: ", dropped,
           " datagrams to it dropped")));
 }
 
@@ -189,9 +200,10 @@ void DatagramEndpoint::HandleEvent(const PollEvent& event) {
   // endpoint lives until this event is handled.
   std::shared_ptr<DatagramEndpoint> self = shared_from_this();
   if (event.error && connected_) ReadErrors();
-  if (event.writable || writer_.kept_bytes() > 0) Flush();
+  if (event.writable || writer_.blocked()) Flush();
   // Once stopping, nothing more is read: only what waits is sent.
-  if ((event.readable || event.error) && (writer_.kept_bytes() == 0 || unix_) && !finishing_) {
+  if ((event.readable || event.error) && (!writer_.blocked() || ReadsWhileBlocked()) &&
+      !finishing_) {
     ReadBatches();
   }
 }
@@ -263,8 +275,8 @@ void DatagramEndpoint::ReadBatches() {
     if (finished_) return;
     Flush();
     // Blocked: UDP reads on once the replies are out (the kernel drops what it cannot hold,
-    // counted); a Unix socket reads on (see WantedInterest).
-    if (writer_.kept_bytes() > 0 && !unix_) break;
+    // counted); a Unix socket reads on below half its cap (see ReadsWhileBlocked).
+    if (writer_.blocked() && !ReadsWhileBlocked()) break;
     if (static_cast<size_t>(n) < reader_.batch()) break;
   }
 }
@@ -355,7 +367,7 @@ void DatagramEndpoint::SendOwned(std::string bytes, const sockaddr_storage* peer
   }
   // Datagrams already waiting for room: this one waits behind them, since a send now would
   // only be refused again.
-  const bool waiting = writer_.kept_bytes() > 0;
+  const bool waiting = writer_.blocked();
   absl::Status queued = writer_.QueueOwned(peer, peer_length, std::move(bytes));
   if (!queued.ok()) {
     Refused(peer != nullptr ? InetAddress::FromSockaddr(reinterpret_cast<const sockaddr*>(peer),
@@ -371,6 +383,9 @@ void DatagramEndpoint::Flush() {
   if (finished_) return;  // What was left was counted as dropped at stop.
   if (writer_.empty()) {
     arena_.clear();
+    retry_delay_ms_ = 0;
+    stalled_since_ms_ = 0;
+    UpdateInterest();  // A drop may have emptied a blocked writer.
     return;
   }
   const uint64_t calls_before = writer_.send_calls();
@@ -400,11 +415,16 @@ void DatagramEndpoint::Flush() {
   }
   arena_.clear();  // Whatever the writer still holds it has copied.
   if (flushed.blocked) blocked_flushes_.Add(1);
-  if (writer_.kept_bytes() == 0) {
+  if (!writer_.blocked()) {
     retry_delay_ms_ = 0;
     stalled_since_ms_ = 0;
   } else if (waits_by_timer_) {
-    if (flushed.sent > 0 || stalled_since_ms_ == 0) stalled_since_ms_ = loop_->NowMs();
+    // Progress (or a refusal) ends the head's wait: the next datagram's receiver gets a second
+    // of its own, and the retries start again at 1 ms.
+    if (flushed.sent > 0 || flushed.refused > 0 || stalled_since_ms_ == 0) {
+      stalled_since_ms_ = loop_->NowMs();
+    }
+    if (flushed.sent > 0) retry_delay_ms_ = 0;
     RetryLater();
   }
   // From what the writer holds, not from this flush: OnSendError above may have sent, and

@@ -7,8 +7,9 @@
 // the handler, queues the replies and sends them with one sendmmsg per batch, waits for room
 // when the socket's buffer is full (reading paused, write interest on), counts everything, and
 // on Finish gives what waits up to 100 ms (none when stopped from a callback) before it
-// unregisters. A Unix datagram socket reads on while it waits (its peer may be waiting for it
-// to read; the kernel holds a sender back rather than drop), and an unconnected one cannot be
+// unregisters. A Unix datagram socket reads on while it waits, up to half its cap (its peer may
+// be waiting for it to read; the kernel holds a sender back rather than drop), and an
+// unconnected one cannot be
 // polled for room (the kernel refuses a send when the receiver's queue is full, but polls the
 // sender writable by its own buffer): it waits on a timer, 1 ms doubling to 64 ms, so that a
 // slow receiver costs no spinning, and what waits for a receiver that reads nothing for a
@@ -95,6 +96,7 @@ class DatagramEndpoint : public EventHandler,
 
  private:
   Interest WantedInterest() const;
+  bool ReadsWhileBlocked() const;
   void RetryLater();
   void DropForAStalledReceiver();
   void UpdateInterest();
