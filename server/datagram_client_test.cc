@@ -15,6 +15,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "gtest/gtest.h"
+#include "net/testing/loopback_client.h"
 #include "net/testing/socket_paths.h"
 #include "server/testing/running_datagram_server.h"
 #include "server/datagram_server.h"
@@ -22,14 +23,8 @@
 namespace gev {
 namespace {
 
-bool WaitFor(const std::function<bool()>& done) {
-  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
-  while (!done()) {
-    if (std::chrono::steady_clock::now() > deadline) return false;
-    std::this_thread::sleep_for(std::chrono::milliseconds(2));
-  }
-  return true;
-}
+// Up to 10 s: a busy machine under a sanitizer is slow.
+bool WaitFor(const std::function<bool()>& done) { return testing::WaitFor(done, 10000); }
 
 using Running = testing::RunningDatagramServer;
 

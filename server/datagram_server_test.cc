@@ -18,6 +18,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "gtest/gtest.h"
+#include "net/testing/loopback_client.h"
 #include "net/testing/socket_paths.h"
 #include "server/testing/running_datagram_server.h"
 #include "net/datagram_io.h"
@@ -116,14 +117,8 @@ absl::StatusOr<std::unique_ptr<DatagramServer>> Make(EchoHandler* handler, int l
   return DatagramServer::Create(handler, server_options, options);
 }
 
-bool WaitFor(const std::function<bool()>& done) {
-  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
-  while (!done()) {
-    if (std::chrono::steady_clock::now() > deadline) return false;
-    std::this_thread::sleep_for(std::chrono::milliseconds(2));
-  }
-  return true;
-}
+// Up to 10 s: a busy machine under a sanitizer is slow.
+bool WaitFor(const std::function<bool()>& done) { return testing::WaitFor(done, 10000); }
 
 TEST(DatagramServerTest, EchoesEveryDatagramToItsPeerOnOneAndTwoLoops) {
   for (int loops : {1, 2}) {
@@ -411,6 +406,20 @@ bool UnixSendTo(int fd, const SocketAddress& to, std::string_view bytes) {
                   length) == static_cast<ssize_t>(bytes.size());
 }
 
+// Sends `count` copies of `bytes` from non-blocking `fd`, waiting 1 ms whenever the server's
+// queue is full, for up to 20,000 tries; how many went.
+int SendWaitingForRoom(int fd, const SocketAddress& to, const std::string& bytes, int count) {
+  int sent = 0;
+  for (int tries = 0; tries < 20000 && sent < count; ++tries) {
+    if (UnixSendTo(fd, to, bytes)) {
+      ++sent;
+    } else {
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    }
+  }
+  return sent;
+}
+
 std::string UnixReceive(int fd) {
   char buffer[4096];
   ssize_t n = ::recv(fd, buffer, sizeof buffer, 0);
@@ -551,15 +560,7 @@ TEST(DatagramServerTest, AUnixReceiverThatReadsNothingIsDroppedAfterASecond) {
   const SocketAddress& to = (*server)->ListenSocketAddress();
   int deaf = UnixPeer(testing::AbstractSocketName("udg-deaf"), /*nonblocking=*/true);
   // More than the kernel holds for it (its queue, the server's send buffer) on any setting.
-  const std::string big(1000, 'd');
-  int sent = 0;
-  for (int tries = 0; tries < 20000 && sent < 600; ++tries) {
-    if (UnixSendTo(deaf, to, big)) {
-      ++sent;
-    } else {
-      std::this_thread::sleep_for(std::chrono::milliseconds(1));
-    }
-  }
+  SendWaitingForRoom(deaf, to, std::string(1000, 'd'), 600);
   ASSERT_TRUE(WaitFor([&] { return (*server)->Stats().Total().blocked_flushes > 0; }));
   int other = UnixPeer(testing::AbstractSocketName("udg-other"));
   for (int i = 0; i < 5; ++i) ASSERT_TRUE(UnixSendTo(other, to, absl::StrCat("other ", i)));
@@ -582,21 +583,12 @@ TEST(DatagramServerTest, EachUnixReceiverThatReadsNothingGetsASecondOfItsOwn) {
   ASSERT_TRUE(server.ok()) << server.status();
   Running running(server->get());
   const SocketAddress& to = (*server)->ListenSocketAddress();
-  auto flood = [&](int from) {
-    for (int sent = 0, tries = 0; sent < 100 && tries < 20000; ++tries) {
-      if (UnixSendTo(from, to, std::string(1000, 'f'))) {
-        ++sent;
-      } else {
-        std::this_thread::sleep_for(std::chrono::milliseconds(1));
-      }
-    }
-  };
   auto errors = [&] {
     std::lock_guard<std::mutex> lock(handler.mutex);
     return handler.send_errors.size();
   };
   int first = UnixPeer(testing::AbstractSocketName("udg-first"), /*nonblocking=*/true);
-  flood(first);
+  SendWaitingForRoom(first, to, std::string(1000, 'f'), 100);
   ASSERT_TRUE(WaitFor([&] { return errors() == 1; }));
   std::this_thread::sleep_for(std::chrono::milliseconds(300));  // Nothing flows meanwhile.
   // A receiver already full, so that the server's first reply to it is refused at once.
@@ -607,7 +599,7 @@ TEST(DatagramServerTest, EachUnixReceiverThatReadsNothingGetsASecondOfItsOwn) {
   while (UnixSendTo(filler, second_address, "filler")) {
   }
   const auto started = std::chrono::steady_clock::now();
-  flood(second);
+  SendWaitingForRoom(second, to, std::string(1000, 'f'), 100);
   ASSERT_TRUE(WaitFor([&] { return errors() == 2; }));
   EXPECT_GE(std::chrono::steady_clock::now() - started, std::chrono::milliseconds(900));
   ::close(first);
