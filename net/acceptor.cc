@@ -11,6 +11,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "eventloop/log.h"
+#include "net/inherited_sockets.h"
 #include "net/socket_ops.h"
 
 namespace gev {
@@ -64,6 +65,19 @@ absl::StatusOr<std::unique_ptr<Acceptor>> Acceptor::Create(EventLoop* loop,
     return bound.status();
   }
   return std::unique_ptr<Acceptor>(new Acceptor(loop, *fd, *bound));
+}
+
+absl::StatusOr<std::unique_ptr<Acceptor>> Acceptor::Adopt(EventLoop* loop, int fd) {
+  absl::StatusOr<InheritedSocket> socket = DescribeSocket(fd);
+  if (!socket.ok()) return socket.status();
+  if (socket->type != SOCK_STREAM || !socket->listening) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("descriptor ", fd, " (", socket->address.ToString(),
+                     "): not a listening stream socket"));
+  }
+  absl::Status status = sockets::SetNonBlockingCloseOnExec(fd);
+  if (!status.ok()) return status;
+  return std::unique_ptr<Acceptor>(new Acceptor(loop, fd, socket->address));
 }
 
 Acceptor::Acceptor(EventLoop* loop, int listen_fd, const SocketAddress& listen_address)

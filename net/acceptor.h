@@ -21,6 +21,11 @@
 // wait in the kernel's listen backlog instead of being accepted and reset, until the gate calls
 // ResumeAccepting() on the acceptor's loop.
 //
+// A listener the process did not open (systemd's, a parent's, one handed over by a running
+// server) is taken with Acceptor::Adopt(), which checks what the descriptor is first. After
+// its socket has been handed to another process, KeepSocketFile() leaves a Unix socket's file
+// to that process.
+//
 // Example (on the loop thread):
 //
 //   auto acceptor = gev::Acceptor::Create(loop, *gev::InetAddress::Parse("127.0.0.1:0"),
@@ -76,6 +81,10 @@ class Acceptor final : public EventHandler {
   static absl::StatusOr<std::unique_ptr<Acceptor>> Create(EventLoop* loop,
                                                           const SocketAddress& address,
                                                           bool reuse_port);
+  // Acceptor::Adopt() — serves `fd`, a listening stream socket (TCP or Unix) opened elsewhere,
+  // made non-blocking and close-on-exec here. Takes ownership on success; on failure
+  // (FailedPrecondition: not a socket, not a stream, not listening) the caller keeps it.
+  static absl::StatusOr<std::unique_ptr<Acceptor>> Adopt(EventLoop* loop, int fd);
   ~Acceptor() override;
 
   void set_new_connection_callback(NewConnectionCallback callback) {
@@ -91,6 +100,11 @@ class Acceptor final : public EventHandler {
   bool ResumeAccepting();
   // The bound address, with the real port when 0 was asked for.
   const SocketAddress& listen_address() const { return listen_address_; }
+  // The listening descriptor, owned by the acceptor (closed with it).
+  int fd() const { return listen_fd_; }
+  // Acceptor::KeepSocketFile() — the socket lives on in another process (handed over): its
+  // Unix socket file is not removed when this acceptor goes. Loop thread only.
+  void KeepSocketFile() { socket_file_inode_ = 0; }
 
   uint64_t accepted_count() const { return accepted_.load(std::memory_order_relaxed); }
   // Connections accepted and closed at once because the process was out of descriptors.

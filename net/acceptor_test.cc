@@ -19,6 +19,7 @@
 #include "eventloop/event_loop.h"
 #include "gtest/gtest.h"
 #include "net/socket_ops.h"
+#include "net/testing/socket_paths.h"
 #include "net/testing/test_process.h"
 
 namespace gev {
@@ -58,6 +59,74 @@ TEST(AcceptorTest, AcceptsEveryPendingConnectionInOneEvent) {
   EXPECT_EQ(polls_seen.size(), 1u);  // All taken in one readiness event.
   for (int fd : accepted) ::close(fd);
   for (int fd : clients) ::close(fd);
+}
+
+// A listener opened elsewhere (here: by sockets::Listen, as systemd or a parent would) is
+// served as it is, clients already in its backlog included.
+TEST(AcceptorTest, AdoptsAListenerOpenedElsewhereWithItsBacklog) {
+  auto loop = *EventLoop::Create();
+  absl::StatusOr<int> listener = sockets::Listen(InetAddress::Loopback(0), false);
+  ASSERT_TRUE(listener.ok()) << listener.status();
+  absl::StatusOr<SocketAddress> bound = sockets::LocalSocketAddress(*listener);
+  ASSERT_TRUE(bound.ok());
+  std::vector<int> clients;
+  for (int i = 0; i < 5; ++i) {
+    auto client = sockets::ConnectBlocking(*bound);
+    ASSERT_TRUE(client.ok()) << client.status();
+    clients.push_back(*client);
+  }
+  auto acceptor = Acceptor::Adopt(loop.get(), *listener);
+  ASSERT_TRUE(acceptor.ok()) << acceptor.status();
+  EXPECT_EQ((*acceptor)->fd(), *listener);
+  EXPECT_EQ((*acceptor)->listen_address().ToString(), bound->ToString());
+  std::vector<int> accepted;
+  (*acceptor)->set_new_connection_callback(
+      [&](int fd, const InetAddress&) { accepted.push_back(fd); });
+  loop->QueueInLoop([&] { ASSERT_TRUE((*acceptor)->Listen().ok()); });
+  loop->RunAfter(absl::Milliseconds(200), [&] {
+    acceptor->reset();
+    loop->Stop();
+  });
+  loop->Run();
+  EXPECT_EQ(accepted.size(), 5u);
+  for (int fd : accepted) ::close(fd);
+  for (int fd : clients) ::close(fd);
+  // The acceptor closed the descriptor it adopted.
+  EXPECT_EQ(::fcntl(*listener, F_GETFD), -1);
+}
+
+// What is not a listening stream socket is refused, and stays the caller's.
+TEST(AcceptorTest, AdoptRefusesWhatIsNotAListener) {
+  auto loop = *EventLoop::Create();
+  int datagram = ::socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+  int unbound_stream = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  int pipe_ends[2];
+  ASSERT_EQ(::pipe(pipe_ends), 0);
+  for (int fd : {datagram, unbound_stream, pipe_ends[0], 1000000}) {
+    auto acceptor = Acceptor::Adopt(loop.get(), fd);
+    EXPECT_EQ(acceptor.status().code(), absl::StatusCode::kFailedPrecondition) << fd;
+  }
+  for (int fd : {datagram, unbound_stream, pipe_ends[0], pipe_ends[1]}) {
+    EXPECT_EQ(::close(fd), 0) << "still the caller's: " << fd;
+  }
+}
+
+// A Unix listener's socket file is removed with its acceptor, unless the socket was handed to
+// another process, which goes on serving at that path.
+TEST(AcceptorTest, KeepSocketFileLeavesAHandedOverUnixSocketsFile) {
+  auto loop = *EventLoop::Create();
+  for (bool keep : {false, true}) {
+    std::string path = testing::SocketPath(keep ? "acceptor-keep" : "acceptor-remove");
+    auto address = SocketAddress::Parse("unix", path);
+    ASSERT_TRUE(address.ok());
+    auto acceptor = Acceptor::Create(loop.get(), *address, false);
+    ASSERT_TRUE(acceptor.ok()) << acceptor.status();
+    ASSERT_EQ(::access(path.c_str(), F_OK), 0);
+    if (keep) (*acceptor)->KeepSocketFile();
+    acceptor->reset();
+    EXPECT_EQ(::access(path.c_str(), F_OK) == 0, keep) << path;
+    ::unlink(path.c_str());
+  }
 }
 
 // A gate with two slots: the third pending client is not accepted until a slot is given back
