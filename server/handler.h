@@ -90,6 +90,13 @@ class Handler {
   // Handler::OnWriteComplete() — output that had to wait has all been written.
   virtual void OnWriteComplete(Connection& conn) { (void)conn; }
 
+  // Handler::OnDrain() — the server is draining (Server::Drain, or its listeners went to a
+  // successor): no new connection comes, and this one may finish what it is doing before
+  // StopTimeout ends it (RST). A request-response protocol closes it here when it is between
+  // requests, and otherwise after the reply in progress. By default nothing happens: the
+  // connection goes on until its peer closes it. On the connection's loop, once.
+  virtual void OnDrain(Connection& conn) { (void)conn; }
+
   // Handler::OnClose() — the connection closed; called exactly once per OnConnect. `reason` is
   // OK for an orderly close (either side) and says why otherwise: reset, idle timeout, a
   // protocol error, the server stopping.

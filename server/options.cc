@@ -65,6 +65,14 @@ Option WithTransport(std::shared_ptr<TransportFactory> transport) {
   return [transport = std::move(transport)](ServerOptions& o) { o.transport = transport; };
 }
 
+Option Listeners(std::vector<int> listening_fds) {
+  return [listening_fds = std::move(listening_fds)](ServerOptions& o) { o.listeners = listening_fds; };
+}
+
+Option HandoffPath(std::string path) {
+  return [path = std::move(path)](ServerOptions& o) { o.handoff_path = path; };
+}
+
 Option GatherWrites(bool on) {
   return [on](ServerOptions& o) { o.gather_writes = on; };
 }

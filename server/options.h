@@ -31,6 +31,7 @@
 #include <functional>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
@@ -111,6 +112,28 @@ struct ServerOptions : ConnectionSettings {
   // their kernels), not accepted and reset, and are accepted as connections close. The limit
   // counts a connection from its accept until its OnClose (or OnTransportError).
   size_t max_connections = 0;
+
+  // Restarts that refuse and reset nobody: the server's listening sockets come from elsewhere
+  // and go on to its successor, so they never close (clients waiting in their backlogs stay).
+  //
+  // Listening sockets to serve instead of binding `address`: systemd's (gev::TakeSystemdSockets
+  // in net/inherited_sockets.h), a parent's, another server's Listeners(). The server owns them
+  // from Create on, whether it succeeds or not; each must be a listening stream socket (checked,
+  // FailedPrecondition otherwise). Acceptor mode: the acceptor loop serves them all. ReusePort:
+  // loop i serves listener i; loops past the last share the listeners (a duplicate descriptor
+  // each), and listeners past the last loop go to the loops in turn (or, where the kernel
+  // migrates a closed SO_REUSEPORT listener's backlog, net.ipv4.tcp_migrate_req=1, are closed).
+  std::vector<int> listeners;
+  // A Unix socket path (or "@name") for handing listeners over. At Create the server asks the
+  // server serving this path for its listeners and serves those: when they are bound where
+  // `address` says, or were given to that server (then wherever they are bound). If nobody
+  // serves there, the answer is a refusal, or the peer runs as another user or speaks another
+  // protocol, it binds `address` as usual and logs why. Once started it serves the path
+  // itself: a successor that asks gets its listeners, and this server then drains
+  // (Server::Drain), so Start() returns once its connections have ended. Empty: neither.
+  std::string handoff_path;
+  // The longest each step of asking for listeners may wait for the running server.
+  absl::Duration handoff_timeout = absl::Seconds(5);
 };
 
 namespace server_internal {
@@ -144,6 +167,8 @@ Option StopTimeout(absl::Duration timeout);
 Option LingerQuiet(absl::Duration quiet);
 Option GatherWrites(bool on);
 Option WithTransport(std::shared_ptr<TransportFactory> transport);
+Option Listeners(std::vector<int> listening_fds);
+Option HandoffPath(std::string path);
 
 }  // namespace gev
 

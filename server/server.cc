@@ -1,18 +1,23 @@
 #include "server/server.h"
 
+#include <fcntl.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <cstdio>
+#include <fstream>
 #include <string>
 #include <thread>
 
+#include "absl/cleanup/cleanup.h"
 #include "absl/container/flat_hash_set.h"
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "eventloop/log.h"
 #include "net/socket_ops.h"
 #include "server/internal/handler_dispatch.h"
+#include "server/internal/handoff.h"
 
 namespace gev {
 namespace server_internal {
@@ -91,7 +96,7 @@ struct Worker {
   // Shared with the connections' Config: a ConnectionPtr kept past the server still reaches a
   // (finished) loop.
   std::shared_ptr<EventLoop> loop;
-  std::unique_ptr<Acceptor> acceptor;  // ReusePort mode only.
+  std::vector<std::unique_ptr<Acceptor>> acceptors;  // ReusePort mode only.
   std::shared_ptr<const Connection::Config> config;
   std::thread thread;
   // Open connections plus, in acceptor mode, those handed over but not yet adopted, which
@@ -102,6 +107,7 @@ struct Worker {
   absl::flat_hash_set<ConnectionPtr> connections;
   HandlerDispatch dispatch;
   bool draining = false;
+  bool drain_gently = false;  // Draining without closing the connections (yet).
 
   // Takes over an accepted descriptor. `counted`: the acceptor already counted it.
   void Adopt(int fd, const InetAddress& peer, bool counted) {
@@ -131,14 +137,34 @@ struct Worker {
     if (limit != nullptr) limit->Release();
   }
 
-  // Shutdown, on this loop: stop accepting, close every connection after its output is
-  // flushed, force-close what is left at `deadline_ms`, then stop the loop.
-  void BeginDrain(uint64_t deadline_ms) {
+  // Shutdown, on this loop: stop accepting; close every connection after its output is
+  // flushed (`gentle`: tell each it may finish, Handler::OnDrain, and close them only if
+  // `hurry` becomes true); force-close what is left at `deadline_ms`; then stop the loop.
+  // `keep_socket_files`: the listeners went to a successor, whose Unix socket files they are.
+  void BeginDrain(uint64_t deadline_ms, bool gentle, bool keep_socket_files,
+                  const std::atomic<bool>* hurry) {
     draining = true;
-    acceptor.reset();
+    drain_gently = gentle;
+    for (auto& acceptor : acceptors) {
+      if (keep_socket_files) acceptor->KeepSocketFile();
+    }
+    acceptors.clear();
     std::vector<ConnectionPtr> open(connections.begin(), connections.end());
-    for (const ConnectionPtr& connection : open) connection->Close();
-    loop->RunEvery(absl::Milliseconds(5), [this, deadline_ms] { CheckDrained(deadline_ms); });
+    for (const ConnectionPtr& connection : open) {
+      if (gentle) {
+        handler->OnDrain(*connection);
+      } else {
+        connection->Close();
+      }
+    }
+    loop->RunEvery(absl::Milliseconds(5), [this, deadline_ms, hurry] {
+      if (drain_gently && hurry->load(std::memory_order_relaxed)) {
+        drain_gently = false;
+        std::vector<ConnectionPtr> still_open(connections.begin(), connections.end());
+        for (const ConnectionPtr& connection : still_open) connection->Close();
+      }
+      CheckDrained(deadline_ms);
+    });
   }
 
   void CheckDrained(uint64_t deadline_ms) {
@@ -152,7 +178,9 @@ struct Worker {
     if (!past_deadline) return;
     std::vector<ConnectionPtr> open(connections.begin(), connections.end());
     for (const ConnectionPtr& connection : open) {
-      connection->ForceClose(absl::CancelledError("server stopped before output was flushed"));
+      connection->ForceClose(
+          drain_gently ? absl::DeadlineExceededError("still open when the drain's time was up")
+                       : absl::CancelledError("server stopped before output was flushed"));
     }
   }
 };
@@ -174,7 +202,10 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Create(Handler* handler, ServerO
       server_internal::ConnectionOptionsFor(options);
   if (!connection_options.ok()) return connection_options.status();
   options.max_pending_output = connection_options->max_pending_output;
-  absl::StatusOr<SocketAddress> address = SocketAddress::Parse(options.network, options.address);
+  // Given listeners are served wherever they are bound: the address is not used then.
+  absl::StatusOr<SocketAddress> address =
+      options.listeners.empty() ? SocketAddress::Parse(options.network, options.address)
+                                : absl::StatusOr<SocketAddress>(SocketAddress());
   if (!address.ok()) return address.status();
   if (address->is_unix() && options.reuse_port) {
     return absl::InvalidArgumentError("ReusePort is for TCP; a unix socket has one listener");
@@ -203,7 +234,12 @@ absl::Status Server::Init(const SocketAddress& address,
     limit_ = std::make_unique<server_internal::ConnectionLimit>(
         options_.max_connections, [this] { WakeListeners(); });
   }
-  SocketAddress bind_address = address;
+  // First, so that descriptors the server was given are its own whatever fails below.
+  absl::StatusOr<std::vector<InheritedSocket>> sockets = TakeListeners(address);
+  if (!sockets.ok()) return sockets.status();
+  auto close_sockets = absl::MakeCleanup([&sockets] {
+    for (const InheritedSocket& socket : *sockets) ::close(socket.fd);
+  });
   for (int i = 0; i < options_.num_loops; ++i) {
     auto worker = std::make_unique<Worker>(handler_, options_.protocol.get(), &options_);
     Worker* w = worker.get();
@@ -245,33 +281,191 @@ absl::Status Server::Init(const SocketAddress& address,
     };
     w->config = std::move(config);
 
-    if (options_.reuse_port) {
-      absl::StatusOr<std::unique_ptr<Acceptor>> acceptor =
-          Acceptor::Create(w->loop.get(), bind_address, /*reuse_port=*/true);
-      if (!acceptor.ok()) return acceptor.status();
-      w->acceptor = std::move(*acceptor);
-      // Port 0: the first listener picked one; the others must share it.
-      bind_address = w->acceptor->listen_address();
-      w->acceptor->set_gate(limit_.get());
-      w->acceptor->set_new_connection_callback(
-          [w](int fd, const InetAddress& peer) { w->Adopt(fd, peer, /*counted=*/false); });
-    }
     workers_.push_back(std::move(worker));
   }
-  if (options_.reuse_port) {
-    listen_address_ = bind_address;
-  } else {
-    absl::StatusOr<std::unique_ptr<Acceptor>> acceptor =
-        Acceptor::Create(main_loop_.get(), address, /*reuse_port=*/false);
-    if (!acceptor.ok()) return acceptor.status();
-    acceptor_ = std::move(*acceptor);
-    listen_address_ = acceptor_->listen_address();
-    acceptor_->set_gate(limit_.get());
-    acceptor_->set_new_connection_callback(
-        [this](int fd, const InetAddress& peer) { Dispatch(fd, peer); });
+  std::move(close_sockets).Cancel();  // SetUpAcceptors adopts or closes each.
+  absl::Status status = SetUpAcceptors(address, std::move(*sockets));
+  if (!status.ok()) return status;
+  for (const auto& acceptor : acceptors_) listener_fds_.push_back(acceptor->fd());
+  for (const auto& worker : workers_) {
+    for (const auto& acceptor : worker->acceptors) listener_fds_.push_back(acceptor->fd());
   }
   connection_counts_.resize(workers_.size());
   return absl::OkStatus();
+}
+
+namespace {
+
+// Whether a listener bound at `actual` serves what the options ask for at `wanted` (any port
+// when they ask for port 0).
+bool ServesAddress(const SocketAddress& wanted, const SocketAddress& actual) {
+  if (wanted.is_unix() || actual.is_unix()) {
+    return wanted.is_unix() == actual.is_unix() && wanted.ToString() == actual.ToString();
+  }
+  if (wanted.inet().family() != actual.inet().family()) return false;
+  if (wanted.inet().port() != 0) return wanted.ToString() == actual.ToString();
+  std::string want = wanted.ToString();
+  std::string have = actual.ToString();
+  return want.substr(0, want.rfind(':')) == have.substr(0, have.rfind(':'));
+}
+
+// net.ipv4.tcp_migrate_req=1 (Linux 5.14 on, per network namespace): closing one of several
+// SO_REUSEPORT listeners moves the clients waiting in its backlog to another, instead of
+// resetting them.
+bool KernelMigratesClosedListenersBacklog() {
+  std::ifstream setting("/proc/sys/net/ipv4/tcp_migrate_req");
+  int value = 0;
+  return (setting >> value) && value == 1;
+}
+
+bool HasReusePort(int fd) {
+  int on = 0;
+  socklen_t length = sizeof(on);
+  return ::getsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &on, &length) == 0 && on != 0;
+}
+
+}  // namespace
+
+absl::StatusOr<std::vector<InheritedSocket>> Server::TakeListeners(const SocketAddress& address) {
+  std::vector<InheritedSocket> sockets;
+  if (!options_.listeners.empty()) {
+    // The server owns them all from here, whether it starts or not.
+    absl::Status status;
+    for (int fd : options_.listeners) {
+      absl::StatusOr<InheritedSocket> socket = DescribeSocket(fd);
+      if (status.ok() && !socket.ok()) status = socket.status();
+      if (status.ok() && (socket->type != SOCK_STREAM || !socket->listening)) {
+        status = absl::FailedPreconditionError(absl::StrCat(
+            "ServerOptions::listeners: descriptor ", fd, " is not a listening stream socket"));
+      }
+      if (status.ok()) {
+        sockets.push_back(std::move(*socket));
+      } else if (socket.ok()) {
+        ::close(fd);
+      }
+    }
+    if (!status.ok()) {
+      for (const InheritedSocket& socket : sockets) ::close(socket.fd);
+      return status;
+    }
+    listener_source_ = ListenerSource::kGiven;
+    listeners_given_ = true;
+    return sockets;
+  }
+  if (options_.handoff_path.empty()) return sockets;
+  absl::StatusOr<server_internal::HandedOverListeners> handed =
+      server_internal::RequestListeners(options_.handoff_path, options_.handoff_timeout);
+  absl::Status why = handed.status();
+  // Listeners the predecessor was given are served wherever they are bound, as given ones
+  // are; those it bound must be where this server's options say.
+  for (size_t i = 0; why.ok() && !handed->given() && i < handed->listeners().size(); ++i) {
+    const SocketAddress& bound = handed->listeners()[i].address;
+    if (!ServesAddress(address, bound)) {
+      why = absl::FailedPreconditionError(absl::StrCat("handoff: the listener at ",
+                                                       bound.ToString(), " is not at ",
+                                                       address.ToString()));
+    }
+  }
+  if (!why.ok()) {
+    // The predecessor, if any, sees the handoff end without "ready" and goes on serving.
+    Log(LogSeverity::kWarning, absl::StrCat("taking listeners over ", options_.handoff_path,
+                                            ": ", why.message(), "; binding ",
+                                            address.ToString(), " instead"));
+    return sockets;
+  }
+  sockets = handed->listeners();
+  handed->ReleaseListeners();
+  Log(LogSeverity::kInfo, absl::StrCat("took ", sockets.size(), " listener(s) from pid ",
+                                       handed->from_pid(), " over ", options_.handoff_path));
+  listeners_given_ = handed->given();
+  takeover_ = std::make_unique<server_internal::HandedOverListeners>(std::move(*handed));
+  listener_source_ = ListenerSource::kHandedOver;
+  return sockets;
+}
+
+absl::Status Server::SetUpAcceptors(const SocketAddress& address,
+                                    std::vector<InheritedSocket> sockets) {
+  auto on_main_loop = [this](Acceptor& acceptor) {
+    acceptor.set_gate(limit_.get());
+    acceptor.set_new_connection_callback(
+        [this](int fd, const InetAddress& peer) { Dispatch(fd, peer); });
+  };
+  auto on_worker = [this](Worker* w, Acceptor& acceptor) {
+    acceptor.set_gate(limit_.get());
+    acceptor.set_new_connection_callback(
+        [w](int fd, const InetAddress& peer) { w->Adopt(fd, peer, /*counted=*/false); });
+  };
+  if (sockets.empty()) {
+    if (!options_.reuse_port) {
+      absl::StatusOr<std::unique_ptr<Acceptor>> acceptor =
+          Acceptor::Create(main_loop_.get(), address, /*reuse_port=*/false);
+      if (!acceptor.ok()) return acceptor.status();
+      on_main_loop(**acceptor);
+      listen_address_ = (*acceptor)->listen_address();
+      acceptors_.push_back(std::move(*acceptor));
+      return absl::OkStatus();
+    }
+    SocketAddress bind_address = address;
+    for (auto& worker : workers_) {
+      absl::StatusOr<std::unique_ptr<Acceptor>> acceptor =
+          Acceptor::Create(worker->loop.get(), bind_address, /*reuse_port=*/true);
+      if (!acceptor.ok()) return acceptor.status();
+      // Port 0: the first listener picked one; the others must share it.
+      bind_address = (*acceptor)->listen_address();
+      on_worker(worker.get(), **acceptor);
+      worker->acceptors.push_back(std::move(*acceptor));
+    }
+    listen_address_ = bind_address;
+    return absl::OkStatus();
+  }
+
+  listen_address_ = sockets[0].address;
+  // Each descriptor is either adopted by an acceptor or closed here, failure or not.
+  absl::Status status;
+  auto adopt = [&](EventLoop* loop, int fd) -> std::unique_ptr<Acceptor> {
+    if (!status.ok()) {
+      ::close(fd);
+      return nullptr;
+    }
+    absl::StatusOr<std::unique_ptr<Acceptor>> acceptor = Acceptor::Adopt(loop, fd);
+    if (!acceptor.ok()) {
+      status = acceptor.status();
+      ::close(fd);
+      return nullptr;
+    }
+    return std::move(*acceptor);
+  };
+  if (!options_.reuse_port) {
+    for (const InheritedSocket& socket : sockets) {
+      std::unique_ptr<Acceptor> acceptor = adopt(main_loop_.get(), socket.fd);
+      if (acceptor == nullptr) continue;
+      on_main_loop(*acceptor);
+      acceptors_.push_back(std::move(acceptor));
+    }
+    return status;
+  }
+  const size_t loops = workers_.size();
+  // Loops past the last listener share one: a duplicate descriptor of the same socket each.
+  for (size_t i = sockets.size(); i < loops; ++i) {
+    InheritedSocket shared = sockets[i % sockets.size()];
+    shared.fd = ::fcntl(shared.fd, F_DUPFD_CLOEXEC, 0);
+    if (shared.fd < 0 && status.ok()) status = absl::ErrnoToStatus(errno, "dup a listener");
+    if (shared.fd >= 0) sockets.push_back(shared);
+  }
+  const bool migrates = sockets.size() > loops && KernelMigratesClosedListenersBacklog();
+  for (size_t i = 0; i < sockets.size(); ++i) {
+    Worker* w = workers_[i % loops].get();
+    if (i >= loops && migrates && HasReusePort(sockets[i].fd) &&
+        ServesAddress(sockets[i].address, sockets[i % loops].address)) {
+      ::close(sockets[i].fd);  // Its waiting clients move to another listener of its group.
+      continue;
+    }
+    std::unique_ptr<Acceptor> acceptor = adopt(w->loop.get(), sockets[i].fd);
+    if (acceptor == nullptr) continue;
+    on_worker(w, *acceptor);
+    w->acceptors.push_back(std::move(acceptor));
+  }
+  return status;
 }
 
 Server::~Server() {
@@ -281,16 +475,21 @@ Server::~Server() {
 
 void Server::WakeListeners() {
   // Refused only by a finished loop, whose listener is gone anyway.
+  // Each waiting listener was counted by the gate once, and is resumed (and uncounted) once.
   if (!options_.reuse_port) {
     (void)main_loop_->QueueInLoop([this] {
-      if (acceptor_ != nullptr && acceptor_->ResumeAccepting()) limit_->Resumed();
+      for (auto& acceptor : acceptors_) {
+        if (acceptor->ResumeAccepting()) limit_->Resumed();
+      }
     });
     return;
   }
   for (auto& worker : workers_) {
     Worker* w = worker.get();
     (void)w->loop->QueueInLoop([this, w] {
-      if (w->acceptor != nullptr && w->acceptor->ResumeAccepting()) limit_->Resumed();
+      for (auto& acceptor : w->acceptors) {
+        if (acceptor->ResumeAccepting()) limit_->Resumed();
+      }
     });
   }
 }
@@ -317,21 +516,35 @@ absl::Status Server::Start() {
   if (!run_state_.compare_exchange_strong(expected, RunState::kRunning)) return absl::OkStatus();
   // Queued before the loops run: never refused. OnLoopStart first, so it runs before any
   // connection reaches the loop (handed over or accepted there).
+  size_t listening_loops = acceptors_.empty() ? 0 : 1;
+  for (const auto& worker : workers_) listening_loops += worker->acceptors.empty() ? 0 : 1;
+  listens_pending_.store(listening_loops);
+  // The last loop to poll its listeners tells the acceptor loop (refused only once it has
+  // finished: the server stopped meanwhile).
+  auto listened = [this] {
+    if (listens_pending_.fetch_sub(1) == 1) (void)main_loop_->QueueInLoop([this] { OnListening(); });
+  };
   for (size_t i = 0; i < workers_.size(); ++i) {
     Worker* w = workers_[i].get();
     (void)w->loop->RunInLoop([w, i] { w->handler->OnLoopStart(*w->loop, i); });
-    if (w->acceptor) {
-      (void)w->loop->RunInLoop([this, w] {
-        absl::Status status = w->acceptor->Listen();
-        if (!status.ok()) FailToListen(status);
+    if (!w->acceptors.empty()) {
+      (void)w->loop->RunInLoop([this, w, listened] {
+        for (auto& acceptor : w->acceptors) {
+          absl::Status status = acceptor->Listen();
+          if (!status.ok()) FailToListen(status);
+        }
+        listened();
       });
     }
     w->thread = std::thread([w] { w->loop->Run(); });
   }
-  if (acceptor_) {
-    (void)main_loop_->RunInLoop([this] {
-      absl::Status status = acceptor_->Listen();
-      if (!status.ok()) FailToListen(status);
+  if (!acceptors_.empty()) {
+    (void)main_loop_->RunInLoop([this, listened] {
+      for (auto& acceptor : acceptors_) {
+        absl::Status status = acceptor->Listen();
+        if (!status.ok()) FailToListen(status);
+      }
+      listened();
     });
   }
   main_loop_->Run();
@@ -351,12 +564,54 @@ void Server::FailToListen(const absl::Status& status) {
   Stop();  // On a server thread: starts the shutdown and returns.
 }
 
+void Server::OnListening() {
+  if (run_state_.load(std::memory_order_acquire) != RunState::kRunning) return;
+  bool took_over = false;
+  if (takeover_ != nullptr) {
+    absl::Status confirmed = takeover_->ConfirmTakeover();
+    if (confirmed.ok()) {
+      took_over = true;
+    } else {
+      // The predecessor then serves on beside this server; both accept, nothing is lost.
+      Log(LogSeverity::kWarning,
+          absl::StrCat("handoff: telling pid ", takeover_->from_pid(), " to drain: ",
+                       confirmed.message()));
+    }
+    takeover_.reset();
+  }
+  if (options_.handoff_path.empty()) return;
+  server_internal::HandoffService::Callbacks callbacks;
+  callbacks.listeners = [this] { return listener_fds_; };
+  callbacks.given = listeners_given_;
+  callbacks.taken_over = [this](pid_t) {
+    handed_over_.store(true);
+    // Queued: the service that calls this is destroyed by the drain.
+    (void)main_loop_->QueueInLoop([this] { Drain(); });
+  };
+  // After a takeover the path still holds the predecessor's socket, whose service is ending.
+  absl::StatusOr<std::unique_ptr<server_internal::HandoffService>> service =
+      server_internal::HandoffService::Create(main_loop_.get(), options_.handoff_path,
+                                              /*replace=*/took_over, std::move(callbacks));
+  absl::Status status = service.ok() ? (*service)->Start() : service.status();
+  if (!status.ok()) {
+    Log(LogSeverity::kWarning,
+        absl::StrCat("handoff: cannot serve ", options_.handoff_path, " (", status.message(),
+                     "): a successor will have to bind its own listeners"));
+    return;
+  }
+  handoff_service_ = std::move(*service);
+}
+
 absl::Status Server::ShutDown() {
+  const bool gentle = drain_.load();
+  const bool keep_socket_files = handed_over_.load();
   for (auto& worker : workers_) {
     Worker* w = worker.get();
     // The worker loops are still running: never refused.
-    (void)w->loop->RunInLoop([w, timeout = options_.stop_timeout] {
-      w->BeginDrain(w->loop->NowMs() + static_cast<uint64_t>(absl::ToInt64Milliseconds(timeout)));
+    (void)w->loop->RunInLoop([this, w, gentle, keep_socket_files] {
+      uint64_t deadline_ms = w->loop->NowMs() + static_cast<uint64_t>(absl::ToInt64Milliseconds(
+                                                     options_.stop_timeout));
+      w->BeginDrain(deadline_ms, gentle, keep_socket_files, &hurry_);
     });
   }
   for (auto& worker : workers_) worker->thread.join();
@@ -371,7 +626,13 @@ absl::Status Server::ShutDown() {
   return start_error;  // The server may be gone from here on: nothing of it is touched.
 }
 
-void Server::Stop() {
+void Server::Stop() { StopWith(/*drain=*/false); }
+
+void Server::Drain() { StopWith(/*drain=*/true); }
+
+void Server::StopWith(bool drain) {
+  // A Stop() during a drain: the connections close now (the workers look every 5 ms).
+  if (!drain) hurry_.store(true);
   RunState state = run_state_.load(std::memory_order_acquire);
   if (state == RunState::kCreated) {
     std::lock_guard<std::mutex> lock(stopped_mutex_);
@@ -382,9 +643,15 @@ void Server::Stop() {
   }
   if (state == RunState::kRunning &&
       run_state_.compare_exchange_strong(state, RunState::kStopping)) {
-    // The acceptor is the main loop's to destroy, while that loop still runs.
+    drain_.store(drain);
+    // The acceptors are the main loop's to destroy, while that loop still runs.
     main_loop_->RunInLoop([this] {
-      acceptor_.reset();
+      for (auto& acceptor : acceptors_) {
+        if (handed_over_.load()) acceptor->KeepSocketFile();
+      }
+      acceptors_.clear();
+      handoff_service_.reset();
+      takeover_.reset();
       main_loop_->Stop();
     });
   }
@@ -414,6 +681,12 @@ TimerId Server::RunEvery(absl::Duration interval, absl::AnyInvocable<void()> tas
 void Server::Cancel(TimerId id) { main_loop_->Cancel(id); }
 
 size_t Server::NumLoops() const { return workers_.size(); }
+
+std::vector<int> Server::Listeners() const {
+  RunState state = run_state_.load(std::memory_order_acquire);
+  if (state == RunState::kStopping || state == RunState::kStopped) return {};
+  return listener_fds_;
+}
 
 std::shared_ptr<EventLoop> Server::Loop(size_t i) const {
   return i < workers_.size() ? workers_[i]->loop : nullptr;

@@ -28,6 +28,13 @@
 // loops (a proxy's upstreams) get the same time to close, so their OnClose runs as well; one
 // still open at the deadline is not closed by the server (stop such clients first).
 //
+// Drain() is the gentle stop: it stops accepting and lets each connection finish
+// (Handler::OnDrain tells it to) for at most `stop_timeout`. Restarts that refuse and reset no
+// client build on it: a server started with ServerOptions::handoff_path takes the listening
+// sockets of the server it replaces, which then drains; or it serves descriptors it was given
+// (ServerOptions::listeners: systemd's socket activation, a parent's), and hands its own
+// (Listeners()) to whoever it likes.
+//
 // Thread safety: Start() is called once, from the thread that will serve as the acceptor.
 // Stop(), RunAfter(), RunEvery(), Cancel() and the counts are thread-safe; Stop() called on one
 // of the server's own threads (in a handler or a timer) starts the shutdown and returns at
@@ -55,6 +62,7 @@
 #include "net/acceptor.h"
 #include "net/connection.h"
 #include "net/inet_address.h"
+#include "net/inherited_sockets.h"
 #include "net/socket_address.h"
 #include "server/handler.h"
 #include "server/options.h"
@@ -65,6 +73,8 @@ namespace gev {
 namespace server_internal {
 struct Worker;
 class ConnectionLimit;
+class HandedOverListeners;
+class HandoffService;
 }  // namespace server_internal
 
 // What one worker loop has done since the server was created. A snapshot, read without
@@ -110,6 +120,24 @@ class Server {
   absl::Status Start();
   // Server::Stop() — see the header comment. Idempotent. Thread-safe.
   void Stop();
+  // Server::Drain() — stops accepting, calls Handler::OnDrain on every open connection, and
+  // waits until they have all closed or `stop_timeout` has passed (those still open then are
+  // ended with a reset); then as Stop(). A Stop() meanwhile closes them at once, as Stop does.
+  // Thread-safe; on one of the server's threads it returns at once, as Stop().
+  void Drain();
+
+  // Where the listening sockets came from.
+  enum class ListenerSource {
+    kBound,       // Bound here, at ServerOptions::address.
+    kGiven,       // ServerOptions::listeners.
+    kHandedOver,  // From the server serving ServerOptions::handoff_path.
+  };
+  ListenerSource listener_source() const { return listener_source_; }
+  // Server::Listeners() — the listening descriptors, owned by the server: valid until it stops
+  // accepting (empty once Stop or Drain has begun; a descriptor read just before may be closed
+  // by then). To pass to another process (dup them, or send them), which may serve them beside
+  // or after this one. Thread-safe.
+  std::vector<int> Listeners() const;
 
   // Timers on the acceptor loop (the thread running Start). Thread-safe; usable before Start.
   TimerId RunAfter(absl::Duration delay, absl::AnyInvocable<void()> task);
@@ -137,6 +165,14 @@ class Server {
 
   Server(Handler* handler, ServerOptions options);
   absl::Status Init(const SocketAddress& address, const Connection::Options& connection_options);
+  // The listeners given or handed over, checked; empty when the server binds its own.
+  absl::StatusOr<std::vector<InheritedSocket>> TakeListeners(const SocketAddress& address);
+  // Sets up the worker and acceptor loops' acceptors over `sockets`, or binds `address`.
+  absl::Status SetUpAcceptors(const SocketAddress& address, std::vector<InheritedSocket> sockets);
+  // Every listener is polled: confirms a takeover (the predecessor drains) and serves the
+  // handoff path. Acceptor loop.
+  void OnListening();
+  void StopWith(bool drain);
   void Dispatch(int fd, const InetAddress& peer);
   // A slot freed under max_connections: every waiting listener polls again. Thread-safe.
   void WakeListeners();
@@ -152,7 +188,27 @@ class Server {
   std::unique_ptr<EventLoop> main_loop_;
   // Before the listeners, which hold it as their gate; null without max_connections.
   std::unique_ptr<server_internal::ConnectionLimit> limit_;
-  std::unique_ptr<Acceptor> acceptor_;  // Acceptor mode only; main loop thread.
+  // Acceptor mode only; main loop thread (and Listeners(): the descriptors are fixed at Init).
+  std::vector<std::unique_ptr<Acceptor>> acceptors_;
+  ListenerSource listener_source_ = ListenerSource::kBound;
+  // Given (ServerOptions::listeners), or handed over by a server they were given to: served
+  // wherever they are bound, by this server and its successors.
+  bool listeners_given_ = false;
+  // Every acceptor's descriptor, fixed at Init.
+  std::vector<int> listener_fds_;
+  // Handed-over listeners not yet confirmed: "ready" goes once they are all polled.
+  std::unique_ptr<server_internal::HandedOverListeners> takeover_;
+  // Acceptor loop: answers a successor's request for the listeners.
+  std::unique_ptr<server_internal::HandoffService> handoff_service_;
+  // Listen tasks not yet run; the last one to finish calls OnListening.
+  std::atomic<size_t> listens_pending_{0};
+  // The listeners went to a successor: a Unix socket's file is its now. Acceptor loop, then
+  // read by the workers after it has stopped.
+  std::atomic<bool> handed_over_{false};
+  // Stop() after Drain(): the draining connections are closed at once.
+  std::atomic<bool> hurry_{false};
+  // The stop under way is a Drain(). Set before the acceptor loop stops.
+  std::atomic<bool> drain_{false};
   std::vector<std::unique_ptr<server_internal::Worker>> workers_;
 
   // Main-loop-thread-only state.
