@@ -5,7 +5,8 @@
 // `gev::ServeUntilSignal()` is what a server's main() does after building its server: raise
 // the descriptor limit, print where it listens (so a script or test that asked for port 0
 // learns the port), serve, and stop cleanly on SIGINT or SIGTERM (every connection gets its
-// OnClose; pending output is flushed for the server's StopTimeout).
+// OnClose; pending output is flushed for the server's StopTimeout). With ServeOptions it also
+// restarts the program in place on SIGHUP, handing the listeners to the new process.
 //
 //   int main() {
 //     MyHandler handler;
@@ -16,13 +17,14 @@
 //   }
 //
 // Thread safety: call from main(), before any other thread exists: it blocks SIGINT and
-// SIGTERM in the calling thread while it serves, and the server's threads inherit that mask,
+// SIGTERM (and SIGHUP and SIGCHLD when it restarts) in the calling thread while it serves, and the server's threads inherit that mask,
 // so only its own waiting thread sees them. The calling thread's mask is restored on return.
 
 #ifndef GEV_SERVER_SERVE_H_
 #define GEV_SERVER_SERVE_H_
 
 #include <string>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "server/datagram_server.h"
@@ -34,6 +36,20 @@ namespace gev {
 // SIGINT/SIGTERM, prints "listening on <address>" to stdout, runs server.Start() until one of
 // them arrives or the server stops, and returns what Start() returned.
 absl::Status ServeUntilSignal(Server& server);
+
+struct ServeOptions {
+  // Non-empty: SIGHUP restarts the program in place. A child runs the program file again (the
+  // path this process was started from: a binary replaced there since, an upgrade, is the one
+  // that runs) with these arguments (the first is argv[0]), takes the
+  // listeners over the server's ServerOptions::handoff_path (required), and this server then
+  // drains, so ServeUntilSignal returns once its connections have ended. A child that exits
+  // before taking over is reaped and logged, and this server serves on; a SIGHUP while a
+  // child is starting is ignored.
+  std::vector<std::string> restart_argv;
+};
+// The same, with SIGHUP meaning what `options` says. InvalidArgument for restart arguments
+// without a handoff path.
+absl::Status ServeUntilSignal(Server& server, const ServeOptions& options);
 // The same for a UDP server ("listening on udp 127.0.0.1:5353").
 absl::Status ServeUntilSignal(DatagramServer& server);
 

@@ -50,3 +50,19 @@ TEST(ListeningLineTest, NamesTheAddressAUserCanConnectTo) {
 
 }  // namespace
 }  // namespace gev
+
+namespace gev {
+namespace {
+
+// Restarting in place hands the listeners over the handoff path: without one it is refused
+// before anything is served.
+TEST(ServeUntilSignalTest, RestartingNeedsAHandoffPath) {
+  std::unique_ptr<Server> server = Listening("tcp", "127.0.0.1:0");
+  ASSERT_NE(server, nullptr);
+  ServeOptions serve;
+  serve.restart_argv = {"/bin/false"};
+  EXPECT_EQ(ServeUntilSignal(*server, serve).code(), absl::StatusCode::kInvalidArgument);
+}
+
+}  // namespace
+}  // namespace gev

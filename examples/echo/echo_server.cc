@@ -1,10 +1,16 @@
 // An echo server, gev's first example: every byte a client sends comes back.
 //
 //   tools/bazel run //examples/echo:echo_server -- --port=1833 --loops=4 --reuseport
+//
+// Restarts that lose nothing: with --handoff=/run/echo.handoff a SIGHUP starts the server again
+// (the same binary and flags), which takes the listeners over that socket; this process then
+// serves its open connections until their clients close them (at most 5 s) and exits. Under
+// systemd socket activation (or systemd-socket-activate) it serves the sockets it was passed.
 
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
+#include "examples/common/restart.h"
 #include "examples/common/serve.h"
 #include "server/server.h"
 
@@ -29,11 +35,13 @@ int main(int argc, char** argv) {
   absl::SetProgramUsageMessage("An echo server. Usage: echo_server --port=1833 --loops=4");
   absl::ParseCommandLine(argc, argv);
   EchoHandler handler;
-  auto server = gev::NewServer(&handler,
+  absl::StatusOr<gev::Option> listeners = gev::examples::RestartableListeners();
+  if (!listeners.ok()) return gev::examples::Fail(listeners.status());
+  auto server = gev::NewServer(&handler, *listeners,
                                gev::Address(gev::examples::AddressForPort(absl::GetFlag(FLAGS_port))),
                                gev::NumLoops(absl::GetFlag(FLAGS_loops)),
                                gev::ReusePort(absl::GetFlag(FLAGS_reuseport)),
                                gev::GatherWrites(absl::GetFlag(FLAGS_gather_writes)));
   if (!server.ok()) return gev::examples::Fail(server.status());
-  return gev::examples::ServeUntilSignal(**server);
+  return gev::examples::ServeWithRestarts(**server, argc, argv);
 }

@@ -16,6 +16,14 @@
 // nears its descriptor limit, each new connection closes the connection of its loop that has
 // waited longest for a request (idle keep-alive ones first, then slow heads), so that slow or
 // idle clients cannot lock ordinary requests out.
+//
+// Restarts that lose no request (--handoff, see examples/common/restart.h): on SIGHUP a new
+// process takes the listeners and this one drains as nginx does on a graceful shutdown. A
+// request in progress is answered with "Connection: close" and the connection closes after
+// it; a keep-alive connection between requests is closed (FIN) once it has been quiet for
+// kDrainQuiet, at once if it already has. A connection quiet for less may have its next
+// request on the wire, and a close then would lose that request (RFC 9112, 9.3.1 leaves the
+// retry to the client); such a connection gets the close with its next response instead.
 
 #include <sys/resource.h>
 
@@ -33,6 +41,7 @@
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
 #include "absl/time/time.h"
+#include "examples/common/restart.h"
 #include "examples/common/serve.h"
 #include "http/request.h"
 #include "server/server.h"
@@ -57,6 +66,8 @@ namespace {
 constexpr std::string_view kHelloWorld = "Hello, World!";
 // How long a connection that got its last response may go on sending before it is closed.
 constexpr absl::Duration kLingerTime = absl::Seconds(2);
+// Draining: how long a connection between requests must have been quiet to be closed as idle.
+constexpr uint64_t kDrainQuietMs = 1000;
 
 struct ConnectionState;
 
@@ -69,6 +80,7 @@ struct WaitingList {
 
 struct ConnectionState {
   bool closing = false;  // The last response is out (or on its way); the write side is shut.
+  bool partial = false;  // Bytes of a request not yet answered are in the input.
   // Waiting for a request since this time (EventLoop::NowMs), in one of its loop's lists: idle
   // (nothing of a request yet, after a response) or heads (a request begun, or none yet on a
   // new connection).
@@ -134,6 +146,19 @@ class HttpHandler : public Handler {
     if (open > descriptor_budget_.load()) EvictLongestWaiting(loop, &state);
   }
 
+  // The server drains: each loop closes its quiet connections now and every 50 ms; the others
+  // close after their next response.
+  void OnDrain(Connection& conn) override {
+    LoopState& loop = *per_loop_[conn.LoopIndex()];
+    if (loop.draining) return;
+    loop.draining = true;
+    EventLoop* event_loop = conn.loop();
+    CloseQuietConnections(loop, event_loop->NowMs());
+    event_loop->RunEvery(absl::Milliseconds(50), [&loop, event_loop] {
+      CloseQuietConnections(loop, event_loop->NowMs());
+    });
+  }
+
   void OnClose(Connection& conn, const absl::Status&) override {
     open_connections_.fetch_sub(1);
     if (ConnectionState* state = conn.ContextAs<ConnectionState>()) state->Unlink();
@@ -174,11 +199,12 @@ class HttpHandler : public Handler {
         break;
       }
       if (buffer.Length() - head_length < request.content_length) break;  // The body's coming.
-      Respond(loop, request);
+      close = !request.keep_alive || loop.draining;
+      Respond(loop, request, close);
       answered = true;
       buffer.Retrieve(head_length + request.content_length);
-      close = !request.keep_alive;
     }
+    state->partial = !close && !buffer.IsEmpty();
     if (!close) {
       // Waiting again: for the next request (idle), or for the rest of one begun now. A head
       // that only grew keeps the time it began: the header timeout is for the whole head.
@@ -211,6 +237,7 @@ class HttpHandler : public Handler {
  private:
   struct LoopState {
     WaitingList idle;          // Keep-alive connections between requests.
+    bool draining = false;     // The server is draining: no keep-alive any more.
     WaitingList heads;         // Connections with a request under way, or none yet.
     std::string out;           // Every response of one OnMessage call.
     std::string date;          // "Date: <IMF-fixdate>\r\n"
@@ -226,7 +253,7 @@ class HttpHandler : public Handler {
     }
   };
 
-  static void Respond(LoopState& loop, const Request& request) {
+  static void Respond(LoopState& loop, const Request& request, bool close) {
     bool found = request.target == "/plaintext" || request.target == "/";
     std::string_view body = found ? kHelloWorld : "Not Found";
     std::string& out = loop.out;
@@ -236,13 +263,32 @@ class HttpHandler : public Handler {
     out.append("Content-Type: text/plain\r\nContent-Length: ");
     out.append(std::to_string(body.size()));
     out.append("\r\n");
-    if (!request.keep_alive) {
+    if (close) {
       out.append("Connection: close\r\n");
     } else if (request.minor_version == 0) {
       out.append("Connection: keep-alive\r\n");
     }
     out.append("\r\n");
     if (request.method != "HEAD") out.append(body.data(), body.size());
+  }
+
+  // Draining: connections with no request under way that have been quiet for kDrainQuietMs
+  // are closed (FIN).
+  static void CloseQuietConnections(LoopState& loop, uint64_t now_ms) {
+    std::vector<ConnectionPtr> quiet;
+    for (WaitingList* list : {&loop.idle, &loop.heads}) {
+      for (ConnectionState* state = list->front; state != nullptr; state = state->next) {
+        if (state->partial || now_ms - state->waiting_since_ms < kDrainQuietMs) continue;
+        if (ConnectionPtr conn = state->connection.lock()) quiet.push_back(std::move(conn));
+      }
+    }
+    for (const ConnectionPtr& conn : quiet) {
+      if (ConnectionState* state = conn->ContextAs<ConnectionState>()) {
+        state->Unlink();
+        state->closing = true;
+      }
+      conn->Close();
+    }
   }
 
   // Connections whose wait has lasted too long: idle ones are closed (FIN), slow heads are
@@ -329,10 +375,12 @@ int main(int argc, char** argv) {
   }
   gev::http::HttpHandler handler(static_cast<size_t>(loops), absl::GetFlag(FLAGS_header_timeout),
                                  absl::GetFlag(FLAGS_keepalive_timeout));
+  absl::StatusOr<gev::Option> listeners = gev::examples::RestartableListeners();
+  if (!listeners.ok()) return gev::examples::Fail(listeners.status());
   auto server = gev::NewServer(
-      &handler, gev::Address(gev::examples::AddressForPort(absl::GetFlag(FLAGS_port))),
+      &handler, *listeners, gev::Address(gev::examples::AddressForPort(absl::GetFlag(FLAGS_port))),
       gev::NumLoops(loops), gev::ReusePort(absl::GetFlag(FLAGS_reuseport)),
       gev::GatherWrites(absl::GetFlag(FLAGS_gather_writes)), gev::WithTransport(tls));
   if (!server.ok()) return gev::examples::Fail(server.status());
-  return gev::examples::ServeUntilSignal(**server);
+  return gev::examples::ServeWithRestarts(**server, argc, argv);
 }

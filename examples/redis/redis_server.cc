@@ -9,6 +9,13 @@
 //   tools/bazel run //examples/redis:redis_server -- --port=6380 --loops=2
 //   redis-cli -p 6380 set greeting hello
 //
+// Restarts (--handoff, examples/common/restart.h): on SIGHUP a new process takes the listeners
+// and this one drains. A connection quiet for kDrainQuiet with no command under way is closed
+// (FIN) at once or when it has been; one with a command under way is closed after the replies
+// to everything it sent. RESP has no way to say "this is the last reply", so a client that
+// sends its next command as the close leaves loses that command to the close, as with any
+// Redis restart: Redis clients reconnect and retry.
+//
 // Unlike redis-server: no persistence, no other data types, and a connection's unparsed input
 // is bounded by --max_input_mib (Redis allows a 512 MiB bulk string; past the bound the
 // connection is closed with that reason).
@@ -25,6 +32,7 @@
 #include "absl/flags/usage.h"
 #include "absl/status/status.h"
 #include "absl/time/time.h"
+#include "examples/common/restart.h"
 #include "examples/common/serve.h"
 #include "examples/redis/commands.h"
 #include "examples/redis/resp.h"
@@ -47,7 +55,13 @@ namespace {
 struct ConnectionState {
   size_t needed = 0;
   MultibulkProgress progress;
+  uint64_t last_input_ms = 0;  // EventLoop::NowMs of its last bytes (or of its start).
+  bool partial = false;        // Part of a command is in the input.
+  size_t index = 0;            // In its loop's `connections`.
 };
+
+// Draining: how long a connection with no command under way must have been quiet to be closed.
+constexpr uint64_t kDrainQuietMs = 1000;
 
 class RedisHandler : public Handler {
  public:
@@ -65,10 +79,37 @@ class RedisHandler : public Handler {
     });
   }
 
-  void OnConnect(Connection& conn) override { conn.EmplaceContext<ConnectionState>(); }
+  void OnConnect(Connection& conn) override {
+    ConnectionState& state = conn.EmplaceContext<ConnectionState>();
+    state.last_input_ms = conn.loop()->NowMs();
+    auto& connections = per_loop_[conn.LoopIndex()]->connections;
+    state.index = connections.size();
+    connections.push_back(&conn);
+  }
+
+  void OnClose(Connection& conn, const absl::Status&) override {
+    auto& connections = per_loop_[conn.LoopIndex()]->connections;
+    size_t index = conn.ContextAs<ConnectionState>()->index;
+    connections[index] = connections.back();
+    connections[index]->ContextAs<ConnectionState>()->index = index;
+    connections.pop_back();
+  }
+
+  // The server drains: each loop closes its quiet connections now and every 50 ms.
+  void OnDrain(Connection& conn) override {
+    LoopState& loop = *per_loop_[conn.LoopIndex()];
+    if (loop.draining) return;
+    loop.draining = true;
+    EventLoop* event_loop = conn.loop();
+    CloseQuiet(loop, event_loop->NowMs());
+    event_loop->RunEvery(absl::Milliseconds(50),
+                         [&loop, event_loop] { CloseQuiet(loop, event_loop->NowMs()); });
+  }
 
   Reply OnMessage(Connection& conn, RingBuffer& buffer) override {
     ConnectionState* state = conn.ContextAs<ConnectionState>();
+    state->last_input_ms = conn.loop()->NowMs();
+    state->partial = !buffer.IsEmpty();
     if (buffer.Length() < state->needed) return {};
     LoopState& loop = *per_loop_[conn.LoopIndex()];
     loop.Trim();
@@ -103,6 +144,9 @@ class RedisHandler : public Handler {
       close = Execute(store_, loop.args, &loop.out) == After::kClose;
     }
     buffer.Retrieve(close ? buffer.Length() : pos);
+    state->partial = !buffer.IsEmpty();
+    // Draining: everything it sent is answered, so it goes with the replies.
+    if (loop.draining && !state->partial) close = true;
     if (close) conn.Close();  // After the reply below: Close() lets it out first.
     // The loop's buffer is rewritten only by the next OnMessage on this loop, after the server
     // has taken these bytes.
@@ -121,6 +165,9 @@ class RedisHandler : public Handler {
   }
 
   struct LoopState {
+    // The loop's open connections (from OnConnect to OnClose), for a drain.
+    std::vector<Connection*> connections;
+    bool draining = false;
     std::string out;       // Every reply of one OnMessage call.
     std::string wrapped;   // The input, when it wraps around its ring.
     std::string unquoted;  // An inline command's arguments.
@@ -133,6 +180,19 @@ class RedisHandler : public Handler {
       if (wrapped.capacity() > kKeep) std::string().swap(wrapped);
     }
   };
+
+  // Draining: connections with no command under way, quiet for kDrainQuietMs, close (FIN).
+  static void CloseQuiet(LoopState& loop, uint64_t now_ms) {
+    // Collected first: a Close may end a connection at once, and OnClose edits the list.
+    std::vector<ConnectionPtr> quiet;
+    for (Connection* conn : loop.connections) {
+      const ConnectionState* state = conn->ContextAs<ConnectionState>();
+      if (!state->partial && now_ms - state->last_input_ms >= kDrainQuietMs) {
+        quiet.push_back(conn->shared_from_this());
+      }
+    }
+    for (const ConnectionPtr& conn : quiet) conn->Close();
+  }
 
   const size_t loops_;
   const size_t high_water_mark_;
@@ -153,8 +213,10 @@ int main(int argc, char** argv) {
   size_t high_water =
       static_cast<size_t>(std::max(1, absl::GetFlag(FLAGS_output_high_water_mib))) << 20;
   gev::redis::RedisHandler handler(static_cast<size_t>(loops), high_water);
+  absl::StatusOr<gev::Option> listeners = gev::examples::RestartableListeners();
+  if (!listeners.ok()) return gev::examples::Fail(listeners.status());
   auto server = gev::NewServer(
-      &handler, gev::Address(gev::examples::AddressForPort(absl::GetFlag(FLAGS_port))),
+      &handler, *listeners, gev::Address(gev::examples::AddressForPort(absl::GetFlag(FLAGS_port))),
       gev::NumLoops(loops), gev::ReusePort(absl::GetFlag(FLAGS_reuseport)),
       gev::MaxInputBytes(max_input), gev::HighWaterMark(high_water),
       // Parsing stops past the mark, so pending output stays within it, the replies of one
@@ -163,5 +225,5 @@ int main(int argc, char** argv) {
                                              gev::RingBuffer::kMaxLimit)),
       gev::GatherWrites(absl::GetFlag(FLAGS_gather_writes)));
   if (!server.ok()) return gev::examples::Fail(server.status());
-  return gev::examples::ServeUntilSignal(**server);
+  return gev::examples::ServeWithRestarts(**server, argc, argv);
 }

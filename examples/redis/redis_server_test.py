@@ -10,6 +10,8 @@
   big, as redis-server does.
 - 300 pipelined GETs of a 1 MiB value: the same 300 MiB answer as redis-server's, while our
   server's peak memory grows by less than its output mark plus 24 MiB.
+- A restart (--handoff, SIGHUP): the old server closes a quiet connection at once, answers a
+  command it had only part of and then closes, and exits cleanly; the new one serves the port.
 
 Every check runs against one loop and against two loops with SO_REUSEPORT. Needs redis-server
 and redis-cli (Debian's redis-server and redis-tools; tools/bazel installs them): missing,
@@ -20,6 +22,7 @@ import hashlib
 import os
 import random
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -315,6 +318,60 @@ def with_redis_cli(ours):
           "piped keys exist")
 
 
+def pid_alive(pid):
+    try:
+        with open("/proc/%d/status" % pid) as status:
+            return "\nState:\tZ" not in status.read()
+    except FileNotFoundError:
+        return False
+
+
+def drain_on_restart(binary, mode, directory):
+    handoff = os.path.join(directory, "handoff-%d" % len(mode))
+    pid_file = os.path.join(directory, "pid-%d" % len(mode))
+    old, address = start_ours(binary, mode + ["--handoff=" + handoff, "--pid_file=" + pid_file])
+    successor = 0
+    try:
+        deadline = time.time() + 10
+        while not os.path.exists(handoff) and time.time() < deadline:
+            time.sleep(0.01)
+        quiet = connect(address)
+        quiet.sendall(resp("PING"))
+        check(read_until(quiet, b"\r\n") == b"+PONG\r\n", "drain: PING before the restart")
+        partial = connect(address)
+        command = resp("SET", "drained", "yes")
+        partial.sendall(command[:10])
+        time.sleep(1.2)  # Both quiet for longer than the drain's 1 s.
+        os.kill(old.pid, signal.SIGHUP)
+        start = time.time()
+        data, end = read_to_end(quiet)
+        check(data == b"" and end == "eof" and time.time() - start < 3,
+              "drain: a quiet connection is closed at once (%r, %s)" % (data, end))
+        partial.sendall(command[10:])
+        data, end = read_to_end(partial)
+        check(data == b"+OK\r\n" and end == "eof",
+              "drain: a command under way is answered, then the close (%r, %s)" % (data, end))
+        check(old.wait(timeout=10) == 0, "drain: the old server exits cleanly")
+        with open(pid_file) as f:
+            successor = int(f.read())
+        check(successor != old.pid, "drain: a new process serves")
+        after = connect(address)
+        after.sendall(resp("GET", "drained"))  # The store is the old process's: gone with it.
+        check(read_until(after, b"\r\n") == b"$-1\r\n",
+              "drain: the new server answers on the same port")
+        for sock in (quiet, partial, after):
+            sock.close()
+    finally:
+        if old.poll() is None:
+            old.kill()
+        if successor:
+            os.kill(successor, signal.SIGTERM)
+            deadline = time.time() + 10
+            while pid_alive(successor) and time.time() < deadline:
+                time.sleep(0.02)
+            check(not pid_alive(successor), "drain: the new server stops on SIGTERM")
+
+
 def main():
     binary = sys.argv[1]
     for tool in ("redis-server", "redis-cli"):
@@ -340,6 +397,7 @@ def main():
                 ours.terminate()
                 code = ours.wait(timeout=20)
                 check(code == 0, "redis_server %s exits cleanly: %s" % (mode, code))
+            drain_on_restart(binary, mode, directory)
     finally:
         redis.terminate()
         redis.wait(timeout=20)
