@@ -77,7 +77,10 @@ absl::StatusOr<std::unique_ptr<Acceptor>> Acceptor::Adopt(EventLoop* loop, int f
   }
   absl::Status status = sockets::SetNonBlockingCloseOnExec(fd);
   if (!status.ok()) return status;
-  return std::unique_ptr<Acceptor>(new Acceptor(loop, fd, socket->address));
+  auto acceptor = std::unique_ptr<Acceptor>(new Acceptor(loop, fd, socket->address));
+  // Whoever made the socket owns its file (systemd, a predecessor still draining): it stays.
+  acceptor->KeepSocketFile();
+  return acceptor;
 }
 
 Acceptor::Acceptor(EventLoop* loop, int listen_fd, const SocketAddress& listen_address)

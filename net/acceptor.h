@@ -83,7 +83,8 @@ class Acceptor final : public EventHandler {
                                                           bool reuse_port);
   // Acceptor::Adopt() — serves `fd`, a listening stream socket (TCP or Unix) opened elsewhere,
   // made non-blocking and close-on-exec here. Takes ownership on success; on failure
-  // (FailedPrecondition: not a socket, not a stream, not listening) the caller keeps it.
+  // (FailedPrecondition: not a socket, not a stream, not listening) the caller keeps it. A
+  // Unix socket's file is left in place when it goes: it is whoever made the socket's.
   static absl::StatusOr<std::unique_ptr<Acceptor>> Adopt(EventLoop* loop, int fd);
   ~Acceptor() override;
 

@@ -129,6 +129,22 @@ TEST(AcceptorTest, KeepSocketFileLeavesAHandedOverUnixSocketsFile) {
   }
 }
 
+// An adopted Unix listener (systemd's, a predecessor's) leaves its file to whoever made it.
+TEST(AcceptorTest, AnAdoptedUnixListenerLeavesItsFile) {
+  auto loop = *EventLoop::Create();
+  std::string path = testing::SocketPath("acceptor-adopted");
+  auto address = SocketAddress::Parse("unix", path);
+  ASSERT_TRUE(address.ok());
+  absl::StatusOr<int> listener = sockets::Listen(*address, false);
+  ASSERT_TRUE(listener.ok()) << listener.status();
+  auto acceptor = Acceptor::Adopt(loop.get(), *listener);
+  ASSERT_TRUE(acceptor.ok()) << acceptor.status();
+  EXPECT_EQ((*acceptor)->listen_address().ToString(), path);
+  acceptor->reset();
+  EXPECT_EQ(::access(path.c_str(), F_OK), 0);
+  ::unlink(path.c_str());
+}
+
 // A gate with two slots: the third pending client is not accepted until a slot is given back
 // and the gate resumes the acceptor; pending clients stay in the backlog meanwhile.
 class TwoSlots : public AcceptGate {

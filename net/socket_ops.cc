@@ -106,7 +106,12 @@ absl::Status BindUnix(int fd, const SocketAddress& address, int type) {
   if (::lstat(address.unix_path().c_str(), &file) != 0 || !S_ISSOCK(file.st_mode)) {
     return absl::ErrnoToStatus(error, absl::StrCat(text, " (the path exists, not a socket)"));
   }
+#ifdef SOCK_CLOEXEC
+  // Close-on-exec from the start: another thread may fork and exec meanwhile (a restart).
+  int probe = ::socket(AF_UNIX, type | SOCK_CLOEXEC, 0);
+#else
   int probe = ::socket(AF_UNIX, type, 0);
+#endif
   if (probe < 0) return absl::ErrnoToStatus(errno, "socket");
   // Non-blocking: a stream listener's full backlog must not hold this connect.
   absl::Status nonblocking = SetNonBlockingCloseOnExec(probe);

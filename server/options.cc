@@ -73,6 +73,10 @@ Option HandoffPath(std::string path) {
   return [path = std::move(path)](ServerOptions& o) { o.handoff_path = path; };
 }
 
+Option HandoffRequired(bool required) {
+  return [required](ServerOptions& o) { o.handoff_required = required; };
+}
+
 Option GatherWrites(bool on) {
   return [on](ServerOptions& o) { o.gather_writes = on; };
 }

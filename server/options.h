@@ -134,6 +134,10 @@ struct ServerOptions : ConnectionSettings {
   std::string handoff_path;
   // The longest each step of asking for listeners may wait for the running server.
   absl::Duration handoff_timeout = absl::Seconds(5);
+  // Create fails (with why) instead of binding `address` when no listeners come over
+  // handoff_path: for a restart, whose predecessor serves on when its successor gives up,
+  // where binding beside it (ReusePort would let it) would leave both serving for good.
+  bool handoff_required = false;
 };
 
 namespace server_internal {
@@ -169,6 +173,7 @@ Option GatherWrites(bool on);
 Option WithTransport(std::shared_ptr<TransportFactory> transport);
 Option Listeners(std::vector<int> listening_fds);
 Option HandoffPath(std::string path);
+Option HandoffRequired(bool required);
 
 }  // namespace gev
 

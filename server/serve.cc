@@ -5,6 +5,8 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <cstdlib>
+
 #include <atomic>
 #include <cerrno>
 #include <cstdio>
@@ -27,9 +29,12 @@ namespace {
 
 // Starts this program again as a child with `argv`, with the signal mask it had before
 // serving. Returns the child's pid, or -1.
+constexpr char kRestartVariable[] = "GEV_RESTART_OF";
+
 // The program is the file this process was started from, found again by its path: a binary
 // replaced there (an upgrade) is the one that runs. (/proc/self/exe names the file, with
-// " (deleted)" appended once it has been replaced.)
+// " (deleted)" appended once it has been replaced.) The child's environment says it is a
+// restart (TakeRestartMarker). Returns the child's pid, or -1.
 pid_t StartAgain(const std::vector<std::string>& argv, const sigset_t& mask) {
   char link[4096];
   ssize_t length = ::readlink("/proc/self/exe", link, sizeof(link) - 1);
@@ -41,20 +46,44 @@ pid_t StartAgain(const std::vector<std::string>& argv, const sigset_t& mask) {
   std::vector<char*> arguments;
   for (const std::string& argument : argv) arguments.push_back(const_cast<char*>(argument.c_str()));
   arguments.push_back(nullptr);
+  std::string marker = absl::StrCat(kRestartVariable, "=", ::getpid());
+  std::vector<char*> environment;
+  for (char** variable = environ; *variable != nullptr; ++variable) {
+    if (!absl::StartsWith(*variable, absl::StrCat(kRestartVariable, "="))) {
+      environment.push_back(*variable);
+    }
+  }
+  environment.push_back(marker.data());
+  environment.push_back(nullptr);
   pid_t child = ::fork();
   if (child == 0) {
     ::sigprocmask(SIG_SETMASK, &mask, nullptr);
-    ::execv(program.c_str(), arguments.data());
+    ::execve(program.c_str(), arguments.data(), environment.data());
     ::_exit(127);
   }
   return child;
 }
 
+std::string ExitDescription(int status) {
+  return WIFEXITED(status) ? absl::StrCat("exit ", WEXITSTATUS(status))
+                           : absl::StrCat("signal ", WTERMSIG(status));
+}
+
+bool WritePidFile(const std::string& path) {
+  // Written whole under another name, then renamed: a reader never sees half a pid.
+  std::string partial = path + ".partial";
+  std::FILE* file = std::fopen(partial.c_str(), "w");
+  bool written = file != nullptr && std::fprintf(file, "%d\n", static_cast<int>(::getpid())) > 0;
+  if (file != nullptr) written = std::fclose(file) == 0 && written;
+  return written && std::rename(partial.c_str(), path.c_str()) == 0;
+}
+
+// `restartable`: the server SIGHUP restarts (with `options.restart_argv`); null for none.
 template <typename AnyServer>
 absl::Status Serve(AnyServer& server, const std::string& listening_line,
-                   const std::vector<std::string>& restart_argv, const std::string& handoff_path) {
+                   const ServeOptions& options, Server* restartable) {
   (void)sockets::RaiseOpenFileLimit();  // Best effort: serving fewer clients still works.
-  const bool restarts = !restart_argv.empty();
+  const bool restarts = restartable != nullptr && !options.restart_argv.empty();
   sigset_t signals;
   sigemptyset(&signals);
   sigaddset(&signals, SIGINT);
@@ -62,10 +91,18 @@ absl::Status Serve(AnyServer& server, const std::string& listening_line,
   if (restarts) {
     sigaddset(&signals, SIGHUP);
     sigaddset(&signals, SIGCHLD);
+    // Ignored, children would be reaped unseen, and a restart that failed never noticed.
+    struct sigaction action {};
+    action.sa_handler = SIG_DFL;
+    sigaction(SIGCHLD, &action, nullptr);
   }
   // Blocked here, inherited by every thread the server starts: only sigwait() sees them.
   sigset_t previous;
   pthread_sigmask(SIG_BLOCK, &signals, &previous);
+  if (!options.pid_file.empty() && !WritePidFile(options.pid_file)) {
+    pthread_sigmask(SIG_SETMASK, &previous, nullptr);
+    return absl::UnavailableError("cannot write the pid file " + options.pid_file);
+  }
 
   std::atomic<bool> serving{true};
   std::thread waiter([&] {
@@ -75,29 +112,32 @@ absl::Status Serve(AnyServer& server, const std::string& listening_line,
       sigwait(&signals, &signal_number);
       if (!serving.load()) return;
       if (signal_number == SIGHUP) {
-        if (successor > 0) {
-          Log(LogSeverity::kWarning,
-              absl::StrCat("SIGHUP ignored: pid ", successor, " is taking over already"));
-          continue;
+        const std::string& path = restartable->options().handoff_path;
+        if (successor > 0 || restartable->HandedOver()) {
+          Log(LogSeverity::kWarning, "SIGHUP ignored: a restart is under way already");
+        } else if (!restartable->ServesHandoff()) {
+          // The child would find nobody to take the listeners from.
+          Log(LogSeverity::kWarning, "SIGHUP ignored: " + path + " is not served (yet)");
+        } else {
+          successor = StartAgain(options.restart_argv, previous);
+          Log(successor > 0 ? LogSeverity::kInfo : LogSeverity::kError,
+              successor > 0 ? absl::StrCat("restarting: pid ", successor, " takes over ", path)
+                            : std::string("restarting: fork failed"));
+          if (successor < 0) successor = 0;
         }
-        successor = StartAgain(restart_argv, previous);
-        Log(LogSeverity::kInfo, successor > 0 ? absl::StrCat("restarting: pid ", successor,
-                                                             " takes over ", handoff_path)
-                                              : std::string("restarting: fork failed"));
-        if (successor < 0) successor = 0;
         continue;
       }
       if (signal_number == SIGCHLD) {
         int status = 0;
-        pid_t ended;
-        while ((ended = ::waitpid(-1, &status, WNOHANG)) > 0) {
-          if (ended != successor) continue;
-          successor = 0;
+        // Only the restart's child: the program's other children are its own business.
+        if (successor > 0 && ::waitpid(successor, &status, WNOHANG) == successor) {
           Log(LogSeverity::kWarning,
-              absl::StrCat("restart: pid ", ended, " ended (",
-                           WIFEXITED(status) ? absl::StrCat("exit ", WEXITSTATUS(status))
-                                             : absl::StrCat("signal ", WTERMSIG(status)),
-                           ") before taking over; still serving"));
+              restartable->HandedOver()
+                  ? absl::StrCat("restart: pid ", successor, ", which took over, ended (",
+                                 ExitDescription(status), ")")
+                  : absl::StrCat("restart: pid ", successor, " ended (", ExitDescription(status),
+                                 ") before taking over; still serving"));
+          successor = 0;
         }
         continue;
       }
@@ -123,17 +163,14 @@ absl::Status Serve(AnyServer& server, const std::string& listening_line,
 
 }  // namespace
 
-absl::Status ServeUntilSignal(Server& server) {
-  return Serve(server, ListeningLine(server), {}, "");
-}
+absl::Status ServeUntilSignal(Server& server) { return ServeUntilSignal(server, ServeOptions()); }
 
 absl::Status ServeUntilSignal(Server& server, const ServeOptions& options) {
   if (!options.restart_argv.empty() && server.options().handoff_path.empty()) {
     return absl::InvalidArgumentError(
         "restarting in place needs ServerOptions::handoff_path, to hand the listeners over");
   }
-  return Serve(server, ListeningLine(server), options.restart_argv,
-               server.options().handoff_path);
+  return Serve(server, ListeningLine(server), options, &server);
 }
 
 absl::Status ServeUntilSignal(DatagramServer& server) {
@@ -141,7 +178,13 @@ absl::Status ServeUntilSignal(DatagramServer& server) {
   return Serve(server,
                std::string("listening on ") + (address.is_unix() ? "unixgram " : "udp ") +
                    address.ToString(),
-               {}, "");
+               ServeOptions(), nullptr);
+}
+
+bool TakeRestartMarker() {
+  bool restarted = ::getenv(kRestartVariable) != nullptr;
+  ::unsetenv(kRestartVariable);
+  return restarted;
 }
 
 }  // namespace gev

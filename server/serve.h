@@ -44,12 +44,22 @@ struct ServeOptions {
   // listeners over the server's ServerOptions::handoff_path (required), and this server then
   // drains, so ServeUntilSignal returns once its connections have ended. A child that exits
   // before taking over is reaped and logged, and this server serves on; a SIGHUP while a
-  // child is starting is ignored.
+  // child is starting, or before the server serves its handoff path, is ignored (logged).
   std::vector<std::string> restart_argv;
+  // Non-empty: this process's pid is written there (whole, by a rename) once SIGINT, SIGTERM
+  // and SIGHUP are handled, before the server starts.
+  std::string pid_file;
 };
 // The same, with SIGHUP meaning what `options` says. InvalidArgument for restart arguments
-// without a handoff path.
+// without a handoff path; Unavailable when the pid file cannot be written.
 absl::Status ServeUntilSignal(Server& server, const ServeOptions& options);
+
+// TakeRestartMarker() — whether this process is the child of a restart in place (the child's
+// environment says so; the variable is removed here, so that its own children do not inherit
+// it). Such a child should set ServerOptions::handoff_required: if it cannot take the
+// listeners over, its predecessor serves on, and the child should exit rather than serve
+// beside it. Call at start-up, before other threads touch the environment.
+bool TakeRestartMarker();
 // The same for a UDP server ("listening on udp 127.0.0.1:5353").
 absl::Status ServeUntilSignal(DatagramServer& server);
 

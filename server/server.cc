@@ -190,6 +190,14 @@ struct Worker {
 using server_internal::Worker;
 
 absl::StatusOr<std::unique_ptr<Server>> Server::Create(Handler* handler, ServerOptions options) {
+  // Given listeners are the server's from here, whatever happens: closed on every early
+  // return, until Init takes them.
+  std::vector<int> given = options.listeners;
+  auto close_given = absl::MakeCleanup([&given] {
+    std::sort(given.begin(), given.end());
+    given.erase(std::unique(given.begin(), given.end()), given.end());
+    for (int fd : given) ::close(fd);
+  });
   if (handler == nullptr) return absl::InvalidArgumentError("handler is null");
   if (options.num_loops <= 0) {
     options.num_loops = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
@@ -213,6 +221,7 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Create(Handler* handler, ServerO
 
   sockets::IgnoreSigPipe();
   std::unique_ptr<Server> server(new Server(handler, std::move(options)));
+  std::move(close_given).Cancel();  // Init takes them first thing.
   absl::Status status = server->Init(*address, *connection_options);
   if (!status.ok()) return status;
   return server;
@@ -329,23 +338,29 @@ bool HasReusePort(int fd) {
 absl::StatusOr<std::vector<InheritedSocket>> Server::TakeListeners(const SocketAddress& address) {
   std::vector<InheritedSocket> sockets;
   if (!options_.listeners.empty()) {
-    // The server owns them all from here, whether it starts or not.
+    // The server owns them all from here, whether it starts or not: each is closed once on
+    // failure, even one that is no socket.
+    std::vector<int> fds = options_.listeners;
+    std::sort(fds.begin(), fds.end());
     absl::Status status;
-    for (int fd : options_.listeners) {
+    if (std::adjacent_find(fds.begin(), fds.end()) != fds.end()) {
+      status = absl::InvalidArgumentError("ServerOptions::listeners names a descriptor twice");
+    }
+    fds.erase(std::unique(fds.begin(), fds.end()), fds.end());
+    for (int fd : fds) {
+      if (!status.ok()) break;
       absl::StatusOr<InheritedSocket> socket = DescribeSocket(fd);
-      if (status.ok() && !socket.ok()) status = socket.status();
-      if (status.ok() && (socket->type != SOCK_STREAM || !socket->listening)) {
+      if (!socket.ok()) {
+        status = socket.status();
+      } else if (socket->type != SOCK_STREAM || !socket->listening) {
         status = absl::FailedPreconditionError(absl::StrCat(
             "ServerOptions::listeners: descriptor ", fd, " is not a listening stream socket"));
-      }
-      if (status.ok()) {
+      } else {
         sockets.push_back(std::move(*socket));
-      } else if (socket.ok()) {
-        ::close(fd);
       }
     }
     if (!status.ok()) {
-      for (const InheritedSocket& socket : sockets) ::close(socket.fd);
+      for (int fd : fds) ::close(fd);
       return status;
     }
     listener_source_ = ListenerSource::kGiven;
@@ -365,6 +380,10 @@ absl::StatusOr<std::vector<InheritedSocket>> Server::TakeListeners(const SocketA
                                                        bound.ToString(), " is not at ",
                                                        address.ToString()));
     }
+  }
+  if (!why.ok() && options_.handoff_required) {
+    return absl::Status(why.code(), absl::StrCat("taking listeners over ",
+                                                 options_.handoff_path, ": ", why.message()));
   }
   if (!why.ok()) {
     // The predecessor, if any, sees the handoff end without "ready" and goes on serving.
@@ -531,7 +550,7 @@ absl::Status Server::Start() {
       (void)w->loop->RunInLoop([this, w, listened] {
         for (auto& acceptor : w->acceptors) {
           absl::Status status = acceptor->Listen();
-          if (!status.ok()) FailToListen(status);
+          if (!status.ok()) FailToListen(status);  // Queues the stop: the list stays.
         }
         listened();
       });
@@ -542,7 +561,7 @@ absl::Status Server::Start() {
     (void)main_loop_->RunInLoop([this, listened] {
       for (auto& acceptor : acceptors_) {
         absl::Status status = acceptor->Listen();
-        if (!status.ok()) FailToListen(status);
+        if (!status.ok()) FailToListen(status);  // Queues the stop: the list stays.
       }
       listened();
     });
@@ -572,16 +591,20 @@ void Server::OnListening() {
     if (confirmed.ok()) {
       took_over = true;
     } else {
-      // The predecessor then serves on beside this server; both accept, nothing is lost.
+      // The predecessor may still serve beside this server (both accept, nothing is lost),
+      // and may still hold the path: it is not taken from it.
       Log(LogSeverity::kWarning,
-          absl::StrCat("handoff: telling pid ", takeover_->from_pid(), " to drain: ",
+          absl::StrCat("handoff: pid ", takeover_->from_pid(), " did not confirm its drain: ",
                        confirmed.message()));
     }
     takeover_.reset();
   }
   if (options_.handoff_path.empty()) return;
   server_internal::HandoffService::Callbacks callbacks;
-  callbacks.listeners = [this] { return listener_fds_; };
+  callbacks.listeners = [this] {
+    listeners_shared_.store(true);  // Another process may serve them from now on.
+    return listener_fds_;
+  };
   callbacks.given = listeners_given_;
   callbacks.taken_over = [this](pid_t) {
     handed_over_.store(true);
@@ -600,11 +623,12 @@ void Server::OnListening() {
     return;
   }
   handoff_service_ = std::move(*service);
+  serves_handoff_.store(true);
 }
 
 absl::Status Server::ShutDown() {
   const bool gentle = drain_.load();
-  const bool keep_socket_files = handed_over_.load();
+  const bool keep_socket_files = listeners_shared_.load();
   for (auto& worker : workers_) {
     Worker* w = worker.get();
     // The worker loops are still running: never refused.
@@ -644,10 +668,13 @@ void Server::StopWith(bool drain) {
   if (state == RunState::kRunning &&
       run_state_.compare_exchange_strong(state, RunState::kStopping)) {
     drain_.store(drain);
-    // The acceptors are the main loop's to destroy, while that loop still runs.
-    main_loop_->RunInLoop([this] {
+    // The acceptors are the main loop's to destroy, while that loop still runs; queued, so
+    // that a stop from the main loop (a listener that failed to start) does not pull the list
+    // from under the caller.
+    (void)main_loop_->QueueInLoop([this] {
+      serves_handoff_.store(false);
       for (auto& acceptor : acceptors_) {
-        if (handed_over_.load()) acceptor->KeepSocketFile();
+        if (listeners_shared_.load()) acceptor->KeepSocketFile();
       }
       acceptors_.clear();
       handoff_service_.reset();
@@ -685,6 +712,7 @@ size_t Server::NumLoops() const { return workers_.size(); }
 std::vector<int> Server::Listeners() const {
   RunState state = run_state_.load(std::memory_order_acquire);
   if (state == RunState::kStopping || state == RunState::kStopped) return {};
+  listeners_shared_.store(true);  // Whoever else serves them keeps a Unix socket's file.
   return listener_fds_;
 }
 

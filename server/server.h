@@ -136,8 +136,14 @@ class Server {
   // Server::Listeners() — the listening descriptors, owned by the server: valid until it stops
   // accepting (empty once Stop or Drain has begun; a descriptor read just before may be closed
   // by then). To pass to another process (dup them, or send them), which may serve them beside
-  // or after this one. Thread-safe.
+  // or after this one: from this call on, a Unix socket's file is left in place when this
+  // server stops. Thread-safe.
   std::vector<int> Listeners() const;
+  // The handoff path (ServerOptions::handoff_path) is served: a successor may ask for the
+  // listeners now. Thread-safe.
+  bool ServesHandoff() const { return serves_handoff_.load(); }
+  // A successor took the listeners over; this server drains (or has). Thread-safe.
+  bool HandedOver() const { return handed_over_.load(); }
 
   // Timers on the acceptor loop (the thread running Start). Thread-safe; usable before Start.
   TimerId RunAfter(absl::Duration delay, absl::AnyInvocable<void()> task);
@@ -202,9 +208,13 @@ class Server {
   std::unique_ptr<server_internal::HandoffService> handoff_service_;
   // Listen tasks not yet run; the last one to finish calls OnListening.
   std::atomic<size_t> listens_pending_{0};
-  // The listeners went to a successor: a Unix socket's file is its now. Acceptor loop, then
-  // read by the workers after it has stopped.
+  // A successor said it serves the listeners (this server drains).
   std::atomic<bool> handed_over_{false};
+  // The listeners went to another process, or may have (Listeners()): a Unix socket's file is
+  // left in place when this server stops.
+  mutable std::atomic<bool> listeners_shared_{false};
+  // The handoff path is served (a successor may ask now).
+  std::atomic<bool> serves_handoff_{false};
   // Stop() after Drain(): the draining connections are closed at once.
   std::atomic<bool> hurry_{false};
   // The stop under way is a Drain(). Set before the acceptor loop stops.

@@ -186,7 +186,9 @@ class Run:
     def execute(self):
         handoff = self.args.method == "handoff"
         restarts = self.args.restarts
-        seconds = int(restarts * self.args.interval + 3)
+        # The load runs until the last restart is over (then SIGINT: both report and exit),
+        # however long the restarts take on a busy machine; this is only its upper bound.
+        seconds = int(restarts * (self.args.interval + STOP_TIMEOUT_S + 12) + 30)
         # A fixed port, private to this network namespace, below the ephemeral range: a client
         # connecting to an ephemeral port nobody listens on can be given that very port as its
         # own and connect to itself.
@@ -218,6 +220,8 @@ class Run:
                 pid = wait_for(lambda: (lambda p: p if p not in (0, pid) else 0)(
                     read_pid(self.pid_file)), 10, "the new pid")
             time.sleep(self.args.interval)
+        time.sleep(0.5)  # The last server under load too.
+        load.send_signal(signal.SIGINT)
         failures, summary, details = self.load_result(load)
         # The load is over: its connections close, and the server's descriptors come back.
         deadline = time.monotonic() + 5
@@ -249,10 +253,16 @@ def check_socket_activation(args, workdir):
     port = 8080
     pid_file = os.path.join(workdir, "activated.pid")
     handoff = os.path.join(workdir, "activated.handoff")
+    log = os.path.join(workdir, "activated.log")
     activator = subprocess.Popen(
         ["systemd-socket-activate", "-l", "127.0.0.1:%d" % port, "--fdname=echo", "--",
          args.echo_server, "--port=1", "--loops=2", "--pid_file=" + pid_file,
-         "--handoff=" + handoff], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+         "--handoff=" + handoff], stdout=subprocess.PIPE, stderr=open(log, "w"), text=True)
+
+    def fail(message):  # With what the servers logged.
+        print(open(log).read()[-3000:])
+        globals()["fail"](message)
+
     # systemd-socket-activate starts the program once the first client connects.
     client = None
     deadline = time.monotonic() + 10
@@ -280,6 +290,9 @@ def check_socket_activation(args, workdir):
     if not echo(client, b"before the server ran"):
         fail("the first client, waiting since before the server ran, got no echo")
     first_pid = wait_for(lambda: read_pid(pid_file), 10, "the pid file")
+    # A SIGHUP before the server serves its handoff path is ignored (the child would find
+    # nobody to take over from).
+    wait_for(lambda: os.path.exists(handoff), 10, "the handoff socket")
     if first_pid != activator.pid:
         fail("the server is pid %d, not the one systemd-socket-activate became" % first_pid)
     os.kill(first_pid, signal.SIGHUP)

@@ -1,8 +1,5 @@
 #include "examples/common/restart.h"
 
-#include <unistd.h>
-
-#include <cstdio>
 #include <string>
 #include <vector>
 
@@ -23,25 +20,18 @@ absl::StatusOr<Option> RestartableListeners() {
   if (!sockets.ok()) return sockets.status();
   std::vector<int> fds;
   for (const InheritedSocket& socket : *sockets) fds.push_back(socket.fd);
-  return Option([fds, path = absl::GetFlag(FLAGS_handoff)](ServerOptions& options) {
+  // A restart's child takes over or gives up: its predecessor serves on meanwhile.
+  const bool restarted = TakeRestartMarker();
+  return Option([fds, restarted, path = absl::GetFlag(FLAGS_handoff)](ServerOptions& options) {
     options.listeners = fds;
     options.handoff_path = path;
+    options.handoff_required = restarted && !path.empty();
   });
 }
 
 int ServeWithRestarts(Server& server, int argc, char** argv) {
-  const std::string pid_file = absl::GetFlag(FLAGS_pid_file);
-  if (!pid_file.empty()) {
-    // Written whole under another name, then renamed: a reader never sees half a pid.
-    std::string partial = pid_file + ".partial";
-    std::FILE* file = std::fopen(partial.c_str(), "w");
-    bool written = file != nullptr && std::fprintf(file, "%d\n", static_cast<int>(::getpid())) > 0;
-    if (file != nullptr) written = std::fclose(file) == 0 && written;
-    if (!written || std::rename(partial.c_str(), pid_file.c_str()) != 0) {
-      return Fail(absl::UnavailableError("cannot write --pid_file " + pid_file));
-    }
-  }
   ServeOptions options;
+  options.pid_file = absl::GetFlag(FLAGS_pid_file);
   if (!absl::GetFlag(FLAGS_handoff).empty()) options.restart_argv.assign(argv, argv + argc);
   absl::Status served = ServeUntilSignal(server, options);
   return served.ok() ? 0 : Fail(served);

@@ -4,8 +4,9 @@
 //
 // Restarts without a refused or reset client, for the examples' main()s: their listeners come
 // from systemd when it started them by socket activation, and with --handoff=PATH a SIGHUP
-// starts the program again, which takes the listeners over PATH while this process drains.
-// --pid_file=PATH names the process that serves (written once it listens).
+// starts the program again, which takes the listeners over PATH while this process drains
+// (or, if it cannot, exits while this one serves on). --pid_file=PATH names the process that
+// serves (written as it starts serving, with SIGHUP handled).
 //
 //   absl::StatusOr<gev::Option> listeners = gev::examples::RestartableListeners();
 //   if (!listeners.ok()) return gev::examples::Fail(listeners.status());
@@ -26,7 +27,7 @@ namespace gev::examples {
 
 // RestartableListeners() — an option that serves systemd's sockets when LISTEN_FDS names some
 // for this process (taken from the environment, so a restarted child does not look for them),
-// and sets the handoff path from --handoff. Errors: a malformed LISTEN_* variable, a passed
+// and sets the handoff path from --handoff, required in a restart's child. Errors: a malformed LISTEN_* variable, a passed
 // descriptor that is not a socket.
 absl::StatusOr<Option> RestartableListeners();
 

@@ -156,10 +156,17 @@ HandedOverListeners::~HandedOverListeners() {
 
 absl::Status HandedOverListeners::ConfirmTakeover() {
   if (channel_ < 0) return absl::FailedPreconditionError("handoff: already confirmed");
-  absl::Status sent = SendRecord(channel_, absl::StrCat(kMagic, "ready"), nullptr, 0);
+  absl::Status status = SendRecord(channel_, absl::StrCat(kMagic, "ready"), nullptr, 0);
+  Record record;
+  std::vector<int> unexpected;
+  if (status.ok()) status = ReceiveRecord(channel_, record, &unexpected);
+  CloseAll(unexpected);
+  if (status.ok() && (RecordBody(record) != "done" || !unexpected.empty())) {
+    status = absl::FailedPreconditionError("handoff: expected \"done\"");
+  }
   ::close(channel_);
   channel_ = -1;
-  return sent;
+  return status;
 }
 
 absl::StatusOr<HandedOverListeners> RequestListeners(const std::string& path,
@@ -238,7 +245,9 @@ absl::StatusOr<HandedOverListeners> RequestListeners(const std::string& path,
 // One requester's connection: its request, the listeners sent, then its "ready" (or its end).
 class HandoffService::Session final : public EventHandler {
  public:
-  Session(HandoffService* service, int fd) : service_(service), fd_(fd) {}
+  // `peer_pid`: the requester, as the kernel names it (SO_PEERCRED).
+  Session(HandoffService* service, int fd, int64_t peer_pid)
+      : service_(service), fd_(fd), requester_pid_(peer_pid) {}
   ~Session() override {
     if (registered_) (void)service_->loop_->RemoveHandler(fd_);  // Closing unregisters anyway.
     if (timer_ != 0) service_->loop_->Cancel(timer_);
@@ -265,9 +274,9 @@ class HandoffService::Session final : public EventHandler {
         // Gone before "ready": it took nothing for itself (it failed to start, say), or it
         // never asked (a probe: whether a live socket holds the path).
         service_->EndSession(absl::UnavailableError(
-            requester_pid_ < 0 ? std::string("a peer left without asking for anything")
-                               : absl::StrCat("pid ", requester_pid_,
-                                              " went away before it said it was serving")));
+            !sent_ ? absl::StrCat("pid ", requester_pid_, " left without asking for anything")
+                   : absl::StrCat("pid ", requester_pid_,
+                                  " went away before it said it was serving")));
         return;  // This session is gone.
       }
       have_ += static_cast<size_t>(n);
@@ -283,8 +292,7 @@ class HandoffService::Session final : public EventHandler {
     absl::string_view body = RecordBody(record_);
     if (!sent_) {
       std::vector<absl::string_view> words = absl::StrSplit(body, ' ');
-      if (words.size() != 2 || words[0] != "request" ||
-          !absl::SimpleAtoi(words[1], &requester_pid_)) {
+      if (words.size() != 2 || words[0] != "request") {
         Refuse("bad-request");
         service_->EndSession(absl::FailedPreconditionError(
             "a peer that does not speak the handoff protocol"));
@@ -296,11 +304,23 @@ class HandoffService::Session final : public EventHandler {
         return false;
       }
       sent_ = true;
+      // From here the requester takes as long as it takes to start serving (its Start() may
+      // come late); it ends the session by closing, if it fails.
+      service_->loop_->Cancel(timer_);
+      timer_ = 0;
       return true;
     }
     if (body != "ready") {
       service_->EndSession(absl::FailedPreconditionError("expected \"ready\""));
       return false;
+    }
+    // The path is the successor's from "done" on: it binds it as soon as it reads that.
+    service_->StopListening();
+    absl::Status done = SendRecord(fd_, absl::StrCat(kMagic, "done"), nullptr, 0);
+    if (!done.ok()) {
+      // It said ready, so it serves; without "done" it leaves the path alone.
+      Log(LogSeverity::kWarning, absl::StrCat("handoff: telling pid ", requester_pid_,
+                                              " the path is free: ", done.message()));
     }
     service_->TakenOver(static_cast<pid_t>(requester_pid_));
     return false;
@@ -363,11 +383,7 @@ HandoffService::HandoffService(EventLoop* loop, std::string path,
   acceptor_->set_new_connection_callback([this](int fd, const InetAddress&) { OnRequester(fd); });
 }
 
-HandoffService::~HandoffService() {
-  session_.reset();
-  // After a handoff the path is the successor's: it may have bound its own socket there.
-  if (handed_over_ && acceptor_ != nullptr) acceptor_->KeepSocketFile();
-}
+HandoffService::~HandoffService() { session_.reset(); }
 
 absl::Status HandoffService::Start() { return acceptor_->Listen(); }
 
@@ -387,7 +403,8 @@ void HandoffService::OnRequester(int fd) {
     Log(LogSeverity::kWarning, absl::StrCat("handoff on ", path_, " refused: ", status.message()));
     return;
   }
-  session_ = std::make_unique<Session>(this, fd);
+  absl::StatusOr<PeerCredentials> peer = sockets::GetPeerCredentials(fd);
+  session_ = std::make_unique<Session>(this, fd, peer.ok() ? peer->pid : -1);
   status = session_->Start();
   if (!status.ok()) EndSession(status);
 }
@@ -398,9 +415,14 @@ void HandoffService::EndSession(const absl::Status& why) {
   session_.reset();
 }
 
-void HandoffService::TakenOver(pid_t pid) {
+void HandoffService::StopListening() {
   handed_over_ = true;
+  if (acceptor_ == nullptr) return;
   acceptor_->KeepSocketFile();
+  acceptor_.reset();
+}
+
+void HandoffService::TakenOver(pid_t pid) {
   session_.reset();
   Log(LogSeverity::kInfo,
       absl::StrCat("handoff on ", path_, ": pid ", pid, " serves the listeners now; draining"));

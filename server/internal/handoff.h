@@ -16,10 +16,13 @@
 //                                            + descriptors
 //   describe each: a listening stream,       (or "gev-handoff 1 refused <why>")
 //   serve them, then
-//   "gev-handoff 1 ready"             ->     stops accepting and drains (TakenOver callback)
+//   "gev-handoff 1 ready"             ->     closes its handoff socket (the path is free),
+//                                     <-     "gev-handoff 1 done", then stops accepting and
+//   serves the path itself                   drains (TakenOver callback)
 //
 // Until "ready" both processes accept on the same sockets, which loses nothing; if the new
-// process goes away before it (it failed to start), the running one carries on serving.
+// process goes away before it (it failed to start), the running one carries on serving. The
+// new process takes the path only after "done": until then the running one may still need it.
 //
 // Thread safety: RequestListeners and HandedOverListeners are for one thread; a HandoffService
 // lives on its loop's thread (create anywhere, Start and destroy on the loop).
@@ -60,7 +63,9 @@ class HandedOverListeners {
   // The descriptors are the caller's from now on (they are no longer closed here).
   void ReleaseListeners() { listeners_.clear(); }
   // HandedOverListeners::ConfirmTakeover() — "ready": this process accepts on the listeners;
-  // the sender stops and drains. Closes the channel.
+  // the sender stops and drains. OK once it answered "done" (its handoff path is free: this
+  // process may take it); otherwise why not, and the sender may be serving still. Closes the
+  // channel.
   absl::Status ConfirmTakeover();
 
  private:
@@ -116,6 +121,8 @@ class HandoffService {
   HandoffService(EventLoop* loop, std::string path, std::unique_ptr<Acceptor> acceptor,
                  Callbacks callbacks);
   void OnRequester(int fd);
+  // Closes the handoff socket, leaving the path (a file's or an abstract name) to the successor.
+  void StopListening();
   void EndSession(const absl::Status& why);
   void TakenOver(pid_t pid);
 
