@@ -246,18 +246,18 @@ class Run:
         return problems
 
 
-def check_socket_activation(args, workdir):
+def check_socket_activation(args, workdir, kind, port):
     """systemd-socket-activate passes a TCP listener on a fixed port (private network): the echo
-    server serves it, a client that connected before the server ran included; then a SIGHUP
-    restart hands it on."""
-    port = 8080
-    pid_file = os.path.join(workdir, "activated.pid")
-    handoff = os.path.join(workdir, "activated.handoff")
-    log = os.path.join(workdir, "activated.log")
+    or HTTP server serves it, a client that connected before the server ran included; then a
+    SIGHUP restart hands it on."""
+    pid_file = os.path.join(workdir, "activated-%s.pid" % kind)
+    handoff = os.path.join(workdir, "activated-%s.handoff" % kind)
+    log = os.path.join(workdir, "activated-%s.log" % kind)
+    binary = args.echo_server if kind == "echo" else args.http_server
     activator = subprocess.Popen(
-        ["systemd-socket-activate", "-l", "127.0.0.1:%d" % port, "--fdname=echo", "--",
-         args.echo_server, "--port=1", "--loops=2", "--pid_file=" + pid_file,
-         "--handoff=" + handoff], stdout=subprocess.PIPE, stderr=open(log, "w"), text=True)
+        ["systemd-socket-activate", "-l", "127.0.0.1:%d" % port, "--fdname=" + kind, "--",
+         binary, "--port=1", "--loops=2", "--pid_file=" + pid_file, "--handoff=" + handoff],
+        stdout=subprocess.PIPE, stderr=open(log, "w"), text=True)
 
     def fail(message):  # With what the servers logged.
         print(open(log).read()[-3000:])
@@ -278,6 +278,16 @@ def check_socket_activation(args, workdir):
         fail("the activated server said %r, not that it listens on the passed socket" % line)
 
     def echo(sock, message):
+        """One exchange: the echo, or a GET answered "Hello, World!" (for HTTP)."""
+        if kind == "http":
+            sock.sendall(b"GET /plaintext HTTP/1.1\r\nHost: test\r\n\r\n")
+            got = b""
+            while not got.endswith(b"Hello, World!"):
+                chunk = sock.recv(65536)
+                if not chunk:
+                    break
+                got += chunk
+            return got.startswith(b"HTTP/1.1 200 OK") and got.endswith(b"Hello, World!")
         sock.sendall(message)
         got = b""
         while len(got) < len(message):
@@ -312,8 +322,8 @@ def check_socket_activation(args, workdir):
     status, _ = wait_exit(new_pid, STOP_TIMEOUT_S + 5)
     if status != 0:
         fail("the restarted server ended with %s" % status)
-    print("ok: systemd-socket-activate passed 127.0.0.1:%d; served, restarted, served" % port,
-          flush=True)
+    print("ok: %s: systemd-socket-activate passed 127.0.0.1:%d; served, restarted, served" % (
+        kind, port), flush=True)
 
 
 def main():
@@ -343,7 +353,8 @@ def main():
     become_subreaper()
     workdir = tempfile.mkdtemp(prefix="gev-restart-")
     if args.systemd:
-        check_socket_activation(args, workdir)
+        check_socket_activation(args, workdir, "echo", 8080)
+        check_socket_activation(args, workdir, "http", 8081)
         return
     problems = []
     for index, run in enumerate(args.runs.split(",")):
