@@ -595,6 +595,48 @@ TEST(ListenersTest, GivenListenersAreHandedOnWhereverTheyAreBound) {
   EXPECT_TRUE(third->given());
 }
 
+// A Unix server removes its socket file when it stops, unless its listeners went elsewhere:
+// once Listeners() has handed them out, the file is left to whoever serves them next.
+TEST(ListenersTest, AUnixServerWhoseListenersWereHandedOutLeavesItsFile) {
+  for (bool handed_out : {false, true}) {
+    std::string path = testing::SocketPath(handed_out ? "listeners-out" : "listeners-kept");
+    ServerOptions options = Options("", 1, false);
+    options.network = "unix";
+    options.address = path;
+    Echo handler;
+    auto server = Server::Create(&handler, options);
+    ASSERT_TRUE(server.ok()) << server.status();
+    if (handed_out) {
+      EXPECT_EQ((*server)->Listeners().size(), 1u);
+    }
+    {
+      Running running(server->get());
+      int fd = Connect(*SocketAddress::Parse("unix", path));
+      ASSERT_TRUE(WriteAll(fd, "x"));
+      EXPECT_EQ(ReadExactly(fd, 1), "x");
+      ::close(fd);
+    }  // Stopped.
+    server->reset();
+    EXPECT_EQ(::access(path.c_str(), F_OK) == 0, handed_out) << path;
+    ::unlink(path.c_str());
+  }
+}
+
+// The same for a server that never started.
+TEST(ListenersTest, AServerNeverStartedKeepsAHandedOutFileToo) {
+  std::string path = testing::SocketPath("listeners-unstarted");
+  ServerOptions options = Options("", 1, false);
+  options.network = "unix";
+  options.address = path;
+  Echo handler;
+  auto server = Server::Create(&handler, options);
+  ASSERT_TRUE(server.ok()) << server.status();
+  EXPECT_EQ((*server)->Listeners().size(), 1u);
+  server->reset();
+  EXPECT_EQ(::access(path.c_str(), F_OK), 0) << path;
+  ::unlink(path.c_str());
+}
+
 TEST(ListenersTest, ADescriptorGivenTwiceIsRefusedAndClosedOnce) {
   absl::StatusOr<int> listener = sockets::Listen(InetAddress::Loopback(0), false);
   ASSERT_TRUE(listener.ok());

@@ -489,7 +489,14 @@ absl::Status Server::SetUpAcceptors(const SocketAddress& address,
 
 Server::~Server() {
   Stop();
-  // Never started: the loops never ran, so nothing is registered with them.
+  // Never started: the loops never ran, so nothing is registered with them. (Started: the
+  // acceptors are gone already.) Listeners handed out keep a Unix socket's file, as on Stop.
+  if (listeners_shared_.load()) {
+    for (auto& acceptor : acceptors_) acceptor->KeepSocketFile();
+    for (auto& worker : workers_) {
+      for (auto& acceptor : worker->acceptors) acceptor->KeepSocketFile();
+    }
+  }
 }
 
 void Server::WakeListeners() {

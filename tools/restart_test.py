@@ -201,6 +201,8 @@ class Run:
         time.sleep(1.0)
         problems = []
         drain_longest = 0.0
+        # Kept referenced: the first server's stdout pipe is every restarted server's too, and
+        # dropping the Popen object would close its reading end.
         process = first
         for i in range(restarts):
             if handoff:

@@ -119,8 +119,8 @@ absl::Status ReceiveRecord(int fd, Record& record, std::vector<int>* fds) {
   return absl::OkStatus();
 }
 
-absl::Status CheckSameUser(int fd, const char* who) {
-  absl::StatusOr<PeerCredentials> peer = sockets::GetPeerCredentials(fd);
+// Whether `peer` (SO_PEERCRED of the other end) runs as this process's user.
+absl::Status CheckSameUser(const absl::StatusOr<PeerCredentials>& peer, const char* who) {
   if (!peer.ok()) return peer.status();
   if (peer->uid != ::geteuid()) {
     return absl::PermissionDeniedError(absl::StrCat("handoff: the ", who, " runs as uid ",
@@ -188,7 +188,7 @@ absl::StatusOr<HandedOverListeners> RequestListeners(const std::string& path,
     }
     return absl::ErrnoToStatus(error, absl::StrCat("handoff: connect ", path));
   }
-  absl::Status status = CheckSameUser(channel, "server");
+  absl::Status status = CheckSameUser(sockets::GetPeerCredentials(channel), "server");
   if (!status.ok()) return status;
   status = SendRecord(channel, absl::StrCat(kMagic, "request ", ::getpid()), nullptr, 0);
   if (!status.ok()) return status;
@@ -388,8 +388,9 @@ HandoffService::~HandoffService() { session_.reset(); }
 absl::Status HandoffService::Start() { return acceptor_->Listen(); }
 
 void HandoffService::OnRequester(int fd) {
-  absl::Status status = CheckSameUser(fd, "requester");
-  if (status.ok() && (session_ != nullptr || handed_over_)) {
+  absl::StatusOr<PeerCredentials> peer = sockets::GetPeerCredentials(fd);
+  absl::Status status = CheckSameUser(peer, "requester");
+  if (status.ok() && session_ != nullptr) {
     status = absl::UnavailableError("another handoff is under way");
   }
   if (!status.ok()) {
@@ -403,8 +404,7 @@ void HandoffService::OnRequester(int fd) {
     Log(LogSeverity::kWarning, absl::StrCat("handoff on ", path_, " refused: ", status.message()));
     return;
   }
-  absl::StatusOr<PeerCredentials> peer = sockets::GetPeerCredentials(fd);
-  session_ = std::make_unique<Session>(this, fd, peer.ok() ? peer->pid : -1);
+  session_ = std::make_unique<Session>(this, fd, peer->pid);
   status = session_->Start();
   if (!status.ok()) EndSession(status);
 }
@@ -416,7 +416,6 @@ void HandoffService::EndSession(const absl::Status& why) {
 }
 
 void HandoffService::StopListening() {
-  handed_over_ = true;
   if (acceptor_ == nullptr) return;
   acceptor_->KeepSocketFile();
   acceptor_.reset();

@@ -128,10 +128,9 @@ class HandoffService {
 
   EventLoop* const loop_;
   const std::string path_;
-  std::unique_ptr<Acceptor> acceptor_;
+  std::unique_ptr<Acceptor> acceptor_;  // Null once handed over: no further requests.
   Callbacks callbacks_;
   std::unique_ptr<Session> session_;  // The request being answered, if any.
-  bool handed_over_ = false;
 };
 
 }  // namespace gev::server_internal
