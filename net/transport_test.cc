@@ -311,7 +311,9 @@ TEST(TransportSeamTest, DuringTheHandshakeTheConnectionIsHandshakingNotConnected
   });
   ASSERT_TRUE(WriteAll(peer, "HELLO"));
   EXPECT_EQ(ReadExactly(peer, 5), "HELLO");
-  ASSERT_TRUE(WaitFor([&] { return connection->Connected(); }));
+  // The state turns kConnected just before OnConnect runs on the loop: wait for the callback.
+  ASSERT_TRUE(WaitFor([&] { return server.events().size() == 1; }));
+  EXPECT_TRUE(connection->Connected());
   EXPECT_EQ(connection->state(), Connection::State::kConnected);
   EXPECT_EQ(server.events(), std::vector<std::string>{"connect"});
   ::close(peer);
