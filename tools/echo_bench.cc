@@ -170,6 +170,7 @@ struct Conn {
   bool failed = false;
   SSL* ssl = nullptr;        // With --tls.
   size_t retry_write = 0;    // A TLS write to repeat with the same length (OpenSSL's rule).
+  uint64_t last_echo_ns = 0;  // When echoed bytes last arrived: tells a stall from slowness.
 };
 
 struct Options {
@@ -319,6 +320,7 @@ void Worker::ReadAll(Conn& conn, uint64_t now) {
       checked += run;
     }
     conn.received += got;
+    conn.last_echo_ns = now;
     counters_.bytes += got;
     if (options_.mode == Mode::kFlood) continue;  // Messages: echoed bytes / message size.
     while (conn.received >= (conn.messages_received + 1) * options_.size) {
@@ -336,7 +338,9 @@ void Worker::Run() {
     epoll_event event{EPOLLIN | EPOLLOUT | EPOLLET, {.u64 = i}};
     ::epoll_ctl(epoll_fd_, EPOLL_CTL_ADD, conns_[i].fd, &event);
   }
-  const uint64_t drain_deadline = options_.measure_end_ns + 2'000'000'000ull;
+  // Echoes still owed when sending stops get this long: on loopback they take milliseconds,
+  // but a sanitizer build of the server on a machine busy with other tests can be far slower.
+  const uint64_t drain_deadline = options_.measure_end_ns + 5'000'000'000ull;
   epoll_event events[512];
   while (true) {
     uint64_t now = NowNs();
@@ -367,7 +371,16 @@ void Worker::Run() {
                          std::memory_order_relaxed);
   }
   for (Conn& conn : conns_) {
-    if (!conn.failed && conn.received < conn.sent) totals_.short_bytes += conn.sent - conn.received;
+    if (!conn.failed && conn.received < conn.sent) {
+      totals_.short_bytes += conn.sent - conn.received;
+      // Which connection, and whether its echoes had stopped or were still coming.
+      uint64_t end = NowNs();
+      std::fprintf(stderr,
+                   "short: fd %d sent %llu, echoed %llu; last echo %.0f ms before the end\n",
+                   conn.fd, static_cast<unsigned long long>(conn.sent),
+                   static_cast<unsigned long long>(conn.received),
+                   conn.last_echo_ns == 0 ? -1.0 : static_cast<double>(end - conn.last_echo_ns) / 1e6);
+    }
     SSL_free(conn.ssl);
     ::close(conn.fd);
   }
