@@ -8,7 +8,7 @@
 //   class Pipe : public gev::EventHandler {
 //     void HandleEvent(const gev::PollEvent& event) override { if (event.readable) Drain(); }
 //   };
-//   loop->AddHandler(fd, gev::Interest::kRead, &pipe);   // until loop->RemoveHandler(fd)
+//   loop->AddHandler(fd, gev::Interest::kRead, &pipe);  // until loop->RemoveHandler(fd, &pipe)
 //
 // Thread safety: HandleEvent is called on the loop thread only; the handler must stay alive
 // until RemoveHandler has been called for its descriptor.

@@ -28,6 +28,16 @@ void FillErrnoMessageTable() {
   (void)filled;
 }
 
+// An event's tag: the handler object's address (aligned to 8) with its callback's number in
+// the low bits. Zero, which no registered object has, marks an event voided by RemoveHandler.
+constexpr uint64_t kCallbackBits = 7;
+constexpr uint64_t kVoidedTag = 0;
+static_assert(EventLoop::kMaxCallbacks == kCallbackBits + 1, "callback numbers fit the low bits");
+
+void DeliverToEventHandler(void* object, const PollEvent& event) {
+  static_cast<EventHandler*>(object)->HandleEvent(event);
+}
+
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<EventLoop>> EventLoop::Create() {
@@ -81,16 +91,16 @@ void EventLoop::Run() {
     int64_t timeout = timers_.NextTimeoutMs(NowMs());
     if (PrepareToSleep()) timeout = 0;
     if (timeout > INT32_MAX) timeout = INT32_MAX;
-    absl::Span<const PollEvent> events = poller_->Wait(static_cast<int>(timeout));
+    batch_ = poller_->Wait(static_cast<int>(timeout));
     sleeping_.store(false, std::memory_order_seq_cst);
     poll_count_.fetch_add(1, std::memory_order_relaxed);
-    for (const PollEvent& event : events) {
-      // Looked up per event: a handler removed earlier in this batch is gone from handlers_.
-      size_t fd = static_cast<size_t>(event.tag);
-      if (fd < handlers_.size() && handlers_[fd] != nullptr) {
-        callbacks_[handler_callbacks_[fd]](handlers_[fd], event);
-      }
+    for (batch_position_ = 0; batch_position_ < batch_.size(); ++batch_position_) {
+      uint64_t tag = batch_[batch_position_].tag;
+      if (tag == kVoidedTag) continue;  // Its handler was removed earlier in this batch.
+      callbacks_[tag & kCallbackBits](reinterpret_cast<void*>(tag & ~kCallbackBits),
+                                      batch_[batch_position_]);
     }
+    batch_ = {};
     timers_.Advance(NowMs());
     RunQueuedTasks();
     RunBeforePollTasks();
@@ -212,19 +222,15 @@ void EventLoop::Cancel(TimerId id) {
 }
 
 absl::Status EventLoop::AddHandler(int fd, Interest interest, EventHandler* handler) {
-  return AddHandler(fd, interest, handler, [](void* object, const PollEvent& event) {
-    static_cast<EventHandler*>(object)->HandleEvent(event);
-  });
+  return AddHandler(fd, interest, handler, &DeliverToEventHandler);
 }
 
-absl::Status EventLoop::AddHandler(int fd, Interest interest, void* object,
-                                   EventCallback callback) {
-  AssertInLoopThread();
-  size_t index = static_cast<size_t>(fd);
-  if (index < handlers_.size() && handlers_[index] != nullptr) {
-    return absl::AlreadyExistsError(absl::StrCat("fd ", fd, " already has a handler"));
+absl::StatusOr<uint64_t> EventLoop::TagFor(void* object, EventCallback callback) {
+  uint64_t address = reinterpret_cast<uintptr_t>(object);
+  if (object == nullptr || (address & kCallbackBits) != 0) {
+    return absl::InvalidArgumentError("an event handler's object must be aligned to 8 bytes");
   }
-  // A loop sees a handful of different callbacks (connections, acceptors, connectors).
+  // A loop sees a handful of different callbacks (connections, and EventHandlers).
   size_t which = std::find(callbacks_.begin(), callbacks_.end(), callback) - callbacks_.begin();
   if (which == callbacks_.size()) {
     if (which == kMaxCallbacks) {
@@ -233,33 +239,52 @@ absl::Status EventLoop::AddHandler(int fd, Interest interest, void* object,
     }
     callbacks_.push_back(callback);
   }
-  absl::Status status = poller_->Add(fd, interest, index);
-  if (!status.ok()) return status;
-  if (index >= handlers_.size()) {
-    size_t size = std::max(index + 1, handlers_.size() * 2);
-    handlers_.resize(size);
-    handler_callbacks_.resize(size);
+  return address | which;
+}
+
+absl::Status EventLoop::AddHandler(int fd, Interest interest, void* object,
+                                   EventCallback callback) {
+  AssertInLoopThread();
+  absl::StatusOr<uint64_t> tag = TagFor(object, callback);
+  if (!tag.ok()) return tag.status();
+  absl::Status status = poller_->Add(fd, interest, *tag);
+  if (absl::IsAlreadyExists(status)) {
+    return absl::AlreadyExistsError(absl::StrCat("fd ", fd, " already has a handler"));
   }
-  handlers_[index] = object;
-  handler_callbacks_[index] = static_cast<uint8_t>(which);
+  if (!status.ok()) return status;
   ++handler_count_;
   return absl::OkStatus();
 }
 
-absl::Status EventLoop::UpdateInterest(int fd, Interest interest) {
-  AssertInLoopThread();
-  return poller_->Modify(fd, interest, static_cast<uint64_t>(fd));
+absl::Status EventLoop::UpdateInterest(int fd, Interest interest, EventHandler* handler) {
+  return UpdateInterest(fd, interest, handler, &DeliverToEventHandler);
 }
 
-absl::Status EventLoop::RemoveHandler(int fd) {
+absl::Status EventLoop::UpdateInterest(int fd, Interest interest, void* object,
+                                       EventCallback callback) {
   AssertInLoopThread();
-  size_t index = static_cast<size_t>(fd);
-  if (index >= handlers_.size() || handlers_[index] == nullptr) {
+  absl::StatusOr<uint64_t> tag = TagFor(object, callback);
+  if (!tag.ok()) return tag.status();
+  return poller_->Modify(fd, interest, *tag);
+}
+
+absl::Status EventLoop::RemoveHandler(int fd, EventHandler* handler) {
+  return RemoveHandler(fd, static_cast<const void*>(handler));
+}
+
+absl::Status EventLoop::RemoveHandler(int fd, const void* object) {
+  AssertInLoopThread();
+  absl::Status status = poller_->Remove(fd);
+  if (absl::IsNotFound(status)) {
     return absl::NotFoundError(absl::StrCat("fd ", fd, " has no handler"));
   }
-  handlers_[index] = nullptr;
+  // Any other failure (a descriptor closed already, say) leaves it unpolled all the same.
   --handler_count_;
-  return poller_->Remove(fd);
+  uint64_t address = reinterpret_cast<uintptr_t>(object);
+  for (size_t i = batch_position_ + 1; i < batch_.size(); ++i) {
+    if ((batch_[i].tag & ~kCallbackBits) == address) batch_[i].tag = kVoidedTag;
+  }
+  return status;
 }
 
 }  // namespace gev

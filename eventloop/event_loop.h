@@ -43,6 +43,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
+#include "absl/types/span.h"
 #include "eventloop/event_handler.h"
 #include "eventloop/timing_wheel.h"
 #include "poller/poller.h"
@@ -123,22 +124,31 @@ class EventLoop {
 
   // A descriptor's handler as a plain function and its object: `callback(object, event)`.
   using EventCallback = void (*)(void* object, const PollEvent& event);
-  // Most different callbacks one loop delivers to (EventHandler counts as one).
-  static constexpr size_t kMaxCallbacks = 255;
+  // Most different callbacks one loop delivers to (EventHandler counts as one): the callback's
+  // number rides in the low bits of the object's address in each event's tag.
+  static constexpr size_t kMaxCallbacks = 8;
 
   // EventLoop::AddHandler() — polls `fd` for `interest`, delivering events to `handler` until
-  // RemoveHandler(). Loop thread only.
+  // RemoveHandler(). AlreadyExists if `fd` is registered. Loop thread only.
   absl::Status AddHandler(int fd, Interest interest, EventHandler* handler);
   // EventLoop::AddHandler() — the same, delivering events as `callback(object, event)`: for
   // handlers there are many of, whose size matters (a connection per client: a virtual table
-  // pointer would be 8 bytes of each, where the loop keeps one byte per descriptor to name the
-  // callback). ResourceExhausted past kMaxCallbacks different callbacks. Loop thread only.
+  // pointer would be 8 bytes of each). `object` must be aligned to 8 (InvalidArgument if not);
+  // ResourceExhausted past kMaxCallbacks different callbacks. Loop thread only.
+  //
+  // The loop keeps nothing per descriptor: each event's tag is the object's address and its
+  // callback's number, so the handler is reached without a table (whose entries, one per
+  // descriptor and loop, cost an idle connection memory and each event a lookup). That is why
+  // UpdateInterest and RemoveHandler name the object again.
   absl::Status AddHandler(int fd, Interest interest, void* object, EventCallback callback);
   // EventLoop::UpdateInterest() — changes what a registered `fd` is polled for. Loop thread only.
-  absl::Status UpdateInterest(int fd, Interest interest);
-  // EventLoop::RemoveHandler() — stops polling `fd`; no event for it is delivered afterwards,
-  // not even one already returned by the current poll. Loop thread only.
-  absl::Status RemoveHandler(int fd);
+  absl::Status UpdateInterest(int fd, Interest interest, EventHandler* handler);
+  absl::Status UpdateInterest(int fd, Interest interest, void* object, EventCallback callback);
+  // EventLoop::RemoveHandler() — stops polling `fd`, registered for `handler` (or `object`); no
+  // event for it is delivered afterwards, not even one already returned by the current poll.
+  // NotFound if `fd` is not registered. Loop thread only.
+  absl::Status RemoveHandler(int fd, EventHandler* handler);
+  absl::Status RemoveHandler(int fd, const void* object);
   // Registered descriptors. Loop thread only.
   size_t handler_count() const {
     DcheckInLoopThread();
@@ -193,12 +203,14 @@ class EventLoop {
 
   // Loop-thread-only state.
   TimingWheel timers_;
-  // Indexed by descriptor: the handler's object, and which of callbacks_ it gets its events
-  // through.
-  std::vector<void*> handlers_;
-  std::vector<uint8_t> handler_callbacks_;
-  std::vector<EventCallback> callbacks_;  // Each different callback once.
+  // The tag of `object`'s events, or InvalidArgument/ResourceExhausted (see AddHandler).
+  absl::StatusOr<uint64_t> TagFor(void* object, EventCallback callback);
+  std::vector<EventCallback> callbacks_;  // Each different callback once; at most kMaxCallbacks.
   size_t handler_count_ = 0;
+  // The batch being delivered and the position in it: RemoveHandler voids the events after
+  // that position which are for the removed object.
+  absl::Span<PollEvent> batch_;
+  size_t batch_position_ = 0;
   std::vector<Task> running_tasks_;
   std::vector<Task> before_poll_;
   std::vector<Task> running_before_poll_;

@@ -329,13 +329,13 @@ TEST(EventLoopTest, HandlerRemovedEarlierInABatchGetsNoEvent) {
   // Whichever handler runs first removes the other one: the other's already-polled event must
   // not be delivered.
   first.on_event = [&] {
-    (void)loop->RemoveHandler(b[0]);
-    (void)loop->RemoveHandler(a[0]);
+    (void)loop->RemoveHandler(b[0], &second);
+    (void)loop->RemoveHandler(a[0], &first);
     loop->Stop();
   };
   second.on_event = [&] {
-    (void)loop->RemoveHandler(a[0]);
-    (void)loop->RemoveHandler(b[0]);
+    (void)loop->RemoveHandler(a[0], &first);
+    (void)loop->RemoveHandler(b[0], &second);
     loop->Stop();
   };
   loop->QueueInLoop([&] {
@@ -349,7 +349,76 @@ TEST(EventLoopTest, HandlerRemovedEarlierInABatchGetsNoEvent) {
   for (int fd : {a[0], a[1], b[0], b[1]}) ::close(fd);
 }
 
-// A plain callback per handler, named by one byte per descriptor: each object gets its own
+// The loop keeps no table by descriptor: a handler removed in a batch, whose descriptor number
+// and address come back at once (closed, reopened, registered again for the same object), gets
+// none of the old registration's events from that batch, and the new one's in the next.
+TEST(EventLoopTest, AHandlerRemovedAndAddedAgainInABatchGetsNoStaleEvent) {
+  auto loop = NewLoop();
+  int a[2], b[2];
+  ASSERT_EQ(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0, a), 0);
+  ASSERT_EQ(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0, b), 0);
+  RecordingHandler first, second;
+  int reopened[2] = {-1, -1};
+  bool replaced = false;
+  // Whichever runs first replaces the other: removed, its descriptor closed and a new one
+  // (most likely the same number) registered for the same object.
+  auto replace = [&](int self_fd, RecordingHandler* other, int* other_fd) {
+    char byte;
+    EXPECT_EQ(::read(self_fd, &byte, 1), 1);
+    replaced = true;
+    ASSERT_TRUE(loop->RemoveHandler(*other_fd, other).ok());
+    ::close(*other_fd);
+    ASSERT_EQ(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0, reopened), 0);
+    *other_fd = -1;
+    ASSERT_TRUE(loop->AddHandler(reopened[0], Interest::kRead, other).ok());
+    // The new registration's byte comes after this batch: a stale event in it finds none.
+    loop->QueueInLoop([&] { ASSERT_EQ(::write(reopened[1], "n", 1), 1); });
+  };
+  // After the replacement, only the new registration may have an event: a byte to read.
+  auto after = [&](RecordingHandler* self) {
+    char byte;
+    EXPECT_EQ(::read(reopened[0], &byte, 1), 1) << "an event of the removed registration";
+    EXPECT_EQ(self->events.size(), 1u);
+    loop->Stop();
+  };
+  first.on_event = [&] { replaced ? after(&first) : replace(a[0], &second, &b[0]); };
+  second.on_event = [&] { replaced ? after(&second) : replace(b[0], &first, &a[0]); };
+  loop->QueueInLoop([&] {
+    ASSERT_TRUE(loop->AddHandler(a[0], Interest::kRead, &first).ok());
+    ASSERT_TRUE(loop->AddHandler(b[0], Interest::kRead, &second).ok());
+    // Both ready before the poll: one batch holds both events, whichever comes first.
+    ASSERT_EQ(::write(a[1], "x", 1), 1);
+    ASSERT_EQ(::write(b[1], "x", 1), 1);
+  });
+  loop->RunAfter(absl::Seconds(5), [&] { loop->Stop(); });
+  loop->Run();
+  EXPECT_TRUE(replaced);
+  EXPECT_EQ(first.events.size() + second.events.size(), 2u);
+  for (int fd : {a[0], a[1], b[0], b[1], reopened[0], reopened[1]}) {
+    if (fd >= 0) ::close(fd);
+  }
+}
+
+TEST(EventLoopTest, RegistrationErrorsAreReported) {
+  auto loop = NewLoop();
+  int pair[2];
+  ASSERT_EQ(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0, pair), 0);
+  alignas(8) char storage[16];
+  loop->QueueInLoop([&] {
+    absl::Status misaligned =
+        loop->AddHandler(pair[0], Interest::kRead, storage + 1, +[](void*, const PollEvent&) {});
+    EXPECT_TRUE(absl::IsInvalidArgument(misaligned)) << misaligned;
+    absl::Status missing = loop->RemoveHandler(pair[0], storage);
+    EXPECT_TRUE(absl::IsNotFound(missing)) << missing;
+    EXPECT_EQ(loop->handler_count(), 0u);
+    loop->Stop();
+  });
+  loop->Run();
+  ::close(pair[0]);
+  ::close(pair[1]);
+}
+
+// A plain callback per handler, numbered by the loop: each object gets its own
 // descriptor's events through its own callback, beside a virtual EventHandler.
 struct Counted {
   int events = 0;
@@ -414,14 +483,14 @@ TEST(EventLoopTest, ALoopTakesAtMostKMaxCallbacksDifferentCallbacks) {
   loop->QueueInLoop([&] {
     for (size_t i = 0; i < EventLoop::kMaxCallbacks; ++i) {
       ASSERT_TRUE(loop->AddHandler(pair[0], Interest::kRead, &object, callbacks[i]).ok()) << i;
-      ASSERT_TRUE(loop->RemoveHandler(pair[0]).ok());
+      ASSERT_TRUE(loop->RemoveHandler(pair[0], &object).ok());
     }
     absl::Status refused =
         loop->AddHandler(pair[0], Interest::kRead, &object, callbacks.back());
     EXPECT_TRUE(absl::IsResourceExhausted(refused)) << refused;
     EXPECT_EQ(loop->handler_count(), 0u);
     EXPECT_TRUE(loop->AddHandler(pair[0], Interest::kRead, &object, callbacks[7]).ok());
-    EXPECT_TRUE(loop->RemoveHandler(pair[0]).ok());
+    EXPECT_TRUE(loop->RemoveHandler(pair[0], &object).ok());
     loop->Stop();
   });
   loop->Run();
@@ -437,7 +506,7 @@ TEST(EventLoopTest, UpdateInterestSwitchesToWritable) {
   handler.on_event = [&] { loop->Stop(); };
   loop->QueueInLoop([&] {
     ASSERT_TRUE(loop->AddHandler(pair[0], Interest::kNone, &handler).ok());
-    ASSERT_TRUE(loop->UpdateInterest(pair[0], Interest::kWrite).ok());
+    ASSERT_TRUE(loop->UpdateInterest(pair[0], Interest::kWrite, &handler).ok());
   });
   loop->Run();
   ASSERT_FALSE(handler.events.empty());
@@ -455,7 +524,9 @@ TEST(EventLoopDeathTest, ALoopRunsOnce) {
 
 TEST(EventLoopDeathTest, LoopOnlyMethodAbortsOffTheLoopThread) {
   LoopThread thread;
-  EXPECT_DEATH((void)thread.loop().UpdateInterest(0, Interest::kRead), "off its loop thread");
+  RecordingHandler handler;
+  EXPECT_DEATH((void)thread.loop().UpdateInterest(0, Interest::kRead, &handler),
+               "off its loop thread");
 }
 
 }  // namespace

@@ -101,7 +101,7 @@ Acceptor::~Acceptor() {
   if (listening_) {
     loop_->AssertInLoopThread();
     // Fails only if the listener was never registered; closing it below unregisters it anyway.
-    (void)loop_->RemoveHandler(listen_fd_);
+    (void)loop_->RemoveHandler(listen_fd_, this);
   }
   if (backoff_timer_ != 0) loop_->Cancel(backoff_timer_);
   // Removed while still listening: until the close, a newcomer's bind fails and its probe finds
@@ -192,7 +192,7 @@ bool Acceptor::ShedOneConnection() {
   }
   // No spare to spend: stop polling the listener for a while rather than spin on it.
   if (listening_ && backoff_timer_ == 0) {
-    LogIfFailed(loop_->UpdateInterest(listen_fd_, Interest::kNone), "pausing the listener");
+    LogIfFailed(loop_->UpdateInterest(listen_fd_, Interest::kNone, this), "pausing the listener");
     backoff_timer_ = loop_->RunAfter(kExhaustionBackoff, [this] { ResumeAfterBackoff(); });
   }
   return false;
@@ -205,7 +205,7 @@ void Acceptor::ResumeAfterBackoff() {
     spare_fd_ = OpenSpareDescriptor();
   }
   if (waiting_for_gate_) return;  // ResumeAccepting() polls again.
-  absl::Status resumed = loop_->UpdateInterest(listen_fd_, Interest::kRead);
+  absl::Status resumed = loop_->UpdateInterest(listen_fd_, Interest::kRead, this);
   if (resumed.ok()) return;
   // Nobody to return this to; paused, the listener would stay deaf, so it tries again.
   LogIfFailed(resumed, "resuming the listener");
@@ -215,7 +215,7 @@ void Acceptor::ResumeAfterBackoff() {
 bool Acceptor::PauseForGate() {
   // Stop polling first: once the gate has this acceptor, ResumeAccepting() may run next.
   if (backoff_timer_ == 0) {
-    LogIfFailed(loop_->UpdateInterest(listen_fd_, Interest::kNone), "pausing the listener");
+    LogIfFailed(loop_->UpdateInterest(listen_fd_, Interest::kNone, this), "pausing the listener");
   }
   waiting_for_gate_ = true;
   if (gate_->WaitForSlot()) {
@@ -224,7 +224,7 @@ bool Acceptor::PauseForGate() {
   }
   waiting_for_gate_ = false;
   if (backoff_timer_ == 0) {
-    LogIfFailed(loop_->UpdateInterest(listen_fd_, Interest::kRead), "resuming the listener");
+    LogIfFailed(loop_->UpdateInterest(listen_fd_, Interest::kRead, this), "resuming the listener");
   }
   return false;
 }
@@ -235,7 +235,7 @@ bool Acceptor::ResumeAccepting() {
   waiting_for_gate_ = false;
   if (listening_ && backoff_timer_ == 0) {
     // Level-triggered: clients already waiting in the backlog make the next poll report it.
-    absl::Status resumed = loop_->UpdateInterest(listen_fd_, Interest::kRead);
+    absl::Status resumed = loop_->UpdateInterest(listen_fd_, Interest::kRead, this);
     if (!resumed.ok()) {
       // Nobody to return this to; the back-off's retry polls again.
       LogIfFailed(resumed, "resuming the listener");

@@ -688,7 +688,8 @@ void Connection::UpdateInterest() {
   if (!registered_) return;
   uint8_t bits = (reading_ ? static_cast<uint8_t>(Interest::kRead) : 0) |
                  (writing_ ? static_cast<uint8_t>(Interest::kWrite) : 0);
-  absl::Status updated = loop()->UpdateInterest(fd_, static_cast<Interest>(bits));
+  absl::Status updated =
+      loop()->UpdateInterest(fd_, static_cast<Interest>(bits), this, &DispatchEvent);
   // A connection whose interest cannot change would stall or spin: it ends, with the reason.
   if (!updated.ok()) CloseInLoop(updated);
 }
@@ -804,7 +805,7 @@ void Connection::CloseInLoop(absl::Status reason, bool reset) {
     registered_ = false;
     // Either way no event of this descriptor reaches us after this line (the loop forgets the
     // handler first), and closing the descriptor takes it out of the kernel's interest list.
-    absl::Status removed = loop()->RemoveHandler(fd_);
+    absl::Status removed = loop()->RemoveHandler(fd_, this);
     if (!removed.ok()) {
       Log(LogSeverity::kWarning, absl::StrCat("connection fd ", fd_, ": ", removed.ToString()));
     }

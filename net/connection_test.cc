@@ -260,7 +260,7 @@ class PollerWithHook final : public Poller {
     return inner_->Modify(fd, interest, tag);
   }
   absl::Status Remove(int fd) override { return inner_->Remove(fd); }
-  absl::Span<const PollEvent> Wait(int timeout_ms) override {
+  absl::Span<PollEvent> Wait(int timeout_ms) override {
     before_wait_();
     return inner_->Wait(timeout_ms);
   }

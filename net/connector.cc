@@ -25,7 +25,7 @@ Connector::Connector(PrivateTag, EventLoop* loop, const SocketAddress& address, 
 
 Connector::~Connector() {
   // An owner that let go without Cancel(): the loop must not call a freed handler.
-  if (registered_ && loop_->IsInLoopThread()) (void)loop_->RemoveHandler(fd_);
+  if (registered_ && loop_->IsInLoopThread()) (void)loop_->RemoveHandler(fd_, this);
   // Reached with the socket still open if the owner let go early or the loop stopped before
   // a queued task ran.
   if (fd_ >= 0) ::close(fd_);
@@ -126,7 +126,7 @@ void Connector::StopWatching() {
   if (registered_) {
     registered_ = false;
     // Fails only if the descriptor was not registered; then there is nothing to stop.
-    (void)loop_->RemoveHandler(fd_);
+    (void)loop_->RemoveHandler(fd_, this);
   }
   if (timer_ != 0) {
     loop_->Cancel(timer_);

@@ -73,7 +73,7 @@ absl::Status EpollPoller::Modify(int fd, Interest interest, uint64_t tag) {
 
 absl::Status EpollPoller::Remove(int fd) { return Control(EPOLL_CTL_DEL, fd, Interest::kNone, 0); }
 
-absl::Span<const PollEvent> EpollPoller::Wait(int timeout_ms) {
+absl::Span<PollEvent> EpollPoller::Wait(int timeout_ms) {
   events_.clear();
   int n = ::epoll_wait(epoll_fd_, ready_.data(), static_cast<int>(ready_.size()), timeout_ms);
   if (n <= 0) return {};  // Timeout, or EINTR: the loop simply goes round again.
@@ -97,7 +97,7 @@ absl::Span<const PollEvent> EpollPoller::Wait(int timeout_ms) {
   if (static_cast<size_t>(n) == ready_.size() && ready_.size() < kMaxEventsPerWait) {
     ready_.resize(ready_.size() * 2);
   }
-  return events_;
+  return absl::MakeSpan(events_);
 }
 
 void EpollPoller::Wakeup() {

@@ -26,7 +26,7 @@ class EpollPoller final : public Poller {
   absl::Status Add(int fd, Interest interest, uint64_t tag) override;
   absl::Status Modify(int fd, Interest interest, uint64_t tag) override;
   absl::Status Remove(int fd) override;
-  absl::Span<const PollEvent> Wait(int timeout_ms) override;
+  absl::Span<PollEvent> Wait(int timeout_ms) override;
   void Wakeup() override;
   const char* name() const override { return "epoll"; }
 

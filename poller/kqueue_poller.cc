@@ -123,7 +123,7 @@ absl::Status KqueuePoller::Remove(int fd) {
   return Submit(fd, changes, 2, &not_found);
 }
 
-absl::Span<const PollEvent> KqueuePoller::Wait(int timeout_ms) {
+absl::Span<PollEvent> KqueuePoller::Wait(int timeout_ms) {
   events_.clear();
   struct timespec timeout;
   struct timespec* timeout_ptr = nullptr;
@@ -159,7 +159,7 @@ absl::Span<const PollEvent> KqueuePoller::Wait(int timeout_ms) {
   if (static_cast<size_t>(n) == ready_.size() && ready_.size() < kMaxEventsPerWait) {
     ready_.resize(ready_.size() * 2);
   }
-  return events_;
+  return absl::MakeSpan(events_);
 }
 
 void KqueuePoller::Wakeup() {

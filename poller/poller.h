@@ -86,10 +86,11 @@ class Poller {
   virtual absl::Status Remove(int fd) = 0;
 
   // Poller::Wait() — blocks up to `timeout_ms` (-1: no limit, 0: do not block) and returns the
-  // ready descriptors (at most kMaxEventsPerWait), valid until the next Wait(). A Wakeup() ends
+  // ready descriptors (at most kMaxEventsPerWait), valid until the next Wait() and the caller's
+  // to change meanwhile (an event loop voids those of a handler it removed). A Wakeup() ends
   // the wait early and is not reported as an event. Returns no events when interrupted by a
   // signal. Loop thread only.
-  virtual absl::Span<const PollEvent> Wait(int timeout_ms) = 0;
+  virtual absl::Span<PollEvent> Wait(int timeout_ms) = 0;
 
   // Poller::Wakeup() — makes the current or next Wait() return. Thread-safe.
   virtual void Wakeup() = 0;

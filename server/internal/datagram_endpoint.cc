@@ -182,7 +182,7 @@ absl::Status DatagramEndpoint::Register() {
 void DatagramEndpoint::Unregister() {
   if (!registered_) return;
   // Refused only for a descriptor not registered.
-  (void)loop_->RemoveHandler(fd_);
+  (void)loop_->RemoveHandler(fd_, this);
   registered_ = false;
 }
 
@@ -191,7 +191,7 @@ void DatagramEndpoint::UpdateInterest() {
   Interest wanted = WantedInterest();
   if (wanted == registered_interest_) return;
   // Refused only for a descriptor not registered, which this one is.
-  (void)loop_->UpdateInterest(fd_, wanted);
+  (void)loop_->UpdateInterest(fd_, wanted, this);
   registered_interest_ = wanted;
 }
 

@@ -249,7 +249,7 @@ class HandoffService::Session final : public EventHandler {
   Session(HandoffService* service, int fd, int64_t peer_pid)
       : service_(service), fd_(fd), requester_pid_(peer_pid) {}
   ~Session() override {
-    if (registered_) (void)service_->loop_->RemoveHandler(fd_);  // Closing unregisters anyway.
+    if (registered_) (void)service_->loop_->RemoveHandler(fd_, this);  // Closing unregisters anyway.
     if (timer_ != 0) service_->loop_->Cancel(timer_);
     ::close(fd_);
   }
