@@ -1157,7 +1157,7 @@ TEST(ConnectionDeathTest, LoopOnlyMethodsAbortOffTheLoopThread) {
 // object is most of it. This catches a field added without thought.
 TEST(ConnectionTest, TheObjectStaysSmall) {
   EXPECT_LE(sizeof(Connection), 168u);
-  EXPECT_LE(sizeof(RingBuffer), 32u);
+  EXPECT_LE(sizeof(RingBuffer), 24u);
 }
 
 // Write gathering: what one callback, or one iteration's tasks, send to a connection goes out in

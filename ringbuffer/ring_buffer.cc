@@ -20,11 +20,9 @@ constexpr size_t kPooledBytesPerClass = 256 * 1024;
 constexpr int kMaxSmallestBlocks = kPooledBytesPerClass / RingBuffer::kMinCapacity;
 constexpr int kMaxBlocksPerLargerClass = kPooledBytesPerClass / (2 * RingBuffer::kMinCapacity);
 
-// Blocks start on a cache line, so a copy into an empty buffer's block (a whole message, or a
-// readv burst) never splits a vector store across two lines at its start.
-constexpr std::align_val_t kBlockAlignment{64};
+constexpr std::align_val_t kBlockAlign{kBlockAlignment};
 
-void FreeBlock(char* block) { ::operator delete(block, kBlockAlignment); }
+void FreeBlock(char* block) { ::operator delete(block, kBlockAlign); }
 
 // The pooled blocks besides the spares in spare_blocks, which count towards their class's limit.
 // Trivially destructible, so every access is a plain thread-local load with no guard.
@@ -80,7 +78,7 @@ char* AcquireBlock(size_t capacity) {
     if (char* block = TakeSpareBlock(c)) return block;
     if (pool.counts[c] > 0) return ClassBlocks(c)[--pool.counts[c]];
   }
-  return static_cast<char*>(::operator new(capacity, kBlockAlignment));
+  return static_cast<char*>(::operator new(capacity, kBlockAlign));
 }
 
 void ReleaseBlock(char* block, size_t capacity) {
@@ -128,12 +126,11 @@ std::string RingBuffer::Slices::ToString() const {
 }
 
 RingBuffer::~RingBuffer() {
-  if (storage_ != nullptr) ringbuffer_internal::ReleaseBlock(storage_, capacity_);
+  if (block_ != 0) ringbuffer_internal::ReleaseBlock(storage(), capacity());
 }
 
 RingBuffer::RingBuffer(RingBuffer&& other) noexcept
-    : storage_(std::exchange(other.storage_, nullptr)),
-      capacity_(std::exchange(other.capacity_, 0)),
+    : block_(std::exchange(other.block_, 0)),
       read_index_(std::exchange(other.read_index_, 0)),
       size_(std::exchange(other.size_, 0)),
       virtual_consumed_(std::exchange(other.virtual_consumed_, 0)),
@@ -142,8 +139,7 @@ RingBuffer::RingBuffer(RingBuffer&& other) noexcept
 RingBuffer& RingBuffer::operator=(RingBuffer&& other) noexcept {
   if (this != &other) {
     Reset();
-    storage_ = std::exchange(other.storage_, nullptr);
-    capacity_ = std::exchange(other.capacity_, 0);
+    block_ = std::exchange(other.block_, 0);
     read_index_ = std::exchange(other.read_index_, 0);
     size_ = std::exchange(other.size_, 0);
     virtual_consumed_ = std::exchange(other.virtual_consumed_, 0);
@@ -155,16 +151,15 @@ RingBuffer& RingBuffer::operator=(RingBuffer&& other) noexcept {
 bool RingBuffer::Reserve(size_t n) {
   size_t needed = size_ + n;
   if (needed < size_ || needed > limit_) return false;  // Overflow or over the limit.
-  if (needed <= capacity_) return true;
+  if (needed <= capacity()) return true;
   size_t new_capacity = RoundUpToPowerOfTwo(needed);
   char* block = ringbuffer_internal::AcquireBlock(new_capacity);
-  if (storage_ != nullptr) {
+  if (block_ != 0) {
     // Linearize: the readable bytes move to the start of the new block.
     SlicesAt(read_index_, size_).CopyTo(block);
-    ringbuffer_internal::ReleaseBlock(storage_, capacity_);
+    ringbuffer_internal::ReleaseBlock(storage(), capacity());
   }
-  storage_ = block;
-  capacity_ = new_capacity;
+  SetStorage(block, new_capacity);
   read_index_ = 0;
   return true;
 }
@@ -229,7 +224,7 @@ size_t RingBuffer::Read(void* dst, size_t n) {
 
 std::optional<char> RingBuffer::ReadByte() {
   if (size_ == 0) return std::nullopt;
-  char c = storage_[read_index_];
+  char c = storage()[read_index_];
   Retrieve(1);
   return c;
 }
@@ -269,24 +264,24 @@ ssize_t RingBuffer::ReadFromFd(int fd, char* scratch, size_t scratch_size) {
     errno = ENOBUFS;
     return -1;
   }
-  const bool took_block = storage_ == nullptr && room >= kMinCapacity;
+  const bool took_block = block_ == 0 && room >= kMinCapacity;
   if (took_block) {
     size_t capacity = ringbuffer_internal::kLargestPooledBlock;
     while (capacity > room) capacity >>= 1;
-    storage_ = ringbuffer_internal::AcquireBlock(capacity);
-    capacity_ = static_cast<uint32_t>(capacity);
+    SetStorage(ringbuffer_internal::AcquireBlock(capacity), capacity);
     read_index_ = 0;
   }
   iovec iov[3];
   int iov_count = 0;
-  size_t free_bytes = capacity_ - size_;
+  size_t free_bytes = capacity() - size_;
   size_t in_storage = free_bytes < room ? free_bytes : room;
   if (in_storage > 0) {
+    char* const storage = this->storage();
     size_t write_index = WriteIndex();
-    size_t until_end = capacity_ - write_index;
+    size_t until_end = capacity() - write_index;
     size_t first = in_storage < until_end ? in_storage : until_end;
-    iov[iov_count++] = {storage_ + write_index, first};
-    if (in_storage > first) iov[iov_count++] = {storage_, in_storage - first};
+    iov[iov_count++] = {storage + write_index, first};
+    if (in_storage > first) iov[iov_count++] = {storage, in_storage - first};
   }
   size_t in_scratch = room - in_storage;
   if (in_scratch > scratch_size) in_scratch = scratch_size;
@@ -317,13 +312,12 @@ ssize_t RingBuffer::ReadFromFd(int fd, char* scratch, size_t scratch_size) {
 }
 
 void RingBuffer::ShrinkToFit() {
-  if (size_ == 0 || capacity_ <= kMinCapacity || size_ > capacity_ / 4) return;
+  if (size_ == 0 || capacity() <= kMinCapacity || size_ > capacity() / 4) return;
   size_t capacity = RoundUpToPowerOfTwo(size_ < kMinCapacity ? kMinCapacity : size_);
   char* block = ringbuffer_internal::AcquireBlock(capacity);
   SlicesAt(read_index_, size_).CopyTo(block);
-  ringbuffer_internal::ReleaseBlock(storage_, capacity_);
-  storage_ = block;
-  capacity_ = static_cast<uint32_t>(capacity);
+  ringbuffer_internal::ReleaseBlock(storage(), this->capacity());
+  SetStorage(block, capacity);
   read_index_ = 0;
 }
 

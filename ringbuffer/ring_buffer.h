@@ -97,10 +97,10 @@ class RingBuffer {
   // RingBuffer::Length() — readable bytes (from the read position, ignoring VirtualRead).
   size_t Length() const { return size_; }
   // RingBuffer::Capacity() — bytes of storage owned now; 0 while the buffer is empty.
-  size_t Capacity() const { return capacity_; }
+  size_t Capacity() const { return capacity(); }
   bool IsEmpty() const { return size_ == 0; }
   // RingBuffer::IsFull() — true when the storage is full, so the next write must grow it.
-  bool IsFull() const { return capacity_ != 0 && size_ == capacity_; }
+  bool IsFull() const { return block_ != 0 && size_ == capacity(); }
   // RingBuffer::set_limit() — the most bytes the buffer will hold. Writes that would exceed it
   // are refused and `ReadFromFd` reads no more than fits. Defaults to kMaxLimit.
   // At most kMaxLimit (2 GiB): positions are kept in 32 bits, since every connection has two
@@ -115,18 +115,17 @@ class RingBuffer {
   // RingBuffer::Write() — appends `n` bytes, growing the storage as needed. Returns false, and
   // writes nothing, when the bytes would take the buffer past `limit()`.
   bool Write(const void* data, size_t n) {
-    // Fast path: fits the storage we own (capacity_ is 0 if none) and the limit.
-    if (n <= capacity_ - size_ && size_ + n <= limit_) {
+    // Fast path: fits the storage we own (capacity() is 0 if none) and the limit.
+    if (n <= capacity() - size_ && size_ + n <= limit_) {
       if (n != 0) Append(static_cast<const char*>(data), n);
       return true;
     }
     // Second fastest: an empty buffer takes this thread's spare block of the size it needs.
-    if (capacity_ == 0 && n - 1 < ringbuffer_internal::kLargestPooledBlock && n <= limit_) {
+    if (block_ == 0 && n - 1 < ringbuffer_internal::kLargestPooledBlock && n <= limit_) {
       int size_class = ringbuffer_internal::SizeClassFor(n);
       if (char* block = ringbuffer_internal::TakeSpareBlock(size_class)) {
-        storage_ = block;
-        capacity_ = static_cast<uint32_t>(kMinCapacity << size_class);
-        CopyBytes(storage_, static_cast<const char*>(data), n);
+        SetStorage(block, kMinCapacity << size_class);
+        CopyBytes(block, static_cast<const char*>(data), n);
         size_ = static_cast<uint32_t>(n);  // n <= kLargestPooledBlock.
         return true;
       }
@@ -162,7 +161,7 @@ class RingBuffer {
 
   static constexpr size_t npos = static_cast<size_t>(-1);
   // RingBuffer::At() — the byte at `offset` (< Length()).
-  char At(size_t offset) const { return storage_[(read_index_ + offset) & Mask()]; }
+  char At(size_t offset) const { return storage()[(read_index_ + offset) & Mask()]; }
   // RingBuffer::Find() — the offset of the first `c` at or after `from`, or npos.
   size_t Find(char c, size_t from = 0) const;
   // RingBuffer::Find() — the offset of the first occurrence of `needle` (non-empty) starting
@@ -198,14 +197,15 @@ class RingBuffer {
   // RingBuffer::Reset() — discards everything and releases the storage.
   void Reset() {
     // The block usually becomes the thread's spare of its size, inline; the rest go out of line.
-    // (capacity_ - 1 wraps when there is no block.)
-    bool kept = capacity_ - 1 < ringbuffer_internal::kLargestPooledBlock &&
-                ringbuffer_internal::KeepSpareBlock(ringbuffer_internal::SizeClass(capacity_),
-                                                    storage_);
-    if (!kept && storage_ != nullptr) ringbuffer_internal::ReleaseBlock(storage_, capacity_);
+    // (capacity - 1 wraps when there is no block.)
+    const uint32_t capacity = this->capacity();
+    char* const storage = this->storage();
+    bool kept = capacity - 1 < ringbuffer_internal::kLargestPooledBlock &&
+                ringbuffer_internal::KeepSpareBlock(ringbuffer_internal::SizeClass(capacity),
+                                                    storage);
+    if (!kept && storage != nullptr) ringbuffer_internal::ReleaseBlock(storage, capacity);
     // Together, so the compiler writes these adjacent zeros as a few wide stores.
-    storage_ = nullptr;
-    capacity_ = 0;
+    block_ = 0;
     read_index_ = 0;
     size_ = 0;
     virtual_consumed_ = 0;
@@ -253,14 +253,26 @@ class RingBuffer {
   ssize_t WriteToFd(int fd);
 
  private:
-  size_t Mask() const { return capacity_ - 1; }
+  static constexpr uintptr_t kCapacityBits = ringbuffer_internal::kBlockAlignment - 1;
+  char* storage() const { return reinterpret_cast<char*>(block_ & ~kCapacityBits); }
+  // 0 or a power of two >= kMinCapacity, <= kMaxLimit. (1 << 0) >> 1 is 0: no block.
+  uint32_t capacity() const {
+    return static_cast<uint32_t>((uint64_t{1} << (block_ & kCapacityBits)) >> 1);
+  }
+  // `block` (from ringbuffer_internal, so aligned) of `capacity` bytes, a power of two.
+  void SetStorage(char* block, size_t capacity) {
+    block_ = reinterpret_cast<uintptr_t>(block) |
+             static_cast<uintptr_t>(__builtin_ctzll(capacity) + 1);
+  }
+  size_t Mask() const { return capacity() - 1; }
   size_t WriteIndex() const { return (read_index_ + size_) & Mask(); }
   Slices SlicesAt(size_t start, size_t n) const {
     if (n == 0) return {};
-    size_t until_end = capacity_ - start;
-    if (n <= until_end) return {std::string_view(storage_ + start, n), {}};
-    return {std::string_view(storage_ + start, until_end),
-            std::string_view(storage_, n - until_end)};
+    char* const storage = this->storage();
+    size_t until_end = capacity() - start;
+    if (n <= until_end) return {std::string_view(storage + start, n), {}};
+    return {std::string_view(storage + start, until_end),
+            std::string_view(storage, n - until_end)};
   }
   // memcpy, with copies of up to 16 bytes done inline: for a message that short, the call into
   // the C library costs more than the moves.
@@ -289,14 +301,15 @@ class RingBuffer {
   // Copies `n` bytes at the write position; the room must exist.
   void Append(const char* data, size_t n) {
     size_t write_index = WriteIndex();
-    size_t until_end = capacity_ - write_index;
+    char* const storage = this->storage();
+    size_t until_end = capacity() - write_index;
     if (n <= until_end) {
-      CopyBytes(storage_ + write_index, data, n);
+      CopyBytes(storage + write_index, data, n);
     } else {
-      std::memcpy(storage_ + write_index, data, until_end);
-      std::memcpy(storage_, data + until_end, n - until_end);
+      std::memcpy(storage + write_index, data, until_end);
+      std::memcpy(storage, data + until_end, n - until_end);
     }
-    size_ += static_cast<uint32_t>(n);  // The caller made room: size_ + n <= capacity_.
+    size_ += static_cast<uint32_t>(n);  // The caller made room: size_ + n <= capacity().
   }
   // Write()'s slow path: grows the storage (or takes it) first.
   bool WriteGrowing(const void* data, size_t n);
@@ -305,8 +318,11 @@ class RingBuffer {
   template <typename T>
   std::optional<T> PeekBigEndian() const;
 
-  char* storage_ = nullptr;
-  uint32_t capacity_ = 0;          // 0 or a power of two >= kMinCapacity, <= kMaxLimit.
+  // The storage block's address with log2(capacity) + 1 in its low bits (blocks are aligned to
+  // ringbuffer_internal::kBlockAlignment), or 0 with no block: together in 8 bytes, so that a
+  // buffer is 24 bytes (every connection has two, and an idle connection's bytes count).
+  // Read through storage() and capacity(), written through SetStorage().
+  uintptr_t block_ = 0;
   uint32_t read_index_ = 0;        // Index of the first readable byte.
   uint32_t size_ = 0;              // Readable bytes.
   uint32_t virtual_consumed_ = 0;  // Bytes between the read and the virtual read positions.

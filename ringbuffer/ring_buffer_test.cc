@@ -42,6 +42,25 @@ TEST(RingBufferTest, EmptyBufferOwnsNoStorage) {
   EXPECT_EQ(buffer.PeekUint8(), std::nullopt);
 }
 
+// Every connection has two buffers: their size is part of an idle connection's cost.
+TEST(RingBufferTest, IsTwentyFourBytesAndCapacityRidesWithTheBlock) {
+  EXPECT_EQ(sizeof(RingBuffer), 24u);
+  // Each capacity from the smallest to a few MiB round-trips through the block's low bits.
+  for (size_t capacity = RingBuffer::kMinCapacity; capacity <= (size_t{8} << 20); capacity *= 2) {
+    RingBuffer buffer;
+    std::string bytes(capacity, 'x');
+    ASSERT_TRUE(buffer.WriteString(bytes));
+    EXPECT_EQ(buffer.Capacity(), capacity);
+    EXPECT_TRUE(buffer.IsFull());
+    RingBuffer::Slices all = buffer.PeekAll();
+    EXPECT_EQ(all.size(), capacity);
+    EXPECT_EQ(reinterpret_cast<uintptr_t>(all.first.data()) %
+                  ringbuffer_internal::kBlockAlignment, 0u);
+    buffer.Retrieve(capacity);
+    EXPECT_EQ(buffer.Capacity(), 0u);
+  }
+}
+
 TEST(RingBufferTest, WriteThenPeekAndRetrieve) {
   RingBuffer buffer;
   ASSERT_TRUE(buffer.WriteString("hello, "));

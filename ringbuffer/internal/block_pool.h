@@ -23,6 +23,10 @@ namespace ringbuffer_internal {
 inline constexpr int kSmallestBlockLog2 = 10;  // RingBuffer::kMinCapacity is 1 KiB.
 inline constexpr int kSizeClasses = 7;         // 1 KiB .. 64 KiB.
 inline constexpr size_t kLargestPooledBlock = size_t{1} << (kSmallestBlockLog2 + kSizeClasses - 1);
+// Every block starts on a cache line (so a copy into an empty buffer's block never splits a
+// vector store across two lines at its start); a buffer keeps its capacity in the low bits of
+// its block's address.
+inline constexpr uintptr_t kBlockAlignment = 64;
 char* AcquireBlock(size_t capacity);
 void ReleaseBlock(char* block, size_t capacity);
 // Blocks held by this thread's pool, over all size classes.
