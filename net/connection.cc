@@ -34,7 +34,7 @@ ConnectionPtr Connection::Create(std::shared_ptr<const Config> config, int fd,
 
 Connection::Connection(PrivateTag, std::shared_ptr<const Config> config, int fd,
                        const InetAddress& peer)
-    : config_(std::move(config)),
+    : config_(HoldConfig(std::move(config))),
       peer_(peer),
       fd_(fd),
       reading_(false),
@@ -67,6 +67,23 @@ Connection::~Connection() {
   // loop stopped before the teardown task ran).
   if (!fd_closed_) ::close(fd_);
   delete cold_.load(std::memory_order_acquire);
+  ReleaseConfig();  // Last: it may destroy the Config. No member's destructor reads it.
+}
+
+const Connection::Config* Connection::HoldConfig(std::shared_ptr<const Config> config) {
+  const Config* held = config.get();
+  std::lock_guard<std::mutex> lock(held->holders_mutex_);
+  if (held->holders_++ == 0) held->self_ = std::move(config);
+  return held;
+}
+
+void Connection::ReleaseConfig() {
+  std::shared_ptr<const Config> last;
+  {
+    std::lock_guard<std::mutex> lock(config_->holders_mutex_);
+    if (--config_->holders_ == 0) last = std::move(config_->self_);
+  }
+  // `last` goes out of scope here, after the lock: it may destroy the Config and its mutex.
 }
 
 Connection::ColdState* Connection::EnsureColdState() {
@@ -332,7 +349,7 @@ bool Connection::LingerBeforeClose(const absl::Status& reason) {
     cold->linger_until_ms =
         now + static_cast<uint64_t>(absl::ToInt64Milliseconds(options().error_close_timeout));
   }
-  timer_.Touch(now);
+  last_active_.Touch(now);
   uint64_t until = cold->linger_until_ms;
   ArmTimer(std::min(options().linger_quiet,
                     absl::Milliseconds(static_cast<int64_t>(until > now ? until - now : 0))),
@@ -348,7 +365,7 @@ void Connection::DiscardLingeringInput() {
   for (int reads = 0; reads < kMaxLingeringReads; ++reads) {
     ssize_t n = ::read(fd_, loop()->scratch_buffer(), EventLoop::kScratchSize);
     if (n > 0) {
-      timer_.Touch(loop()->NowMs());
+      last_active_.Touch(loop()->NowMs());
       continue;
     }
     if (n < 0 && errno == EINTR) continue;
@@ -365,7 +382,7 @@ void Connection::OnLingerTimer() {
   if (state() == State::kDisconnected) return;
   uint64_t now = loop()->NowMs();
   uint64_t until = cold_.load(std::memory_order_acquire)->linger_until_ms;
-  absl::Duration quiet_left = timer_.IdleRemaining(now, options().linger_quiet);
+  absl::Duration quiet_left = last_active_.IdleRemaining(now, options().linger_quiet);
   if (quiet_left == absl::ZeroDuration() || now >= until) {
     // Everything was written; a peer still sending gets the kernel's reset for the rest.
     CloseInLoop(CloseReason());
@@ -867,7 +884,7 @@ void Connection::Teardown(absl::Status reason, bool reset) {
 void Connection::MarkActive() {
   // Only the idle timer reads the time of last activity; without one, a clock read per read and
   // per write (about 20 ns each here) would be spent on every message for nothing.
-  if (options().idle_timeout > absl::ZeroDuration()) timer_.Touch(loop()->NowMs());
+  if (options().idle_timeout > absl::ZeroDuration()) last_active_.Touch(loop()->NowMs());
 }
 
 void Connection::ArmTimer(absl::Duration delay, void (Connection::*on_fire)()) {
@@ -879,7 +896,7 @@ void Connection::ArmTimer(absl::Duration delay, void (Connection::*on_fire)()) {
 void Connection::OnIdleTimer() {
   timer_.Fired();
   if (state() == State::kDisconnected) return;
-  absl::Duration left = timer_.IdleRemaining(loop()->NowMs(), options().idle_timeout);
+  absl::Duration left = last_active_.IdleRemaining(loop()->NowMs(), options().idle_timeout);
   if (left == absl::ZeroDuration()) {
     CloseInLoop(absl::DeadlineExceededError("idle timeout"));
     return;

@@ -95,6 +95,7 @@
 #include <cstdint>
 #include <initializer_list>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -147,7 +148,8 @@ class Connection final : public std::enable_shared_from_this<Connection> {
     // Most bytes the input buffer keeps; a peer that sends more while the handler leaves them
     // unconsumed is closed with ResourceExhausted.
     size_t max_input_bytes = 64 * 1024 * 1024;
-    // Close after this long without reading or writing; zero disables it.
+    // Close after this long without reading or writing; zero disables it. At most 24 days
+    // (ActivityStamp::kMaxQuiet): a longer timeout is taken as that.
     absl::Duration idle_timeout = absl::ZeroDuration();
     // How long a Close() for an error (a protocol error's) lets what was already answered be
     // written before the connection ends with RST anyway (a peer that sent garbage and does
@@ -221,6 +223,15 @@ class Connection final : public std::enable_shared_from_this<Connection> {
     // and the name dialed.
     bool dialed = false;
     std::string server_name;
+
+   private:
+    friend class Connection;
+    // Connections hold their Config by plain pointer, 8 bytes of each where a shared_ptr takes
+    // 16; while any is alive, the Config holds itself through `self_`, from the shared_ptr the
+    // first one was created with.
+    mutable std::mutex holders_mutex_;
+    mutable size_t holders_ = 0;                   // Guarded by holders_mutex_.
+    mutable std::shared_ptr<const Config> self_;   // Guarded by holders_mutex_.
   };
 
   // Connection::Create() — takes ownership of the connected, non-blocking `fd`, to be served
@@ -317,7 +328,9 @@ class Connection final : public std::enable_shared_from_this<Connection> {
 
   bool Connected() const { return state_.load(std::memory_order_acquire) == State::kConnected; }
   State state() const { return state_.load(std::memory_order_acquire); }
-  const InetAddress& PeerAddr() const { return peer_; }
+  // Connection::PeerAddr() — the peer's address, as accepted or dialed (without an IPv6 flow
+  // label: see PackedInetAddress).
+  InetAddress PeerAddr() const { return peer_.Unpack(); }
   // Connection::LocalAddr() — asked of the socket (getsockname) rather than kept: it is rarely
   // needed and every connection would pay 28 bytes for it. Empty once closed.
   InetAddress LocalAddr() const;
@@ -526,10 +539,17 @@ class Connection final : public std::enable_shared_from_this<Connection> {
   void ArmTimer(absl::Duration delay, void (Connection::*on_fire)());
   void OnIdleTimer();
 
-  // Laid out for size (an idle connection's bytes are part of the library's promise).
-  const std::shared_ptr<const Config> config_;
-  const InetAddress peer_;
+  // Holds `config` for a new connection: its self-reference, taken by the first (see Config).
+  static const Config* HoldConfig(std::shared_ptr<const Config> config);
+  void ReleaseConfig();
+
+  // Laid out for size (an idle connection's bytes are part of the library's promise): 136
+  // bytes, which with the shared_ptr's control block make one 160-byte heap chunk.
+  const Config* const config_;
+  const PackedInetAddress peer_;
   const int fd_;
+  // When the connection was last active: read by the idle timer and while lingering only.
+  ActivityStamp last_active_;
   std::atomic<State> state_{State::kConnecting};
   // ShutdownWrite() was called: Send refuses from then on (any thread).
   std::atomic<bool> write_closing_{false};

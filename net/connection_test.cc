@@ -1153,10 +1153,10 @@ TEST(ConnectionDeathTest, LoopOnlyMethodsAbortOffTheLoopThread) {
 }
 #endif
 
-// An idle connection's memory is a promise (<= 256 bytes in all, see tools/idle_memory); the
+// An idle connection's memory is a promise (<= 200 bytes in all, see tools/idle_memory); the
 // object is most of it. This catches a field added without thought.
 TEST(ConnectionTest, TheObjectStaysSmall) {
-  EXPECT_LE(sizeof(Connection), 168u);
+  EXPECT_LE(sizeof(Connection), 136u);
   EXPECT_LE(sizeof(RingBuffer), 24u);
 }
 

@@ -4,26 +4,29 @@
 //
 // `gev::DeadlineTimer` is the one timer slot a connection has on its loop's timing wheel, used
 // for one deadline at a time: its transport's handshake, then its idle timeout, or the time a
-// close for an error gives its output. An idle timeout is one timer per idle period, not one
-// per read: activity only notes the time (Touch), and the timer, when it fires, sleeps again
-// for what is left (IdleRemaining).
+// close for an error gives its output. `gev::ActivityStamp` notes when the connection was last
+// active. An idle timeout is one timer per idle period, not one per read: activity only notes
+// the time (Touch), and the timer, when it fires, sleeps again for what is left
+// (IdleRemaining).
 //
 //   timer.Arm(loop, timeout, [weak] { if (auto c = weak.lock()) c->OnIdle(); });
-//   timer.Touch(loop.NowMs());                        // on every read and write
+//   stamp.Touch(loop.NowMs());                        // on every read and write
 //   void OnIdle() {
 //     timer.Fired();
-//     absl::Duration left = timer.IdleRemaining(loop.NowMs(), timeout);
+//     absl::Duration left = stamp.IdleRemaining(loop.NowMs(), timeout);
 //     if (left == absl::ZeroDuration()) { close; } else { timer.Arm(loop, left, ...); }
 //   }
 //
-// Sixteen bytes: a connection's size is part of the library's promise, so the callback is
-// given on each Arm (the wheel holds it), not kept here.
+// Eight and four bytes: a connection's size is part of the library's promise, so the callback
+// is given on each Arm (the wheel holds it), not kept here, and the stamp keeps the clock's
+// milliseconds modulo 2^32, which measures quiet periods of up to kMaxQuiet (24 days).
 //
 // Thread safety: loop thread only, as the connection that owns it.
 
 #ifndef GEV_NET_DEADLINE_TIMER_H_
 #define GEV_NET_DEADLINE_TIMER_H_
 
+#include <algorithm>
 #include <cstdint>
 #include <utility>
 
@@ -50,20 +53,31 @@ class DeadlineTimer {
   void Fired() { id_ = 0; }
   bool armed() const { return id_ != 0; }
 
-  // DeadlineTimer::Touch() — there was activity at `now_ms` (EventLoop::NowMs).
-  void Touch(uint64_t now_ms) { last_active_ms_ = now_ms; }
-  // DeadlineTimer::IdleRemaining() — how much longer the quiet must last, at `now_ms`, before
+ private:
+  TimerId id_ = 0;
+};
+
+class ActivityStamp {
+ public:
+  // The longest quiet period measured (2^31 - 1 ms); longer timeouts are taken as this.
+  static constexpr absl::Duration kMaxQuiet = absl::Milliseconds(INT32_MAX);
+
+  // ActivityStamp::Touch() — there was activity at `now_ms` (EventLoop::NowMs).
+  void Touch(uint64_t now_ms) { last_active_ms_ = static_cast<uint32_t>(now_ms); }
+  // ActivityStamp::IdleRemaining() — how much longer the quiet must last, at `now_ms`, before
   // `timeout` of it has passed since the last Touch; zero once it has.
   absl::Duration IdleRemaining(uint64_t now_ms, absl::Duration timeout) const {
-    uint64_t timeout_ms = static_cast<uint64_t>(absl::ToInt64Milliseconds(timeout));
-    uint64_t quiet_for = now_ms >= last_active_ms_ ? now_ms - last_active_ms_ : 0;
+    int64_t timeout_ms = absl::ToInt64Milliseconds(std::min(timeout, kMaxQuiet));
+    // Modulo 2^32, signed: a clock read before the touch (another thread's stale NowMs) comes
+    // out negative, and is no time at all.
+    int32_t quiet_for = static_cast<int32_t>(static_cast<uint32_t>(now_ms) - last_active_ms_);
+    if (quiet_for < 0) quiet_for = 0;
     if (quiet_for >= timeout_ms) return absl::ZeroDuration();
-    return absl::Milliseconds(static_cast<int64_t>(timeout_ms - quiet_for));
+    return absl::Milliseconds(timeout_ms - quiet_for);
   }
 
  private:
-  TimerId id_ = 0;
-  uint64_t last_active_ms_ = 0;
+  uint32_t last_active_ms_ = 0;
 };
 
 }  // namespace gev

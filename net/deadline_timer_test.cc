@@ -14,17 +14,38 @@
 namespace gev {
 namespace {
 
-TEST(DeadlineTimerTest, IdleRemainingCountsFromTheLastTouch) {
-  DeadlineTimer timer;
-  timer.Touch(1000);
-  EXPECT_EQ(timer.IdleRemaining(1000, absl::Milliseconds(300)), absl::Milliseconds(300));
-  EXPECT_EQ(timer.IdleRemaining(1200, absl::Milliseconds(300)), absl::Milliseconds(100));
-  EXPECT_EQ(timer.IdleRemaining(1300, absl::Milliseconds(300)), absl::ZeroDuration());
-  EXPECT_EQ(timer.IdleRemaining(5000, absl::Milliseconds(300)), absl::ZeroDuration());
-  timer.Touch(1250);  // Activity moves the deadline; nothing is re-armed for it.
-  EXPECT_EQ(timer.IdleRemaining(1300, absl::Milliseconds(300)), absl::Milliseconds(250));
+TEST(ActivityStampTest, IdleRemainingCountsFromTheLastTouch) {
+  EXPECT_EQ(sizeof(ActivityStamp), 4u);
+  EXPECT_EQ(sizeof(DeadlineTimer), 8u);
+  ActivityStamp stamp;
+  stamp.Touch(1000);
+  EXPECT_EQ(stamp.IdleRemaining(1000, absl::Milliseconds(300)), absl::Milliseconds(300));
+  EXPECT_EQ(stamp.IdleRemaining(1200, absl::Milliseconds(300)), absl::Milliseconds(100));
+  EXPECT_EQ(stamp.IdleRemaining(1300, absl::Milliseconds(300)), absl::ZeroDuration());
+  EXPECT_EQ(stamp.IdleRemaining(5000, absl::Milliseconds(300)), absl::ZeroDuration());
+  stamp.Touch(1250);  // Activity moves the deadline; nothing is re-armed for it.
+  EXPECT_EQ(stamp.IdleRemaining(1300, absl::Milliseconds(300)), absl::Milliseconds(250));
   // A clock read before the touch (another thread's stale NowMs) is no time at all.
-  EXPECT_EQ(timer.IdleRemaining(1200, absl::Milliseconds(300)), absl::Milliseconds(300));
+  EXPECT_EQ(stamp.IdleRemaining(1200, absl::Milliseconds(300)), absl::Milliseconds(300));
+}
+
+TEST(ActivityStampTest, MeasuresAcrossTheWrapOfItsThirtyTwoBitsAndCapsLongTimeouts) {
+  ActivityStamp stamp;
+  const uint64_t before_wrap = (uint64_t{5} << 32) - 100;  // A loop up for about 250 days.
+  stamp.Touch(before_wrap);
+  EXPECT_EQ(stamp.IdleRemaining(before_wrap + 250, absl::Milliseconds(300)),
+            absl::Milliseconds(50));
+  EXPECT_EQ(stamp.IdleRemaining(before_wrap + 300, absl::Milliseconds(300)),
+            absl::ZeroDuration());
+  EXPECT_EQ(stamp.IdleRemaining(before_wrap - 10, absl::Milliseconds(300)),
+            absl::Milliseconds(300));
+  // Thirty days of timeout count as the 24.8 days a stamp measures; twenty days of quiet
+  // leave the rest of those.
+  const uint64_t twenty_days = 20ull * 24 * 3600 * 1000;
+  EXPECT_EQ(stamp.IdleRemaining(before_wrap + twenty_days, absl::Hours(24 * 30)),
+            ActivityStamp::kMaxQuiet - absl::Milliseconds(twenty_days));
+  EXPECT_EQ(stamp.IdleRemaining(before_wrap + INT32_MAX, absl::Hours(24 * 30)),
+            absl::ZeroDuration());
 }
 
 // A loop on a thread of its own; `Do` runs on it and waits.

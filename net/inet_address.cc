@@ -116,6 +116,41 @@ InetAddress InetAddress::FromSockaddr(const struct sockaddr* address, socklen_t 
   return result;
 }
 
+PackedInetAddress::PackedInetAddress(const InetAddress& address)
+    : family_(static_cast<sa_family_t>(address.family())) {
+  if (family_ == AF_INET) {
+    const auto* v4 = reinterpret_cast<const sockaddr_in*>(address.sockaddr());
+    std::memcpy(address_, &v4->sin_addr, sizeof(v4->sin_addr));
+    port_ = v4->sin_port;
+  } else if (family_ == AF_INET6) {
+    const auto* v6 = reinterpret_cast<const sockaddr_in6*>(address.sockaddr());
+    std::memcpy(address_, &v6->sin6_addr, sizeof(v6->sin6_addr));
+    port_ = v6->sin6_port;
+    scope_id_ = v6->sin6_scope_id;
+  }
+}
+
+InetAddress PackedInetAddress::Unpack() const {
+  if (family_ == AF_INET) {
+    sockaddr_in v4{};
+    v4.sin_family = AF_INET;
+    std::memcpy(&v4.sin_addr, address_, sizeof(v4.sin_addr));
+    v4.sin_port = port_;
+    return InetAddress::FromSockaddr(reinterpret_cast<const struct sockaddr*>(&v4), sizeof(v4));
+  }
+  if (family_ == AF_INET6) {
+    sockaddr_in6 v6{};
+    v6.sin6_family = AF_INET6;
+    std::memcpy(&v6.sin6_addr, address_, sizeof(v6.sin6_addr));
+    v6.sin6_port = port_;
+    v6.sin6_scope_id = scope_id_;
+    return InetAddress::FromSockaddr(reinterpret_cast<const struct sockaddr*>(&v6), sizeof(v6));
+  }
+  sockaddr other{};
+  other.sa_family = family_;
+  return InetAddress::FromSockaddr(&other, sizeof(other));
+}
+
 InetAddress InetAddress::Loopback(uint16_t port, int family) {
   InetAddress address;
   if (family == AF_INET6) {

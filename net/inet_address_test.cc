@@ -1,7 +1,10 @@
 #include "net/inet_address.h"
 
+#include <arpa/inet.h>
 #include <netdb.h>
 #include <netinet/in.h>
+
+#include <cstring>
 
 #include "gtest/gtest.h"
 
@@ -61,6 +64,49 @@ TEST(InetAddressTest, ParsesNetworks) {
   EXPECT_EQ(*ParseNetwork("tcp4"), NetworkType::kTcp4);
   EXPECT_EQ(*ParseNetwork("tcp6"), NetworkType::kTcp6);
   EXPECT_FALSE(ParseNetwork("udp").ok());
+}
+
+}  // namespace
+}  // namespace gev
+
+namespace gev {
+namespace {
+
+TEST(PackedInetAddressTest, KeepsEverythingButTheFlowLabelIn24Bytes) {
+  EXPECT_EQ(sizeof(PackedInetAddress), 24u);
+  for (const char* text : {"127.0.0.1:1833", "10.1.2.3:65535", "[::1]:80", "[fe80::1]:443"}) {
+    absl::StatusOr<InetAddress> address = InetAddress::Parse(text);
+    ASSERT_TRUE(address.ok()) << text;
+    InetAddress unpacked = PackedInetAddress(*address).Unpack();
+    EXPECT_EQ(unpacked.ToString(), address->ToString());
+    EXPECT_EQ(unpacked.family(), address->family());
+    EXPECT_EQ(unpacked.port(), address->port());
+    EXPECT_EQ(unpacked.length(), address->length());
+  }
+  sockaddr_in6 scoped{};
+  scoped.sin6_family = AF_INET6;
+  scoped.sin6_port = htons(7);
+  scoped.sin6_scope_id = 3;
+  scoped.sin6_flowinfo = htonl(0x12345);  // Not kept.
+  scoped.sin6_addr.s6_addr[0] = 0xfe;
+  scoped.sin6_addr.s6_addr[1] = 0x80;
+  scoped.sin6_addr.s6_addr[15] = 9;
+  InetAddress unpacked =
+      PackedInetAddress(InetAddress::FromSockaddr(reinterpret_cast<sockaddr*>(&scoped),
+                                                  sizeof(scoped)))
+          .Unpack();
+  const auto* v6 = reinterpret_cast<const sockaddr_in6*>(unpacked.sockaddr());
+  EXPECT_EQ(v6->sin6_scope_id, 3u);
+  EXPECT_EQ(v6->sin6_flowinfo, 0u);
+  EXPECT_EQ(std::memcmp(&v6->sin6_addr, &scoped.sin6_addr, 16), 0);
+  EXPECT_EQ(ntohs(v6->sin6_port), 7);
+  sockaddr unix_peer{};
+  unix_peer.sa_family = AF_UNIX;
+  EXPECT_EQ(PackedInetAddress(InetAddress::FromSockaddr(&unix_peer, sizeof(unix_peer)))
+                .Unpack()
+                .family(),
+            AF_UNIX);
+  EXPECT_EQ(PackedInetAddress().Unpack().family(), AF_UNSPEC);
 }
 
 }  // namespace

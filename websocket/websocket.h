@@ -171,7 +171,7 @@ class Socket : public std::enable_shared_from_this<Socket> {
   const std::string& protocol() const { return protocol_; }  // The subprotocol agreed.
   const std::string& target() const { return target_; }      // The upgrade's path and query.
   bool compressed() const { return deflate_.has_value(); }   // permessage-deflate agreed.
-  const InetAddress& PeerAddr() const { return connection_->PeerAddr(); }
+  InetAddress PeerAddr() const { return connection_->PeerAddr(); }
   // Bytes accepted by Send and not yet written. Thread-safe.
   size_t BufferedAmount() const { return connection_->PendingOutput(); }
   Connection& connection() const { return *connection_; }
