@@ -247,9 +247,10 @@ class Connection final : public std::enable_shared_from_this<Connection> {
   void Establish();
 
   // Connection::Send() — queues `data` for sending, all of it or none. On the loop thread,
-  // small sends are gathered: what a connection is sent while its loop handles one batch of
-  // events, timers and tasks is written with one writev before the loop next polls (no later
-  // than that, so a lone reply waits for nothing); once kGatherBytes are waiting, or the
+  // small sends are gathered: what a connection's own callbacks send while it handles an event
+  // (a reply and whatever preceded it) is written with one writev when they return; what it is
+  // sent otherwise (by timers, tasks, other connections' callbacks: a broadcast) is written
+  // with one writev before the loop next polls. Once kGatherBytes are waiting, or the
   // high-water mark would be passed, they are written at once with the new bytes. What the
   // socket does not take waits in the output buffer. From another thread the bytes are copied
   // and handed to the loop, where they are gathered the same way. Bytes sent from one thread
@@ -430,9 +431,11 @@ class Connection final : public std::enable_shared_from_this<Connection> {
   void WriteBuffered(bool drained_callback);
   // SendAll's one writev of the gathered output and `pieces` (`total` bytes, reserved).
   absl::Status WriteAllNow(std::initializer_list<std::string_view> pieces, size_t total);
-  // The before-poll task: writes what the batch gathered.
+  // Writes what was gathered: when the connection's own event has been handled, or as the
+  // before-poll task.
   void FlushGathered();
-  // Queues FlushGathered before the loop next polls, once per batch.
+  // Arranges FlushGathered once: at the end of the connection's own event when it is being
+  // handled, else before the loop next polls.
   void QueueGatheredFlush();
   // One write of the output, counted; false when it failed and closed the connection.
   bool WriteOutputOrClose();
@@ -506,6 +509,8 @@ class Connection final : public std::enable_shared_from_this<Connection> {
   void QueueInputDelivery();
   // on_message with the input, noting whether the handler left part of it on purpose.
   void DeliverInput(const ConnectionPtr& self);
+  // HandleEvent's work: reads, writes, and closes for errors and hang-ups.
+  void HandleReadiness(const ConnectionPtr& self, const PollEvent& event);
   void UpdateInterest();
   // Marks the connection closed and stops its events; Teardown() follows as a loop task.
   // `reset`: end with RST even if no output is left (the stream is known to be incomplete).
@@ -565,7 +570,7 @@ class Connection final : public std::enable_shared_from_this<Connection> {
   bool high_water_reported_ : 1;  // on_high_water ran; on_low_water is owed.
   bool fd_closed_ : 1;
   bool read_paused_ : 1;  // PauseReading(), until ResumeReading().
-  bool flush_queued_ : 1;  // Gathered output waits for the loop's before-poll flush.
+  bool flush_queued_ : 1;  // Gathered output waits for its flush (see QueueGatheredFlush).
   bool input_delivery_queued_ : 1;  // A QueueInputDelivery task is pending.
   // The last on_message consumed part of the input and left the rest (see DeliverInput).
   bool input_left_by_handler_ : 1;

@@ -1207,12 +1207,57 @@ TEST(ConnectionTest, GatheredRepliesAreWrittenBeforeTheLoopPollsAgain) {
   ASSERT_TRUE(WriteAll(client, "ping"));
   EXPECT_EQ(ReadExactly(client, 4), "pong");
   ASSERT_TRUE(sent.load());
-  server->RunAndWait([&] {
-    // The first Wait() after the callback that sent it already sees the reply written.
-    ASSERT_GT(writes_at_wait.size(), waits_before_send);
-    EXPECT_EQ(writes_at_wait[waits_before_send], writes_before_send + 1);
-  });
+  // The first Wait() after the callback that sent it already sees the reply written. (The
+  // reply may be read before that Wait begins: it leaves when the callback returns.)
+  ASSERT_TRUE(WaitFor([&] {
+    bool waited = false;
+    server->RunAndWait([&] { waited = writes_at_wait.size() > waits_before_send; });
+    return waited;
+  }));
+  server->RunAndWait(
+      [&] { EXPECT_EQ(writes_at_wait[waits_before_send], writes_before_send + 1); });
   ::close(client);
+}
+
+// A connection's reply leaves when its own callback returns, not after the rest of the batch:
+// the next connection's callback in the same batch already counts it written (and its output
+// block is back in the pool, so a burst of replies needs one block, not one per connection).
+TEST(ConnectionTest, AReplyIsWrittenWhenItsOwnCallbackReturns) {
+  std::vector<ConnectionPtr> accepted;  // Loop thread only.
+  std::atomic<int> accepted_count{0};
+  const Connection::Counters* counters = nullptr;
+  std::vector<uint64_t> writes_seen;  // Loop thread only: counted as each callback began.
+  auto server = StartServer({
+      .on_connect = [&](const ConnectionPtr& c) {
+        accepted.push_back(c);
+        ++accepted_count;
+      },
+      .on_message = [&](const ConnectionPtr& c, RingBuffer& input) {
+        input.RetrieveAll();
+        writes_seen.push_back(counters->writes.load());
+        EXPECT_TRUE(c->Send("reply").ok());
+      },
+  });
+  server->RunAndWait([&] { counters = &server->counters(); });
+  int a = Connect(server->address());
+  int b = Connect(server->address());
+  ASSERT_TRUE(WaitFor([&] { return accepted_count.load() == 2; }));
+  server->RunAndWait([] {});
+  {
+    std::promise<void> release = server->BlockLoop();  // Both ready: one batch.
+    ASSERT_TRUE(WriteAll(a, "x"));
+    ASSERT_TRUE(WriteAll(b, "x"));
+    std::this_thread::sleep_for(milliseconds(20));
+    release.set_value();
+  }
+  EXPECT_EQ(ReadExactly(a, 5), "reply");
+  EXPECT_EQ(ReadExactly(b, 5), "reply");
+  server->RunAndWait([&] {
+    ASSERT_EQ(writes_seen.size(), 2u);
+    EXPECT_EQ(writes_seen[1], writes_seen[0] + 1) << "the first reply waited for the batch";
+  });
+  ::close(a);
+  ::close(b);
 }
 
 TEST(ConnectionTest, SendsQueuedFromAnotherThreadInOneIterationAreWrittenTogether) {
