@@ -5,7 +5,7 @@
 #
 #   tools/echo_compare.sh [--rounds=5] [--duration=5s] [--warmup=1s] [--out=bench-out] [--quick]
 #                         [--only=pingpong1,pingpong4k,stream1,stream512,flood1,loops,sweep,memory]
-#                         [--peers=all|none] [--loops=2]
+#                         [--peers=all|none|uv,event,asio,go] [--loops=2]
 #                         [--server-cpus=0-3 --client-cpus=4-7]
 #                         [--bazel-config=NAME]   (gev built with that .bazelrc config too)
 #                         [--render=OLD_OUT/results.tsv]  (tables and charts from an earlier run's
@@ -51,7 +51,8 @@ for arg in "$@"; do
 done
 only="${only//loops2/loops}"  # The old name of the multi-loop configuration.
 wants() { [[ ",$only," == *",$1,"* ]]; }
-[[ "$peers" == all || "$peers" == none ]] || { echo "--peers must be all or none" >&2; exit 2; }
+[[ "$peers" =~ ^(all|none|(uv|event|asio|go)(,(uv|event|asio|go))*)$ ]] ||
+  { echo "--peers must be all, none or a list of uv,event,asio,go" >&2; exit 2; }
 if [[ -n "$server_cpus" && -z "$client_cpus" ]] || [[ -z "$server_cpus" && -n "$client_cpus" ]]; then
   echo "--server-cpus and --client-cpus go together" >&2
   exit 2
@@ -72,7 +73,7 @@ trap 'rm -rf "$bin"; [[ -n "${server_pid:-}" ]] && kill "$server_pid" 2>/dev/nul
 for f in tools/echo_bench tools/raw_epoll_echo tools/idle_memory examples/echo/echo_server; do
   cp "bazel-bin/$f" "$bin/"
 done
-if [[ "$peers" == all ]]; then
+if [[ "$peers" != none ]]; then
   tools/peers/build.sh "$bin" >&2
 fi
 if [[ -n "$gev_before" ]]; then
@@ -87,14 +88,16 @@ before_with() {  # $1 = loops, $2 = label suffix, $3... = extra arguments
 }
 # LABEL=COMMAND entries of the peers with N threads (none with --peers=none).
 peers_with() {  # $1 = threads
-  [[ "$peers" == all ]] || return 0
+  [[ "$peers" == none ]] && return 0
   local t="$1" unit="thread"
   ((t > 1)) && unit="threads"
-  echo "libuv $t $unit=uv_echo --port=0 --threads=$t"
-  echo "libevent $t $unit=event_echo --port=0 --threads=$t"
-  echo "Boost.Asio $t $unit=asio_echo --port=0 --threads=$t"
-  echo "Go net, GOMAXPROCS $t=go_echo --port=0 --threads=$t"
+  wants_peer uv && echo "libuv $t $unit=uv_echo --port=0 --threads=$t"
+  wants_peer event && echo "libevent $t $unit=event_echo --port=0 --threads=$t"
+  wants_peer asio && echo "Boost.Asio $t $unit=asio_echo --port=0 --threads=$t"
+  wants_peer go && echo "Go net, GOMAXPROCS $t=go_echo --port=0 --threads=$t"
+  return 0
 }
+wants_peer() { [[ "$peers" == all || ",$peers," == *",$1,"* ]]; }
 mkdir -p "$out"
 results="$out/results.tsv"
 if [[ -z "$render" ]]; then
