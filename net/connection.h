@@ -534,6 +534,9 @@ class Connection final : public std::enable_shared_from_this<Connection> {
   // Lingering: reads and drops what the peer sends; its FIN, a reset or an error ends it.
   void DiscardLingeringInput();
   static constexpr int kMaxLingeringReads = 16;
+  // Most reads one readable event makes while each fills what it asked for (see HandleRead):
+  // about 1 MiB, so one flooding connection cannot keep the loop from the others for long.
+  static constexpr int kMaxReadsPerEvent = 8;
   // Lingering: quiet for linger_quiet, or past the end of the whole linger: closes.
   void OnLingerTimer();
   // What Close(reason) was given, or OK.

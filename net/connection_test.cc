@@ -1219,6 +1219,48 @@ TEST(ConnectionTest, GatheredRepliesAreWrittenBeforeTheLoopPollsAgain) {
   ::close(client);
 }
 
+// A flood (a socket holding more than one read asks for) is read with several reads in one
+// event, each delivered before the next; a connection that sends a little at a time gets one.
+TEST(ConnectionTest, AFloodIsReadWithSeveralReadsInOneEvent) {
+  std::vector<size_t> wait_at_message;  // Loop thread only: Wait()s begun at each on_message.
+  size_t waits = 0;                     // Loop thread only.
+  std::atomic<size_t> received{0};
+  std::atomic<bool> connected{false};
+  auto poller = std::make_unique<PollerWithHook>([&] { ++waits; });
+  auto server = StartServer({.on_connect = [&](const ConnectionPtr&) { connected = true; },
+                             .on_message =
+                                 [&](const ConnectionPtr&, RingBuffer& input) {
+                                   wait_at_message.push_back(waits);
+                                   received += input.Length();
+                                   input.RetrieveAll();
+                                 }},
+                            {}, AF_INET, std::move(poller));
+  int client = Connect(server->address());
+  int buffer = 4 << 20;
+  ASSERT_EQ(::setsockopt(client, SOL_SOCKET, SO_SNDBUF, &buffer, sizeof(buffer)), 0);
+  ASSERT_TRUE(WaitFor([&] { return connected.load(); }));
+  const std::string chunk(64 * 1024, 'f');
+  size_t sent = 0;
+  {
+    std::promise<void> release = server->BlockLoop();
+    // As much as the socket buffers take while the server does not read: several reads' worth.
+    while (sent < (2u << 20)) {
+      ssize_t n = ::send(client, chunk.data(), chunk.size(), MSG_DONTWAIT);
+      if (n <= 0) break;
+      sent += static_cast<size_t>(n);
+    }
+    release.set_value();
+  }
+  ASSERT_GT(sent, 3 * (EventLoop::kScratchSize + RingBuffer::kMinCapacity * 64));
+  ASSERT_TRUE(WaitFor([&] { return received.load() == sent; }));
+  server->RunAndWait([&] {
+    ASSERT_GE(wait_at_message.size(), 2u);
+    EXPECT_EQ(wait_at_message[1], wait_at_message[0]) << "one read per event";
+    EXPECT_LE(wait_at_message.size(), sent / EventLoop::kScratchSize + 1);
+  });
+  ::close(client);
+}
+
 // A connection's reply leaves when its own callback returns, not after the rest of the batch:
 // the next connection's callback in the same batch already counts it written (and its output
 // block is back in the pool, so a burst of replies needs one block, not one per connection).

@@ -257,10 +257,11 @@ ssize_t RingBuffer::ReadFromFd(int fd) {
   return ReadFromFd(fd, scratch, sizeof(scratch));
 }
 
-ssize_t RingBuffer::ReadFromFd(int fd, char* scratch, size_t scratch_size) {
+ssize_t RingBuffer::ReadFromFd(int fd, char* scratch, size_t scratch_size, size_t* offered) {
   // Never read more than the buffer may keep.
   size_t room = size_ < limit_ ? limit_ - size_ : 0;
   if (room == 0) {
+    if (offered != nullptr) *offered = 0;
     errno = ENOBUFS;
     return -1;
   }
@@ -283,9 +284,14 @@ ssize_t RingBuffer::ReadFromFd(int fd, char* scratch, size_t scratch_size) {
     iov[iov_count++] = {storage + write_index, first};
     if (in_storage > first) iov[iov_count++] = {storage, in_storage - first};
   }
-  size_t in_scratch = room - in_storage;
+  // The scratch buffer serves reads the free space would keep small (a nearly full buffer). A
+  // read with kDirectReadBytes of room in the storage goes there alone: what lands in scratch
+  // is copied in afterwards, into a block grown past the pooled sizes, which costs more than
+  // a second read (ReadFromFd's `offered` tells a caller that the first one filled up).
+  size_t in_scratch = in_storage >= kDirectReadBytes ? 0 : room - in_storage;
   if (in_scratch > scratch_size) in_scratch = scratch_size;
   if (in_scratch > 0) iov[iov_count++] = {scratch, in_scratch};
+  if (offered != nullptr) *offered = in_storage + in_scratch;
 
   ssize_t n;
   do {

@@ -67,6 +67,8 @@ class RingBuffer {
   static constexpr uint32_t kMaxLimit = uint32_t{1} << 31;
   // Size of the stack buffer `ReadFromFd(fd)` reads into beyond the free space (as muduo's).
   static constexpr size_t kReadScratchSize = 64 * 1024;
+  // Free space from which `ReadFromFd` reads into the storage only, without the scratch buffer.
+  static constexpr size_t kDirectReadBytes = 16 * 1024;
 
   // Up to two contiguous views of readable bytes, in order. `second` is empty unless the bytes
   // wrap around the end of the storage.
@@ -227,15 +229,18 @@ class RingBuffer {
 
   // ---- Socket I/O ----------------------------------------------------------------------------
 
-  // RingBuffer::ReadFromFd() — one `readv` into the free space (both segments) and into
-  // `scratch`; bytes that landed in `scratch` are then appended, growing the storage. So one
-  // system call can take a large burst without every buffer being large. A buffer that owns no
-  // storage first takes a pooled block of up to kLargestPooledBlock bytes and reads straight
-  // into it, so the common case (an empty buffer, a burst) copies nothing; the block goes back
-  // to the pool when the buffer empties (see ShrinkToFit for leftovers). Returns the bytes read,
+  // RingBuffer::ReadFromFd() — one `readv` into the free space (both segments), and, when
+  // that is under kDirectReadBytes, into `scratch` too; bytes that landed in `scratch` are
+  // then appended, growing the storage. So one system call can take a large burst without
+  // every buffer being large. A buffer that owns no storage first takes a pooled block of up
+  // to kLargestPooledBlock bytes and reads straight into it, so the common case (an empty
+  // buffer, a burst) copies nothing; the block goes back to the pool when the buffer empties
+  // (see ShrinkToFit for leftovers). Returns the bytes read,
   // 0 at end of file, or -1 with errno set (EAGAIN included; EINTR is retried). When the buffer
   // is at its limit it reads nothing and fails with ENOBUFS.
-  ssize_t ReadFromFd(int fd, char* scratch, size_t scratch_size);
+  // `offered`, if given, is set to how many bytes the readv asked for: a read that returns all
+  // of them most likely left more in the socket.
+  ssize_t ReadFromFd(int fd, char* scratch, size_t scratch_size, size_t* offered = nullptr);
   // As above, with a `kReadScratchSize` buffer on the stack.
   ssize_t ReadFromFd(int fd);
 
