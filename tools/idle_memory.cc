@@ -6,6 +6,7 @@
 //
 //   tools/bazel run --config=opt //tools:idle_memory -- --addr=127.0.0.1:1833 --pid=1234
 //   tools/bazel run --config=opt //tools:idle_memory -- --addr=127.0.0.1:8080 --pid=1234 --websocket
+//   tools/bazel run --config=opt //tools:idle_memory -- --addr=127.0.0.1:1833 --pid=1234 --burst
 //
 // Needs 10,000 descriptors here and the server needs as many (both raise their soft limit).
 
@@ -33,6 +34,9 @@ ABSL_FLAG(int, connections, 10000, "connections to open");
 ABSL_FLAG(std::string, message, "hello\n", "the message echoed once per connection");
 ABSL_FLAG(bool, json, false, "print one JSON line");
 ABSL_FLAG(bool, websocket, false, "upgrade to WebSocket first and echo one text frame");
+ABSL_FLAG(bool, burst, false,
+          "open every connection first, then send on all, then read every echo (the server "
+          "sees many ready at once) instead of one connection and its echo at a time");
 
 namespace {
 
@@ -116,7 +120,37 @@ int main(int argc, char** argv) {
   long before = ResidentKiB(pid);
   std::vector<int> clients;
   int failures = 0;
-  for (int i = 0; i < count; ++i) {
+  // With --websocket each connection upgrades and echoes in turn: --burst does not apply.
+  const bool burst = absl::GetFlag(FLAGS_burst) && !absl::GetFlag(FLAGS_websocket);
+  if (burst) {
+    std::vector<int> open;
+    for (int i = 0; i < count; ++i) {
+      int fd = ::socket(address->family(), SOCK_STREAM | SOCK_CLOEXEC, 0);
+      timeval timeout{5, 0};
+      if (fd >= 0) ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof(timeout));
+      if (fd < 0 || ::connect(fd, address->sockaddr(), address->length()) != 0) {
+        if (failures++ == 0) std::perror("connect");
+        if (fd >= 0) ::close(fd);
+        continue;
+      }
+      open.push_back(fd);
+    }
+    std::vector<bool> sent(open.size());
+    for (size_t i = 0; i < open.size(); ++i) {
+      sent[i] = ::write(open[i], message.data(), message.size()) ==
+                static_cast<ssize_t>(message.size());
+    }
+    for (size_t i = 0; i < open.size(); ++i) {
+      std::string reply;
+      if (!sent[i] || !ReadExactly(open[i], &reply, message.size()) || reply != message) {
+        if (failures++ == 0) std::fprintf(stderr, "echo failed\n");
+        ::close(open[i]);
+        continue;
+      }
+      clients.push_back(open[i]);
+    }
+  }
+  for (int i = 0; i < count && !burst; ++i) {
     int fd = ::socket(address->family(), SOCK_STREAM | SOCK_CLOEXEC, 0);
     timeval timeout{5, 0};
     ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof(timeout));

@@ -82,6 +82,9 @@ stop
 start "$gev_echo" --port=0 --loops=1
 check "idle_memory" 0 "$idle_memory" --addr="127.0.0.1:$port" --pid="$server_pid" --connections=300 --json
 [[ "$output" == *'"connections":300'* ]] || { echo "FAIL: idle_memory output: $output"; failures=$((failures + 1)); }
+check "idle_memory --burst" 0 "$idle_memory" --addr="127.0.0.1:$port" --pid="$server_pid" --connections=300 --json --burst
+[[ "$output" == *'"connections":300'* && "$output" == *'"failures":0'* ]] ||
+  { echo "FAIL: idle_memory --burst output: $output"; failures=$((failures + 1)); }
 stop
 
 openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 -subj /CN=localhost \
