@@ -274,16 +274,19 @@ absl::Status EventLoop::RemoveHandler(int fd, EventHandler* handler) {
 
 absl::Status EventLoop::RemoveHandler(int fd, const void* object) {
   AssertInLoopThread();
-  absl::Status status = poller_->Remove(fd);
-  if (absl::IsNotFound(status)) {
-    return absl::NotFoundError(absl::StrCat("fd ", fd, " has no handler"));
-  }
-  // Any other failure (a descriptor closed already, say) leaves it unpolled all the same.
-  --handler_count_;
+  // Whatever the poller says, the object gets no more of this batch's events (all of them,
+  // whichever descriptor: polling is level-triggered, so a live one reports again).
   uint64_t address = reinterpret_cast<uintptr_t>(object);
   for (size_t i = batch_position_ + 1; i < batch_.size(); ++i) {
     if ((batch_[i].tag & ~kCallbackBits) == address) batch_[i].tag = kVoidedTag;
   }
+  absl::Status status = poller_->Remove(fd);
+  if (absl::IsNotFound(status)) {
+    return absl::NotFoundError(absl::StrCat("fd ", fd, " has no handler"));
+  }
+  // Counted off only when it was registered: a second removal (of a descriptor closed since,
+  // EBADF) must not count another.
+  if (status.ok()) --handler_count_;
   return status;
 }
 

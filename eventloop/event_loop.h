@@ -149,13 +149,6 @@ class EventLoop {
   // NotFound if `fd` is not registered. Loop thread only.
   absl::Status RemoveHandler(int fd, EventHandler* handler);
   absl::Status RemoveHandler(int fd, const void* object);
-  // EventLoop::DeliveringTo() — true while an event for `object` is being delivered (its
-  // callback runs, and what that calls). Loop thread only.
-  bool DeliveringTo(const void* object) const {
-    return batch_position_ < batch_.size() &&
-           (batch_[batch_position_].tag & ~uint64_t{kMaxCallbacks - 1}) ==
-               reinterpret_cast<uintptr_t>(object);
-  }
   // Registered descriptors. Loop thread only.
   size_t handler_count() const {
     DcheckInLoopThread();

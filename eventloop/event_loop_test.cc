@@ -399,32 +399,6 @@ TEST(EventLoopTest, AHandlerRemovedAndAddedAgainInABatchGetsNoStaleEvent) {
   }
 }
 
-TEST(EventLoopTest, DeliveringToNamesTheHandlerWhoseEventRuns) {
-  auto loop = NewLoop();
-  int pair[2];
-  ASSERT_EQ(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0, pair), 0);
-  RecordingHandler handler, other;
-  std::vector<bool> seen;  // During the event: itself, the other; then in a task: itself.
-  handler.on_event = [&] {
-    seen.push_back(loop->DeliveringTo(&handler));
-    seen.push_back(loop->DeliveringTo(&other));
-    loop->QueueInLoop([&] {
-      seen.push_back(loop->DeliveringTo(&handler));
-      loop->Stop();
-    });
-    (void)loop->RemoveHandler(pair[0], &handler);
-  };
-  loop->QueueInLoop([&] {
-    EXPECT_FALSE(loop->DeliveringTo(&handler));
-    ASSERT_TRUE(loop->AddHandler(pair[0], Interest::kRead, &handler).ok());
-    ASSERT_EQ(::write(pair[1], "x", 1), 1);
-  });
-  loop->Run();
-  EXPECT_EQ(seen, (std::vector<bool>{true, false, false}));
-  ::close(pair[0]);
-  ::close(pair[1]);
-}
-
 TEST(EventLoopTest, RegistrationErrorsAreReported) {
   auto loop = NewLoop();
   int pair[2];

@@ -20,6 +20,10 @@
 namespace gev {
 namespace {
 
+// The connection whose HandleEvent runs on this thread, if any: what its own callbacks send is
+// flushed when they have returned (see QueueGatheredFlush).
+thread_local const Connection* connection_in_event = nullptr;
+
 // For counters with one writer (the loop thread): no read-modify-write instruction needed.
 void Count(std::atomic<uint64_t>& counter, uint64_t n) {
   counter.store(counter.load(std::memory_order_relaxed) + n, std::memory_order_relaxed);
@@ -118,7 +122,8 @@ void Connection::Establish() {
     return;
   }
   if (options().idle_timeout > absl::ZeroDuration() && state() != State::kDisconnected) {
-    ArmTimer(options().idle_timeout, &Connection::OnIdleTimer);
+    ArmTimer(std::min(options().idle_timeout, ActivityStamp::kMaxQuiet),
+             &Connection::OnIdleTimer);
   }
 }
 
@@ -132,7 +137,12 @@ void Connection::HandleEvent(const PollEvent& event) {
   // Keeps this connection alive until the event is handled, whatever the callbacks release.
   ConnectionPtr self = shared_from_this();
   const bool flush_task_queued = flush_queued_;  // Bytes others gathered for it, flushed later.
+  const Connection* outer = connection_in_event;
+  connection_in_event = this;
   HandleReadiness(self, event);
+  // Cleared before the flush: what the flush itself gathers (a transport's last words, after
+  // the reply) goes to the before-poll task.
+  connection_in_event = outer;
   // What this connection's own callbacks sent while it handled the event goes out now, with
   // one writev, while the connection and its buffer are in cache (QueueGatheredFlush left it
   // for here), rather than before the loop polls, after the rest of the batch. Its output
@@ -255,7 +265,7 @@ void Connection::QueueGatheredFlush() {
   if (flush_queued_) return;
   flush_queued_ = true;
   // In this connection's own event: HandleEvent flushes when its callbacks have returned.
-  if (loop()->DeliveringTo(this)) return;
+  if (connection_in_event == this) return;
   loop()->QueueBeforePoll([self = shared_from_this()] { self->FlushGathered(); });
 }
 

@@ -148,7 +148,7 @@ class Connection final : public std::enable_shared_from_this<Connection> {
     // Most bytes the input buffer keeps; a peer that sends more while the handler leaves them
     // unconsumed is closed with ResourceExhausted.
     size_t max_input_bytes = 64 * 1024 * 1024;
-    // Close after this long without reading or writing; zero disables it. At most 24 days
+    // Close after this long without reading or writing; zero disables it. At most 12 days
     // (ActivityStamp::kMaxQuiet): a longer timeout is taken as that.
     absl::Duration idle_timeout = absl::ZeroDuration();
     // How long a Close() for an error (a protocol error's) lets what was already answered be

@@ -1220,7 +1220,7 @@ TEST(ConnectionTest, GatheredRepliesAreWrittenBeforeTheLoopPollsAgain) {
 }
 
 // A flood (a socket holding more than one read asks for) is read with several reads in one
-// event, each delivered before the next; a connection that sends a little at a time gets one.
+// event, each delivered before the next.
 TEST(ConnectionTest, AFloodIsReadWithSeveralReadsInOneEvent) {
   std::vector<size_t> wait_at_message;  // Loop thread only: Wait()s begun at each on_message.
   size_t waits = 0;                     // Loop thread only.
@@ -1256,7 +1256,6 @@ TEST(ConnectionTest, AFloodIsReadWithSeveralReadsInOneEvent) {
   server->RunAndWait([&] {
     ASSERT_GE(wait_at_message.size(), 2u);
     EXPECT_EQ(wait_at_message[1], wait_at_message[0]) << "one read per event";
-    EXPECT_LE(wait_at_message.size(), sent / EventLoop::kScratchSize + 1);
   });
   ::close(client);
 }

@@ -79,7 +79,8 @@ void Connection::OnTransportEstablished(const ConnectionPtr& self) {
   if (callbacks().on_connect) callbacks().on_connect(self);
   if (options().idle_timeout > absl::ZeroDuration() && state() != State::kDisconnected &&
       !timer_.armed()) {
-    ArmTimer(options().idle_timeout, &Connection::OnIdleTimer);
+    ArmTimer(std::min(options().idle_timeout, ActivityStamp::kMaxQuiet),
+             &Connection::OnIdleTimer);
   }
 }
 

@@ -19,7 +19,7 @@
 //
 // Eight and four bytes: a connection's size is part of the library's promise, so the callback
 // is given on each Arm (the wheel holds it), not kept here, and the stamp keeps the clock's
-// milliseconds modulo 2^32, which measures quiet periods of up to kMaxQuiet (24 days).
+// milliseconds modulo 2^32, which measures quiet periods of up to kMaxQuiet (12 days).
 //
 // Thread safety: loop thread only, as the connection that owns it.
 
@@ -59,8 +59,11 @@ class DeadlineTimer {
 
 class ActivityStamp {
  public:
-  // The longest quiet period measured (2^31 - 1 ms); longer timeouts are taken as this.
-  static constexpr absl::Duration kMaxQuiet = absl::Milliseconds(INT32_MAX);
+  // The longest timeout measured, 2^30 ms (12.4 days); longer ones are taken as this. Half the
+  // stamp's signed range, so that a timer armed for at most this long (arm with
+  // IdleRemaining, or min(timeout, kMaxQuiet)) may fire as late as that again and still read
+  // the quiet right.
+  static constexpr absl::Duration kMaxQuiet = absl::Milliseconds(int64_t{1} << 30);
 
   // ActivityStamp::Touch() — there was activity at `now_ms` (EventLoop::NowMs).
   void Touch(uint64_t now_ms) { last_active_ms_ = static_cast<uint32_t>(now_ms); }

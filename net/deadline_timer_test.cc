@@ -39,13 +39,17 @@ TEST(ActivityStampTest, MeasuresAcrossTheWrapOfItsThirtyTwoBitsAndCapsLongTimeou
             absl::ZeroDuration());
   EXPECT_EQ(stamp.IdleRemaining(before_wrap - 10, absl::Milliseconds(300)),
             absl::Milliseconds(300));
-  // Thirty days of timeout count as the 24.8 days a stamp measures; twenty days of quiet
-  // leave the rest of those.
-  const uint64_t twenty_days = 20ull * 24 * 3600 * 1000;
-  EXPECT_EQ(stamp.IdleRemaining(before_wrap + twenty_days, absl::Hours(24 * 30)),
-            ActivityStamp::kMaxQuiet - absl::Milliseconds(twenty_days));
-  EXPECT_EQ(stamp.IdleRemaining(before_wrap + INT32_MAX, absl::Hours(24 * 30)),
-            absl::ZeroDuration());
+  // Thirty days of timeout count as the 12.4 days a stamp measures; ten days of quiet leave
+  // the rest of those, and a timer that fires late, past them, still finds them over.
+  const uint64_t ten_days = 10ull * 24 * 3600 * 1000;
+  EXPECT_EQ(stamp.IdleRemaining(before_wrap + ten_days, absl::Hours(24 * 30)),
+            ActivityStamp::kMaxQuiet - absl::Milliseconds(ten_days));
+  const uint64_t max_quiet_ms = uint64_t{1} << 30;
+  for (uint64_t late : {uint64_t{0}, uint64_t{1}, uint64_t{3600} * 1000, max_quiet_ms - 1}) {
+    EXPECT_EQ(stamp.IdleRemaining(before_wrap + max_quiet_ms + late, absl::Hours(24 * 30)),
+              absl::ZeroDuration())
+        << late;
+  }
 }
 
 // A loop on a thread of its own; `Do` runs on it and waits.

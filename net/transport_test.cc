@@ -269,6 +269,41 @@ TEST(TransportSeamTest, TheTransportsLastWordsGoOutBeforeTheFin) {
   ::close(peer);
 }
 
+// A reply and a Close() in the connection's own callback: the reply is flushed when the callback
+// returns, and the last words that flush leads to still go out, then the FIN.
+TEST(TransportSeamTest, AReplyThenCloseInOnMessageSendsTheLastWordsThenTheFin) {
+  XorServer server({.on_message = [](const ConnectionPtr& c, RingBuffer& input) {
+    input.RetrieveAll();
+    EXPECT_TRUE(c->Send("bye").ok());
+    c->Close();
+  }});
+  int peer = Connect(server.address());
+  ASSERT_TRUE(WriteAll(peer, "HELLO" + Xor("x")));
+  bool reset = true;
+  EXPECT_EQ(ReadToEnd(peer, &reset), "HELLO" + Xor("bye") + "END");
+  EXPECT_FALSE(reset);
+  ASSERT_TRUE(WaitFor([&] { return server.reasons().size() == 1; }));
+  EXPECT_TRUE(server.reasons()[0].ok()) << server.reasons()[0];
+  ::close(peer);
+}
+
+// A request and the peer's end in one read: the reply, then the last words, then the FIN.
+TEST(TransportSeamTest, ARequestAndThePeersEndInOneReadGetTheReplyAndTheLastWords) {
+  XorServer server({.on_message = [](const ConnectionPtr& c, RingBuffer& input) {
+    input.RetrieveAll();
+    EXPECT_TRUE(c->Send("pong").ok());
+  }});
+  int peer = Connect(server.address());
+  ASSERT_TRUE(WriteAll(peer, "HELLO"));
+  EXPECT_EQ(ReadExactly(peer, 5), "HELLO");
+  ASSERT_TRUE(WriteAll(peer, Xor("ping")));
+  ::shutdown(peer, SHUT_WR);
+  bool reset = true;
+  EXPECT_EQ(ReadToEnd(peer, &reset), Xor("pong") + "END");
+  EXPECT_FALSE(reset);
+  ::close(peer);
+}
+
 TEST(TransportSeamTest, AReadErrorDeliversWhatCameBeforeItThenEndsWithItsReason) {
   XorServer server({.on_message = [](const ConnectionPtr&, RingBuffer& input) {
     input.RetrieveAll();

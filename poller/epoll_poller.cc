@@ -14,8 +14,8 @@ namespace {
 
 constexpr size_t kInitialEvents = 64;
 static_assert(Poller::kMaxEventsPerWait % kInitialEvents == 0, "the array doubles up to the cap");
-// The eventfd's tag: descriptors are never this large, so it cannot clash with a user tag that
-// is a descriptor number; other tags are the user's business.
+// The eventfd's tag: no user tag is all ones (an event loop's are 8-aligned addresses with a
+// callback number in the low bits, a user-space address never that large).
 constexpr uint64_t kWakeupTag = UINT64_MAX;
 
 uint32_t EpollEvents(Interest interest) {
