@@ -284,9 +284,9 @@ absl::Status EventLoop::RemoveHandler(int fd, const void* object) {
   if (absl::IsNotFound(status)) {
     return absl::NotFoundError(absl::StrCat("fd ", fd, " has no handler"));
   }
-  // Counted off only when it was registered: a second removal (of a descriptor closed since,
-  // EBADF) must not count another.
-  if (status.ok()) --handler_count_;
+  // Any other failure (EBADF: a descriptor closed before its removal, which closing already
+  // unregistered) leaves it unpolled all the same.
+  --handler_count_;
   return status;
 }
 

@@ -145,8 +145,10 @@ class EventLoop {
   absl::Status UpdateInterest(int fd, Interest interest, EventHandler* handler);
   absl::Status UpdateInterest(int fd, Interest interest, void* object, EventCallback callback);
   // EventLoop::RemoveHandler() — stops polling `fd`, registered for `handler` (or `object`); no
-  // event for it is delivered afterwards, not even one already returned by the current poll.
-  // NotFound if `fd` is not registered. Loop thread only.
+  // event for the object is delivered afterwards, not even one already returned by the current
+  // poll (also when the removal fails). Call it before closing `fd`: the event's tag is the
+  // object's address, and a copy of the socket elsewhere would keep a closed descriptor's
+  // registration alive. NotFound if `fd` is not registered. Loop thread only.
   absl::Status RemoveHandler(int fd, EventHandler* handler);
   absl::Status RemoveHandler(int fd, const void* object);
   // Registered descriptors. Loop thread only.

@@ -147,7 +147,7 @@ void Connection::HandleEvent(const PollEvent& event) {
   // one writev, while the connection and its buffer are in cache (QueueGatheredFlush left it
   // for here), rather than before the loop polls, after the rest of the batch. Its output
   // block is back in the pool before the next connection's event, too. Closed meanwhile:
-  // Teardown writes what it can.
+  // CloseInLoop made its one try at writing it (an orderly close's).
   if (flush_queued_ && !flush_task_queued && state() != State::kDisconnected) FlushGathered();
 }
 
@@ -197,9 +197,9 @@ void Connection::HandleRead(const ConnectionPtr& self) {
     DeliverInput(self);
     // A read that took all it asked for (up to a 64 KiB block, see ReadFromFd) most likely
     // left more in the socket: a flood, or a large message. Read it now rather than after
-    // another poll, as libuv does, up to kMaxReadsPerEvent times, while the replies keep
-    // leaving (nothing waits for the socket). A read that took less emptied the socket, so
-    // request/response pays no extra read for it.
+    // another poll, as libuv does, up to kMaxReadsPerEvent times, while nothing waits for the
+    // socket (replies over kGatherBytes have gone; smaller ones leave at the event's end). A
+    // read that took less emptied the socket, so request/response pays no extra read for it.
     if (static_cast<size_t>(n) == offered && reads < kMaxReadsPerEvent && reading_ &&
         !writing_ && state() == State::kConnected) {
       continue;
@@ -388,8 +388,9 @@ bool Connection::LingerBeforeClose(const absl::Status& reason) {
   }
   last_active_.Touch(now);
   uint64_t until = cold->linger_until_ms;
-  ArmTimer(std::min(options().linger_quiet,
-                    absl::Milliseconds(static_cast<int64_t>(until > now ? until - now : 0))),
+  // Capped as idle timeouts are, so that the stamp reads the quiet right when it fires.
+  ArmTimer(std::min({options().linger_quiet, ActivityStamp::kMaxQuiet,
+                     absl::Milliseconds(static_cast<int64_t>(until > now ? until - now : 0))}),
            &Connection::OnLingerTimer);
   SetReading(true);
   DiscardLingeringInput();

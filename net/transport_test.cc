@@ -43,8 +43,10 @@ std::string Xor(std::string_view bytes) {
 
 class XorTransport final : public Transport {
  public:
-  explicit XorTransport(absl::Duration handshake_timeout)
-      : handshake_timeout_(handshake_timeout) {}
+  // `end_with_data`: a read whose bytes are followed by the peer's end reports both at once, as
+  // TLS's does when a record and close_notify arrive together.
+  XorTransport(absl::Duration handshake_timeout, bool end_with_data)
+      : handshake_timeout_(handshake_timeout), end_with_data_(end_with_data) {}
 
   absl::Status Start(TransportIo) override { return absl::OkStatus(); }
 
@@ -84,6 +86,10 @@ class XorTransport final : public Transport {
     } else if (bang != std::string::npos) {
       result.error = absl::InvalidArgumentError("XOR: bang");
     }
+    char next;
+    if (end_with_data_ && ::recv(io.fd(), &next, 1, MSG_PEEK | MSG_DONTWAIT) == 0) {
+      result.peer_closed = true;
+    }
     return result;
   }
 
@@ -99,19 +105,22 @@ class XorTransport final : public Transport {
 
  private:
   const absl::Duration handshake_timeout_;
+  const bool end_with_data_;
   bool established_ = false;
   std::string hello_;
 };
 
 class XorFactory final : public TransportFactory {
  public:
-  explicit XorFactory(absl::Duration handshake_timeout) : handshake_timeout_(handshake_timeout) {}
+  XorFactory(absl::Duration handshake_timeout, bool end_with_data)
+      : handshake_timeout_(handshake_timeout), end_with_data_(end_with_data) {}
   absl::StatusOr<std::unique_ptr<Transport>> NewTransport(const TransportContext&) override {
-    return std::make_unique<XorTransport>(handshake_timeout_);
+    return std::make_unique<XorTransport>(handshake_timeout_, end_with_data_);
   }
 
  private:
   const absl::Duration handshake_timeout_;
+  const bool end_with_data_;
 };
 
 // One loop thread, an acceptor and the connections it makes, all with the XOR transport;
@@ -120,13 +129,14 @@ class XorServer {
  public:
   struct Hooks {
     std::function<void(const ConnectionPtr&, RingBuffer&)> on_message;  // Default: echo.
+    bool end_with_data = false;  // See XorTransport.
   };
 
   explicit XorServer(Hooks hooks, absl::Duration handshake_timeout = absl::Seconds(5))
       : hooks_(std::move(hooks)), loop_(*EventLoop::Create()) {
     auto config = std::make_shared<Connection::Config>();
     config->loop = loop_;
-    config->transport = std::make_shared<XorFactory>(handshake_timeout);
+    config->transport = std::make_shared<XorFactory>(handshake_timeout, hooks_.end_with_data);
     config->callbacks.on_connect = [this](const ConnectionPtr&) { Record("connect"); };
     config->callbacks.on_message = [this](const ConnectionPtr& c, RingBuffer& input) {
       Record("message:" + input.Bytes());
@@ -175,6 +185,17 @@ class XorServer {
       done.set_value();
     });
     done.get_future().wait();
+  }
+  // Holds the loop in a task until the returned promise is set.
+  std::promise<void> BlockLoop() {
+    std::promise<void> release;
+    std::promise<void> entered;
+    loop_->QueueInLoop([&entered, released = release.get_future().share()] {
+      entered.set_value();
+      released.wait();
+    });
+    entered.get_future().wait();
+    return release;
   }
   // The connections open now (on the loop thread).
   std::vector<ConnectionPtr> Connections() {
@@ -287,17 +308,26 @@ TEST(TransportSeamTest, AReplyThenCloseInOnMessageSendsTheLastWordsThenTheFin) {
   ::close(peer);
 }
 
-// A request and the peer's end in one read: the reply, then the last words, then the FIN.
+// A request and the peer's end in one transport read (as a TLS record and close_notify): the
+// reply, gathered, then the last words the end leads to, then the FIN.
 TEST(TransportSeamTest, ARequestAndThePeersEndInOneReadGetTheReplyAndTheLastWords) {
-  XorServer server({.on_message = [](const ConnectionPtr& c, RingBuffer& input) {
-    input.RetrieveAll();
-    EXPECT_TRUE(c->Send("pong").ok());
-  }});
+  XorServer server({.on_message =
+                        [](const ConnectionPtr& c, RingBuffer& input) {
+                          input.RetrieveAll();
+                          EXPECT_TRUE(c->Send("pong").ok());
+                        },
+                    .end_with_data = true});
   int peer = Connect(server.address());
   ASSERT_TRUE(WriteAll(peer, "HELLO"));
   EXPECT_EQ(ReadExactly(peer, 5), "HELLO");
-  ASSERT_TRUE(WriteAll(peer, Xor("ping")));
-  ::shutdown(peer, SHUT_WR);
+  {
+    // Both there before the server reads: one event.
+    std::promise<void> release = server.BlockLoop();
+    ASSERT_TRUE(WriteAll(peer, Xor("ping")));
+    ::shutdown(peer, SHUT_WR);
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    release.set_value();
+  }
   bool reset = true;
   EXPECT_EQ(ReadToEnd(peer, &reset), Xor("pong") + "END");
   EXPECT_FALSE(reset);

@@ -355,6 +355,31 @@ class SocketPairTest : public ::testing::Test {
   int fds_[2];
 };
 
+// With kDirectReadBytes of room a read goes to the storage alone (a burst lands in a pooled
+// block, no copy out of scratch), and says what it asked for; with less, the scratch buffer
+// joins in so that the read is not kept small.
+TEST_F(SocketPairTest, ABufferWithRoomReadsIntoItsStorageAloneAndSaysWhatItAskedFor) {
+  const std::string data = Pattern(150000, 6);
+  ASSERT_EQ(::write(fds_[1], data.data(), data.size()), static_cast<ssize_t>(data.size()));
+  RingBuffer buffer;
+  std::vector<char> scratch(RingBuffer::kReadScratchSize);
+  size_t offered = 0;
+  const size_t block = ringbuffer_internal::kLargestPooledBlock;
+  ASSERT_EQ(buffer.ReadFromFd(fds_[0], scratch.data(), scratch.size(), &offered),
+            static_cast<ssize_t>(block));
+  EXPECT_EQ(offered, block);
+  EXPECT_EQ(buffer.Capacity(), block);
+  std::string got = buffer.Bytes();
+  buffer.Retrieve(10000);  // 10,000 bytes of room: under kDirectReadBytes.
+  ASSERT_LT(size_t{10000}, RingBuffer::kDirectReadBytes);
+  ssize_t n = buffer.ReadFromFd(fds_[0], scratch.data(), scratch.size(), &offered);
+  EXPECT_EQ(offered, 10000 + scratch.size());
+  EXPECT_EQ(n, static_cast<ssize_t>(offered));
+  got += buffer.Bytes().substr(block - 10000);
+  got += Drain(fds_[0]);
+  EXPECT_TRUE(got == data);
+}
+
 TEST_F(SocketPairTest, ReadFromFdTakesABurstLargerThanTheFreeSpace) {
   std::string burst = Pattern(40000, 5);
   ASSERT_EQ(::write(fds_[1], burst.data(), burst.size()), static_cast<ssize_t>(burst.size()));

@@ -45,7 +45,8 @@ class Protocol;
 
 
 struct ConnectionSettings {
-  // Close connections quiet for longer than this; zero disables it.
+  // Close connections quiet for longer than this; zero disables it. At most 12 days (longer
+  // is taken as that: Connection::Options::idle_timeout).
   absl::Duration idle_time = absl::ZeroDuration();
   // Framing; null passes bytes through.
   std::shared_ptr<Protocol> protocol;
