@@ -17,6 +17,7 @@
 #include <fstream>
 #include <memory>
 #include <mutex>
+#include <sstream>
 #include <string>
 #include <thread>
 #include <vector>
@@ -134,7 +135,21 @@ std::vector<ino_t> Inodes(const std::vector<int>& fds) {
   return inodes;
 }
 
-bool Serving(const std::string& path) { return ::access(path.c_str(), F_OK) == 0; }
+// A socket listens at `path`. Its file alone is not enough: bind makes it before listen, and a
+// successor that connects in between is refused, which looks like a stale file. Read from
+// /proc/net/unix, whose Flags column has __SO_ACCEPTCON (0x10000) for a listener.
+bool Serving(const std::string& path) {
+  std::ifstream table("/proc/net/unix");
+  std::string line;
+  std::getline(table, line);  // The header.
+  while (std::getline(table, line)) {
+    std::istringstream fields(line);
+    std::string slot, references, protocol, flags, type, state, inode, name;
+    fields >> slot >> references >> protocol >> flags >> type >> state >> inode >> name;
+    if (name == path && (std::stoul(flags, nullptr, 16) & 0x10000) != 0) return true;
+  }
+  return false;
+}
 
 // One round trip on a new connection; true when `message` came back whole.
 bool EchoesOnce(const InetAddress& address, const std::string& message) {
