@@ -91,6 +91,23 @@ def read_pid(path):
         return 0
 
 
+def restart_with_sighup(pid, pid_file, timeout, what):
+    """SIGHUPs `pid` until the pid file names another process, which it returns. A server
+    ignores (and logs) a SIGHUP until its handoff path is served, and the path's socket file
+    appears at bind, a moment before that: a first signal may come too early, so it is sent
+    again each second."""
+    start = time.monotonic()
+    while time.monotonic() - start < timeout:
+        os.kill(pid, signal.SIGHUP)
+        step = time.monotonic()
+        while time.monotonic() - step < 1.0:
+            new_pid = read_pid(pid_file)
+            if new_pid not in (0, pid):
+                return new_pid
+            time.sleep(0.01)
+    fail("timed out waiting for " + what)
+
+
 def wait_for(condition, timeout, what):
     start = time.monotonic()
     while time.monotonic() - start < timeout:
@@ -219,9 +236,8 @@ class Run:
         process = first
         for i in range(restarts):
             if handoff:
-                os.kill(pid, signal.SIGHUP)
-                new_pid = wait_for(lambda: (lambda p: p if p not in (0, pid) else 0)(
-                    read_pid(self.pid_file)), 10, "restart %d's new pid" % (i + 1))
+                new_pid = restart_with_sighup(pid, self.pid_file, 10,
+                                              "restart %d's new pid" % (i + 1))
                 status, took = wait_exit(pid, STOP_TIMEOUT_S + 1)
                 drain_longest = max(drain_longest, took)
                 if status != 0:
@@ -320,9 +336,7 @@ def check_socket_activation(args, workdir, kind, port):
     wait_for(lambda: os.path.exists(handoff), 10, "the handoff socket")
     if first_pid != activator.pid:
         fail("the server is pid %d, not the one systemd-socket-activate became" % first_pid)
-    os.kill(first_pid, signal.SIGHUP)
-    new_pid = wait_for(lambda: (lambda p: p if p not in (0, first_pid) else 0)(read_pid(pid_file)),
-                       10, "the restarted server")
+    new_pid = restart_with_sighup(first_pid, pid_file, 10, "the restarted server")
     # The old server drains: its one connection goes on until the client closes it.
     if not echo(client, b"during the drain"):
         fail("the open connection was not served while the old server drained")
