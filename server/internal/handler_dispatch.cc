@@ -14,6 +14,7 @@ namespace {
 // down cannot reach the peer any more: said in the log. Other failures mean the connection is
 // already closed, with its own reason.
 void EndIfRefused(Connection& connection, const absl::Status& sent) {
+  if (sent.ok()) return;  // Inline: Debian's absl has the code test out of line, per reply.
   if (absl::IsResourceExhausted(sent)) {
     connection.ForceClose(sent);
   } else if (!sent.ok() && connection.state() != Connection::State::kDisconnected) {
