@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <chrono>
 #include <cstdlib>
 #include <fstream>
 #include <memory>
@@ -353,6 +354,37 @@ TEST(HandoffTest, AnUnconfirmedHandoffLeavesThePredecessorServing) {
   EXPECT_TRUE(EchoesOnce((*server)->ListenAddress(), "still here"));
   auto again = server_internal::RequestListeners(path, absl::Seconds(2));
   EXPECT_TRUE(again.ok()) << again.status();
+}
+
+// A server that has bound its handoff path and not yet listened refuses a connect for a
+// moment: a successor asking just then waits for it rather than take the file for a stale one
+// (and the predecessor for gone). Here the peer listens 50 ms after binding and then speaks
+// something else, so the request fails for that, not for "no server".
+TEST(HandoffTest, APathBoundButNotYetListeningIsNotStale) {
+  std::string path = testing::SocketPath("handoff-late-listen");
+  int late = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  ASSERT_GE(late, 0);
+  sockaddr_un address{};
+  address.sun_family = AF_UNIX;
+  std::snprintf(address.sun_path, sizeof(address.sun_path), "%s", path.c_str());
+  ASSERT_EQ(::bind(late, reinterpret_cast<sockaddr*>(&address), sizeof(address)), 0);
+  std::thread answer([late] {
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    ASSERT_EQ(::listen(late, 4), 0);
+    int peer = testing::AcceptWithin(late);
+    char request[64];
+    (void)ReadExactly(peer, sizeof(request));
+    WriteAll(peer, std::string(64, 'x'));
+    ::close(peer);
+  });
+  auto listeners = server_internal::RequestListeners(path, absl::Seconds(5));
+  answer.join();
+  ::close(late);
+  ::unlink(path.c_str());
+  ASSERT_FALSE(listeners.ok());
+  EXPECT_TRUE(absl::IsFailedPrecondition(listeners.status())) << listeners.status();
+  EXPECT_TRUE(absl::StrContains(listeners.status().message(), "does not speak"))
+      << listeners.status();
 }
 
 // Nobody at the path, a stale socket file, a peer that speaks something else, a listener

@@ -12,6 +12,8 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/string_view.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
 #include "eventloop/log.h"
 #include "net/socket_address.h"
 #include "net/socket_ops.h"
@@ -21,6 +23,8 @@ namespace {
 
 constexpr size_t kRecordBytes = 64;
 constexpr absl::string_view kMagic = "gev-handoff 1 ";
+// How long a refused connect is retried (see RequestListeners).
+constexpr absl::Duration kStartingServerGrace = absl::Milliseconds(200);
 // Descriptors per record: under SCM_MAX_FD (253), the most one message may carry.
 constexpr size_t kDescriptorsPerRecord = 200;
 // Listeners handed over in all: ServerOptions::num_loops' limit.
@@ -173,14 +177,28 @@ absl::StatusOr<HandedOverListeners> RequestListeners(const std::string& path,
                                                      absl::Duration timeout) {
   absl::StatusOr<SocketAddress> address = SocketAddress::Parse("unix", path);
   if (!address.ok()) return address.status();
-  int channel = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  if (channel < 0) return absl::ErrnoToStatus(errno, "handoff: socket");
-  SetTimeouts(channel, timeout);
-  HandedOverListeners result(channel, -1, false, {});
   sockaddr_storage storage;
   socklen_t length = address->Fill(&storage);
-  if (::connect(channel, reinterpret_cast<const sockaddr*>(&storage), length) != 0) {
-    int error = errno;
+  // A refused connect means a file with no listener behind it: a process gone, or one that
+  // has bound the path and not yet listened (bind makes the file first). The second passes
+  // within moments, so a refusal is tried again for a short while before the file is taken
+  // for stale.
+  const absl::Time stale_after = absl::Now() + std::min(timeout, kStartingServerGrace);
+  int channel = -1;
+  int error = 0;
+  while (true) {
+    channel = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (channel < 0) return absl::ErrnoToStatus(errno, "handoff: socket");
+    SetTimeouts(channel, timeout);
+    if (::connect(channel, reinterpret_cast<const sockaddr*>(&storage), length) == 0) break;
+    error = errno;
+    ::close(channel);
+    channel = -1;
+    if (error != ECONNREFUSED || absl::Now() >= stale_after) break;
+    absl::SleepFor(absl::Milliseconds(5));
+  }
+  HandedOverListeners result(channel, -1, false, {});
+  if (channel < 0) {
     if (error == ENOENT || error == ECONNREFUSED) {
       return absl::UnavailableError(absl::StrCat(
           "handoff: no server at ", path,
