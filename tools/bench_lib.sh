@@ -20,8 +20,21 @@ median() {  # values on stdin
 # Median of column $3 of results.tsv over the rounds of configuration $1, label $2.
 column_median() { awk -F'\t' -v n="$1" -v l="$2" -v c="$3" '$1 == n && $2 == l { print $c }' "$results" | median; }
 
+# Median over the rounds of label $2's column $4 divided by baseline $3's in the same round, in
+# configuration $1. The servers alternate within each round, so a shared machine's slow spells
+# (here rounds 15 to 40 % apart) fall on both sides of each ratio and cancel, which a ratio of
+# the two medians does not do when the spells split the rounds unevenly.
+paired_ratio() {
+  awk -F'\t' -v n="$1" -v l="$2" -v b="$3" -v c="$4" '
+    $1 == n && $2 == l { mine[$3] = $c }
+    $1 == n && $2 == b { base[$3] = $c }
+    END { for (r in mine) if ((r in base) && base[r] > 0) print mine[r] / base[r] }' "$results" |
+    median
+}
+
 # Markdown table for configuration $1 against baseline label $2, and against the fastest row
-# (bytes/s) and the row with the lowest CPU per message.
+# (bytes/s) and the row with the lowest CPU per message; the last column is the CPU ratio to
+# the baseline paired by round (paired_ratio).
 table() {
   local name="$1" base="$2"
   local base_rate base_p99 base_cpu best_rate best_cpu
@@ -37,23 +50,27 @@ table() {
     best_cpu=$(awk -v a="$best_cpu" -v b="$c" 'BEGIN { print (a == 0 || (b > 0 && b < a)) ? b : a }')
   done < <(labels_of "$name")
   echo
-  echo "**$name** (medians of $rounds rounds)"
+  # The rows' own round count: a --render of an earlier run may have had other --rounds.
+  local measured_rounds
+  measured_rounds=$(awk -F'\t' -v n="$name" '$1 == n { print $3 }' "$results" | sort -u | wc -l)
+  echo "**$name** (medians of $measured_rounds rounds)"
   echo
-  echo "| ${subject:-server} | msgs/s | MiB/s | vs baseline | vs fastest | p99 us | p99 vs baseline | ${subject:-server} CPU ns/msg | vs baseline | vs lowest |"
-  echo "|---|---|---|---|---|---|---|---|---|---|"
+  echo "| ${subject:-server} | msgs/s | MiB/s | vs baseline | vs fastest | p99 us | p99 vs baseline | ${subject:-server} CPU ns/msg | vs baseline | vs lowest | vs baseline, paired by round |"
+  echo "|---|---|---|---|---|---|---|---|---|---|---|"
   while IFS= read -r label; do
-    local rate bytes p99 cpu
+    local rate bytes p99 cpu paired
     rate=$(column_median "$name" "$label" 4)
     bytes=$(column_median "$name" "$label" 5)
     p99=$(column_median "$name" "$label" 6)
     cpu=$(column_median "$name" "$label" 7)
+    paired=$(paired_ratio "$name" "$label" "$base" 7)
     awk -v l="$label" -v r="$rate" -v b="$bytes" -v br="$base_rate" -v p="$p99" -v bp="$base_p99" \
-      -v c="$cpu" -v bc="$base_cpu" -v fr="$best_rate" -v fc="$best_cpu" 'BEGIN {
+      -v c="$cpu" -v bc="$base_cpu" -v fr="$best_rate" -v fc="$best_cpu" -v pc="$paired" 'BEGIN {
         ratio = (br > 0) ? b / br : 0; cr = (bc > 0) ? c / bc : 0
         fratio = (fr > 0) ? b / fr : 0; fcr = (fc > 0) ? c / fc : 0
         p99 = (p > 0) ? sprintf("%.0f", p) : "-"; pr = (bp > 0) ? sprintf("%.2fx", p / bp) : "-"
         cpu = (c >= 100) ? sprintf("%.0f", c) : sprintf("%.2f", c)
-        printf "| %s | %.0f | %.1f | %.3fx | %.3fx | %s | %s | %s | %.2fx | %.2fx |\n", l, r, b / 1048576, ratio, fratio, p99, pr, cpu, cr, fcr }'
+        printf "| %s | %.0f | %.1f | %.3fx | %.3fx | %s | %s | %s | %.2fx | %.2fx | %.3fx |\n", l, r, b / 1048576, ratio, fratio, p99, pr, cpu, cr, fcr, pc }'
   done < <(labels_of "$name")
 }
 
