@@ -11,6 +11,8 @@ namespace {
 constexpr std::string_view kName = "permessage-deflate";
 constexpr char kTail[4] = {0x00, 0x00, static_cast<char>(0xFF), static_cast<char>(0xFF)};
 constexpr size_t kChunk = 16 * 1024;
+// The largest deflate window (windowBits 15): what a stream can refer back into.
+constexpr uInt kMaxWindow = 32 * 1024;
 
 // The window-bits value grammar of RFC 7692 (8..15, no leading zero).
 std::optional<int> WindowBits(const std::optional<std::string>& value) {
@@ -332,6 +334,7 @@ MessageInflater::Result Inflater::Run(const char* data, size_t size, size_t max_
   stream->next_in = reinterpret_cast<Bytef*>(const_cast<char*>(data));
   stream->avail_in = static_cast<uInt>(size);
   size_t used = out->size();
+  if (size > 0) stream_ended_ = false;
   while (true) {
     if (used > max_size) {
       out->resize(used);
@@ -345,8 +348,22 @@ MessageInflater::Result Inflater::Run(const char* data, size_t size, size_t max_
     int status = inflate(stream, Z_SYNC_FLUSH);
     used += room - stream->avail_out;
     if (status == Z_STREAM_END) {
-      // A final block: what follows (the tail, another stream) starts afresh.
-      inflateReset(stream);
+      // A final block (RFC 7692 7.2.3.3): what follows is a new deflate stream, which under
+      // context takeover may still point back into this one's bytes, so the window is carried
+      // across the reset. At the end of the input, the message's tail is not fed after it.
+      stream_ended_ = stream->avail_in == 0;
+      if (keep_context_) {
+        std::unique_ptr<Bytef[]> window(new Bytef[kMaxWindow]);
+        uInt window_size = kMaxWindow;
+        if (inflateGetDictionary(stream, window.get(), &window_size) != Z_OK ||
+            inflateReset(stream) != Z_OK ||
+            (window_size > 0 && inflateSetDictionary(stream, window.get(), window_size) != Z_OK)) {
+          out->resize(used);
+          return kCorrupt;
+        }
+      } else {
+        inflateReset(stream);
+      }
     } else if (status == Z_BUF_ERROR) {
       if (stream->avail_in == 0 && stream->avail_out != 0) break;  // Waits for more input.
       if (stream->avail_out != 0) {
@@ -367,7 +384,12 @@ MessageInflater::Result Inflater::Inflate(std::string_view compressed, bool last
                                           size_t max_size, std::string* out) {
   if (stream_ == nullptr && !Start()) return kCorrupt;
   Result result = Run(compressed.data(), compressed.size(), max_size, out);
-  if (result == kOk && last) result = Run(kTail, sizeof(kTail), max_size, out);
+  // The tail (00 00 FF FF) ends a stream the sender flushed; one that ended with a final block
+  // needs none, and a new stream would take the four bytes for a stored block's header.
+  if (result == kOk && last && !stream_ended_) {
+    result = Run(kTail, sizeof(kTail), max_size, out);
+  }
+  if (last) stream_ended_ = false;
   if (result != kOk || (last && !keep_context_)) {
     // Without context takeover nothing is kept between messages; after a failure the
     // connection is ending.

@@ -135,6 +135,8 @@ class Inflater : public MessageInflater {
   bool Start();
   Result Run(const char* data, size_t size, size_t max_size, std::string* out);
   const bool keep_context_;
+  // The last input ended exactly where a final block ended its deflate stream.
+  bool stream_ended_ = false;
   std::unique_ptr<z_stream> stream_;
 };
 

@@ -201,6 +201,47 @@ TEST(DeflateTest, RoundTripsWithAndWithoutContextTakeover) {
   }
 }
 
+// A peer may end a message's deflate stream with a final block (RFC 7692 7.2.3.3) and, under
+// context takeover, still refer back into that message's bytes in the next one: the window
+// must outlive the stream's end. Made with zlib directly: message 1 ends with BFINAL
+// (Z_FINISH); message 2 is a new raw stream primed with message 1 as its dictionary, so it
+// consists of back-references into it.
+TEST(DeflateTest, AFinalBlockUnderContextTakeoverKeepsTheWindow) {
+  const std::string first = "the quick brown fox jumps over the lazy dog, " + std::string(200, 'q');
+  const std::string second = first + first;  // All of it can point back into `first`.
+  auto raw_deflate = [](const std::string& input, const std::string* dictionary, int flush) {
+    z_stream stream{};
+    EXPECT_EQ(deflateInit2(&stream, 6, Z_DEFLATED, -15, 8, Z_DEFAULT_STRATEGY), Z_OK);
+    if (dictionary != nullptr) {
+      EXPECT_EQ(deflateSetDictionary(&stream, reinterpret_cast<const Bytef*>(dictionary->data()),
+                                     static_cast<uInt>(dictionary->size())),
+                Z_OK);
+    }
+    std::string out(deflateBound(&stream, input.size()) + 16, '\0');
+    stream.next_in = reinterpret_cast<Bytef*>(const_cast<char*>(input.data()));
+    stream.avail_in = static_cast<uInt>(input.size());
+    stream.next_out = reinterpret_cast<Bytef*>(out.data());
+    stream.avail_out = static_cast<uInt>(out.size());
+    EXPECT_NE(deflate(&stream, flush), Z_STREAM_ERROR);
+    out.resize(out.size() - stream.avail_out);
+    deflateEnd(&stream);
+    return out;
+  };
+  std::string message1 = raw_deflate(first, nullptr, Z_FINISH);  // Ends with BFINAL.
+  std::string message2 = raw_deflate(second, &first, Z_SYNC_FLUSH);
+  ASSERT_EQ(message2.substr(message2.size() - 4), Bytes({0x00, 0x00, 0xFF, 0xFF}));
+  message2.resize(message2.size() - 4);  // The sender strips the sync flush's tail.
+
+  DeflateAgreement agreement;  // Context takeover both ways, the default.
+  Inflater inflater(agreement, Role::kServer);
+  std::string out;
+  ASSERT_EQ(inflater.Inflate(message1, true, 1 << 20, &out), MessageInflater::kOk);
+  EXPECT_EQ(out, first);
+  out.clear();
+  ASSERT_EQ(inflater.Inflate(message2, true, 1 << 20, &out), MessageInflater::kOk);
+  EXPECT_EQ(out, second);
+}
+
 TEST(DeflateTest, AZipBombStopsAtTheLimitAndGarbageIsCorrupt) {
   // 64 MiB of zeros deflate to about 64 KiB.
   std::string zeros(64 << 20, '\0');
