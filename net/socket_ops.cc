@@ -14,6 +14,7 @@
 #include <mutex>
 
 #include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
 
 namespace gev::sockets {
 namespace {
@@ -121,6 +122,24 @@ absl::Status BindUnix(int fd, const SocketAddress& address, int type) {
   }
   int probed = ::connect(probe, raw, length) == 0 ? 0 : errno;
   ::close(probe);
+  // A stream socket refuses between its owner's bind and listen, too: a refusal is only taken
+  // for a stale file once it has lasted kStartingListenerGrace.
+  const absl::Time stale_after = absl::Now() + kStartingListenerGrace;
+  while (probed == ECONNREFUSED && type == SOCK_STREAM && absl::Now() < stale_after) {
+    absl::SleepFor(absl::Milliseconds(5));
+#ifdef SOCK_CLOEXEC
+    probe = ::socket(AF_UNIX, type | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+#else
+    probe = ::socket(AF_UNIX, type, 0);
+    if (probe >= 0 && !SetNonBlockingCloseOnExec(probe).ok()) {
+      ::close(probe);
+      probe = -1;
+    }
+#endif
+    if (probe < 0) return absl::ErrnoToStatus(errno, "socket");
+    probed = ::connect(probe, raw, length) == 0 ? 0 : errno;
+    ::close(probe);
+  }
   // Connected, or (a stream listener's) backlog is full (EAGAIN): somebody has it. Only Linux
   // says EAGAIN for a full backlog; the BSDs and macOS refuse (ECONNREFUSED), so there a
   // listener too busy to accept is taken for stale.

@@ -30,6 +30,10 @@ absl::Status SetKeepAlive(int fd, bool on, absl::Duration interval);
 absl::Status SetReuseAddr(int fd, bool on);
 absl::Status SetReusePort(int fd, bool on);
 
+// How long a Unix stream path that refuses connects is given before it is taken for a stale
+// file (BindUnix; the handoff request): a listener between bind and listen refuses too.
+inline constexpr absl::Duration kStartingListenerGrace = absl::Milliseconds(200);
+
 // A listening socket bound to `address`. TCP: SO_REUSEADDR always, SO_REUSEPORT if asked. A
 // Unix socket path left by a process that died (nothing accepts on it) is replaced; one a live
 // listener holds is not, and that is an error, as is a path that is not a socket.
@@ -37,7 +41,9 @@ absl::StatusOr<int> Listen(const SocketAddress& address, bool reuse_port,
                            int backlog = SOMAXCONN);
 // Binds Unix socket `fd` (of `type`: SOCK_STREAM or SOCK_DGRAM) to `address`'s path or
 // abstract name, replacing a stale socket file: one nobody has bound (its owner died without
-// unlinking it; a connect of `type` to it is refused). A live owner's file is left alone.
+// unlinking it; a connect of `type` to it is refused). A live owner's file is left alone. A
+// stream socket's owner between its bind and its listen refuses too, for a moment: a stream
+// path is taken for stale once it has refused for kStartingListenerGrace.
 absl::Status BindUnix(int fd, const SocketAddress& address, int type);
 // A blocking-style connect for tools and tests: returns a non-blocking connected socket.
 absl::StatusOr<int> ConnectBlocking(const SocketAddress& address);

@@ -12,8 +12,10 @@
 #include <cstring>
 #include <memory>
 #include <string>
+#include <thread>
 #include <vector>
 
+#include "absl/time/clock.h"
 #include "eventloop/event_loop.h"
 #include "gtest/gtest.h"
 #include "net/acceptor.h"
@@ -152,6 +154,33 @@ TEST(UnixAcceptorTest, ReplacesAStaleSocketFileButNotALiveOne) {
   ::close(accepted);
   ::close(*client);
   ::close(*live);
+  ::unlink(path.c_str());
+}
+
+// A listener between its bind and its listen refuses connects, as a stale file does: a second
+// server binding then waits out the moment (sockets::kStartingListenerGrace) and finds the
+// path live, rather than unlink it from under the first.
+TEST(UnixAcceptorTest, APathBoundButNotYetListeningIsNotStale) {
+  std::string path = SocketPath("late-listen");
+  SocketAddress address = *SocketAddress::Unix(path);
+  int first = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  ASSERT_GE(first, 0);
+  sockaddr_storage storage;
+  socklen_t length = address.Fill(&storage);
+  ASSERT_EQ(::bind(first, reinterpret_cast<const sockaddr*>(&storage), length), 0);
+  absl::StatusOr<int> second = absl::UnknownError("not run");
+  std::thread binder([&] { second = sockets::Listen(address, false); });
+  // Well within the grace, so that a slow machine still listens in time.
+  absl::SleepFor(absl::Milliseconds(10));
+  ASSERT_EQ(::listen(first, 4), 0);
+  binder.join();
+  ASSERT_FALSE(second.ok()) << "the path was taken from a listener that had just bound it";
+  EXPECT_NE(second.status().message().find("live listener"), absl::string_view::npos)
+      << second.status();
+  absl::StatusOr<int> client = sockets::ConnectBlocking(address);
+  ASSERT_TRUE(client.ok()) << "the first listener must still be reachable: " << client.status();
+  ::close(*client);
+  ::close(first);
   ::unlink(path.c_str());
 }
 

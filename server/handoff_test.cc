@@ -359,7 +359,8 @@ TEST(HandoffTest, AnUnconfirmedHandoffLeavesThePredecessorServing) {
 // A server that has bound its handoff path and not yet listened refuses a connect for a
 // moment: a successor asking just then waits for it rather than take the file for a stale one
 // (and the predecessor for gone). Here the peer listens 50 ms after binding and then speaks
-// something else, so the request fails for that, not for "no server".
+// something else, so the request fails for that, not for "no server". The grace is long here
+// (the default is 200 ms) so that a slow machine cannot outlast it.
 TEST(HandoffTest, APathBoundButNotYetListeningIsNotStale) {
   std::string path = testing::SocketPath("handoff-late-listen");
   int late = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
@@ -377,7 +378,7 @@ TEST(HandoffTest, APathBoundButNotYetListeningIsNotStale) {
     WriteAll(peer, std::string(64, 'x'));
     ::close(peer);
   });
-  auto listeners = server_internal::RequestListeners(path, absl::Seconds(5));
+  auto listeners = server_internal::RequestListeners(path, absl::Seconds(10), absl::Seconds(10));
   answer.join();
   ::close(late);
   ::unlink(path.c_str());

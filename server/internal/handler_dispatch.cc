@@ -17,7 +17,7 @@ void EndIfRefused(Connection& connection, const absl::Status& sent) {
   if (sent.ok()) return;  // Inline: Debian's absl has the code test out of line, per reply.
   if (absl::IsResourceExhausted(sent)) {
     connection.ForceClose(sent);
-  } else if (!sent.ok() && connection.state() != Connection::State::kDisconnected) {
+  } else if (connection.state() != Connection::State::kDisconnected) {
     Log(LogSeverity::kWarning,
         absl::StrCat("reply to ", connection.PeerAddr().ToString(), " dropped: ", sent.message()));
   }

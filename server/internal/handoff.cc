@@ -23,8 +23,7 @@ namespace {
 
 constexpr size_t kRecordBytes = 64;
 constexpr absl::string_view kMagic = "gev-handoff 1 ";
-// How long a refused connect is retried (see RequestListeners).
-constexpr absl::Duration kStartingServerGrace = absl::Milliseconds(200);
+
 // Descriptors per record: under SCM_MAX_FD (253), the most one message may carry.
 constexpr size_t kDescriptorsPerRecord = 200;
 // Listeners handed over in all: ServerOptions::num_loops' limit.
@@ -175,6 +174,12 @@ absl::Status HandedOverListeners::ConfirmTakeover() {
 
 absl::StatusOr<HandedOverListeners> RequestListeners(const std::string& path,
                                                      absl::Duration timeout) {
+  return RequestListeners(path, timeout, sockets::kStartingListenerGrace);
+}
+
+absl::StatusOr<HandedOverListeners> RequestListeners(const std::string& path,
+                                                     absl::Duration timeout,
+                                                     absl::Duration stale_grace) {
   absl::StatusOr<SocketAddress> address = SocketAddress::Parse("unix", path);
   if (!address.ok()) return address.status();
   sockaddr_storage storage;
@@ -183,7 +188,7 @@ absl::StatusOr<HandedOverListeners> RequestListeners(const std::string& path,
   // has bound the path and not yet listened (bind makes the file first). The second passes
   // within moments, so a refusal is tried again for a short while before the file is taken
   // for stale.
-  const absl::Time stale_after = absl::Now() + std::min(timeout, kStartingServerGrace);
+  const absl::Time stale_after = absl::Now() + std::min(timeout, stale_grace);
   int channel = -1;
   int error = 0;
   while (true) {

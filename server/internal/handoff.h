@@ -70,7 +70,8 @@ class HandedOverListeners {
 
  private:
   friend absl::StatusOr<HandedOverListeners> RequestListeners(const std::string& path,
-                                                             absl::Duration timeout);
+                                                             absl::Duration timeout,
+                                                             absl::Duration stale_grace);
   HandedOverListeners(int channel, pid_t from_pid, bool given,
                       std::vector<InheritedSocket> listeners)
       : channel_(channel), from_pid_(from_pid), given_(given), listeners_(std::move(listeners)) {}
@@ -83,12 +84,16 @@ class HandedOverListeners {
 
 // RequestListeners() — asks the server at `path` for its listeners, waiting at most `timeout`
 // for each step. Unavailable when nobody serves there (no file; a stale file of a process
-// gone, which refuses connects for 200 ms: a server between its bind and its listen refuses
-// only for a moment), PermissionDenied when the server runs as another user (or refused our user),
+// gone, which refuses connects for sockets::kStartingListenerGrace: a server between its bind
+// and its listen refuses only for a moment), PermissionDenied when the server runs as another user (or refused our user),
 // FailedPrecondition for a refusal or a peer that does not speak the protocol, and
 // DeadlineExceeded when it does not answer.
 absl::StatusOr<HandedOverListeners> RequestListeners(const std::string& path,
                                                      absl::Duration timeout);
+// With how long a refusing path is given before it is taken for stale (tests).
+absl::StatusOr<HandedOverListeners> RequestListeners(const std::string& path,
+                                                     absl::Duration timeout,
+                                                     absl::Duration stale_grace);
 
 // The running process's side, on one loop: answers one request at a time; hands over at most
 // once.
