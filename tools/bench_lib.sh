@@ -50,10 +50,7 @@ table() {
     best_cpu=$(awk -v a="$best_cpu" -v b="$c" 'BEGIN { print (a == 0 || (b > 0 && b < a)) ? b : a }')
   done < <(labels_of "$name")
   echo
-  # The rows' own round count: a --render of an earlier run may have had other --rounds.
-  local measured_rounds
-  measured_rounds=$(awk -F'\t' -v n="$name" '$1 == n { print $3 }' "$results" | sort -u | wc -l)
-  echo "**$name** (medians of $measured_rounds rounds)"
+  echo "**$name** (medians of $(rounds_of "$name") rounds)"
   echo
   echo "| ${subject:-server} | msgs/s | MiB/s | vs baseline | vs fastest | p99 us | p99 vs baseline | ${subject:-server} CPU ns/msg | vs baseline | vs lowest | vs baseline, paired by round |"
   echo "|---|---|---|---|---|---|---|---|---|---|---|"
@@ -74,6 +71,9 @@ table() {
   done < <(labels_of "$name")
 }
 
+# The rows' own round count for configuration $1: a --render of an earlier run may have had
+# other --rounds.
+rounds_of() { awk -F'\t' -v n="$1" '$1 == n && !seen[$3]++ { count++ } END { print count + 0 }' "$results"; }
 labels_of() { awk -F'\t' -v n="$1" '$1 == n { print $2 }' "$results" | awk '!seen[$0]++'; }
 names() { cut -f1 "$results" | awk '!seen[$0]++'; }
 
@@ -197,7 +197,7 @@ unit_tables() {
     base=$(labels_of "$name" | head -1)
     base_rate=$(column_median "$name" "$base" 4)
     echo
-    echo "**$name** (medians of $rounds rounds)"
+    echo "**$name** (medians of $(rounds_of "$name") rounds)"
     echo
     echo "| server | $rate_header | vs $base | $cpu_header | $switches_header | server CPU idle | client CPUs idle |"
     echo "|---|---|---|---|---|---|---|"
