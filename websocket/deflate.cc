@@ -13,6 +13,8 @@ constexpr char kTail[4] = {0x00, 0x00, static_cast<char>(0xFF), static_cast<char
 constexpr size_t kChunk = 16 * 1024;
 // The largest deflate window (windowBits 15): what a stream can refer back into.
 constexpr uInt kMaxWindow = 32 * 1024;
+// Deflate streams a message may end (final blocks) before it is taken for an attack.
+constexpr int kMaxStreamEndsPerMessage = 4;
 
 // The window-bits value grammar of RFC 7692 (8..15, no leading zero).
 std::optional<int> WindowBits(const std::optional<std::string>& value) {
@@ -348,9 +350,15 @@ MessageInflater::Result Inflater::Run(const char* data, size_t size, size_t max_
     int status = inflate(stream, Z_SYNC_FLUSH);
     used += room - stream->avail_out;
     if (status == Z_STREAM_END) {
-      // A final block (RFC 7692 7.2.3.3): what follows is a new deflate stream, which under
+      // A final block (RFC 7692 7.2.3.4): what follows is a new deflate stream, which under
       // context takeover may still point back into this one's bytes, so the window is carried
       // across the reset. At the end of the input, the message's tail is not fed after it.
+      // Senders end a message's stream once; a peer ending hundreds (an empty final block is
+      // two bytes, and each end costs a reset and two window copies) is refused.
+      if (++stream_ends_in_message_ > kMaxStreamEndsPerMessage) {
+        out->resize(used);
+        return kCorrupt;
+      }
       stream_ended_ = stream->avail_in == 0;
       if (keep_context_) {
         std::unique_ptr<Bytef[]> window(new Bytef[kMaxWindow]);
@@ -389,7 +397,10 @@ MessageInflater::Result Inflater::Inflate(std::string_view compressed, bool last
   if (result == kOk && last && !stream_ended_) {
     result = Run(kTail, sizeof(kTail), max_size, out);
   }
-  if (last) stream_ended_ = false;
+  if (last || result != kOk) {
+    stream_ended_ = false;
+    stream_ends_in_message_ = 0;
+  }
   if (result != kOk || (last && !keep_context_)) {
     // Without context takeover nothing is kept between messages; after a failure the
     // connection is ending.

@@ -137,6 +137,8 @@ class Inflater : public MessageInflater {
   const bool keep_context_;
   // The last input ended exactly where a final block ended its deflate stream.
   bool stream_ended_ = false;
+  // Final blocks in the message so far (see kMaxStreamEndsPerMessage).
+  int stream_ends_in_message_ = 0;
   std::unique_ptr<z_stream> stream_;
 };
 

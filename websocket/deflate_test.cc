@@ -201,7 +201,7 @@ TEST(DeflateTest, RoundTripsWithAndWithoutContextTakeover) {
   }
 }
 
-// A peer may end a message's deflate stream with a final block (RFC 7692 7.2.3.3) and, under
+// A peer may end a message's deflate stream with a final block (RFC 7692 7.2.3.4) and, under
 // context takeover, still refer back into that message's bytes in the next one: the window
 // must outlive the stream's end. Made with zlib directly: message 1 ends with BFINAL
 // (Z_FINISH); message 2 is a new raw stream primed with message 1 as its dictionary, so it
@@ -240,6 +240,20 @@ TEST(DeflateTest, AFinalBlockUnderContextTakeoverKeepsTheWindow) {
   out.clear();
   ASSERT_EQ(inflater.Inflate(message2, true, 1 << 20, &out), MessageInflater::kOk);
   EXPECT_EQ(out, second);
+
+  // The stream ending exactly at a frame's end, then an empty last frame: no tail either.
+  out.clear();
+  std::string message3 = raw_deflate(first, &first, Z_FINISH);
+  ASSERT_EQ(inflater.Inflate(message3, false, 1 << 20, &out), MessageInflater::kOk);
+  ASSERT_EQ(inflater.Inflate("", true, 1 << 20, &out), MessageInflater::kOk);
+  EXPECT_EQ(out, first);
+
+  // A message of nothing but empty final blocks (03 00, two bytes each, each a stream's end):
+  // refused once past a handful, not inflated end after end.
+  std::string empty_ends;
+  for (int i = 0; i < 1000; ++i) empty_ends += Bytes({0x03, 0x00});
+  out.clear();
+  EXPECT_EQ(inflater.Inflate(empty_ends, true, 1 << 20, &out), MessageInflater::kCorrupt);
 }
 
 TEST(DeflateTest, AZipBombStopsAtTheLimitAndGarbageIsCorrupt) {
