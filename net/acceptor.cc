@@ -56,8 +56,9 @@ int AcceptNonBlocking(int listen_fd, sockaddr_storage* peer, socklen_t* length) 
 
 absl::StatusOr<std::unique_ptr<Acceptor>> Acceptor::Create(EventLoop* loop,
                                                            const SocketAddress& address,
-                                                           bool reuse_port) {
-  absl::StatusOr<int> fd = sockets::Listen(address, reuse_port);
+                                                           bool reuse_port,
+                                                           absl::Duration stale_grace) {
+  absl::StatusOr<int> fd = sockets::Listen(address, reuse_port, SOMAXCONN, stale_grace);
   if (!fd.ok()) return fd.status();
   absl::StatusOr<SocketAddress> bound = sockets::LocalSocketAddress(*fd);
   if (!bound.ok()) {

@@ -49,6 +49,7 @@
 #include "eventloop/event_loop.h"
 #include "net/inet_address.h"
 #include "net/socket_address.h"
+#include "net/socket_ops.h"
 
 namespace gev {
 
@@ -78,9 +79,11 @@ class Acceptor final : public EventHandler {
 
   // Acceptor::Create() — binds and listens on `address` (port 0 picks a free port; see
   // listen_address()). Several acceptors may share a port when all set `reuse_port` (TCP).
-  static absl::StatusOr<std::unique_ptr<Acceptor>> Create(EventLoop* loop,
-                                                          const SocketAddress& address,
-                                                          bool reuse_port);
+  // `stale_grace`: how long a Unix path that refuses is given before it is taken for stale
+  // (see sockets::BindUnix); zero for one the caller already found unserved.
+  static absl::StatusOr<std::unique_ptr<Acceptor>> Create(
+      EventLoop* loop, const SocketAddress& address, bool reuse_port,
+      absl::Duration stale_grace = sockets::kStartingListenerGrace);
   // Acceptor::Adopt() — serves `fd`, a listening stream socket (TCP or Unix) opened elsewhere,
   // made non-blocking and close-on-exec here. Takes ownership on success; on failure
   // (FailedPrecondition: not a socket, not a stream, not listening) the caller keeps it. A

@@ -95,18 +95,11 @@ absl::Status SetReusePort(int fd, bool on) {
   return SetIntOption(fd, SOL_SOCKET, SO_REUSEPORT, on ? 1 : 0, "SO_REUSEPORT");
 }
 
-absl::Status BindUnix(int fd, const SocketAddress& address, int type) {
-  sockaddr_storage storage;
-  socklen_t length = address.Fill(&storage);
-  const sockaddr* raw = reinterpret_cast<const sockaddr*>(&storage);
-  if (::bind(fd, raw, length) == 0) return absl::OkStatus();
-  int error = errno;
-  std::string text = absl::StrCat("bind ", address.ToString());
-  if (error != EADDRINUSE || address.is_abstract()) return absl::ErrnoToStatus(error, text);
-  struct stat file {};
-  if (::lstat(address.unix_path().c_str(), &file) != 0 || !S_ISSOCK(file.st_mode)) {
-    return absl::ErrnoToStatus(error, absl::StrCat(text, " (the path exists, not a socket)"));
-  }
+namespace {
+
+// Connects a fresh non-blocking socket of `type` to `raw` and closes it: 0 when something
+// answered, else the connect's errno (ECONNREFUSED: nobody listens or has bound there).
+absl::StatusOr<int> ProbeUnix(const sockaddr* raw, socklen_t length, int type) {
 #ifdef SOCK_CLOEXEC
   // Close-on-exec from the start: another thread may fork and exec meanwhile (a restart).
   int probe = ::socket(AF_UNIX, type | SOCK_CLOEXEC, 0);
@@ -122,38 +115,50 @@ absl::Status BindUnix(int fd, const SocketAddress& address, int type) {
   }
   int probed = ::connect(probe, raw, length) == 0 ? 0 : errno;
   ::close(probe);
-  // A stream socket refuses between its owner's bind and listen, too: a refusal is only taken
-  // for a stale file once it has lasted kStartingListenerGrace.
-  const absl::Time stale_after = absl::Now() + kStartingListenerGrace;
-  while (probed == ECONNREFUSED && type == SOCK_STREAM && absl::Now() < stale_after) {
-    absl::SleepFor(absl::Milliseconds(5));
-#ifdef SOCK_CLOEXEC
-    probe = ::socket(AF_UNIX, type | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-#else
-    probe = ::socket(AF_UNIX, type, 0);
-    if (probe >= 0 && !SetNonBlockingCloseOnExec(probe).ok()) {
-      ::close(probe);
-      probe = -1;
-    }
-#endif
-    if (probe < 0) return absl::ErrnoToStatus(errno, "socket");
-    probed = ::connect(probe, raw, length) == 0 ? 0 : errno;
-    ::close(probe);
+  return probed;
+}
+
+}  // namespace
+
+absl::Status BindUnix(int fd, const SocketAddress& address, int type,
+                      absl::Duration stale_grace) {
+  sockaddr_storage storage;
+  socklen_t length = address.Fill(&storage);
+  const sockaddr* raw = reinterpret_cast<const sockaddr*>(&storage);
+  if (::bind(fd, raw, length) == 0) return absl::OkStatus();
+  int error = errno;
+  std::string text = absl::StrCat("bind ", address.ToString());
+  if (error != EADDRINUSE || address.is_abstract()) return absl::ErrnoToStatus(error, text);
+  struct stat file {};
+  if (::lstat(address.unix_path().c_str(), &file) != 0 || !S_ISSOCK(file.st_mode)) {
+    return absl::ErrnoToStatus(error, absl::StrCat(text, " (the path exists, not a socket)"));
   }
+  absl::StatusOr<int> probed = ProbeUnix(raw, length, type);
+  // A stream socket refuses between its owner's bind and listen, too: a refusal is only taken
+  // for a stale file once it has lasted `stale_grace`.
+  const absl::Time stale_after = absl::Now() + stale_grace;
+  while (probed.ok() && *probed == ECONNREFUSED && type == SOCK_STREAM &&
+         absl::Now() < stale_after) {
+    absl::SleepFor(absl::Milliseconds(5));
+    probed = ProbeUnix(raw, length, type);
+  }
+  if (!probed.ok()) return probed.status();
   // Connected, or (a stream listener's) backlog is full (EAGAIN): somebody has it. Only Linux
   // says EAGAIN for a full backlog; the BSDs and macOS refuse (ECONNREFUSED), so there a
-  // listener too busy to accept is taken for stale.
-  if (probed != ECONNREFUSED) {
+  // listener too busy to accept is taken for stale. Gone meanwhile (ENOENT: its owner removed
+  // it): the path is free.
+  if (*probed != ECONNREFUSED && *probed != ENOENT) {
     return absl::ErrnoToStatus(error, absl::StrCat(text, ": a live listener has it"));
   }
-  if (::unlink(address.unix_path().c_str()) != 0 && errno != ENOENT) {
+  if (*probed == ECONNREFUSED && ::unlink(address.unix_path().c_str()) != 0 && errno != ENOENT) {
     return absl::ErrnoToStatus(errno, absl::StrCat("unlink stale ", address.ToString()));
   }
   if (::bind(fd, raw, length) != 0) return absl::ErrnoToStatus(errno, text);
   return absl::OkStatus();
 }
 
-absl::StatusOr<int> Listen(const SocketAddress& address, bool reuse_port, int backlog) {
+absl::StatusOr<int> Listen(const SocketAddress& address, bool reuse_port, int backlog,
+                           absl::Duration stale_grace) {
   if (address.is_unix() && reuse_port) {
     return absl::InvalidArgumentError("SO_REUSEPORT is for TCP; a unix socket has one listener");
   }
@@ -161,7 +166,7 @@ absl::StatusOr<int> Listen(const SocketAddress& address, bool reuse_port, int ba
   if (!fd.ok()) return fd;
   absl::Status status;
   if (address.is_unix()) {
-    status = BindUnix(*fd, address, SOCK_STREAM);
+    status = BindUnix(*fd, address, SOCK_STREAM, stale_grace);
   } else {
     status = SetReuseAddr(*fd, true);
     if (status.ok() && reuse_port) status = SetReusePort(*fd, true);

@@ -38,13 +38,16 @@ inline constexpr absl::Duration kStartingListenerGrace = absl::Milliseconds(200)
 // Unix socket path left by a process that died (nothing accepts on it) is replaced; one a live
 // listener holds is not, and that is an error, as is a path that is not a socket.
 absl::StatusOr<int> Listen(const SocketAddress& address, bool reuse_port,
-                           int backlog = SOMAXCONN);
+                           int backlog = SOMAXCONN,
+                           absl::Duration stale_grace = kStartingListenerGrace);
 // Binds Unix socket `fd` (of `type`: SOCK_STREAM or SOCK_DGRAM) to `address`'s path or
 // abstract name, replacing a stale socket file: one nobody has bound (its owner died without
 // unlinking it; a connect of `type` to it is refused). A live owner's file is left alone. A
 // stream socket's owner between its bind and its listen refuses too, for a moment: a stream
-// path is taken for stale once it has refused for kStartingListenerGrace.
-absl::Status BindUnix(int fd, const SocketAddress& address, int type);
+// path is taken for stale once it has refused for `stale_grace` (zero: at once, for a caller that
+// knows it stale).
+absl::Status BindUnix(int fd, const SocketAddress& address, int type,
+                      absl::Duration stale_grace = kStartingListenerGrace);
 // A blocking-style connect for tools and tests: returns a non-blocking connected socket.
 absl::StatusOr<int> ConnectBlocking(const SocketAddress& address);
 

@@ -371,6 +371,9 @@ absl::StatusOr<std::vector<InheritedSocket>> Server::TakeListeners(const SocketA
   absl::StatusOr<server_internal::HandedOverListeners> handed =
       server_internal::RequestListeners(options_.handoff_path, options_.handoff_timeout);
   absl::Status why = handed.status();
+  // Nobody serves the path (no file, or a stale one that refused through the grace): this
+  // server's own handoff service binds it later without waiting again.
+  handoff_path_unserved_ = absl::IsUnavailable(why);
   // Listeners the predecessor was given are served wherever they are bound, as given ones
   // are; those it bound must be where this server's options say.
   for (size_t i = 0; why.ok() && !handed->given() && i < handed->listeners().size(); ++i) {
@@ -620,8 +623,9 @@ void Server::OnListening() {
   };
   // After a takeover the path still holds the predecessor's socket, whose service is ending.
   absl::StatusOr<std::unique_ptr<server_internal::HandoffService>> service =
-      server_internal::HandoffService::Create(main_loop_.get(), options_.handoff_path,
-                                              /*replace=*/took_over, std::move(callbacks));
+      server_internal::HandoffService::Create(
+          main_loop_.get(), options_.handoff_path, /*replace=*/took_over, std::move(callbacks),
+          handoff_path_unserved_ ? absl::ZeroDuration() : sockets::kStartingListenerGrace);
   absl::Status status = service.ok() ? (*service)->Start() : service.status();
   if (!status.ok()) {
     Log(LogSeverity::kWarning,

@@ -200,6 +200,8 @@ class Server {
   // Given (ServerOptions::listeners), or handed over by a server they were given to: served
   // wherever they are bound, by this server and its successors.
   bool listeners_given_ = false;
+  // The startup handoff request found nobody serving the handoff path (see OnListening).
+  bool handoff_path_unserved_ = false;
   // Every acceptor's descriptor, fixed at Init.
   std::vector<int> listener_fds_;
   // Handed-over listeners not yet confirmed: "ready" goes once they are all polled.

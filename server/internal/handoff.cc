@@ -383,15 +383,14 @@ class HandoffService::Session final : public EventHandler {
   int64_t requester_pid_ = -1;
 };
 
-absl::StatusOr<std::unique_ptr<HandoffService>> HandoffService::Create(EventLoop* loop,
-                                                                      const std::string& path,
-                                                                      bool replace,
-                                                                      Callbacks callbacks) {
+absl::StatusOr<std::unique_ptr<HandoffService>> HandoffService::Create(
+    EventLoop* loop, const std::string& path, bool replace, Callbacks callbacks,
+    absl::Duration stale_grace) {
   absl::StatusOr<SocketAddress> address = SocketAddress::Parse("unix", path);
   if (!address.ok()) return address.status();
   if (replace && !address->is_abstract()) (void)::unlink(path.c_str());  // ENOENT is fine.
   absl::StatusOr<std::unique_ptr<Acceptor>> acceptor =
-      Acceptor::Create(loop, *address, /*reuse_port=*/false);
+      Acceptor::Create(loop, *address, /*reuse_port=*/false, stale_grace);
   if (!acceptor.ok()) return acceptor.status();
   return std::unique_ptr<HandoffService>(
       new HandoffService(loop, path, std::move(*acceptor), std::move(callbacks)));

@@ -43,6 +43,7 @@
 #include "eventloop/event_loop.h"
 #include "net/acceptor.h"
 #include "net/inherited_sockets.h"
+#include "net/socket_ops.h"
 
 namespace gev::server_internal {
 
@@ -111,11 +112,12 @@ class HandoffService {
 
   // HandoffService::Create() — binds `path`. `replace`: the file is removed first even if a
   // live socket holds it (the predecessor that just handed over, whose service is ending);
-  // otherwise only a stale file is replaced.
-  static absl::StatusOr<std::unique_ptr<HandoffService>> Create(EventLoop* loop,
-                                                                const std::string& path,
-                                                                bool replace,
-                                                                Callbacks callbacks);
+  // otherwise only a stale file is replaced, after `stale_grace` of refusals (see
+  // sockets::BindUnix: zero when the caller's own request found nobody serving there, so the
+  // loop that calls this does not wait for it).
+  static absl::StatusOr<std::unique_ptr<HandoffService>> Create(
+      EventLoop* loop, const std::string& path, bool replace, Callbacks callbacks,
+      absl::Duration stale_grace = sockets::kStartingListenerGrace);
   ~HandoffService();
 
   // Starts answering. Loop thread only.
