@@ -25,6 +25,7 @@
 #include "gtest/gtest.h"
 #include "net/acceptor.h"
 #include "net/socket_ops.h"
+#include "net/testing/loop_blocker.h"
 #include "net/testing/loopback_client.h"
 
 namespace gev {
@@ -106,16 +107,7 @@ class TestServer {
 
   // Holds the loop thread in a task until the returned promise is set, so that several events
   // become ready and are reported in one poll batch.
-  std::promise<void> BlockLoop() {
-    std::promise<void> release;
-    std::promise<void> entered;
-    loop_->QueueInLoop([&entered, released = release.get_future().share()] {
-      entered.set_value();
-      released.wait();
-    });
-    entered.get_future().wait();
-    return release;
-  }
+  std::promise<void> BlockLoop() { return testing::BlockLoop(*loop_); }
   InetAddress address() const { return acceptor_address_; }
   const Connection::Counters& counters() const { return config_->counters; }
 

@@ -23,6 +23,7 @@
 #include "gtest/gtest.h"
 #include "net/acceptor.h"
 #include "net/connection.h"
+#include "net/testing/loop_blocker.h"
 #include "net/testing/loopback_client.h"
 #include "net/transport.h"
 
@@ -187,16 +188,7 @@ class XorServer {
     done.get_future().wait();
   }
   // Holds the loop in a task until the returned promise is set.
-  std::promise<void> BlockLoop() {
-    std::promise<void> release;
-    std::promise<void> entered;
-    loop_->QueueInLoop([&entered, released = release.get_future().share()] {
-      entered.set_value();
-      released.wait();
-    });
-    entered.get_future().wait();
-    return release;
-  }
+  std::promise<void> BlockLoop() { return testing::BlockLoop(*loop_); }
   // The connections open now (on the loop thread).
   std::vector<ConnectionPtr> Connections() {
     std::vector<ConnectionPtr> open;
