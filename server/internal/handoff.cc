@@ -23,7 +23,6 @@ namespace {
 
 constexpr size_t kRecordBytes = 64;
 constexpr absl::string_view kMagic = "gev-handoff 1 ";
-
 // Descriptors per record: under SCM_MAX_FD (253), the most one message may carry.
 constexpr size_t kDescriptorsPerRecord = 200;
 // Listeners handed over in all: ServerOptions::num_loops' limit.
