@@ -197,10 +197,11 @@ void Connection::HandleRead(const ConnectionPtr& self) {
     DeliverInput(self);
     // A read that took all it asked for (up to a 64 KiB block, see ReadFromFd) most likely
     // left more in the socket: a flood, or a large message. Read it now rather than after
-    // another poll, as libuv does, up to kMaxReadsPerEvent times, while nothing waits for the
-    // socket (replies over kGatherBytes have gone; smaller ones leave at the event's end). A
-    // read that took less emptied the socket, so request/response pays no extra read for it.
-    if (static_cast<size_t>(n) == offered && reads < kMaxReadsPerEvent && reading_ &&
+    // another poll, as libuv does, up to Options::reads_per_event times, while nothing waits
+    // for the socket (replies over kGatherBytes have gone; smaller ones leave at the event's
+    // end). A read that took less emptied the socket, so request/response pays no extra read
+    // for it.
+    if (static_cast<size_t>(n) == offered && reads < options().reads_per_event && reading_ &&
         !writing_ && state() == State::kConnected) {
       continue;
     }

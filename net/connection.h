@@ -168,7 +168,14 @@ class Connection final : public std::enable_shared_from_this<Connection> {
     // Send). False writes each at once, as muduo does: more system calls, and the peer may see
     // the first reply of a batch a little sooner.
     bool gather_writes = true;
+    // Most reads one readable event makes while each fills what it asked for (64 KiB): the
+    // rest waits for the next poll, after the other ready connections. 8 (512 KiB) serves
+    // request/response and windowed streams best; libuv makes 32, which a bulk flood (a
+    // relay's upload, say) moves at less CPU per byte. See HandleRead. 1 to kMaxReadsPerEvent.
+    int reads_per_event = kDefaultReadsPerEvent;
   };
+  static constexpr int kDefaultReadsPerEvent = 8;
+  static constexpr int kMaxReadsPerEvent = 64;
 
   // Called on the connection's loop thread; one set serves every connection of a server, on
   // every loop at once, hence const.
@@ -534,9 +541,6 @@ class Connection final : public std::enable_shared_from_this<Connection> {
   // Lingering: reads and drops what the peer sends; its FIN, a reset or an error ends it.
   void DiscardLingeringInput();
   static constexpr int kMaxLingeringReads = 16;
-  // Most reads one readable event makes while each fills what it asked for (see HandleRead):
-  // about 1 MiB, so one flooding connection cannot keep the loop from the others for long.
-  static constexpr int kMaxReadsPerEvent = 8;
   // Lingering: quiet for linger_quiet, or past the end of the whole linger: closes.
   void OnLingerTimer();
   // What Close(reason) was given, or OK.

@@ -1211,9 +1211,13 @@ TEST(ConnectionTest, GatheredRepliesAreWrittenBeforeTheLoopPollsAgain) {
   ::close(client);
 }
 
-// A flood (a socket holding more than one read asks for) is read with several reads in one
-// event, each delivered before the next.
-TEST(ConnectionTest, AFloodIsReadWithSeveralReadsInOneEvent) {
+// Sends a flood while the server's loop is blocked, then lets the server read it with
+// `options`, in reads of 1 KiB (max_input_bytes), so that what the socket holds before the
+// server reads (its initial receive window: about 64 KiB on loopback) is many reads' worth;
+// returns how many reads (on_message calls) each readable event made, in order.
+std::vector<int> ReadsPerEventOfAFlood(Connection::Options options) {
+  constexpr size_t kReadSize = RingBuffer::kMinCapacity;
+  options.max_input_bytes = kReadSize;
   std::vector<size_t> wait_at_message;  // Loop thread only: Wait()s begun at each on_message.
   size_t waits = 0;                     // Loop thread only.
   std::atomic<size_t> received{0};
@@ -1222,34 +1226,58 @@ TEST(ConnectionTest, AFloodIsReadWithSeveralReadsInOneEvent) {
   auto server = StartServer({.on_connect = [&](const ConnectionPtr&) { connected = true; },
                              .on_message =
                                  [&](const ConnectionPtr&, RingBuffer& input) {
+                                   EXPECT_LE(input.Length(), kReadSize);
                                    wait_at_message.push_back(waits);
                                    received += input.Length();
                                    input.RetrieveAll();
                                  }},
-                            {}, AF_INET, std::move(poller));
+                            options, AF_INET, std::move(poller));
   int client = Connect(server->address());
-  int buffer = 4 << 20;
-  ASSERT_EQ(::setsockopt(client, SOL_SOCKET, SO_SNDBUF, &buffer, sizeof(buffer)), 0);
-  ASSERT_TRUE(WaitFor([&] { return connected.load(); }));
-  const std::string chunk(64 * 1024, 'f');
+  EXPECT_TRUE(WaitFor([&] { return connected.load(); }));
+  const std::string chunk(kReadSize, 'f');
   size_t sent = 0;
   {
     std::promise<void> release = server->BlockLoop();
-    // As much as the socket buffers take while the server does not read: several reads' worth.
-    while (sent < (2u << 20)) {
+    while (sent < (1u << 20)) {
       ssize_t n = ::send(client, chunk.data(), chunk.size(), MSG_DONTWAIT);
       if (n <= 0) break;
       sent += static_cast<size_t>(n);
     }
     release.set_value();
   }
-  ASSERT_GT(sent, 3 * (EventLoop::kScratchSize + RingBuffer::kMinCapacity * 64));
-  ASSERT_TRUE(WaitFor([&] { return received.load() == sent; }));
+  // More than 32 reads' worth, so that the limits tried below are what ends the first event.
+  EXPECT_GT(sent, 40 * kReadSize);
+  EXPECT_TRUE(WaitFor([&] { return received.load() == sent; }));
+  std::vector<int> reads_per_event;
   server->RunAndWait([&] {
-    ASSERT_GE(wait_at_message.size(), 2u);
-    EXPECT_EQ(wait_at_message[1], wait_at_message[0]) << "one read per event";
+    for (size_t i = 0; i < wait_at_message.size(); ++i) {
+      if (i == 0 || wait_at_message[i] != wait_at_message[i - 1]) reads_per_event.push_back(0);
+      ++reads_per_event.back();
+    }
   });
   ::close(client);
+  return reads_per_event;
+}
+
+// A flood (a socket holding more than one read asks for) is read with several reads in one
+// event, each delivered before the next: Options::reads_per_event of them, and no more.
+TEST(ConnectionTest, AFloodIsReadWithSeveralReadsInOneEvent) {
+  std::vector<int> reads = ReadsPerEventOfAFlood({});
+  ASSERT_GE(reads.size(), 2u);
+  EXPECT_EQ(reads[0], Connection::kDefaultReadsPerEvent);
+  EXPECT_LE(*std::max_element(reads.begin(), reads.end()), Connection::kDefaultReadsPerEvent);
+}
+
+TEST(ConnectionTest, ReadsPerEventLimitsTheReadsOfOneEvent) {
+  for (int limit : {1, 32}) {
+    SCOPED_TRACE(limit);
+    Connection::Options options;
+    options.reads_per_event = limit;
+    std::vector<int> reads = ReadsPerEventOfAFlood(options);
+    ASSERT_GE(reads.size(), 2u);
+    EXPECT_EQ(reads[0], limit);
+    EXPECT_LE(*std::max_element(reads.begin(), reads.end()), limit);
+  }
 }
 
 // A connection's reply leaves when its own callback returns, not after the rest of the batch:

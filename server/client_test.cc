@@ -465,6 +465,8 @@ TEST(ClientTest, SharedSettingsAreCheckedAsAServersAre) {
       {[](ConnectionSettings& s) { s.idle_time = absl::Seconds(-1); }, "IdleTime"},
       {[](ConnectionSettings& s) { s.high_water_mark = 0; }, "HighWaterMark is 0"},
       {[](ConnectionSettings& s) { s.max_input_bytes = 0; }, "MaxInputBytes is 0"},
+      {[](ConnectionSettings& s) { s.reads_per_event = 0; }, "ReadsPerEvent(0)"},
+      {[](ConnectionSettings& s) { s.reads_per_event = 65; }, "ReadsPerEvent(65)"},
       {[](ConnectionSettings& s) {
          s.high_water_mark = 8 << 20;
          s.max_pending_output = 1 << 20;

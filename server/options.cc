@@ -81,6 +81,10 @@ Option GatherWrites(bool on) {
   return [on](ServerOptions& o) { o.gather_writes = on; };
 }
 
+Option ReadsPerEvent(int reads) {
+  return [reads](ServerOptions& o) { o.reads_per_event = reads; };
+}
+
 namespace server_internal {
 
 absl::StatusOr<Connection::Options> ConnectionOptionsFor(const ConnectionSettings& settings) {
@@ -98,6 +102,11 @@ absl::StatusOr<Connection::Options> ConnectionOptionsFor(const ConnectionSetting
   }
   if (settings.high_water_mark == 0) return absl::InvalidArgumentError("HighWaterMark is 0");
   if (settings.max_input_bytes == 0) return absl::InvalidArgumentError("MaxInputBytes is 0");
+  if (settings.reads_per_event < 1 || settings.reads_per_event > Connection::kMaxReadsPerEvent) {
+    return absl::InvalidArgumentError(absl::StrCat("ReadsPerEvent(", settings.reads_per_event,
+                                                   ") is not between 1 and ",
+                                                   Connection::kMaxReadsPerEvent));
+  }
   size_t max_pending_output = settings.max_pending_output;
   if (max_pending_output == 0) {
     // Room for the mark's backlog and a few reads past it (a read can bring 128 KiB).
@@ -124,6 +133,7 @@ absl::StatusOr<Connection::Options> ConnectionOptionsFor(const ConnectionSetting
   options.error_close_timeout = settings.stop_timeout;
   options.linger_quiet = settings.linger_quiet;
   options.gather_writes = settings.gather_writes;
+  options.reads_per_event = settings.reads_per_event;
   return options;
 }
 

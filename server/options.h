@@ -76,6 +76,13 @@ struct ConnectionSettings {
   // Replies and other small sends made on a loop are gathered per connection and written once
   // per loop iteration (Connection::Send); false writes each at once.
   bool gather_writes = true;
+  // Most reads one readable event makes while each fills its 64 KiB; then the other ready
+  // connections have their turn. The default, 8, serves request/response and windowed streams
+  // best. A server whose peers flood it (uploads, a relay's bulk side) moves them at less CPU
+  // per byte with 32, as libuv reads, at the cost of the others' latency
+  // (docs/performance.md, "Reads per event"). 1 to 64; plain TCP and Unix connections (a
+  // transport reads one record batch per event).
+  int reads_per_event = 8;
   // How long Stop() lets connections flush pending output before closing them anyway; and how
   // long a connection closed for a protocol error may write the replies it had produced
   // before it (then RST).
@@ -144,8 +151,9 @@ struct ServerOptions : ConnectionSettings {
 namespace server_internal {
 
 // ConnectionOptionsFor() — the connections' options from `settings`, checked: InvalidArgument
-// for a negative duration, a zero mark or limit, or a pending-output cap outside
-// [high_water_mark, 2 GiB]. The one validation of what servers and clients share.
+// for a negative duration, a zero mark or limit, a pending-output cap outside
+// [high_water_mark, 2 GiB], or reads per event outside [1, 64]. The one validation of what
+// servers and clients share.
 absl::StatusOr<Connection::Options> ConnectionOptionsFor(const ConnectionSettings& settings);
 
 }  // namespace server_internal
@@ -171,6 +179,7 @@ Option MaxPendingOutput(size_t bytes);
 Option StopTimeout(absl::Duration timeout);
 Option LingerQuiet(absl::Duration quiet);
 Option GatherWrites(bool on);
+Option ReadsPerEvent(int reads);
 Option WithTransport(std::shared_ptr<TransportFactory> transport);
 Option Listeners(std::vector<int> listening_fds);
 Option HandoffPath(std::string path);

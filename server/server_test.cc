@@ -464,6 +464,8 @@ TEST(ServerTest, BadOptionsAreErrorsNotCrashes) {
   EXPECT_EQ((*v6)->ListenAddress().family(), AF_INET6);
   EXPECT_FALSE(NewServer(&handler, Address("127.0.0.1:0"), NumLoops(100000)).ok());
   EXPECT_FALSE(NewServer(&handler, Address("127.0.0.1:0"), HighWaterMark(0)).ok());
+  EXPECT_FALSE(NewServer(&handler, Address("127.0.0.1:0"), ReadsPerEvent(0)).ok());
+  EXPECT_TRUE(NewServer(&handler, Address("127.0.0.1:0"), NumLoops(1), ReadsPerEvent(64)).ok());
   EXPECT_FALSE(NewServer(&handler, Address("127.0.0.1:0"), IdleTime(absl::Seconds(-1))).ok());
   EXPECT_FALSE(NewServer(nullptr, Address("127.0.0.1:0")).ok());
 
@@ -473,6 +475,16 @@ TEST(ServerTest, BadOptionsAreErrorsNotCrashes) {
   auto second = NewServer(&handler, Address(taken), NumLoops(1));
   EXPECT_FALSE(second.ok());
   EXPECT_NE(second.status().message().find("ddress"), std::string::npos) << second.status();
+}
+
+TEST(ServerTest, ReadsPerEventReachesTheConnections) {
+  ServerOptions options;
+  EXPECT_EQ(server_internal::ConnectionOptionsFor(options)->reads_per_event,
+            Connection::kDefaultReadsPerEvent);
+  options.reads_per_event = 32;
+  EXPECT_EQ(server_internal::ConnectionOptionsFor(options)->reads_per_event, 32);
+  ReadsPerEvent(1)(options);
+  EXPECT_EQ(server_internal::ConnectionOptionsFor(options)->reads_per_event, 1);
 }
 
 TEST(ServerTest, StopBeforeStartMakesStartReturnAtOnce) {
