@@ -168,10 +168,12 @@ class Connection final : public std::enable_shared_from_this<Connection> {
     // Send). False writes each at once, as muduo does: more system calls, and the peer may see
     // the first reply of a batch a little sooner.
     bool gather_writes = true;
-    // Most reads one readable event makes while each fills what it asked for (64 KiB): the
-    // rest waits for the next poll, after the other ready connections. 8 (512 KiB) serves
-    // request/response and windowed streams best; libuv makes 32, which a bulk flood (a
-    // relay's upload, say) moves at less CPU per byte. See HandleRead. 1 to kMaxReadsPerEvent.
+    // Most reads one readable event makes while each fills what it asked for (up to a 64 KiB
+    // block): the rest waits for the next poll, after the other ready connections. Small
+    // requests never make a second read; 8 keeps windowed streams cheaper than libuv's 32,
+    // which moves a bulk flood (a relay's upload, say) at less CPU per byte. See HandleRead.
+    // Plain sockets only: a transport's Read decides its own amount (TLS: up to 256 KiB of
+    // plaintext). 1 to kMaxReadsPerEvent, as server::ConnectionOptionsFor checks.
     int reads_per_event = kDefaultReadsPerEvent;
   };
   static constexpr int kDefaultReadsPerEvent = 8;

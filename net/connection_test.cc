@@ -5,6 +5,7 @@
 
 #include <fcntl.h>
 #include <poll.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -1211,31 +1212,39 @@ TEST(ConnectionTest, GatheredRepliesAreWrittenBeforeTheLoopPollsAgain) {
   ::close(client);
 }
 
+// What a flood looked like to the server: the sizes of the reads (on_message calls) that each
+// readable event made, in order, and how many bytes its socket held when its loop was released.
+struct FloodReads {
+  std::vector<std::vector<size_t>> events;
+  size_t queued_at_release = 0;
+};
+
 // Sends a flood while the server's loop is blocked, then lets the server read it with
-// `options`, in reads of 1 KiB (max_input_bytes), so that what the socket holds before the
-// server reads (its initial receive window: about 64 KiB on loopback) is many reads' worth;
-// returns how many reads (on_message calls) each readable event made, in order.
-std::vector<int> ReadsPerEventOfAFlood(Connection::Options options) {
-  constexpr size_t kReadSize = RingBuffer::kMinCapacity;
-  options.max_input_bytes = kReadSize;
+// `options`; `read_size`, if not zero, caps each read (max_input_bytes) so that the socket holds
+// many reads' worth (its receive queue before the first read, about 88 KiB on loopback with
+// Debian's net.ipv4.tcp_rmem, is what the first event can count on).
+FloodReads ReadAFlood(Connection::Options options, size_t read_size) {
+  if (read_size != 0) options.max_input_bytes = read_size;
   std::vector<size_t> wait_at_message;  // Loop thread only: Wait()s begun at each on_message.
+  std::vector<size_t> size_of_message;  // Loop thread only.
   size_t waits = 0;                     // Loop thread only.
   std::atomic<size_t> received{0};
-  std::atomic<bool> connected{false};
+  std::atomic<int> server_fd{-1};
   auto poller = std::make_unique<PollerWithHook>([&] { ++waits; });
-  auto server = StartServer({.on_connect = [&](const ConnectionPtr&) { connected = true; },
+  auto server = StartServer({.on_connect = [&](const ConnectionPtr& c) { server_fd = c->fd(); },
                              .on_message =
                                  [&](const ConnectionPtr&, RingBuffer& input) {
-                                   EXPECT_LE(input.Length(), kReadSize);
                                    wait_at_message.push_back(waits);
+                                   size_of_message.push_back(input.Length());
                                    received += input.Length();
                                    input.RetrieveAll();
                                  }},
                             options, AF_INET, std::move(poller));
   int client = Connect(server->address());
-  EXPECT_TRUE(WaitFor([&] { return connected.load(); }));
-  const std::string chunk(kReadSize, 'f');
+  EXPECT_TRUE(WaitFor([&] { return server_fd.load() >= 0; }));
+  const std::string chunk(16 * 1024, 'f');
   size_t sent = 0;
+  FloodReads flood;
   {
     std::promise<void> release = server->BlockLoop();
     while (sent < (1u << 20)) {
@@ -1243,40 +1252,57 @@ std::vector<int> ReadsPerEventOfAFlood(Connection::Options options) {
       if (n <= 0) break;
       sent += static_cast<size_t>(n);
     }
+    int queued = 0;
+    EXPECT_EQ(::ioctl(server_fd.load(), FIONREAD, &queued), 0);
+    flood.queued_at_release = static_cast<size_t>(queued);
     release.set_value();
   }
-  // More than 32 reads' worth, so that the limits tried below are what ends the first event.
-  EXPECT_GT(sent, 40 * kReadSize);
   EXPECT_TRUE(WaitFor([&] { return received.load() == sent; }));
-  std::vector<int> reads_per_event;
   server->RunAndWait([&] {
     for (size_t i = 0; i < wait_at_message.size(); ++i) {
-      if (i == 0 || wait_at_message[i] != wait_at_message[i - 1]) reads_per_event.push_back(0);
-      ++reads_per_event.back();
+      if (i == 0 || wait_at_message[i] != wait_at_message[i - 1]) flood.events.emplace_back();
+      flood.events.back().push_back(size_of_message[i]);
     }
   });
   ::close(client);
-  return reads_per_event;
+  return flood;
 }
 
-// A flood (a socket holding more than one read asks for) is read with several reads in one
-// event, each delivered before the next: Options::reads_per_event of them, and no more.
+// Each event reads again only after a read that filled what it asked for (`read_size`), and
+// makes at most `limit` reads.
+void ExpectOnlyFullReadsReadAgain(const FloodReads& flood, size_t read_size, int limit) {
+  for (const std::vector<size_t>& reads : flood.events) {
+    EXPECT_LE(reads.size(), static_cast<size_t>(limit));
+    for (size_t i = 0; i + 1 < reads.size(); ++i) EXPECT_EQ(reads[i], read_size);
+  }
+}
+
+// A flood (a socket holding more than one read asks for) is read with several 64 KiB reads in
+// one event, each delivered before the next, and no more than the default limit.
 TEST(ConnectionTest, AFloodIsReadWithSeveralReadsInOneEvent) {
-  std::vector<int> reads = ReadsPerEventOfAFlood({});
-  ASSERT_GE(reads.size(), 2u);
-  EXPECT_EQ(reads[0], Connection::kDefaultReadsPerEvent);
-  EXPECT_LE(*std::max_element(reads.begin(), reads.end()), Connection::kDefaultReadsPerEvent);
+  constexpr size_t kPooledRead = size_t{64} * 1024;
+  FloodReads flood = ReadAFlood({}, 0);
+  ASSERT_GT(flood.queued_at_release, kPooledRead)
+      << "the server's socket must hold more than one read: see net.ipv4.tcp_rmem";
+  ASSERT_GE(flood.events.size(), 1u);
+  EXPECT_GE(flood.events[0].size(), 2u) << "one read per event";
+  ExpectOnlyFullReadsReadAgain(flood, kPooledRead, Connection::kDefaultReadsPerEvent);
 }
 
+// With reads of 1 KiB the socket holds more than 32 of them, so the limit alone ends the first
+// event: exactly that many reads.
 TEST(ConnectionTest, ReadsPerEventLimitsTheReadsOfOneEvent) {
-  for (int limit : {1, 32}) {
+  constexpr size_t kReadSize = RingBuffer::kMinCapacity;
+  for (int limit : {1, Connection::kDefaultReadsPerEvent, 32}) {
     SCOPED_TRACE(limit);
     Connection::Options options;
-    options.reads_per_event = limit;
-    std::vector<int> reads = ReadsPerEventOfAFlood(options);
-    ASSERT_GE(reads.size(), 2u);
-    EXPECT_EQ(reads[0], limit);
-    EXPECT_LE(*std::max_element(reads.begin(), reads.end()), limit);
+    if (limit != Connection::kDefaultReadsPerEvent) options.reads_per_event = limit;
+    FloodReads flood = ReadAFlood(options, kReadSize);
+    ASSERT_GT(flood.queued_at_release, static_cast<size_t>(limit) * kReadSize)
+        << "the server's socket must hold more reads than the limit: see net.ipv4.tcp_rmem";
+    ASSERT_GE(flood.events.size(), 2u);
+    EXPECT_EQ(flood.events[0].size(), static_cast<size_t>(limit));
+    ExpectOnlyFullReadsReadAgain(flood, kReadSize, limit);
   }
 }
 

@@ -77,12 +77,13 @@ struct ConnectionSettings {
   // per loop iteration (Connection::Send); false writes each at once.
   bool gather_writes = true;
   // Most reads one readable event makes while each fills its 64 KiB; then the other ready
-  // connections have their turn. The default, 8, serves request/response and windowed streams
-  // best. A server whose peers flood it (uploads, a relay's bulk side) moves them at less CPU
-  // per byte with 32, as libuv reads, at the cost of the others' latency
-  // (docs/performance.md, "Reads per event"). 1 to 64; plain TCP and Unix connections (a
-  // transport reads one record batch per event).
-  int reads_per_event = 8;
+  // connections have their turn. Small requests never make a second read. The default, 8,
+  // keeps windowed streams cheaper and their latency lower than libuv's 32; a server whose
+  // peers flood it (uploads, a relay's bulk side) moves floods at less CPU per byte with 32
+  // (docs/performance.md, "Why one rule cannot serve both"). 1 to
+  // Connection::kMaxReadsPerEvent (64). Plain TCP and Unix connections only: with a transport
+  // (TLS) its Read decides how much one event reads.
+  int reads_per_event = Connection::kDefaultReadsPerEvent;
   // How long Stop() lets connections flush pending output before closing them anyway; and how
   // long a connection closed for a protocol error may write the replies it had produced
   // before it (then RST).
@@ -152,8 +153,8 @@ namespace server_internal {
 
 // ConnectionOptionsFor() — the connections' options from `settings`, checked: InvalidArgument
 // for a negative duration, a zero mark or limit, a pending-output cap outside
-// [high_water_mark, 2 GiB], or reads per event outside [1, 64]. The one validation of what
-// servers and clients share.
+// [high_water_mark, 2 GiB], or reads per event outside [1, Connection::kMaxReadsPerEvent].
+// The one validation of what servers and clients share.
 absl::StatusOr<Connection::Options> ConnectionOptionsFor(const ConnectionSettings& settings);
 
 }  // namespace server_internal

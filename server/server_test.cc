@@ -477,14 +477,16 @@ TEST(ServerTest, BadOptionsAreErrorsNotCrashes) {
   EXPECT_NE(second.status().message().find("ddress"), std::string::npos) << second.status();
 }
 
-TEST(ServerTest, ReadsPerEventReachesTheConnections) {
+// The connections' options (which servers and clients both build with ConnectionOptionsFor)
+// carry the setting.
+TEST(ServerTest, ConnectionOptionsCarryReadsPerEvent) {
   ServerOptions options;
-  EXPECT_EQ(server_internal::ConnectionOptionsFor(options)->reads_per_event,
-            Connection::kDefaultReadsPerEvent);
-  options.reads_per_event = 32;
-  EXPECT_EQ(server_internal::ConnectionOptionsFor(options)->reads_per_event, 32);
-  ReadsPerEvent(1)(options);
-  EXPECT_EQ(server_internal::ConnectionOptionsFor(options)->reads_per_event, 1);
+  for (int reads : {Connection::kDefaultReadsPerEvent, 32, 1}) {
+    if (reads != Connection::kDefaultReadsPerEvent) ReadsPerEvent(reads)(options);
+    absl::StatusOr<Connection::Options> connection = server_internal::ConnectionOptionsFor(options);
+    ASSERT_TRUE(connection.ok()) << connection.status();
+    EXPECT_EQ(connection->reads_per_event, reads);
+  }
 }
 
 TEST(ServerTest, StopBeforeStartMakesStartReturnAtOnce) {
