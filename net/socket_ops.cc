@@ -14,7 +14,6 @@
 #include <mutex>
 
 #include "absl/strings/str_cat.h"
-#include "absl/time/clock.h"
 
 namespace gev::sockets {
 namespace {
@@ -133,15 +132,11 @@ absl::Status BindUnix(int fd, const SocketAddress& address, int type,
   if (::lstat(address.unix_path().c_str(), &file) != 0 || !S_ISSOCK(file.st_mode)) {
     return absl::ErrnoToStatus(error, absl::StrCat(text, " (the path exists, not a socket)"));
   }
-  absl::StatusOr<int> probed = ProbeUnix(raw, length, type);
   // A stream socket refuses between its owner's bind and listen, too: a refusal is only taken
   // for a stale file once it has lasted `stale_grace`.
-  const absl::Time stale_after = absl::Now() + stale_grace;
-  while (probed.ok() && *probed == ECONNREFUSED && type == SOCK_STREAM &&
-         absl::Now() < stale_after) {
-    absl::SleepFor(absl::Milliseconds(5));
-    probed = ProbeUnix(raw, length, type);
-  }
+  absl::StatusOr<int> probed =
+      RetryWhileRefused(type == SOCK_STREAM ? stale_grace : absl::ZeroDuration(),
+                        [&] { return ProbeUnix(raw, length, type); });
   if (!probed.ok()) return probed.status();
   // Connected, or (a stream listener's) backlog is full (EAGAIN): somebody has it. Only Linux
   // says EAGAIN for a full backlog; the BSDs and macOS refuse (ECONNREFUSED), so there a

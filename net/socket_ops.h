@@ -11,8 +11,11 @@
 #ifndef GEV_NET_SOCKET_OPS_H_
 #define GEV_NET_SOCKET_OPS_H_
 
+#include <cerrno>
+
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "net/inet_address.h"
 #include "net/socket_address.h"
@@ -33,6 +36,21 @@ absl::Status SetReusePort(int fd, bool on);
 // How long a Unix stream path that refuses connects is given before it is taken for a stale
 // file (BindUnix; the handoff request): a listener between bind and listen refuses too.
 inline constexpr absl::Duration kStartingListenerGrace = absl::Milliseconds(200);
+
+// Runs `attempt` (a connect to a Unix stream path: absl::StatusOr<int> of 0 or the connect's
+// errno) again every 5 ms while it is refused (ECONNREFUSED), for up to `grace`, and returns
+// its last result. The one rule by which a refusing path is waited for before it is taken for
+// stale (see kStartingListenerGrace).
+template <typename Attempt>
+absl::StatusOr<int> RetryWhileRefused(absl::Duration grace, Attempt attempt) {
+  const absl::Time give_up = absl::Now() + grace;
+  absl::StatusOr<int> result = attempt();
+  while (result.ok() && *result == ECONNREFUSED && absl::Now() < give_up) {
+    absl::SleepFor(absl::Milliseconds(5));
+    result = attempt();
+  }
+  return result;
+}
 
 // A listening socket bound to `address`. TCP: SO_REUSEADDR always, SO_REUSEPORT if asked. A
 // Unix socket path left by a process that died (nothing accepts on it) is replaced; one a live

@@ -12,7 +12,6 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/string_view.h"
-#include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "eventloop/log.h"
 #include "net/socket_address.h"
@@ -187,20 +186,20 @@ absl::StatusOr<HandedOverListeners> RequestListeners(const std::string& path,
   // has bound the path and not yet listened (bind makes the file first). The second passes
   // within moments, so a refusal is tried again for a short while before the file is taken
   // for stale.
-  const absl::Time stale_after = absl::Now() + std::min(timeout, stale_grace);
   int channel = -1;
-  int error = 0;
-  while (true) {
-    channel = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (channel < 0) return absl::ErrnoToStatus(errno, "handoff: socket");
-    SetTimeouts(channel, timeout);
-    if (::connect(channel, reinterpret_cast<const sockaddr*>(&storage), length) == 0) break;
-    error = errno;
-    ::close(channel);
-    channel = -1;
-    if (error != ECONNREFUSED || absl::Now() >= stale_after) break;
-    absl::SleepFor(absl::Milliseconds(5));
-  }
+  absl::StatusOr<int> connected =
+      sockets::RetryWhileRefused(std::min(timeout, stale_grace), [&]() -> absl::StatusOr<int> {
+        channel = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        if (channel < 0) return absl::ErrnoToStatus(errno, "handoff: socket");
+        SetTimeouts(channel, timeout);
+        if (::connect(channel, reinterpret_cast<const sockaddr*>(&storage), length) == 0) return 0;
+        int error = errno;
+        ::close(channel);
+        channel = -1;
+        return error;
+      });
+  if (!connected.ok()) return connected.status();
+  const int error = *connected;
   HandedOverListeners result(channel, -1, false, {});
   if (channel < 0) {
     if (error == ENOENT || error == ECONNREFUSED) {

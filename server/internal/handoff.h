@@ -86,8 +86,8 @@ class HandedOverListeners {
 // RequestListeners() — asks the server at `path` for its listeners, waiting at most `timeout`
 // for each step. Unavailable when nobody serves there (no file; a stale file of a process
 // gone, which refuses connects for sockets::kStartingListenerGrace: a server between its bind
-// and its listen refuses only for a moment), PermissionDenied when the server runs as another user (or refused our user),
-// FailedPrecondition for a refusal or a peer that does not speak the protocol, and
+// and its listen refuses only for a moment), PermissionDenied when the server runs as another
+// user (or refused our user), FailedPrecondition for a refusal or a peer that does not speak the protocol, and
 // DeadlineExceeded when it does not answer.
 absl::StatusOr<HandedOverListeners> RequestListeners(const std::string& path,
                                                      absl::Duration timeout);
